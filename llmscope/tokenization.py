@@ -1,0 +1,158 @@
+"""Tokenize text and decode ids with a model's tokenizer, returning plain results (ids, pieces, spans).
+It never loads model weights and never prints; the prompt/chat-template handling here is shared by all commands."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from llmscope.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    """One token: its id, the vocabulary string, the text it decodes to, and where it sits in the input."""
+
+    position: int
+    token_id: int
+    piece: str  # the vocabulary entry, e.g. "Ġcapital" for byte-level BPE
+    text: str  # what the token decodes to on its own, e.g. " capital"
+    start: int | None  # character span in the tokenized text (None for added special tokens)
+    end: int | None
+    special: bool
+
+
+@dataclass(frozen=True)
+class TokenizationResult:
+    model: str
+    text: str  # the text that was tokenized (after the chat template when chat=True)
+    tokens: tuple[TokenPiece, ...]
+    token_count: int
+    characters: int
+    characters_per_token: float
+    special_tokens_added: tuple[str, ...]
+    chat_template_applied: bool
+    vocab_size: int
+
+    @property
+    def ids(self) -> list[int]:
+        return [token.token_id for token in self.tokens]
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    model: str
+    ids: tuple[int, ...]
+    text: str
+    pieces: tuple[str, ...]
+
+
+def vocabulary_size(tokenizer: Any) -> int:
+    """Ids the tokenizer can produce, added tokens included."""
+    return len(tokenizer)
+
+
+def special_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of the declared special tokens and of added tokens marked special (e.g. <|im_start|>)."""
+    ids = set(tokenizer.all_special_ids)
+    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(added, "special", False):
+            ids.add(int(token_id))
+    return ids
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def apply_chat_template(tokenizer: Any, prompt: str, system: str | None = None) -> str:
+    """The prompt wrapped as one user turn (after an optional system turn), ready for the assistant's answer."""
+    if not has_chat_template(tokenizer):
+        raise UsageError("this tokenizer has no chat template", hint="drop --chat (or pass --no-chat)")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_ids(tokenizer: Any, prompt: str, chat: bool = False, system: str | None = None,
+               add_special_tokens: bool = True) -> tuple[str, list[int]]:
+    """Encode a prompt the way generation sees it: (text actually tokenized, token ids).
+
+    With chat=True the template already holds its special tokens, so none are added on top.
+    """
+    if chat:
+        text = apply_chat_template(tokenizer, prompt, system)
+        return text, list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return prompt, list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def tokenize_text(tokenizer: Any, text: str, model_name: str = "", add_special_tokens: bool = True,
+                  chat: bool = False, system: str | None = None) -> TokenizationResult:
+    """Split text into tokens with ids, vocabulary pieces, decoded text and character spans."""
+    source, ids = prompt_ids(tokenizer, text, chat=chat, system=system, add_special_tokens=add_special_tokens)
+    spans: list[tuple[int, int] | None] = [None] * len(ids)
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(source, add_special_tokens=add_special_tokens and not chat, return_offsets_mapping=True)
+        if list(encoded["input_ids"]) == ids:
+            spans = [tuple(span) for span in encoded["offset_mapping"]]
+    special_ids = special_token_ids(tokenizer)
+    added = _added_special_tokens(tokenizer, source, ids) if add_special_tokens and not chat else ()
+    added_positions = _added_positions(tokenizer, source, ids) if added else set()
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    tokens = []
+    for position, (token_id, piece) in enumerate(zip(ids, pieces)):
+        span = spans[position]
+        is_added = position in added_positions
+        tokens.append(TokenPiece(
+            position=position, token_id=int(token_id), piece=str(piece),
+            text=tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False),
+            start=None if span is None or is_added else int(span[0]),
+            end=None if span is None or is_added else int(span[1]),
+            special=token_id in special_ids))
+    count = len(tokens)
+    return TokenizationResult(
+        model=model_name, text=source, tokens=tuple(tokens), token_count=count, characters=len(source),
+        characters_per_token=round(len(source) / count, 3) if count else 0.0,
+        special_tokens_added=added, chat_template_applied=chat, vocab_size=vocabulary_size(tokenizer))
+
+
+def _added_positions(tokenizer: Any, text: str, ids: list[int]) -> set[int]:
+    plain = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    for start in range(len(ids) - len(plain) + 1):
+        if ids[start:start + len(plain)] == plain:
+            return set(range(start)) | set(range(start + len(plain), len(ids)))
+    return set()
+
+
+def _added_special_tokens(tokenizer: Any, text: str, ids: list[int]) -> tuple[str, ...]:
+    positions = _added_positions(tokenizer, text, ids)
+    return tuple(tokenizer.convert_ids_to_tokens([ids[p] for p in sorted(positions)]))
+
+
+_ID_SEPARATORS = re.compile(r"[\s,]+")
+
+
+def parse_id_list(text: str, vocab_size: int) -> list[int]:
+    """Parse "504 3575,282" or "[504, 3575]" into ids, checking each is inside the vocabulary."""
+    body = text.strip().removeprefix("[").removesuffix("]").strip()
+    if not body:
+        raise UsageError("--decode got no token ids", hint='pass ids like "504 3575 282"')
+    ids = []
+    for item in _ID_SEPARATORS.split(body):
+        if not item:
+            continue
+        if not item.lstrip("-").isdigit():
+            raise UsageError(f"--decode: {item!r} is not a token id", hint='pass integers like "504 3575 282"')
+        value = int(item)
+        if not 0 <= value < vocab_size:
+            raise UsageError(f"--decode: id {value} is outside the vocabulary (0 to {vocab_size - 1})")
+        ids.append(value)
+    return ids
+
+
+def decode_ids(tokenizer: Any, ids: list[int], model_name: str = "", skip_special_tokens: bool = False
+               ) -> DecodeResult:
+    """Turn token ids back into text, with each id's vocabulary piece."""
+    text = tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
+    return DecodeResult(model=model_name, ids=tuple(ids), text=text,
+                        pieces=tuple(str(p) for p in tokenizer.convert_ids_to_tokens(ids)))

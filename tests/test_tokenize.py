@@ -1,0 +1,76 @@
+"""`llmscope tokenize`: ids, pieces, spans, decode, comparisons, on the tiny tokenizer and the real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmscope.errors import UsageError
+from llmscope.loader import load_tokenizer
+from llmscope.tokenization import decode_ids, parse_id_list, tokenize_text
+
+
+def test_tokenize_text_spans_round_trip(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    text = "The capital of France is Paris."
+    result = tokenize_text(tokenizer, text, "tiny")
+    assert result.ids == tokenizer(text)["input_ids"]
+    assert "".join(text[t.start:t.end] for t in result.tokens if t.start is not None) == text
+    assert result.token_count == len(result.tokens) and result.characters == len(text)
+    assert decode_ids(tokenizer, result.ids).text == text
+
+
+def test_chat_template_tokens(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    result = tokenize_text(tokenizer, "hi", "tiny", chat=True)
+    assert result.text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert result.tokens[0].special and result.tokens[0].piece == "<|im_start|>"
+
+
+def test_parse_id_list() -> None:
+    assert parse_id_list("504 3575,282 [4649]".replace("[", "").replace("]", ""), 49152) == [504, 3575, 282, 4649]
+    assert parse_id_list("[1, 2]", 10) == [1, 2]
+    with pytest.raises(UsageError, match="outside the vocabulary"):
+        parse_id_list("5 10", 10)
+    with pytest.raises(UsageError, match="not a token id"):
+        parse_id_list("5 abc", 10)
+    with pytest.raises(UsageError, match="no token ids"):
+        parse_id_list("  ", 10)
+
+
+def test_cli_tokenize_json_and_ids(cli, tiny_model_dir: Path) -> None:
+    result = cli("tokenize", "The capital of France is", "-m", tiny_model_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = result.json()
+    assert data["command"] == "tokenize" and data["model"] == str(tiny_model_dir)
+    ids = data["ids"]
+    assert data["token_count"] == len(ids) and [t["token_id"] for t in data["tokens"]] == ids
+    plain = cli("tokenize", "The capital of France is", "-m", tiny_model_dir, "--ids")
+    assert plain.stdout.split() == [str(i) for i in ids]
+    back = cli("tokenize", "-m", tiny_model_dir, "--decode", " ".join(map(str, ids)))
+    assert back.stdout == "The capital of France is\n"
+
+
+def test_cli_tokenize_stdin_and_table(cli, tiny_model_dir: Path) -> None:
+    result = cli("tokenize", "-", "-m", tiny_model_dir, input="Hello world!\n")
+    assert result.exit_code == 0, result.stderr
+    assert "12 characters" in result.stdout  # the trailing newline from stdin is dropped
+    assert "␣" in result.stdout.splitlines()[0]  # whitespace made visible in the boundary line
+    assert "special tokens added: none" in result.stdout
+
+
+def test_cli_tokenize_compares_tokenizers(cli, tiny_models: dict[str, Path]) -> None:
+    result = cli("tokenize", "Hello world!", "-m", tiny_models["llama"], "-m", tiny_models["gpt2"], "--json")
+    assert result.exit_code == 0, result.stderr
+    comparison = result.json()["comparison"]
+    assert [c["model"] for c in comparison] == [str(tiny_models["llama"]), str(tiny_models["gpt2"])]
+
+
+@pytest.mark.slow
+def test_embedded_tokenizer_ids(cli) -> None:
+    result = cli("tokenize", "The capital of France is", "--ids")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "504 3575 282 4649 314\n"
+    decoded = cli("tokenize", "--decode", "504 3575 282 4649 314", "--json")
+    assert decoded.json()["text"] == "The capital of France is"
