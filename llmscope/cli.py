@@ -282,6 +282,184 @@ def tokenize(
             show.show_tokenization(display, results[0])
 
 
+# ------------------------------------------------------------------------------------ bench-cache
+
+
+@app.command("bench-cache", epilog=EXIT_CODES_HELP)
+def bench_cache(
+    prompt: Annotated[str | None, typer.Argument(
+        help="The prompt; '-' reads it from stdin. Default: the seed's 'Write a very long email apologizing to "
+        "Sarah...'.", show_default=False)] = None,
+    model: ModelOpt = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", "-n", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
+        show_default=False)] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each mode before timing.")] = 1,
+    repeat: Annotated[int | None, typer.Option(
+        "--repeat", "-r", help="Timed runs per mode (and per length).  [default: 7; 3 with --sweep]",
+        show_default=False)] = None,
+    sweep: Annotated[str | None, typer.Option(
+        "--sweep", help="Time both modes at each of these new-token counts, e.g. 16,32,64,128,256, and fit how "
+        "time grows.", show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE.png|svg", help="With --sweep: also write the chart as an image (needs matplotlib: "
+        "pip install 'llmscope[plot]').", show_default=False)] = None,
+    csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
+    chat: ChatOpt = None,
+    system: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Time greedy generation with and without the KV cache: speed-up, TTFT/decode split, cache size, same output.
+
+    Raw prompt by default (no chat template), like the seed's model.generate call. The two modes alternate run by
+    run. Ctrl-C stops and shows the runs that finished.
+    """
+    with command(json_output, quiet) as display:
+        from pathlib import Path
+
+        from llmscope import benchmark
+        from llmscope.render import bench as show
+
+        if json_output and csv_output:
+            raise UsageError("give either --json or --csv, not both")
+        if sweep is not None and max_new_tokens is not None:
+            raise UsageError("give either --max-new-tokens or --sweep, not both")
+        lengths = benchmark.parse_sweep(sweep) if sweep is not None else (
+            max_new_tokens if max_new_tokens is not None else benchmark.DEFAULT_MAX_NEW_TOKENS,)
+        runs = repeat if repeat is not None else (
+            benchmark.DEFAULT_SWEEP_REPEAT if sweep is not None else benchmark.DEFAULT_REPEAT)
+        benchmark.check_counts(warmup, runs, lengths)
+        plot_path = Path(plot) if plot is not None else None
+        if plot_path is not None:
+            if sweep is None:
+                raise UsageError("--plot draws the --sweep chart", hint="add --sweep 16,32,64 (for example)")
+            show.check_plot_path(plot_path)
+            show.require_matplotlib()
+        text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
+        if not text.strip():
+            raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+        loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+        with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
+            result = benchmark.bench_cache(loaded, text, lengths, warmup=warmup, repeat=runs, chat=bool(chat),
+                                           system=system, sweep=sweep is not None, on_progress=on_progress,
+                                           on_run=on_run)
+        if result.interrupted:
+            display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
+        if json_output:
+            show.show_bench_json(display, loaded.info, result)
+        elif csv_output:
+            show.show_bench_csv(display, result)
+        else:
+            show.show_bench(display, result)
+        show.warn_differences(display, result)
+        if plot_path is not None and result.results:
+            show.write_plot(result, plot_path)
+            display.status(f"wrote {plot_path}")
+        if result.interrupted:
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+
+# ------------------------------------------------------------------------------------ next-token
+
+
+@app.command("next-token", epilog=EXIT_CODES_HELP)
+def next_token(
+    prompt: PromptArg,
+    model: ModelOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates to show per step.")] = 10,
+    steps: Annotated[int, typer.Option(
+        "--steps", help="Greedy steps: append the top token and show the next distribution, N times.")] = 1,
+    temperature: Annotated[float | None, typer.Option(
+        help="Also show the distribution a sampler draws from at this temperature.", show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(
+        "--top-p", help="Also show the sampler's distribution after nucleus (top-p) filtering.",
+        show_default=False)] = None,
+    lens: Annotated[bool, typer.Option(
+        "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
+    chat: Annotated[bool | None, typer.Option(
+        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt).",
+        show_default=False)] = None,
+    system: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show the model's probabilities for the token after PROMPT: top-k, the tensor shapes, greedy steps, logit lens."""
+    with command(json_output, quiet) as display:
+        from llmscope.inspection import check_options, next_token_distribution
+        from llmscope.render import inspection as show
+
+        check_options(top_k, steps, temperature, top_p)
+        text = read_prompt(prompt)
+        if not text.strip():
+            raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+        loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+        result = next_token_distribution(loaded, text, top_k=top_k, steps=steps, temperature=temperature,
+                                         top_p=top_p, lens=lens, chat=chat if chat is not None else bool(system),
+                                         system=system)
+        if json_output:
+            show.show_next_token_json(display, loaded.info, result)
+        else:
+            show.show_next_token(display, result)
+
+
+# ------------------------------------------------------------------------------------ architecture
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def architecture(
+    model: ModelOpt = None,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Load the real model for its dtypes and devices (default: config only, no weights).")
+    ] = False,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", help="Show the module tree this many levels deep.", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Describe a model from its config alone: sizes, attention layout, parameters, KV cache and module tree."""
+    with command(json_output, quiet) as display:
+        if depth is not None and depth < 0:
+            raise UsageError(f"--depth must be 0 or more (got {depth})")
+        from llmscope import architecture as arch
+        from llmscope.render import architecture as show
+        from llmscope.render import human_count
+
+        if weights:
+            loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+            report = arch.describe_loaded_model(loaded, depth)
+            info = loaded.info
+        else:
+            from llmscope.loader import resolve_model_spec
+            from llmscope.results import ModelInfo
+
+            if (device, dtype, device_map) != ("auto", "auto", None):
+                display.warning("--device, --dtype and --device-map only matter with --weights")
+            spec = resolve_model_spec(model)
+            with display.spinner(f"reading the config of {spec.name}"):
+                report = arch.describe_config_model(spec, depth, trust_remote_code)
+            info = ModelInfo(model=spec.name, source=spec.kind, device="meta", dtype=report.summary.dtype,
+                             parameters=report.parameters.total)
+            display.status(f"built {report.summary.model_class} from the config on the meta device (no weights): "
+                           f"{human_count(report.parameters.total)} parameters")
+        if json_output:
+            show.show_architecture_json(display, info, report)
+        else:
+            show.show_architecture(display, report)
+
+
 OPTIONAL_VALUE_OPTIONS = {"--show-probs": "probability"}
 
 

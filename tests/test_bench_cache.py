@@ -1,0 +1,291 @@
+"""`llmscope bench-cache`: the statistics on known numbers, the measurement's bookkeeping on the tiny random model,
+and every output format. No timing is asserted; the speed-up itself belongs in benchmarks/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmscope import benchmark
+from llmscope.benchmark import (
+    CACHE,
+    NO_CACHE,
+    RunTiming,
+    Stats,
+    first_difference,
+    fit_power_law,
+    mean,
+    median,
+    parse_sweep,
+    run_timing,
+    sample_std,
+    speedup,
+    summarize,
+    summarize_mode,
+)
+from llmscope.errors import UsageError
+from llmscope.loader import load_model
+
+TINY = ("-n", "3", "--repeat", "2", "--warmup", "0")
+SMOLLM2_KV_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # K and V x layers x KV heads x head dim x float32
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path):
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+def timing(mode: str, run: int, seconds: float, n: int = 10) -> RunTiming:
+    return RunTiming(mode=mode, new_tokens=n, run=run, seconds=seconds, ttft_s=seconds / 10,
+                     decode_ms_per_token=seconds * 100, tokens_per_s=n / seconds, peak_memory_bytes=1000 * run)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def test_mean_std_median_on_known_numbers() -> None:
+    assert mean([1, 2, 3, 4]) == 2.5
+    assert sample_std([1, 2, 3, 4]) == pytest.approx(math.sqrt(5 / 3), rel=1e-15)
+    assert sample_std([2, 4, 4, 4, 5, 5, 7, 9]) == pytest.approx(math.sqrt(32 / 7), rel=1e-15)
+    assert sample_std([3.0]) is None
+    assert median([5, 1, 3]) == 3 and median([4, 1, 3, 2]) == 2.5
+    assert summarize([None, 4.0, 1.0, None, 7.0]) == Stats(n=3, mean=4.0, std=3.0, min=1.0, median=4.0, max=7.0)
+    assert summarize([None]) is None
+
+
+def test_power_law_fit_recovers_exact_exponents() -> None:
+    lengths = [16, 32, 64, 128, 256]
+    quadratic = fit_power_law(lengths, [2.0 * n**2 for n in lengths])
+    assert quadratic is not None
+    assert quadratic.exponent == pytest.approx(2.0, abs=1e-12)
+    assert quadratic.coefficient == pytest.approx(2.0, rel=1e-12)
+    assert quadratic.r_squared == pytest.approx(1.0, abs=1e-12) and quadratic.points == 5
+    linear = fit_power_law(lengths, [0.042 * n for n in lengths])
+    assert linear is not None and linear.exponent == pytest.approx(1.0, abs=1e-12)
+    assert linear.coefficient == pytest.approx(0.042, rel=1e-12)
+
+
+def test_power_law_fit_on_points_off_the_line() -> None:
+    # log x = 0, 1, 2 and log y = 0, 1, 3: slope 3/2, intercept -1/6, residuals 1/6, -1/3, 1/6 -> R² = 27/28
+    fit = fit_power_law([1, math.e, math.e**2], [1, math.e, math.e**3])
+    assert fit is not None
+    assert fit.exponent == pytest.approx(1.5, abs=1e-12)
+    assert fit.coefficient == pytest.approx(math.exp(-1 / 6), rel=1e-12)
+    assert fit.r_squared == pytest.approx(27 / 28, rel=1e-12)
+    assert fit_power_law([16, 16], [1.0, 2.0]) is None
+
+
+def test_run_timing_splits_prefill_from_decode() -> None:
+    run = run_timing(CACHE, 4, 1, 1.0, [0.2, 0.3, 0.4, 0.5], 123)
+    assert run.ttft_s == 0.2 and run.tokens_per_s == 4.0 and run.peak_memory_bytes == 123
+    assert run.decode_ms_per_token == pytest.approx(100.0, rel=1e-12)
+    assert run_timing(CACHE, 1, 1, 0.5, [0.4], None).decode_ms_per_token is None
+
+
+def test_speedup_and_mode_summary_from_interleaved_pairs() -> None:
+    runs = [timing(CACHE, 1, 1.0), timing(NO_CACHE, 1, 3.0), timing(NO_CACHE, 2, 8.0), timing(CACHE, 2, 2.0)]
+    result = speedup(runs, 10)
+    assert result is not None
+    assert result.of_means == pytest.approx(5.5 / 1.5, rel=1e-15)
+    assert result.pairs.mean == 3.5 and result.pairs.min == 3.0 and result.pairs.max == 4.0
+    assert result.pairs.std == pytest.approx(math.sqrt(0.5), rel=1e-15)
+    summary = summarize_mode(NO_CACHE, 10, runs)
+    assert summary is not None and summary.runs == 2 and summary.seconds.mean == 5.5
+    assert summary.tokens_per_s == pytest.approx(10 / 5.5) and summary.peak_memory_bytes == 2000
+    assert summary.decode_tokens_per_s == pytest.approx(1000 / 550)
+    assert speedup(runs[:1], 10) is None and summarize_mode(CACHE, 99, runs) is None
+
+
+def test_first_difference() -> None:
+    assert first_difference([1, 2, 3], [1, 2, 3]) is None
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2], [1, 2, 3]) == 2
+
+
+def test_parse_sweep_and_counts() -> None:
+    assert parse_sweep("64, 16,32,16") == (16, 32, 64)
+    for bad, message in (("16,x", "comma-separated"), ("0,16", "at least 1"), ("16", "two different"),
+                         ("", "two different")):
+        with pytest.raises(UsageError, match=message):
+            parse_sweep(bad)
+    with pytest.raises(UsageError, match="--repeat must be at least 1"):
+        benchmark.check_counts(0, 0, (10,))
+    with pytest.raises(UsageError, match="--warmup must be 0 or more"):
+        benchmark.check_counts(-1, 3, (10,))
+    assert benchmark.planned_tokens((16, 32), warmup=1, repeat=3) == 2 * (16 + 3 * 48)
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def test_bench_cache_on_the_tiny_model(tiny) -> None:
+    seen: list[RunTiming] = []
+    advanced: list[int] = []
+    result = benchmark.bench_cache(tiny, "Hello world", (4,), warmup=1, repeat=2, on_run=seen.append,
+                                   on_progress=lambda description, advance: advanced.append(advance))
+    prompt_tokens = len(tiny.tokenizer("Hello world")["input_ids"])
+    assert result.prompt_tokens == prompt_tokens and not result.interrupted and result.complete_pairs == 2
+    assert [(r.mode, r.run) for r in result.runs] == [(CACHE, 1), (NO_CACHE, 1), (NO_CACHE, 2), (CACHE, 2)]
+    assert seen == list(result.runs)
+    assert sum(advanced) == benchmark.planned_tokens((4,), 1, 2) == 24
+    length = result.results[0]
+    assert length.check is not None and length.check.identical and length.check.tokens_compared == 4
+    assert length.check.pairs_compared == 2
+    # tiny llama: 2 layers x 2 KV heads x head dim 16 x (K, V) x 4 bytes
+    kv = length.kv_cache
+    assert kv is not None and kv.bytes_per_token == 2 * 2 * 16 * 2 * 4 and kv.tokens == prompt_tokens + 4 - 1
+    assert kv.measured_bytes == kv.formula_bytes == kv.bytes_per_token * kv.tokens
+    assert kv.cache_class == "DynamicCache"
+    assert all(r.ttft_s <= r.seconds and r.decode_ms_per_token is not None for r in result.runs)
+    assert length.cache is not None and length.cache.runs == 2 and length.speedup is not None
+    assert result.growth == ()
+
+
+def test_interrupt_keeps_the_finished_runs(tiny) -> None:
+    def stop_after_three(run: RunTiming) -> None:
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+        finished.append(run)
+
+    finished: list[RunTiming] = []
+    result = benchmark.bench_cache(tiny, "Hello", (3,), warmup=0, repeat=3, on_run=stop_after_three)
+    assert result.interrupted and len(result.runs) == 3 and result.complete_pairs == 1
+    assert result.results[0].check is not None and result.results[0].check.pairs_compared == 1
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def test_json_has_every_run(cli, tiny_model_dir: Path) -> None:
+    result = cli("bench-cache", "Hello world", "-m", tiny_model_dir, *TINY, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["command"] == "bench-cache" and document["model"] == str(tiny_model_dir)
+    assert document["device"] == "cpu" and document["lengths"] == [3] and document["repeat"] == 2
+    assert len(document["runs"]) == 4 and {run["mode"] for run in document["runs"]} == {"cache", "no-cache"}
+    assert all(run["seconds"] > 0 and run["new_tokens"] == 3 for run in document["runs"])
+    length = document["results"][0]
+    assert length["check"]["identical"] is True and length["cache"]["seconds"]["n"] == 2
+    assert length["kv_cache"]["measured_bytes"] == length["kv_cache"]["formula_bytes"]
+    assert document["interrupted"] is False and document["sweep"] is False and "run 1" not in result.stderr
+
+
+def test_csv_one_row_per_run(cli, tiny_model_dir: Path) -> None:
+    result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *TINY, "--csv", "-q")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["mode", "new_tokens", "run", "seconds", "ttft_s", "decode_ms_per_token", "tokens_per_s",
+                             "peak_memory_bytes"]
+    assert [(row["mode"], row["run"]) for row in rows] == [("cache", "1"), ("no-cache", "1"), ("no-cache", "2"),
+                                                           ("cache", "2")]
+    assert all(float(row["seconds"]) >= float(row["ttft_s"]) > 0 and row["new_tokens"] == "3" for row in rows)
+
+
+def test_table_for_people(cli, tiny_model_dir: Path) -> None:
+    result = cli("bench-cache", "-", "-m", tiny_model_dir, *TINY, input="Hello world\n")
+    assert result.exit_code == 0, result.stderr
+    for expected in ("with KV cache", "without cache", "time to first token", "decode ms/token",
+                     "speed-up from the cache", "KV cache held at the end", "DynamicCache",
+                     "✓ identical token ids with and without the cache (2 pairs × 3 tokens)"):
+        assert expected in result.stdout
+    assert "cache run 1:" in result.stderr and "peak memory:" in result.stderr  # progress lines go to stderr
+
+
+def test_sweep_fits_and_charts(cli, tiny_model_dir: Path) -> None:
+    result = cli("bench-cache", "Hi", "-m", tiny_model_dir, "--sweep", "2,1", "--warmup", "0", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert [length["new_tokens"] for length in document["results"]] == [1, 2] and document["sweep"] is True
+    assert document["repeat"] == benchmark.DEFAULT_SWEEP_REPEAT == 3 and len(document["runs"]) == 12
+    assert [growth["mode"] for growth in document["growth"]] == ["cache", "no-cache"]
+    assert all(growth["fit"]["points"] == 2 for growth in document["growth"])
+    text = cli("bench-cache", "Hi", "-m", tiny_model_dir, "--sweep", "1,2", "--repeat", "1", "--warmup", "0", "-q")
+    assert text.exit_code == 0 and "● with KV cache ∝ n^" in text.stdout and "■ without cache ∝ n^" in text.stdout
+    assert "at every length (2 pairs)" in text.stdout and "run 1" not in text.stderr
+
+
+def test_a_difference_is_marked_and_warned(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = benchmark._one_run
+
+    def corrupt(loaded, input_ids, mask, new_tokens, use_cache, on_token):
+        seconds, times, peak, raw = real(loaded, input_ids, mask, new_tokens, use_cache, on_token)
+        if not use_cache:
+            raw.ids[2] = raw.ids[2] + 1
+        return seconds, times, peak, raw
+
+    monkeypatch.setattr(benchmark, "_one_run", corrupt)
+    result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *TINY)
+    assert result.exit_code == 0
+    assert "✗ the token ids differ with and without the cache at new token 2 (run 1" in result.stdout
+    assert "warning: the token ids differ" in result.stderr
+
+
+def test_ctrl_c_shows_finished_runs_and_exits_130(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = benchmark._one_run
+    calls = []
+
+    def interrupt_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "_one_run", interrupt_third)
+    result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *TINY, "--json")
+    assert result.exit_code == 130
+    assert len(result.json()["runs"]) == 2 and result.json()["interrupted"] is True
+    assert "interrupted: showing the 2 timed run(s) that finished" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--repeat", "0"), "--repeat must be at least 1"),
+    (("--warmup", "-1"), "--warmup must be 0 or more"),
+    (("-n", "0"), "--max-new-tokens must be at least 1"),
+    (("--sweep", "16,abc"), "--sweep takes comma-separated token counts"),
+    (("--sweep", "16"), "--sweep needs at least two different lengths"),
+    (("--sweep", "8,16", "-n", "4"), "either --max-new-tokens or --sweep"),
+    (("--json", "--csv"), "either --json or --csv"),
+    (("--plot", "chart.png"), "--plot draws the --sweep chart"),
+    (("--sweep", "8,16", "--plot", "chart.pdf"), "--plot writes .png or .svg"),
+    (("-n", "500"), "exceed the model's context of 256"),
+])
+def test_bad_options_are_usage_errors(cli, tiny_model_dir: Path, args: tuple[str, ...], message: str) -> None:
+    result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *args)
+    assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
+
+
+def test_plot_without_matplotlib_says_how_to_install(cli, tiny_model_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    result = cli("bench-cache", "Hi", "-m", tiny_model_dir, "--sweep", "1,2", "--plot", tmp_path / "chart.png")
+    assert result.exit_code == 2 and "pip install 'llmscope[plot]'" in result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot_writes_the_image(cli, tiny_model_dir: Path, tmp_path: Path, suffix: str) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / f"chart{suffix}"
+    result = cli("bench-cache", "Hi", "-m", tiny_model_dir, "--sweep", "1,2", "--repeat", "1", "--warmup", "0",
+                 "--plot", path)
+    assert result.exit_code == 0, result.stderr
+    head = path.read_bytes()[:200]
+    assert head.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in path.read_bytes()
+    assert f"wrote {path}" in result.stderr
+
+
+@pytest.mark.slow
+def test_embedded_model_same_ids_and_kv_size(cli) -> None:
+    """The seed's prompt on the real SmolLM2: same greedy ids with and without the cache; KV bytes as the formula."""
+    result = cli("bench-cache", "-n", "3", "--repeat", "1", "--warmup", "0", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["prompt_tokens"] == 21 and document["chat_template_applied"] is False
+    length = document["results"][0]
+    assert length["check"]["identical"] is True
+    assert length["kv_cache"]["bytes_per_token"] == SMOLLM2_KV_BYTES_PER_TOKEN
+    assert length["kv_cache"]["measured_bytes"] == SMOLLM2_KV_BYTES_PER_TOKEN * (21 + 3 - 1)
