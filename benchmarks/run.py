@@ -1,0 +1,389 @@
+"""The llmscope benchmark suite: each figure beside its baseline (raw transformers, `python -c pass`, `hf --help`)
+measured in the same run, as a table of ratios and targets plus a JSON file. It never changes llmscope itself.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only SECTIONS] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # the folder is put on the path just above
+    HERE,
+    Figure,
+    ProbeError,
+    at_least,
+    at_most,
+    bench_cache_figures,
+    bench_env,
+    format_met,
+    format_ratio,
+    format_value,
+    interleaved_medians,
+    listed_commands,
+    machine,
+    machine_line,
+    median,
+    not_available,
+    ratio,
+    run_probe,
+    time_command,
+    venv_command,
+)
+
+SECTIONS = ("startup", "tokenize", "load", "decode", "compile", "nocache", "bandwidth", "bench-cache")
+TOKENIZE_TEXT = "The capital of France is"
+EXPECTED_IDS = "504 3575 282 4649 314"  # the embedded SmolLM2's ids for TOKENIZE_TEXT (no BOS)
+DECODE_PROMPT = ("Write a very long email apologizing to Sarah for the tragic gardening mishap. "
+                 "Explain how it happened.")
+SEED_GPU = {"cache_s": 4.24, "no_cache_s": 5.74, "new_tokens": 100}  # the seed chapter, Phi-3 on a GPU
+TARGETS = {"startup_s": 0.15, "tokenize_s": 0.5, "cached_load_s": 1.5, "decode_ratio": 0.97,
+           "bandwidth_fraction": 0.60, "bench_cache_s": 90.0}
+RAW_TOKENIZE = ("import sys\nfrom transformers import AutoTokenizer\n"
+                "t = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+                "print(' '.join(str(i) for i in t(sys.argv[2])['input_ids']))\n")
+
+
+class Suite:
+    """Runs the chosen sections and collects their figures and raw measurements."""
+
+    def __init__(self, args: argparse.Namespace, progress: Callable[[str], None]) -> None:
+        self.args = args
+        self.quick: bool = args.quick
+        self.progress = progress
+        self.figures: list[Figure] = []
+        self.details: dict[str, Any] = {}
+        self.env = bench_env()
+        self.model_options = {"model": args.model, "device": args.device, "dtype": args.dtype}
+        self._prepared: dict[str, Any] | None = None
+        self._generation: dict[str, Any] | None = None
+
+    # -------------------------------------------------------------------------------- helpers
+
+    def add(self, *figures: Figure) -> None:
+        self.figures.extend(figures)
+
+    def prepared(self) -> dict[str, Any]:
+        """Load the model once (converting it into the cache if this machine never did) and remember where."""
+        if self._prepared is None:
+            self.progress("preparing: one load so that the conversion cache is warm")
+            self._prepared = run_probe("prepare", self.model_options, self.env)
+            self.details["model"] = self._prepared
+        return self._prepared
+
+    def llmscope_argv(self, *args: str) -> list[str]:
+        exe = venv_command("llmscope")
+        return [exe, *args] if exe else [sys.executable, "-m", "llmscope", *args]
+
+    def model_args(self) -> list[str]:
+        return ["--model", self.args.model] if self.args.model else []
+
+    def embedded(self) -> bool:
+        return self.prepared()["kind"] == "embedded"
+
+    # -------------------------------------------------------------------------------- 1. start-up
+
+    def startup(self) -> None:
+        self.progress("start-up: --help, --version, python -c pass, hf --help")
+        repeats = 3 if self.quick else 10
+        commands = {"help": self.llmscope_argv("--help"), "version": self.llmscope_argv("--version"),
+                    "python": [sys.executable, "-c", "pass"]}
+        hf = venv_command("hf")
+        if hf:
+            commands["hf"] = [hf, "--help"]
+        times, _ = interleaved_medians(commands, repeats, self.env)
+        self.details["startup"] = {"repeats": repeats, "median_s": times}
+        for key, label in (("help", "llmscope --help"), ("version", "llmscope --version")):
+            self.add(Figure("start-up", label, times[key], "s", times["python"], "python -c pass",
+                            ratio(times[key], times["python"]), f"<= {TARGETS['startup_s']} s",
+                            at_most(times[key], TARGETS["startup_s"]), f"median of {repeats}"))
+        if hf:
+            share = ratio(times["help"], times.get("hf"))
+            self.add(Figure("start-up", "llmscope --help vs hf --help", times["help"], "s", times.get("hf"),
+                            "hf --help", share, "ratio <= 0.33", at_most(share, 1 / 3), "3x faster than hf"))
+        imports = run_probe("imports", {}, self.env)
+        self.details["imports"] = imports
+        heavy = sorted(set(imports["heavy_after_import"]) | set(imports["heavy_after_help"]))
+        self.add(Figure("start-up", "import llmscope.cli, --help: heavy modules", ", ".join(heavy) or "none", "",
+                        target="none of torch, transformers, numpy", met=not heavy,
+                        note=f"import {imports['import_seconds'] * 1000:.0f} ms in-process"))
+
+    # -------------------------------------------------------------------------------- 2. tokenize
+
+    def tokenize(self) -> None:
+        prepared = self.prepared()
+        self.progress("tokenize: llmscope tokenize --ids vs AutoTokenizer on the cached folder")
+        repeats = 2 if self.quick else 5
+        commands = {"llmscope": self.llmscope_argv("tokenize", TOKENIZE_TEXT, "--ids", *self.model_args()),
+                    "raw": [sys.executable, "-c", RAW_TOKENIZE, prepared["folder"], TOKENIZE_TEXT]}
+        times, outputs = interleaved_medians(commands, repeats, self.env)
+        ours, theirs = outputs["llmscope"].strip(), outputs["raw"].strip()
+        same = ours == theirs and bool(ours)
+        expected = (ours == EXPECTED_IDS) if self.embedded() else None
+        met = at_most(times["llmscope"], TARGETS["tokenize_s"])
+        if met is not None:
+            met = met and same and expected is not False
+        self.details["tokenize"] = {"repeats": repeats, "median_s": times, "llmscope_ids": ours, "raw_ids": theirs,
+                                    "folder": prepared["folder"]}
+        note = f"ids {ours}" + (" (same as transformers)" if same else f" but transformers gives {theirs}")
+        self.add(Figure("tokenize", "tokenize --ids, tokenizer cached", times["llmscope"], "s", times["raw"],
+                        "AutoTokenizer (python -c)", ratio(times["llmscope"], times["raw"]),
+                        f"<= {TARGETS['tokenize_s']} s", met, note))
+
+    # -------------------------------------------------------------------------------- 3. load
+
+    def load(self) -> None:
+        prepared = self.prepared()
+        raw_options = {"device": self.args.device, "dtype_name": prepared["dtype"]}
+        if self.quick or not prepared["is_gguf"]:
+            why = "skipped in --quick" if self.quick else "the model is not a GGUF file"
+            self.add(not_available("load", "load, first (GGUF conversion)", why))
+        else:
+            self.progress("load: first load from the GGUF into a fresh cache (about 25 s), then raw transformers")
+            with tempfile.TemporaryDirectory(prefix="llmscope-bench-cache-") as fresh:
+                first = run_probe("load", self.model_options, bench_env({"LLMSCOPE_CACHE": fresh}))
+            raw_first = run_probe("load_raw", {**raw_options, "folder": prepared["location"],
+                                               "gguf_file": prepared["gguf_file"]}, self.env)
+            self.details["load_first"] = {"llmscope": first, "raw": raw_first}
+            self.add(Figure("load", "load, first (GGUF conversion)", first["load_seconds"], "s",
+                            raw_first["load_seconds"], "from_pretrained(gguf_file=)",
+                            ratio(first["load_seconds"], raw_first["load_seconds"]), "progress bar shown",
+                            None, "llmscope also writes the cache" if first["from_cache"] is False else ""))
+        repeats = 2 if self.quick else 3
+        self.progress(f"load: from the cache, {repeats} fresh processes each, llmscope vs raw from_pretrained")
+        ours: list[float] = []
+        theirs: list[float] = []
+        served: list[Any] = []
+        for _ in range(repeats):
+            result = run_probe("load", self.model_options, self.env)
+            ours.append(result["load_seconds"])
+            served.append(result["from_cache"])
+            theirs.append(run_probe("load_raw", {**raw_options, "folder": prepared["folder"]}, self.env)
+                          ["load_seconds"])
+        self.details["load_cached"] = {"llmscope_s": ours, "raw_s": theirs, "from_cache": served}
+        value, base = median(ours), median(theirs)
+        cached = all(s is not False for s in served)
+        self.add(Figure("load", "load, from the cache", value, "s", base, "from_pretrained(cache folder)",
+                        ratio(value, base), f"<= {TARGETS['cached_load_s']} s",
+                        at_most(value, TARGETS["cached_load_s"]),
+                        f"median of {repeats} processes" + ("" if cached else "; the cache was NOT used")))
+
+    # -------------------------------------------------------------------------------- 4, 6, 7. generation
+
+    def generation(self) -> dict[str, Any]:
+        """One process for decode, no-cache and bandwidth (one load for all three)."""
+        if self._generation is None:
+            chosen = set(self.args.only)
+            parts = [p for p in ("decode", "nocache", "bandwidth") if p in chosen]
+            options = {**self.model_options, "prompt": DECODE_PROMPT, "parts": parts,
+                       "new_tokens": 16 if self.quick else 64, "rounds": 3 if self.quick else 5,
+                       "nocache_lengths": [16] if self.quick else [32, 100]}
+            self.progress(f"generation: {', '.join(parts)} on one loaded model "
+                          f"({options['new_tokens']} tokens x {options['rounds']} rounds)")
+            self._generation = run_probe("generation", options, self.env)
+            self.details["generation"] = self._generation
+        return self._generation
+
+    def decode(self) -> None:
+        data = self.generation()["decode"]
+        value, base = data["llmscope_median"], data["raw_median"]
+        share = ratio(value, base)
+        met = at_least(share, TARGETS["decode_ratio"])
+        note = f"{data['new_tokens']} tokens, median of {data['rounds']}; tokens " + (
+            "identical" if data["identical_tokens"] else "DIFFER")
+        if data["llmscope_new_tokens"] != data["new_tokens"]:
+            note += f"; llmscope stopped at {data['llmscope_new_tokens']} ({data['finish_reason']})"
+        self.add(Figure("decode", "decode, dynamic cache", value, "tok/s", base, "raw model.generate", share,
+                        f"ratio >= {TARGETS['decode_ratio']}", met, note))
+
+    def nocache(self) -> None:
+        for row in self.generation()["nocache"]:
+            ours = ratio(row["llmscope_no_cache_s"], row["llmscope_cache_s"])
+            theirs = ratio(row["raw_no_cache_s"], row["raw_cache_s"])
+            note = (f"{row['llmscope_no_cache_s']:.2f} s vs {row['llmscope_cache_s']:.2f} s"
+                    + ("" if row["same_tokens"] else "; tokens DIFFER"))
+            if row["new_tokens"] == SEED_GPU["new_tokens"]:
+                note += f"; seed (Phi-3, GPU): {SEED_GPU['no_cache_s'] / SEED_GPU['cache_s']:.2f}x"
+            self.add(Figure("no cache", f"no-cache / cache time, {row['new_tokens']} tokens", ours, "x", theirs,
+                            "same with model.generate", ratio(ours, theirs), "", None, note))
+
+    def bandwidth(self) -> None:
+        data = self.generation()
+        band = data["bandwidth"]
+        gbps = band["gb_per_s"]
+        limit = gbps * 1e9 / data["weight_bytes"] if gbps else None
+        self.add(Figure("bandwidth", "memory bandwidth (matvec)", gbps, "GB/s",
+                        note=f"{band['matrix_bytes'] / 1e6:.0f} MB float32 matrix, torch.mv"),
+                 Figure("bandwidth", f"{data['dtype']} decode limit", limit, "tok/s",
+                        note=f"bandwidth / {data['weight_bytes'] / 1e6:.0f} MB of weights read per token"))
+        decode = data.get("decode")
+        if decode is None:
+            return
+        ours, theirs = ratio(decode["llmscope_median"], limit), ratio(decode["raw_median"], limit)
+        self.add(Figure("bandwidth", "decode / bandwidth limit", None if ours is None else ours * 100, "%",
+                        None if theirs is None else theirs * 100, "raw model.generate", ratio(ours, theirs),
+                        f">= {TARGETS['bandwidth_fraction']:.0%}", at_least(ours, TARGETS["bandwidth_fraction"]),
+                        "llmscope generate, dynamic cache"))
+
+    # -------------------------------------------------------------------------------- 5. static cache + compile
+
+    def compile(self) -> None:
+        if self.quick:
+            self.add(not_available("compile", "static cache + compile", "skipped in --quick"))
+            return
+        self.progress("compile: static cache + torch.compile (compiles once: 10-60 s)")
+        options = {**self.model_options, "prompt": DECODE_PROMPT, "new_tokens": 64, "rounds": 3}
+        data = run_probe("compile", options, self.env)
+        self.details["compile"] = data
+        if not data["available"]:
+            self.add(not_available("compile", "static cache + compile", f"not available yet: {data['why']}"))
+            return
+        self.add(Figure("compile", "static cache + compile: compile time", data["compile_seconds"], "s",
+                        note="first call minus a steady call; once per process"))
+        share = ratio(data["compiled_median"], data["raw_median"])
+        met = None if share is None else share > 1 and data["identical_tokens"]
+        self.add(Figure("compile", "static cache + compile: decode", data["compiled_median"], "tok/s",
+                        data["raw_median"], "raw model.generate (dynamic)", share, "> raw, same tokens", met,
+                        "tokens identical to the dynamic cache" if data["identical_tokens"] else "tokens DIFFER"))
+
+    # -------------------------------------------------------------------------------- 8. bench-cache
+
+    def bench_cache(self) -> None:
+        name = "bench-cache default run"
+        if self.quick:
+            self.add(not_available("bench-cache", name, "skipped in --quick"))
+            return
+        _, help_run = time_command(self.llmscope_argv("--help"), self.env)
+        if "bench-cache" not in listed_commands(help_run.stdout):
+            self.add(not_available("bench-cache", name, "not available yet (no bench-cache command)",
+                                   f"<= {TARGETS['bench_cache_s']:.0f} s"))
+            return
+        self.progress("bench-cache: llmscope bench-cache --json -q (target 90 s)")
+        seconds, done = time_command(self.llmscope_argv("bench-cache", "--json", "-q", *self.model_args()),
+                                     self.env, timeout=900)
+        self.details["bench_cache"] = {"seconds": seconds, "exit_code": done.returncode,
+                                       "stderr": done.stderr[-2000:]}
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            self.add(not_available("bench-cache", name, f"failed (exit {done.returncode}): {tail}"))
+            return
+        try:
+            self.details["bench_cache"]["json"] = json.loads(done.stdout)
+        except ValueError:
+            pass
+        self.add(Figure("bench-cache", name, seconds, "s", target=f"<= {TARGETS['bench_cache_s']:.0f} s",
+                        met=at_most(seconds, TARGETS["bench_cache_s"]), note="wall time, whole command"))
+        figures = bench_cache_figures(self.details["bench_cache"].get("json") or {})
+        if figures:
+            seed = SEED_GPU["no_cache_s"] / SEED_GPU["cache_s"]
+            note = (f"{figures['no_cache_s']:.2f} s vs {figures['cache_s']:.2f} s, {figures['new_tokens']} tokens; "
+                    f"tokens {'identical' if figures['identical'] else 'DIFFER'}")
+            self.add(Figure("bench-cache", "bench-cache speed-up (no-cache / cache)", figures["speedup"], "x", seed,
+                            "seed: Phi-3, GPU", ratio(figures["speedup"], seed), "", None, note))
+
+    # -------------------------------------------------------------------------------- driver
+
+    def run(self) -> None:
+        steps: dict[str, Callable[[], None]] = {
+            "startup": self.startup, "tokenize": self.tokenize, "load": self.load, "bandwidth": self.bandwidth,
+            "decode": self.decode, "nocache": self.nocache, "compile": self.compile, "bench-cache": self.bench_cache}
+        for section in SECTIONS:
+            if section not in self.args.only:
+                continue
+            started = time.perf_counter()
+            try:
+                steps[section]()
+            except (ProbeError, OSError, KeyError, TypeError, ValueError) as error:
+                self.add(not_available(section, section, f"failed: {error}"))
+            self.details.setdefault("section_seconds", {})[section] = round(time.perf_counter() - started, 2)
+
+
+def render(figures: list[Figure], info: dict[str, Any], quick: bool, seconds: float) -> None:
+    """The table for people, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"llmscope benchmarks{' (--quick)' if quick else ''}: {machine_line(info)}",
+                  title_justify="left", caption=f"{seconds:.0f} s in all; ratio = llmscope / baseline",
+                  caption_justify="left")
+    for column in ("section", "figure", "llmscope", "baseline", "ratio", "target", "met?", "note"):
+        table.add_column(column, justify="right" if column in ("llmscope", "baseline", "ratio") else "left",
+                         overflow="fold")
+    for figure in figures:
+        base = format_value(figure.baseline, figure.unit)
+        if figure.baseline_label and figure.baseline is not None:
+            base = f"{base} ({figure.baseline_label})"
+        met = format_met(figure.met)
+        table.add_row(figure.section, figure.name, format_value(figure.value, figure.unit), base,
+                      format_ratio(figure.ratio), figure.target or "-",
+                      f"[green]{met}[/]" if figure.met else (f"[red]{met}[/]" if figure.met is False else met),
+                      figure.note)
+    Console(width=max(160, Console().width)).print(table)
+
+
+def summary(figures: list[Figure], info: dict[str, Any], quick: bool, seconds: float) -> dict[str, Any]:
+    """The compact JSON document of the last stdout line."""
+    def rounded(value: Any) -> Any:
+        return round(value, 4) if isinstance(value, float) else value
+
+    return {"suite": "llmscope-benchmarks", "quick": quick, "seconds": round(seconds, 1),
+            "machine": machine_line(info),
+            "figures": {f.name: {"value": rounded(f.value), "unit": f.unit, "baseline": rounded(f.baseline),
+                                 "ratio": rounded(f.ratio), "met": f.met} for f in figures},
+            "targets_met": sum(f.met is True for f in figures), "targets_missed": sum(f.met is False for f in figures)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark llmscope against its baselines in one run.")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats, fewer tokens; skips the first GGUF load, compile and bench-cache")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}")
+    parser.add_argument("--json-out", type=Path, default=HERE / "results" / "latest.json",
+                        help="where to write the full JSON (default benchmarks/results/latest.json)")
+    parser.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16, float16")
+    args = parser.parse_args(argv)
+    args.only = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = [part for part in args.only if part not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    info = machine()
+    suite = Suite(args, progress)
+    suite.run()
+    seconds = time.perf_counter() - started
+    document = {"suite": "llmscope-benchmarks", "quick": args.quick, "sections": args.only, "machine": info,
+                "seconds": round(seconds, 1), "targets": TARGETS, "seed_gpu": SEED_GPU,
+                "figures": [figure.to_dict() for figure in suite.figures], "details": suite.details}
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(document, indent=1) + "\n")
+    render(suite.figures, info, args.quick, seconds)
+    print(json.dumps(summary(suite.figures, info, args.quick, seconds), separators=(",", ":")))
+    progress(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
