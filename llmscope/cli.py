@@ -155,6 +155,10 @@ def generate(
                                                 show_default=False)] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same text.", show_default=False)] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the KV cache.")] = True,
+    static_cache: Annotated[bool, typer.Option(
+        "--static-cache", help="Preallocate the KV cache for prompt + --max-new-tokens (fixed shapes).")] = False,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the decode step (with --static-cache; compiling takes seconds).")] = False,
     stream: Annotated[bool | None, typer.Option(
         "--stream/--no-stream", help="Print tokens as they come (default: when stdout is a terminal).",
         show_default=False)] = None,
@@ -188,7 +192,7 @@ def generate(
             max_new_tokens=max_new_tokens, do_sample=do_sample,
             temperature=1.0 if temperature is None or (temperature == 0 and not sample) else temperature,
             top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, seed=seed, use_cache=cache,
-            logprobs=logprobs)
+            logprobs=logprobs, static_cache=static_cache or compile_model, compile=compile_model)
         from llmscope.generation import check_settings
 
         check_settings(settings)

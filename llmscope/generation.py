@@ -30,6 +30,8 @@ class GenerationSettings:
     seed: int | None = None
     use_cache: bool = True
     logprobs: int = 0  # how many alternatives to keep per generated token
+    static_cache: bool = False  # a preallocated KV cache of prompt + max_new_tokens positions
+    compile: bool = False  # torch.compile the one-token decode step (needs static_cache; compiles once per run)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ def check_settings(settings: GenerationSettings) -> None:
         raise UsageError(f"--top-p must be in (0, 1] (got {settings.top_p})")
     if settings.logprobs < 0:
         raise UsageError(f"--logprobs must be 0 or more (got {settings.logprobs})")
+    if (settings.static_cache or settings.compile) and not settings.use_cache:
+        raise UsageError("--static-cache and --compile need the KV cache", hint="drop --no-cache")
+    if settings.compile and not settings.static_cache:
+        raise UsageError("--compile needs --static-cache (fixed shapes)", hint="add --static-cache")
 
 
 def sampler_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -179,6 +185,22 @@ def forward_options(model: Any) -> tuple[str, dict[str, int]]:
     return cache_keyword, ({"logits_to_keep": 1} if "logits_to_keep" in parameters else {})
 
 
+def new_cache(model: Any, settings: GenerationSettings, prompt_tokens: int) -> Any:
+    """A dynamic KV cache (grows per token), or a static one sized for prompt + max_new_tokens."""
+    from transformers import DynamicCache, StaticCache
+
+    if settings.static_cache:
+        return StaticCache(config=model.config, max_cache_len=prompt_tokens + settings.max_new_tokens)
+    return DynamicCache(config=model.config)
+
+
+def compiled_forward(model: Any) -> Callable[..., Any]:
+    """torch.compile of the model's forward for one-token decode steps (fixed shapes with a static cache)."""
+    import torch
+
+    return torch.compile(model.forward, dynamic=False, fullgraph=False)
+
+
 def _sync(device: Any) -> None:
     import torch
 
@@ -212,11 +234,8 @@ def generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings | No
         sampler = torch.Generator(device=device)
         sampler.manual_seed(settings.seed if settings.seed is not None else torch.seed())
     cache_keyword, keep = forward_options(model)
-    cache = None
-    if settings.use_cache:
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=model.config)
+    cache = new_cache(model, settings, len(ids)) if settings.use_cache else None
+    decode_step = compiled_forward(model) if settings.compile else model
 
     tokens: list[GeneratedToken] = []
     new_ids: list[int] = []
@@ -229,10 +248,12 @@ def generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings | No
     try:
         with torch.inference_mode():
             next_input = input_ids
+            positions = torch.arange(len(ids), device=device)[None]
             for index in range(settings.max_new_tokens):
                 if settings.use_cache:
-                    output = model(input_ids=next_input, attention_mask=attention_mask, use_cache=True,
-                                   **{cache_keyword: cache}, **keep)
+                    forward = decode_step if index else model  # the prompt pass has its own shape: never compiled
+                    output = forward(input_ids=next_input, attention_mask=attention_mask, position_ids=positions,
+                                     use_cache=True, **{cache_keyword: cache}, **keep)
                 else:
                     output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **keep)
                 logits = output.logits[0, -1].float()
@@ -267,6 +288,7 @@ def generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings | No
                 input_ids = torch.cat([input_ids, next_token], dim=-1)
                 attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=-1)
                 next_input = next_token
+                positions = positions[:, -1:] + 1
     except KeyboardInterrupt:
         finish_reason = "interrupted"
     finished = time.perf_counter()

@@ -36,6 +36,13 @@ def test_cache_and_no_cache_agree(tiny) -> None:
         assert a.probability == pytest.approx(b.probability, abs=1e-4)
 
 
+def test_static_cache_gives_the_same_tokens(tiny) -> None:
+    dynamic = generate(tiny, "The capital of France is", GenerationSettings(max_new_tokens=10))
+    static = generate(tiny, "The capital of France is", GenerationSettings(max_new_tokens=10, static_cache=True))
+    assert static.token_ids == dynamic.token_ids
+    assert [t.probability for t in static.tokens] == pytest.approx([t.probability for t in dynamic.tokens], abs=1e-5)
+
+
 def test_sampling_is_seeded_and_probabilities_are_the_samplers(tiny) -> None:
     settings = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.7, top_k=20, seed=3, logprobs=3)
     first = generate(tiny, "Hello", settings)
