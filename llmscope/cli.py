@@ -256,12 +256,13 @@ def tokenize(
         from llmscope.tokenization import decode_ids, parse_id_list, tokenize_text, vocabulary_size
 
         specs = [resolve_model_spec(m) for m in (model or [None])]
+        light = not chat  # the conversion cache's tokenizer.json can be read without torch / transformers
         if decode is not None:
             if text is not None:
                 raise UsageError("give either TEXT or --decode, not both")
             if len(specs) > 1:
                 raise UsageError("--decode takes one --model")
-            tokenizer = load_tokenizer(specs[0], trust_remote_code)
+            tokenizer = load_tokenizer(specs[0], trust_remote_code, light=True)
             decoded = decode_ids(tokenizer, parse_id_list(read_prompt(decode, "ids"), vocabulary_size(tokenizer)),
                                  specs[0].name, skip_special_tokens=not special)
             info = ModelInfo(model=specs[0].name, source=specs[0].kind)
@@ -272,7 +273,7 @@ def tokenize(
         source = read_prompt(text, "text")
         results = []
         for spec in specs:
-            tokenizer = load_tokenizer(spec, trust_remote_code)
+            tokenizer = load_tokenizer(spec, trust_remote_code, light=light)
             results.append(tokenize_text(tokenizer, source, spec.name, add_special_tokens=special, chat=chat,
                                          system=system))
         info = ModelInfo(model=", ".join(spec.name for spec in specs), source=",".join(s.kind for s in specs))

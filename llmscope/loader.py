@@ -388,22 +388,27 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False) -> Any:
-    """Load the tokenizer alone, never the weights. A GGUF's tokenizer is cached after the first read."""
-    from transformers import AutoTokenizer
+def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False, light: bool = False) -> Any:
+    """Load the tokenizer alone, never the weights. A GGUF's tokenizer is cached after the first read.
 
+    light=True returns a LightTokenizer (the `tokenizers` library only, no torch import) when the tokenizer
+    comes from the conversion cache; it has no chat template. Otherwise a transformers tokenizer.
+    """
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     _warn_remote_code(spec, trust_remote_code)
     try:
+        if spec.is_gguf:
+            for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
+                if cache_entry_is_whole(entry):
+                    try:
+                        return _cached_tokenizer(entry, light)
+                    except (OSError, ValueError, Exception) as error:  # tokenizers raises plain Exception
+                        _remove_entry(entry, _first_line(error))
+        from transformers import AutoTokenizer
+
         if not spec.is_gguf:
             return _prepare_tokenizer(AutoTokenizer.from_pretrained(spec.location,
                                                                     trust_remote_code=trust_remote_code))
-        for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
-            if cache_entry_is_whole(entry):
-                try:
-                    return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(entry)))
-                except (OSError, ValueError) as error:
-                    _remove_entry(entry, _first_line(error))
         log.info("reading the tokenizer from %s (first use; it is cached afterwards)", spec.gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(spec.location, gguf_file=spec.gguf_file)
         try:
@@ -416,6 +421,16 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
         raise
     except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as error:
         raise _translate_load_error(error, spec, "tokenizer") from error
+
+
+def _cached_tokenizer(entry: Path, light: bool) -> Any:
+    if light and (entry / "tokenizer.json").is_file():
+        from llmscope.tokenization import LightTokenizer
+
+        return LightTokenizer(str(entry))
+    from transformers import AutoTokenizer
+
+    return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(entry)))
 
 
 def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:

@@ -48,6 +48,51 @@ class DecodeResult:
     pieces: tuple[str, ...]
 
 
+class LightTokenizer:
+    """The part of a transformers tokenizer that `tokenize` needs, on the `tokenizers` library alone (no torch).
+
+    Used only for tokenizer.json files that transformers itself wrote (the conversion cache), so that ids,
+    special tokens and offsets are the ones transformers' tokenizer gives; chat templates need transformers.
+    """
+
+    is_fast = True
+    chat_template = None
+
+    def __init__(self, folder: str) -> None:
+        import json
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        self._backend = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+        config_path = Path(folder) / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        self.added_tokens_decoder = {
+            token.id if hasattr(token, "id") else int(index): token
+            for index, token in self._backend.get_added_tokens_decoder().items()}
+        declared = [config.get(name) for name in ("bos_token", "eos_token", "unk_token", "pad_token")]
+        self.all_special_ids = sorted({self._backend.token_to_id(t) for t in declared if isinstance(t, str)}
+                                      - {None})
+
+    def __len__(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False
+                 ) -> dict[str, list]:
+        encoding = self._backend.encode(text, add_special_tokens=add_special_tokens)
+        result: dict[str, list] = {"input_ids": list(encoding.ids)}
+        if return_offsets_mapping:
+            result["offset_mapping"] = [tuple(span) for span in encoding.offsets]
+        return result
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self._backend.id_to_token(int(i)) for i in ids]
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False
+               ) -> str:
+        return self._backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+
 def vocabulary_size(tokenizer: Any) -> int:
     """Ids the tokenizer can produce, added tokens included."""
     return len(tokenizer)
