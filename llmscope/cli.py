@@ -102,8 +102,11 @@ def command(json_mode: bool = False, quiet: bool = False) -> Iterator[Display]:
         if _debug():
             raise
         if type(error).__name__ == "OutOfMemoryError":
-            display.error(f"out of memory: {str(error).splitlines()[0] if str(error) else ''} "
-                          "(use a smaller --dtype, --device-map auto or a shorter prompt)")
+            from llmscope.loader import out_of_memory_error
+
+            info = display.model_info
+            display.error(str(out_of_memory_error(info.device if info else None, info.model if info else "the model",
+                                                  info.parameters if info else None, info.dtype if info else None)))
         else:
             display.error(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
                           " (set LLMSCOPE_DEBUG=1 for the traceback)")
@@ -133,6 +136,7 @@ def load(display: Display, model: str | None, device: str, dtype: str, device_ma
         loaded = load_model(spec, device=device, dtype=dtype, device_map=device_map,
                             trust_remote_code=trust_remote_code)
     model_summary(display, loaded.info)
+    display.model_info = loaded.info
     return loaded
 
 
@@ -463,6 +467,17 @@ def architecture(
             show.show_architecture_json(display, info, report)
         else:
             show.show_architecture(display, report)
+
+
+@app.command("env", epilog=EXIT_CODES_HELP)
+def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
+    with command(json_output, quiet) as display:
+        from llmscope.environment import collect_environment
+        from llmscope.render.environment import show_environment, show_environment_json
+
+        report = collect_environment()
+        show_environment_json(display, report) if json_output else show_environment(display, report)
 
 
 OPTIONAL_VALUE_OPTIONS = {"--show-probs": "probability"}

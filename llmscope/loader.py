@@ -548,14 +548,25 @@ def _warn_if_pickle_weights(spec: ModelSpec) -> None:
                     "(transformers loads them with weights_only=True)", spec.name)
 
 
-def out_of_memory_error(device: str, model_name: str) -> DeviceError:
-    """A DeviceError that says how much memory the device has free."""
+def out_of_memory_error(device: str | None, model_name: str, parameters: int | None = None,
+                        dtype: str | None = None) -> DeviceError:
+    """A DeviceError that says how large the model is and how much memory the device has free."""
     import torch
 
+    size_text = ""
+    if parameters:
+        bytes_per = {"float32": 4, "bfloat16": 2, "float16": 2}.get(dtype or "", 4)
+        size_text = f" ({parameters / 1e6:.1f}M parameters, {parameters * bytes_per / 2**30:.2f} GiB of weights" + (
+            f" in {dtype})" if dtype else ")")
     free_text = ""
-    if device.startswith("cuda") and torch.cuda.is_available():
+    if device and device.startswith("cuda") and torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info(torch.device(device))
-        free_text = f": {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
-    return DeviceError(f"out of memory on {device} while running {model_name}{free_text}",
+        free_text = f"; {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
+    elif device == "cpu":
+        import psutil
+
+        memory = psutil.virtual_memory()
+        free_text = f"; {memory.available / 2**30:.1f} GiB free of {memory.total / 2**30:.1f} GiB RAM"
+    return DeviceError(f"out of memory on {device or 'the device'} running {model_name}{size_text}{free_text}",
                        hint="use a smaller --dtype (bfloat16/float16), --device-map auto for CPU offload, "
                             "or a shorter prompt")

@@ -33,6 +33,7 @@ class Display:
     out: Console = field(default_factory=lambda: Console(highlight=False, no_color=_no_color(), soft_wrap=False))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, no_color=_no_color(),
                                                          soft_wrap=True))
+    model_info: ModelInfo | None = None  # the model this run loaded, for error messages
 
     @property
     def stdout_is_terminal(self) -> bool:
