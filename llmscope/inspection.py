@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmscope.errors import UsageError
-from llmscope.generation import check_lengths, entropy_nats, forward_options, sampler_distribution
+from llmscope.generation import check_lengths, entropy_nats, eos_token_ids, forward_options, sampler_distribution
 from llmscope.tokenization import prompt_ids
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class NextTokenResult:
     temperature: float | None
     top_p: float | None
     chat_template_applied: bool
-    steps: tuple[NextTokenStep, ...]
+    steps: tuple[NextTokenStep, ...]  # fewer than asked when a greedy token ended the sequence (EOS)
     continuation: str  # the greedy tokens of all steps, decoded together
     lens: tuple[LensLayer, ...] | None
     lens_note: str | None
@@ -140,6 +140,13 @@ def _find_final_norm(decoder: Any) -> Any | None:
     return found
 
 
+def _device_of(module: Any, fallback: torch.Tensor) -> Any:
+    """Where a module's weights live (a device map may spread blocks over devices)."""
+    for parameter in module.parameters():
+        return parameter.device
+    return fallback.device
+
+
 def _logit_lens(model: Any, tokenizer: Any, hidden_states: tuple[torch.Tensor, ...], last_hidden: torch.Tensor,
                 answer_id: int) -> tuple[tuple[LensLayer, ...], str | None]:
     import torch
@@ -153,8 +160,8 @@ def _logit_lens(model: Any, tokenizer: Any, hidden_states: tuple[torch.Tensor, .
         if depth == len(hidden_states) - 1 and torch.allclose(states[0, -1], last_hidden[0, -1]):
             pass  # transformers hands back the last hidden state after the final norm already
         elif norm is not None:
-            vector = norm(vector)
-        logits = head(vector.to(head.weight.dtype))[0].float()
+            vector = norm(vector.to(_device_of(norm, vector)))
+        logits = head(vector.to(device=head.weight.device, dtype=head.weight.dtype))[0].float()
         probabilities = torch.softmax(logits, dim=-1)
         top = int(torch.argmax(probabilities))
         answer_probability = float(probabilities[answer_id])
@@ -174,7 +181,7 @@ def next_token_distribution(loaded: LoadedModel, prompt: str, top_k: int = 10, s
         loaded: the model and tokenizer (loader.load_model).
         prompt: the text; with chat=True it is wrapped in the chat template first.
         top_k: how many candidates to keep per step (1 to the vocabulary size).
-        steps: greedy steps; each appends the most likely token and shows the next distribution.
+        steps: greedy steps; each appends the most likely token and shows the next distribution (stops at EOS).
         temperature, top_p: also compute the distribution a sampler draws from (generation.sampler_distribution).
         lens: the logit lens at the first step: every block's last hidden state through the final norm and head.
     Returns:
@@ -204,6 +211,7 @@ def next_token_distribution(loaded: LoadedModel, prompt: str, top_k: int = 10, s
     input_ids = torch.tensor([ids], device=device)
     attention_mask = torch.ones_like(input_ids)
     use_sampler = temperature is not None or top_p is not None
+    stop_ids = eos_token_ids(model, tokenizer)
     result_steps: list[NextTokenStep] = []
     chosen_ids: list[int] = []
     running = 0.0
@@ -237,6 +245,8 @@ def next_token_distribution(loaded: LoadedModel, prompt: str, top_k: int = 10, s
                 lens_layers, lens_note = _logit_lens(model, tokenizer, output.hidden_states, captured["hidden"],
                                                      chosen.token_id)
             chosen_ids.append(chosen.token_id)
+            if chosen.token_id in stop_ids:
+                break
             input_ids = torch.tensor([[chosen.token_id]], device=device)
             attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
     return NextTokenResult(

@@ -6,31 +6,33 @@ from __future__ import annotations
 import re
 
 from rich import box
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from llmscope.architecture import ArchitectureReport, ModuleNode
 from llmscope.render import Display, emit_json, human_bytes, human_count
+from llmscope.render.inspection import titled
 from llmscope.results import ModelInfo
 
 GROUP_LABELS = {"embeddings": "embeddings", "attention": "attention", "mlp": "MLP", "norms": "norms",
                 "lm_head": "LM head", "other": "other"}
 
 
-def _pairs_table(title: str, rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE, show_header=False, pad_edge=False)
+def _pairs_table(title: str, rows: list[tuple[str, str]]) -> Group:
+    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
-    return table
+    return titled(title, table)
 
 
 def _maybe(value: object, fmt: str = "{:,}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def summary_table(report: ArchitectureReport) -> Table:
+def summary_table(report: ArchitectureReport) -> Group:
     s = report.summary
     attention = s.attention
     rows = [
@@ -54,9 +56,9 @@ def summary_table(report: ArchitectureReport) -> Table:
     return _pairs_table(f"Architecture: {s.model_class}", rows)
 
 
-def parameters_table(report: ArchitectureReport) -> Table:
+def parameters_table(report: ArchitectureReport) -> Group:
     p = report.parameters
-    table = Table(title="Parameters", title_justify="left", box=box.SIMPLE, pad_edge=False)
+    table = Table(box=box.SIMPLE, pad_edge=False)
     table.add_column("group")
     table.add_column("parameters", justify="right")
     table.add_column("share", justify="right")
@@ -70,22 +72,23 @@ def parameters_table(report: ArchitectureReport) -> Table:
         table.add_row(label, f"{count:,}", f"{count / p.total:.1%}" if p.total else "-")
     table.add_section()
     table.add_row(Text("total", style="bold"), Text(f"{p.total:,}", style="bold"), human_count(p.total))
-    return table
+    return titled("Parameters (a tied LM head counts once)" if report.summary.tied_embeddings else "Parameters",
+                  table)
 
 
-def memory_table(report: ArchitectureReport) -> Table:
-    table = Table(title="Weights in memory", title_justify="left", box=box.SIMPLE, pad_edge=False)
+def memory_table(report: ArchitectureReport) -> Group:
+    table = Table(box=box.SIMPLE, pad_edge=False)
     for name in report.parameters.memory_bytes:
         table.add_column(name, justify="right")
     table.add_row(*(human_bytes(value) for value in report.parameters.memory_bytes.values()))
-    return table
+    return titled("Weights in memory (parameters x bytes each; quantization scales not counted)", table)
 
 
-def kv_cache_table(report: ArchitectureReport) -> Table:
+def kv_cache_table(report: ArchitectureReport) -> Group:
     kv = report.kv_cache
     a = report.summary.attention
     title = f"KV cache (batch 1, {kv.dtype}): {kv.bytes_per_token:,} bytes per token"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE, pad_edge=False)
+    table = Table(box=box.SIMPLE, pad_edge=False)
     table.add_column("context", justify="right")
     table.add_column("KV cache", justify="right")
     table.add_column(f"with {a.heads} KV heads (MHA)", justify="right")
@@ -94,10 +97,11 @@ def kv_cache_table(report: ArchitectureReport) -> Table:
         saved = 1 - point.bytes / point.full_mha_bytes if point.full_mha_bytes else 0.0
         table.add_row(f"{point.tokens:,}", human_bytes(point.bytes), human_bytes(point.full_mha_bytes),
                       f"{saved:.0%}")
-    return table
+    return titled(title, table, kv_cache_notes(report) + "\n")
 
 
 LINEAR_FEATURES = re.compile(r"in_features=(\d+), out_features=(\d+)")
+LONG_FLOAT = re.compile(r"\d+\.\d{7,}(?:e[-+]?\d+)?")
 
 
 def kv_cache_notes(report: ArchitectureReport) -> str:
@@ -114,7 +118,8 @@ def kv_cache_notes(report: ArchitectureReport) -> str:
 def node_label(node: ModuleNode, compact: bool = False) -> str:
     """One tree line as print(model) writes it, without the children: "(0-31): 32 x Phi3DecoderLayer".
 
-    compact writes "in_features=A, out_features=B" as "A -> B" so that deep lines fit 80 columns.
+    compact writes "in_features=A, out_features=B" as "A → B" and long floats (float32 eps read back as
+    9.999999747378752e-06) in %g form, so that deep lines fit 80 columns.
     """
     name = f"({node.name}): " if node.name else ""
     count = f"{node.repeat} x " if node.repeat > 1 else ""
@@ -122,37 +127,40 @@ def node_label(node: ModuleNode, compact: bool = False) -> str:
         return f"{name}{count}{node.class_name}(…)"
     if node.children:
         return f"{name}{count}{node.class_name}"
-    extra = LINEAR_FEATURES.sub(r"\1 → \2", node.extra) if compact else node.extra
+    extra = node.extra
+    if compact:
+        extra = LONG_FLOAT.sub(lambda match: f"{float(match.group(0)):g}", LINEAR_FEATURES.sub(r"\1 → \2", extra))
     return f"{name}{count}{node.class_name}({extra})"
 
 
-def _tree_rows(node: ModuleNode, level: int, compact: bool, rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _tree_rows(node: ModuleNode, level: int, compact: bool, indent: int,
+               rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     if node.tied_to:
         count = "tied"
     elif node.repeat > 1:
         count = f"{node.repeat}x{human_count(node.parameters)}"
     else:
         count = human_count(node.parameters) if node.parameters else ""
-    label = "  " * level + node_label(node, compact) + (f"  [tied to {node.tied_to}]" if node.tied_to else "")
-    rows.append((count, label))
+    rows.append((count, " " * indent * level + node_label(node, compact)))
     for child in node.children:
-        _tree_rows(child, level + 1, compact, rows)
+        _tree_rows(child, level + 1, compact, indent, rows)
     return rows
 
 
-def tree_table(report: ArchitectureReport, width: int = 80) -> Table:
-    """The module tree with a parameter count per line; Linear shapes are shortened when lines would wrap."""
-    rows = _tree_rows(report.tree, 0, False, [])
-    if max(len(count) for count, _ in rows) + max(len(label) for _, label in rows) + 4 > width:
-        rows = _tree_rows(report.tree, 0, True, [])
+def tree_table(report: ArchitectureReport, width: int = 80) -> Group:
+    """The module tree with a parameter count per line, as print(model) writes it when the screen is wide enough;
+    on a narrow one Linear shapes and long floats are shortened, then the indent goes from 2 spaces to 1."""
+    for compact, indent in ((False, 2), (True, 2), (True, 1)):
+        rows = _tree_rows(report.tree, 0, compact, indent, [])
+        if max(len(count) for count, _ in rows) + max(len(label) for _, label in rows) + 2 <= width:
+            break
     depth_note = f", depth {report.depth}" if report.depth is not None else ""
-    table = Table(title=f"Modules (parameters per module{depth_note})", title_justify="left", box=box.SIMPLE,
-                  show_header=False, pad_edge=False)
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
     table.add_column(justify="right", no_wrap=True, style="cyan")
     table.add_column(overflow="fold")
     for count, label in rows:
         table.add_row(count, Text(label))
-    return table
+    return titled(f"Modules (parameters per module{depth_note})", table, " ")
 
 
 def tree_text(node: ModuleNode) -> str:
@@ -178,7 +186,6 @@ def show_architecture(display: Display, report: ArchitectureReport) -> None:
     display.result(parameters_table(report))
     display.result(memory_table(report))
     display.result(kv_cache_table(report))
-    display.result(Text(kv_cache_notes(report) + "\n", style="dim"))
     display.result(tree_table(report, display.out.width))
 
 

@@ -3,7 +3,10 @@ view beside the raw one), and the logit lens, as Rich tables or one JSON documen
 
 from __future__ import annotations
 
+import json
+
 from rich import box
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -13,6 +16,14 @@ from llmscope.results import ModelInfo
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
 TOKEN_WIDTH = 16
+
+
+def titled(title: str, table: Table, caption: str | None = None) -> Group:
+    """A table under a bold title line (and over a dim caption) that wrap to the screen, not to the table."""
+    parts = [Text(title, style="bold"), table]
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
 
 
 def bar(fraction: float, width: int) -> str:
@@ -76,15 +87,14 @@ def sampler_label(result: NextTokenResult) -> str:
     return " ".join(parts)
 
 
-def step_table(result: NextTokenResult, step: NextTokenStep) -> Table:
+def step_table(result: NextTokenResult, step: NextTokenStep) -> Group:
     sampler = step.sampler_entropy is not None
     caption = None
     if sampler:
         kept = step.sampler_kept or 0
         caption = (f"sampler ({sampler_label(result)}): {kept:,} token{'s' if kept != 1 else ''} kept, "
                    f"entropy {step.sampler_entropy:.2f} nats\n")
-    table = Table(title=step_title(result, step), title_justify="left", caption=caption, caption_justify="left",
-                  box=box.SIMPLE, pad_edge=False)
+    table = Table(box=box.SIMPLE, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("token", max_width=TOKEN_WIDTH, no_wrap=True, overflow="ellipsis")
     table.add_column("id", justify="right")
@@ -104,14 +114,13 @@ def step_table(result: NextTokenResult, step: NextTokenStep) -> Table:
             cells.append(f"{row.sampler_probability:.4f}")
         cells.append(bar(row.probability, width))
         table.add_row(*cells, style="bold" if marked and row.rank == 1 else None)
-    return table
+    return titled(step_title(result, step), table, caption)
 
 
-def lens_table(result: NextTokenResult) -> Table:
+def lens_table(result: NextTokenResult) -> Group:
     answer = result.answer
     label = token_text(answer.text)
-    table = Table(title="Logit lens: the last position after each block -> final norm -> LM head",
-                  title_justify="left", caption=result.lens_note, box=box.SIMPLE, pad_edge=False)
+    table = Table(box=box.SIMPLE, pad_edge=False)
     table.add_column("layer", justify="right")
     table.add_column("top token", max_width=TOKEN_WIDTH, no_wrap=True, overflow="ellipsis")
     table.add_column("p", justify="right")
@@ -123,7 +132,8 @@ def lens_table(result: NextTokenResult) -> Table:
         table.add_row(name, token_text(layer.top_text), f"{layer.top_probability:.4f}", f"{layer.answer_rank:,}",
                       probability_text(layer.answer_probability), bar(layer.answer_probability, 10),
                       style="bold" if layer.answer_rank == 1 else None)
-    return table
+    return titled("Logit lens: the last position after each block -> final norm -> LM head", table,
+                  result.lens_note)
 
 
 def show_next_token(display: Display, result: NextTokenResult) -> None:
@@ -134,7 +144,7 @@ def show_next_token(display: Display, result: NextTokenResult) -> None:
     if len(result.steps) > 1:
         last = result.steps[-1]
         line = Text("greedy continuation: ", style="bold")
-        line.append(token_text(result.continuation))
+        line.append(json.dumps(result.continuation, ensure_ascii=False))
         line.append(f"  (log-prob {last.cumulative_logprob:.3f}, {len(result.steps)} tokens)", style="dim")
         display.result(line)
         display.result(Text(""))
