@@ -128,11 +128,18 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
 
 def load(display: Display, model: str | None, device: str, dtype: str, device_map: str | None,
          trust_remote_code: bool):  # -> LoadedModel
-    from llmscope.loader import load_model, resolve_model_spec
+    from llmscope.loader import cache_entry_is_whole, gguf_cache_dir, load_model, resolve_model_spec
     from llmscope.render import model_summary
 
     spec = resolve_model_spec(model)
-    with display.spinner(f"loading {spec.name}"):
+    converting = spec.is_gguf and not cache_entry_is_whole(gguf_cache_dir(spec))
+    show_bars = converting and display.err.is_terminal and not display.quiet
+    if not show_bars:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
+    with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
         loaded = load_model(spec, device=device, dtype=dtype, device_map=device_map,
                             trust_remote_code=trust_remote_code)
     model_summary(display, loaded.info)
@@ -200,7 +207,12 @@ def generate(
         from llmscope.generation import check_settings
 
         check_settings(settings)
+        if top_k is not None and top_k < 1:
+            raise UsageError(f"--top-k must be at least 1 (got {top_k})", hint="leave it out to sample from all tokens")
         loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+        vocab = len(loaded.tokenizer)
+        if top_k is not None and top_k > vocab:
+            raise UsageError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")
         use_chat = chat if chat is not None else _has_template(loaded.tokenizer)
         streaming = (stream if stream is not None else display.stdout_is_terminal) and not json_output
         if show_probs and not json_output and not quiet:
@@ -501,7 +513,11 @@ def normalize_argv(args: list[str]) -> list[str]:
 
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
-    app(args=normalize_argv(list(sys.argv[1:] if args is None else args)), prog_name="llmscope")
+    try:
+        app(args=normalize_argv(list(sys.argv[1:] if args is None else args)), prog_name="llmscope")
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (e.g. while importing torch)
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

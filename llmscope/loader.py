@@ -378,7 +378,7 @@ def load_config(spec: ModelSpec | str | None, trust_remote_code: bool = False) -
                 return AutoConfig.from_pretrained(str(entry))
             return AutoConfig.from_pretrained(spec.location, gguf_file=spec.gguf_file)
         return AutoConfig.from_pretrained(spec.location, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except Exception as error:  # transformers / huggingface_hub raise many kinds; all become one line
         raise _translate_load_error(error, spec, "config") from error
 
 
@@ -419,7 +419,7 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
         return _prepare_tokenizer(tokenizer)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as error:
+    except Exception as error:  # a corrupt file fails in many ways (struct.error, IndexError, ...)
         raise _translate_load_error(error, spec, "tokenizer") from error
 
 
@@ -526,7 +526,7 @@ def load_model(
         raise
     except torch.OutOfMemoryError as error:
         raise out_of_memory_error(target, spec.name) from error
-    except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError) as error:
+    except Exception as error:  # a corrupt file fails in many ways (struct.error, IndexError, ...)
         raise _translate_load_error(error, spec, "model") from error
     model.eval()
     tokenizer = _prepare_tokenizer(tokenizer)
