@@ -104,6 +104,19 @@ def test_embedded_generate_paris(cli) -> None:
 
 
 @pytest.mark.slow
+def test_generate_probability_equals_next_token(cli) -> None:
+    """The first generated token's probability is the one `next-token` reports for the same prompt."""
+    generated = cli("generate", "The capital of France is", "--no-chat", "-n", "1", "--json", "--logprobs", "3", "-q")
+    inspected = cli("next-token", "The capital of France is", "--top-k", "3", "--json", "-q")
+    first = generated.json()["logprobs"]["content"][0]
+    top = inspected.json()["steps"][0]["top"]
+    assert first["id"] == top[0]["token_id"] == 7042
+    assert first["probability"] == pytest.approx(top[0]["probability"], abs=1e-6)
+    assert [alt["id"] for alt in first["top_logprobs"]] == [t["token_id"] for t in top]
+    assert [alt["probability"] for alt in first["top_logprobs"]] == pytest.approx([t["probability"] for t in top])
+
+
+@pytest.mark.slow
 def test_embedded_chat_answer(cli) -> None:
     result = cli("generate", "What is the capital of France?", "-n", "20")
     assert result.exit_code == 0, result.stderr
