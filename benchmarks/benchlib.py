@@ -130,6 +130,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes): above the core count, other work shares the CPUs."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def machine_line(info: dict[str, Any]) -> str:
     flags = f", {info['cpu_flags']}" if info.get("cpu_flags") else ""
     return (f"{info['cpu']}{flags}, {info['cores']} cores, torch {info['torch']}, "
@@ -193,8 +201,11 @@ def run_probe(name: str, options: dict[str, Any], env: dict[str, str] | None = N
               timeout: float = 900) -> dict[str, Any]:
     """Run `benchprobe.py NAME JSON` in a fresh Python and return the JSON it reports on its last stdout line."""
     argv = [sys.executable, str(PROBE), name, json.dumps(options)]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env or bench_env(), timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, env=env or bench_env(), timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"probe {name} did not finish within {timeout:.0f} s") from None
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])

@@ -2,7 +2,8 @@
 # Check llmscope on a CUDA GPU: the cuda-marked tests, each command on CUDA with the embedded model in bf16,
 # then bench-cache's figures beside the seed's (Phi-3 on a GPU: 4.24 s with the cache, 5.74 s without, 100 tokens).
 #
-# Run from the repository root:  bash benchmarks/cuda_check.sh        (about 5 minutes; logs in ${OUT:-/tmp/llmscope-cuda})
+# Run from the repository root:  bash benchmarks/cuda_check.sh   (5-8 minutes; logs in ${OUT:-/tmp/llmscope-cuda}:
+# summary.txt, cuda_check.log, pytest-cuda.log, generate.json, bench-cache.json, suite.json)
 #
 # It uses the machine's own CUDA build of torch (it never installs the CPU pin from constraints.txt) and installs
 # llmscope with --no-deps. A machine without internet needs two things carried in .whl/ (git-ignored):
@@ -19,7 +20,7 @@ SUMMARY="$LOG_DIR/summary.txt"
 : >"$LOG"
 : >"$SUMMARY"
 PY="${PYTHON:-python3}"
-STEP_TIMEOUT="${STEP_TIMEOUT:-240}"
+STEP_TIMEOUT="${STEP_TIMEOUT:-150}"  # seconds per step; the compile steps get less, the suite more
 GGUF_NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 EMAIL="Write a very long email apologizing to Sarah for the tragic gardening mishap. Explain how it happened."
@@ -116,7 +117,7 @@ step "generate (first: converts the GGUF)" "${LLMSCOPE[@]}" generate "What is th
 STEP_STDOUT="$LOG_DIR/generate.json" step "generate, 100 tokens, --json" \
     "${LLMSCOPE[@]}" generate "$EMAIL" --no-chat -n 100 "${GPU[@]}" --json -q
 if has_option generate --static-cache && has_option generate --compile; then
-    step "generate --static-cache --compile" "${LLMSCOPE[@]}" generate "$EMAIL" --no-chat -n 100 "${GPU[@]}" \
+    STEP_TIMEOUT=120 step "generate --static-cache --compile" "${LLMSCOPE[@]}" generate "$EMAIL" --no-chat -n 100 "${GPU[@]}" \
         --static-cache --compile -q
 fi
 STEP_STDOUT="$LOG_DIR/tokenize.txt" step "tokenize --ids" "${LLMSCOPE[@]}" tokenize "The capital of France is" --ids
@@ -169,8 +170,8 @@ fi
 
 # The suite's GPU figures: decode vs raw generate, static cache + compile, bandwidth.
 say ""
-STEP_TIMEOUT=300 step "suite: decode, compile, bandwidth" "$PY" benchmarks/run.py --device cuda --dtype bfloat16 \
-    --only decode,compile,bandwidth --json-out "$LOG_DIR/suite.json"
+STEP_TIMEOUT=180 step "suite: decode, compile, bandwidth" "$PY" benchmarks/run.py --device cuda --dtype bfloat16 \
+    --only decode,compile,bandwidth --compile-timeout 100 --json-out "$LOG_DIR/suite.json"
 if [ -s "$LOG_DIR/suite.json" ]; then
     "$PY" - "$LOG_DIR/suite.json" <<'EOF' | tee -a "$LOG" "$SUMMARY"
 import json, sys

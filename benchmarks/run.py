@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from benchlib import (  # the folder is put on the path just above
     format_value,
     interleaved_medians,
     listed_commands,
+    load_average,
     machine,
     machine_line,
     median,
@@ -243,7 +245,7 @@ class Suite:
             return
         self.progress("compile: static cache + torch.compile (compiles once: 10-60 s)")
         options = {**self.model_options, "prompt": DECODE_PROMPT, "new_tokens": 64, "rounds": 3}
-        data = run_probe("compile", options, self.env)
+        data = run_probe("compile", options, self.env, timeout=self.args.compile_timeout)
         self.details["compile"] = data
         if not data["available"]:
             self.add(not_available("compile", "static cache + compile", f"not available yet: {data['why']}"))
@@ -303,7 +305,7 @@ class Suite:
             started = time.perf_counter()
             try:
                 steps[section]()
-            except (ProbeError, OSError, KeyError, TypeError, ValueError) as error:
+            except (ProbeError, OSError, KeyError, TypeError, ValueError, subprocess.TimeoutExpired) as error:
                 self.add(not_available(section, section, f"failed: {error}"))
             self.details.setdefault("section_seconds", {})[section] = round(time.perf_counter() - started, 2)
 
@@ -314,7 +316,8 @@ def render(figures: list[Figure], info: dict[str, Any], quick: bool, seconds: fl
     from rich.table import Table
 
     table = Table(title=f"llmscope benchmarks{' (--quick)' if quick else ''}: {machine_line(info)}",
-                  title_justify="left", caption=f"{seconds:.0f} s in all; ratio = llmscope / baseline",
+                  title_justify="left", caption=f"{seconds:.0f} s in all; ratio = llmscope / baseline; load average "
+                  f"{info.get('load_average_start')} at the start, {info.get('load_average_end')} at the end",
                   caption_justify="left")
     for column in ("section", "figure", "llmscope", "baseline", "ratio", "target", "met?", "note"):
         table.add_column(column, justify="right" if column in ("llmscope", "baseline", "ratio") else "left",
@@ -354,6 +357,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16, float16")
+    parser.add_argument("--compile-timeout", type=float, default=300,
+                        help="give up on the static cache + compile section after this many seconds (default 300)")
     args = parser.parse_args(argv)
     args.only = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in args.only if part not in SECTIONS]
@@ -371,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     info = machine()
+    info["load_average_start"] = load_average()
     suite = Suite(args, progress)
     suite.run()
+    info["load_average_end"] = load_average()
     seconds = time.perf_counter() - started
     document = {"suite": "llmscope-benchmarks", "quick": args.quick, "sections": args.only, "machine": info,
                 "seconds": round(seconds, 1), "targets": TARGETS, "seed_gpu": SEED_GPU,
