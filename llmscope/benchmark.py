@@ -4,6 +4,7 @@ It returns frozen dataclasses of plain numbers and reports progress through opti
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -224,6 +225,9 @@ class BenchResult:
     repeat: int
     lengths: tuple[int, ...]
     sweep: bool
+    threads: int  # torch.get_num_threads() during the runs
+    cpu_count: int | None
+    busy_cpu_percent: float | None  # how busy other processes kept the CPUs just before timing
     memory_measure: str  # what peak_memory_bytes means on this device
     process_peak_rss_bytes: int | None  # the process's high-water mark (getrusage ru_maxrss)
     results: tuple[LengthResult, ...]
@@ -242,6 +246,21 @@ RunCallback = Callable[[RunTiming], None]
 def planned_tokens(lengths: Sequence[int], warmup: int, repeat: int) -> int:
     """How many tokens the whole benchmark generates (the progress bar's total)."""
     return 2 * (warmup * lengths[0] + repeat * sum(lengths))
+
+
+def busy_cpu_percent(interval: float = 0.25) -> float | None:
+    """System-wide CPU use over a short pause while this process waits: what other processes are doing."""
+    try:
+        import psutil
+
+        return float(psutil.cpu_percent(interval=interval))
+    except Exception:  # psutil missing or no permission: not worth failing a benchmark over
+        return None
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {threads})")
 
 
 def memory_measure(device: str) -> str:
@@ -423,23 +442,40 @@ def run_timing(mode: str, new_tokens: int, run: int, seconds: float, token_times
 
 def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequence[int] = (DEFAULT_MAX_NEW_TOKENS,),
                 warmup: int = DEFAULT_WARMUP, repeat: int = DEFAULT_REPEAT, chat: bool = False,
-                system: str | None = None, sweep: bool = False, on_progress: ProgressCallback | None = None,
+                system: str | None = None, sweep: bool = False, threads: int | None = None,
+                busy_percent: float | None = None, on_progress: ProgressCallback | None = None,
                 on_run: RunCallback | None = None) -> BenchResult:
     """Time greedy generation with and without the KV cache, `repeat` runs per mode at each length.
 
     The two modes alternate run by run (cache first on odd runs, no-cache first on even ones), so drift on a
     shared machine hits both alike; `warmup` untimed runs of each mode at the first length come first. Both
-    modes generate exactly `length` new tokens. Ctrl-C stops and returns the runs that finished
+    modes generate exactly `length` new tokens. threads sets torch.set_num_threads for the process;
+    busy_percent (from busy_cpu_percent) is only recorded. Ctrl-C stops and returns the runs that finished
     (interrupted=True).
     """
+    import torch
+
+    lengths = tuple(lengths)
+    check_counts(warmup, repeat, lengths)
+    check_threads(threads)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _bench(loaded, prompt, lengths, warmup, repeat, chat, system, sweep, busy_percent, on_progress, on_run)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: int, repeat: int, chat: bool,
+           system: str | None, sweep: bool, busy_percent: float | None, on_progress: ProgressCallback | None,
+           on_run: RunCallback | None) -> BenchResult:
     import torch
 
     from llmscope.architecture import kv_cache_bytes_per_token
     from llmscope.generation import check_lengths
     from llmscope.tokenization import prompt_ids
 
-    lengths = tuple(lengths)
-    check_counts(warmup, repeat, lengths)
     prompt_text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)
     check_lengths(loaded.model.config, len(ids), max(lengths))
     input_ids = torch.tensor([ids], device=loaded.input_device)
@@ -477,7 +513,8 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
     return BenchResult(
         model=loaded.spec.name, prompt=prompt, prompt_text=prompt_text, prompt_tokens=len(ids),
         chat_template_applied=chat, device=loaded.device, dtype=loaded.dtype, warmup=warmup, repeat=repeat,
-        lengths=lengths, sweep=sweep, memory_measure=memory_measure(str(loaded.input_device)),
+        lengths=lengths, sweep=sweep, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+        busy_cpu_percent=busy_percent, memory_measure=memory_measure(str(loaded.input_device)),
         process_peak_rss_bytes=process_peak_rss(), results=results, growth=growth, runs=tuple(runs),
         interrupted=interrupted,
         complete_pairs=sum(1 for (mode, length, run) in raws if mode == CACHE and (NO_CACHE, length, run) in raws))

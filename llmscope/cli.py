@@ -315,7 +315,8 @@ def bench_cache(
     max_new_tokens: Annotated[int | None, typer.Option(
         "--max-new-tokens", "-n", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
         show_default=False)] = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each mode before timing.")] = 1,
+    warmup: Annotated[int, typer.Option(
+        "--warmup", help="Untimed runs of each mode before timing starts (at the first length).")] = 1,
     repeat: Annotated[int | None, typer.Option(
         "--repeat", "-r", help="Timed runs per mode (and per length).  [default: 7; 3 with --sweep]",
         show_default=False)] = None,
@@ -326,6 +327,9 @@ def bench_cache(
         "--plot", metavar="FILE.png|svg", help="With --sweep: also write the chart as an image (needs matplotlib: "
         "pip install 'llmscope[plot]').", show_default=False)] = None,
     csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", "-t", help="CPU threads for torch (torch.set_num_threads). Default: torch's own choice.",
+        show_default=False)] = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
     device: DeviceOpt = "auto",
@@ -355,6 +359,7 @@ def bench_cache(
         runs = repeat if repeat is not None else (
             benchmark.DEFAULT_SWEEP_REPEAT if sweep is not None else benchmark.DEFAULT_REPEAT)
         benchmark.check_counts(warmup, runs, lengths)
+        benchmark.check_threads(threads)
         plot_path = Path(plot) if plot is not None else None
         if plot_path is not None:
             if sweep is None:
@@ -365,10 +370,12 @@ def bench_cache(
         if not text.strip():
             raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
         loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+        busy = benchmark.busy_cpu_percent()
+        show.warn_if_busy(display, busy, loaded.device)
         with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
             result = benchmark.bench_cache(loaded, text, lengths, warmup=warmup, repeat=runs, chat=bool(chat),
-                                           system=system, sweep=sweep is not None, on_progress=on_progress,
-                                           on_run=on_run)
+                                           system=system, sweep=sweep is not None, threads=threads,
+                                           busy_percent=busy, on_progress=on_progress, on_run=on_run)
         if result.interrupted:
             display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
         if json_output:

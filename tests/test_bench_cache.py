@@ -242,6 +242,19 @@ def test_ctrl_c_shows_finished_runs_and_exits_130(cli, tiny_model_dir: Path, mon
     assert "interrupted: showing the 2 timed run(s) that finished" in result.stderr
 
 
+def test_threads_are_set_for_the_run_and_restored(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(benchmark, "busy_cpu_percent", lambda interval=0.25: 80.0)
+    result = cli("bench-cache", "Hi", "-m", tiny_model_dir, "-n", "2", "--repeat", "1", "--warmup", "0",
+                 "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["threads"] == 1 and document["busy_cpu_percent"] == 80.0 and torch.get_num_threads() == before
+    assert "warning: other processes kept the CPUs 80% busy just before timing" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--repeat", "0"), "--repeat must be at least 1"),
     (("--warmup", "-1"), "--warmup must be 0 or more"),
@@ -253,6 +266,7 @@ def test_ctrl_c_shows_finished_runs_and_exits_130(cli, tiny_model_dir: Path, mon
     (("--plot", "chart.png"), "--plot draws the --sweep chart"),
     (("--sweep", "8,16", "--plot", "chart.pdf"), "--plot writes .png or .svg"),
     (("-n", "500"), "exceed the model's context of 256"),
+    (("--threads", "0"), "--threads must be at least 1"),
 ])
 def test_bad_options_are_usage_errors(cli, tiny_model_dir: Path, args: tuple[str, ...], message: str) -> None:
     result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *args)
@@ -289,3 +303,17 @@ def test_embedded_model_same_ids_and_kv_size(cli) -> None:
     assert length["check"]["identical"] is True
     assert length["kv_cache"]["bytes_per_token"] == SMOLLM2_KV_BYTES_PER_TOKEN
     assert length["kv_cache"]["measured_bytes"] == SMOLLM2_KV_BYTES_PER_TOKEN * (21 + 3 - 1)
+
+
+@pytest.mark.cuda
+def test_cuda_peak_memory_is_per_run(tiny_model_dir: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    loaded = load_model(str(tiny_model_dir), device="cuda", dtype="float32")
+    result = benchmark.bench_cache(loaded, "Hello", (3,), warmup=1, repeat=2)
+    assert "max_memory_allocated" in result.memory_measure
+    assert all(run.peak_memory_bytes and run.peak_memory_bytes > 0 for run in result.runs)
+    assert result.results[0].check is not None and result.results[0].check.identical
+    kv = result.results[0].kv_cache
+    assert kv is not None and kv.measured_bytes == kv.formula_bytes

@@ -98,8 +98,10 @@ def _header(result: BenchResult) -> Text:
     lengths = (f"{result.lengths[0]} new tokens" if not result.sweep
                else "sweep of " + ", ".join(str(n) for n in result.lengths) + " new tokens")
     chat = ", chat template" if result.chat_template_applied else ""
-    return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}), {result.prompt_tokens} prompt "
-                f"tokens{chat}, {lengths}; {result.repeat} timed runs per mode (+{result.warmup} warm-up), "
+    threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.device == "cpu" else ""
+    return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}{threads}), "
+                f"{result.prompt_tokens} prompt tokens{chat}, {lengths}; {result.repeat} timed runs per mode "
+                f"(+{result.warmup} warm-up), "
                 "greedy, modes interleaved", style="bold")
 
 
@@ -199,6 +201,16 @@ def show_bench(display: Display, result: BenchResult) -> None:
         display.result(check_text(length))
     display.status(f"peak memory: {result.memory_measure}; process peak RSS (getrusage ru_maxrss) "
                    f"{human_bytes(result.process_peak_rss_bytes)}")
+
+
+BUSY_PERCENT = 25.0
+
+
+def warn_if_busy(display: Display, busy_percent: float | None, device: str) -> None:
+    """Say so when other processes keep the CPUs busy: the timings will be noisy (and torch's threads thrash)."""
+    if busy_percent is not None and busy_percent >= BUSY_PERCENT and device == "cpu":
+        display.warning(f"other processes kept the CPUs {busy_percent:.0f}% busy just before timing: expect noisy "
+                        "times; when torch's threads compete for cores they slow down sharply (try --threads 1)")
 
 
 def warn_differences(display: Display, result: BenchResult) -> None:
