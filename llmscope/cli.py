@@ -8,13 +8,15 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmscope import __version__
 from llmscope.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, LlmscopeError, UsageError
-from llmscope.render import Display, attach_logging
+
+if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
+    from llmscope.render import Display
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted."
 
@@ -83,6 +85,8 @@ def _quiet_libraries() -> None:
 @contextlib.contextmanager
 def command(json_mode: bool = False, quiet: bool = False) -> Iterator[Display]:
     """Set up output for one command and turn failures into one line on stderr and an exit code."""
+    from llmscope.render import Display, attach_logging
+
     display = Display(json_mode=json_mode, quiet=quiet)
     attach_logging(display)
     _quiet_libraries()
