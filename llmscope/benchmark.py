@@ -147,6 +147,7 @@ class RunTiming:
     decode_ms_per_token: float | None  # (last token - first token) / (new_tokens - 1)
     tokens_per_s: float  # new_tokens / seconds
     peak_memory_bytes: int | None
+    peak_over_start_bytes: int | None = None  # the peak minus what was in use when the run started
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class ModeSummary:
     tokens_per_s: float  # new tokens / mean seconds
     decode_tokens_per_s: float | None  # 1000 / mean decode ms per token
     peak_memory_bytes: int | None  # the highest of the mode's runs
+    peak_over_start_bytes: int | None  # the most any of its runs added on top of what was in use at its start
 
 
 @dataclass(frozen=True)
@@ -307,13 +309,20 @@ def _can_reset_peak_rss() -> bool:
     return _vm_hwm() is not None and _reset_peak_rss()
 
 
-def _start_peak_memory(on_cuda: bool) -> None:
+def _start_peak_memory(on_cuda: bool) -> int | None:
+    """Reset the peak and return the memory in use now (CUDA: allocated by torch; CPU: the process's RSS)."""
     import torch
 
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
-    else:
-        _reset_peak_rss()
+        return int(torch.cuda.memory_allocated())
+    _reset_peak_rss()
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # psutil missing: no baseline, only the peak
+        return None
 
 
 def _peak_memory(on_cuda: bool) -> int | None:
@@ -384,8 +393,8 @@ class _Raw:
 
 
 def _one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_tokens: int, use_cache: bool,
-             on_token: Callable[[], None]) -> tuple[float, list[float], int | None, _Raw]:
-    """One generate call: (seconds, per-token times relative to the start, peak memory, raw outputs)."""
+             on_token: Callable[[], None]) -> tuple[float, list[float], tuple[int | None, int | None], _Raw]:
+    """One generate call: (seconds, per-token times from its start, (peak memory, memory at start), raw outputs)."""
     import torch
 
     device = str(loaded.input_device)
@@ -396,7 +405,7 @@ def _one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_token
             torch.cuda.synchronize()
 
     clock = _token_clock(sync, on_token)
-    _start_peak_memory(on_cuda)
+    start_memory = _start_peak_memory(on_cuda)
     sync()
     started = time.perf_counter()
     with torch.inference_mode():
@@ -415,7 +424,7 @@ def _one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_token
         raw.cache_tokens = _cache_tokens(cache)
         raw.cache_class = type(cache).__name__ if cache is not None else None
     del output
-    return finished - started, [t - started for t in clock.times], peak, raw
+    return finished - started, [t - started for t in clock.times], (peak, start_memory), raw
 
 
 def _pad_id(loaded: LoadedModel) -> int | None:
@@ -430,14 +439,16 @@ def _pad_id(loaded: LoadedModel) -> int | None:
 
 
 def run_timing(mode: str, new_tokens: int, run: int, seconds: float, token_times: Sequence[float],
-               peak: int | None) -> RunTiming:
+               peak: int | None, start_memory: int | None = None) -> RunTiming:
     """Turn one run's clock readings into its timing record."""
     ttft = token_times[0] if token_times else seconds
     decode = ((token_times[-1] - token_times[0]) / (len(token_times) - 1) * 1000
               if len(token_times) > 1 else None)
     return RunTiming(mode=mode, new_tokens=new_tokens, run=run, seconds=seconds, ttft_s=ttft,
                      decode_ms_per_token=decode, tokens_per_s=new_tokens / seconds if seconds > 0 else math.inf,
-                     peak_memory_bytes=peak)
+                     peak_memory_bytes=peak,
+                     peak_over_start_bytes=max(peak - start_memory, 0) if peak is not None and start_memory is not None
+                     else None)
 
 
 def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequence[int] = (DEFAULT_MAX_NEW_TOKENS,),
@@ -495,9 +506,9 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: i
             for run in range(1, repeat + 1):
                 for mode in _order(run):
                     progress(f"{length} tokens, {mode} run {run}/{repeat}", 0)
-                    seconds, times, peak, raw = _one_run(loaded, input_ids, attention_mask, length, mode == CACHE,
-                                                         lambda: progress("", 1))
-                    timing = run_timing(mode, length, run, seconds, times, peak)
+                    seconds, times, memory, raw = _one_run(loaded, input_ids, attention_mask, length, mode == CACHE,
+                                                           lambda: progress("", 1))
+                    timing = run_timing(mode, length, run, seconds, times, *memory)
                     runs.append(timing)
                     raws[(mode, length, run)] = raw
                     if on_run is not None:
@@ -533,11 +544,12 @@ def summarize_mode(mode: str, new_tokens: int, runs: Sequence[RunTiming]) -> Mod
     decode = summarize([r.decode_ms_per_token for r in mine])
     assert seconds is not None and ttft is not None
     peaks = [r.peak_memory_bytes for r in mine if r.peak_memory_bytes is not None]
+    extras = [r.peak_over_start_bytes for r in mine if r.peak_over_start_bytes is not None]
     return ModeSummary(
         mode=mode, new_tokens=new_tokens, runs=len(mine), seconds=seconds, ttft_s=ttft, decode_ms_per_token=decode,
         tokens_per_s=new_tokens / seconds.mean if seconds.mean > 0 else math.inf,
         decode_tokens_per_s=1000 / decode.mean if decode and decode.mean > 0 else None,
-        peak_memory_bytes=max(peaks) if peaks else None)
+        peak_memory_bytes=max(peaks) if peaks else None, peak_over_start_bytes=max(extras) if extras else None)
 
 
 def speedup(runs: Sequence[RunTiming], new_tokens: int) -> SpeedUp | None:

@@ -81,8 +81,9 @@ def test_power_law_fit_on_points_off_the_line() -> None:
 
 
 def test_run_timing_splits_prefill_from_decode() -> None:
-    run = run_timing(CACHE, 4, 1, 1.0, [0.2, 0.3, 0.4, 0.5], 123)
+    run = run_timing(CACHE, 4, 1, 1.0, [0.2, 0.3, 0.4, 0.5], 123, 100)
     assert run.ttft_s == 0.2 and run.tokens_per_s == 4.0 and run.peak_memory_bytes == 123
+    assert run.peak_over_start_bytes == 23
     assert run.decode_ms_per_token == pytest.approx(100.0, rel=1e-12)
     assert run_timing(CACHE, 1, 1, 0.5, [0.4], None).decode_ms_per_token is None
 
@@ -180,7 +181,7 @@ def test_csv_one_row_per_run(cli, tiny_model_dir: Path) -> None:
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == ["mode", "new_tokens", "run", "seconds", "ttft_s", "decode_ms_per_token", "tokens_per_s",
-                             "peak_memory_bytes"]
+                             "peak_memory_bytes", "peak_over_start_bytes"]
     assert [(row["mode"], row["run"]) for row in rows] == [("cache", "1"), ("no-cache", "1"), ("no-cache", "2"),
                                                            ("cache", "2")]
     assert all(float(row["seconds"]) >= float(row["ttft_s"]) > 0 and row["new_tokens"] == "3" for row in rows)
@@ -213,10 +214,10 @@ def test_a_difference_is_marked_and_warned(cli, tiny_model_dir: Path, monkeypatc
     real = benchmark._one_run
 
     def corrupt(loaded, input_ids, mask, new_tokens, use_cache, on_token):
-        seconds, times, peak, raw = real(loaded, input_ids, mask, new_tokens, use_cache, on_token)
+        seconds, times, memory, raw = real(loaded, input_ids, mask, new_tokens, use_cache, on_token)
         if not use_cache:
             raw.ids[2] = raw.ids[2] + 1
-        return seconds, times, peak, raw
+        return seconds, times, memory, raw
 
     monkeypatch.setattr(benchmark, "_one_run", corrupt)
     result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *TINY)

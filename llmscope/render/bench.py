@@ -26,7 +26,7 @@ MODE_MARKERS = {CACHE: "●", "no-cache": "■"}
 PLOT_SUFFIXES = (".png", ".svg")
 PLOT_INSTALL_HINT = "pip install 'llmscope[plot]'"
 CSV_FIELDS = ("mode", "new_tokens", "run", "seconds", "ttft_s", "decode_ms_per_token", "tokens_per_s",
-              "peak_memory_bytes")
+              "peak_memory_bytes", "peak_over_start_bytes")
 
 # ---------------------------------------------------------------------------------------------- numbers
 
@@ -134,6 +134,7 @@ def mode_table(length: LengthResult) -> Table:
         ("decode ms/token", lambda s: mean_std_text(s.decode_ms_per_token, unit="ms"),
          lambda s: s.decode_ms_per_token.mean if s.decode_ms_per_token else None),
         ("peak memory", lambda s: human_bytes(s.peak_memory_bytes), None),
+        ("  added during a run", lambda s: "+" + human_bytes(s.peak_over_start_bytes), None),
     ]
     for name, text, number in rows:
         ratio = _ratio(value(uncached, number), value(cached, number)) if number else ""
@@ -389,5 +390,6 @@ def show_bench_csv(display: Display, result: BenchResult) -> None:
     for run in result.runs:
         writer.writerow([run.mode, run.new_tokens, run.run, f"{run.seconds:.6f}", f"{run.ttft_s:.6f}",
                          "" if run.decode_ms_per_token is None else f"{run.decode_ms_per_token:.4f}",
-                         f"{run.tokens_per_s:.4f}", "" if run.peak_memory_bytes is None else run.peak_memory_bytes])
+                         f"{run.tokens_per_s:.4f}", "" if run.peak_memory_bytes is None else run.peak_memory_bytes,
+                         "" if run.peak_over_start_bytes is None else run.peak_over_start_bytes])
     sys.stdout.flush()
