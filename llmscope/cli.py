@@ -375,7 +375,7 @@ def bench_cache(
             raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
         loaded = load(display, model, device, dtype, device_map, trust_remote_code)
         busy = benchmark.busy_cpu_percent()
-        show.warn_if_busy(display, busy, loaded.device)
+        show.warn_if_busy(display, busy, loaded.device, threads)
         with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
             result = benchmark.bench_cache(loaded, text, lengths, warmup=warmup, repeat=runs, chat=bool(chat),
                                            system=system, sweep=sweep is not None, threads=threads,

@@ -207,11 +207,13 @@ def show_bench(display: Display, result: BenchResult) -> None:
 BUSY_PERCENT = 25.0
 
 
-def warn_if_busy(display: Display, busy_percent: float | None, device: str) -> None:
+def warn_if_busy(display: Display, busy_percent: float | None, device: str, threads: int | None = None) -> None:
     """Say so when other processes keep the CPUs busy: the timings will be noisy (and torch's threads thrash)."""
     if busy_percent is not None and busy_percent >= BUSY_PERCENT and device == "cpu":
+        advice = ("" if threads == 1 else
+                  "; when torch's threads compete for cores they slow down sharply (try --threads 1)")
         display.warning(f"other processes kept the CPUs {busy_percent:.0f}% busy just before timing: expect noisy "
-                        "times; when torch's threads compete for cores they slow down sharply (try --threads 1)")
+                        f"times{advice}")
 
 
 def warn_differences(display: Display, result: BenchResult) -> None:
