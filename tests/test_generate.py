@@ -113,7 +113,8 @@ def test_generate_probability_equals_next_token(cli) -> None:
     assert first["id"] == top[0]["token_id"] == 7042
     assert first["probability"] == pytest.approx(top[0]["probability"], abs=1e-6)
     assert [alt["id"] for alt in first["top_logprobs"]] == [t["token_id"] for t in top]
-    assert [alt["probability"] for alt in first["top_logprobs"]] == pytest.approx([t["probability"] for t in top])
+    assert [alt["probability"] for alt in first["top_logprobs"]] == pytest.approx([t["probability"] for t in top],
+                                                                                  abs=1e-6)
 
 
 @pytest.mark.slow
