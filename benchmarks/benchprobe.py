@@ -185,22 +185,30 @@ def decode_comparison(loaded: Any, prompt: str, new_tokens: int, rounds: int) ->
             "token_ids": token_sets["llmscope"]}
 
 
-def no_cache_comparison(loaded: Any, prompt: str, lengths: list[int]) -> list[dict[str, Any]]:
-    """Total generation time without and with the KV cache, llmscope and raw model.generate, per length."""
+def no_cache_comparison(loaded: Any, prompt: str, lengths: list[int], rounds: int = 1) -> list[dict[str, Any]]:
+    """Total generation time without and with the KV cache, llmscope and raw model.generate, per length:
+    the four runs take turns `rounds` times and each keeps its median."""
     device = loaded.input_device
     prompt_ids = list(_llmscope_generate(loaded, prompt, 1).prompt_token_ids)
     rows = []
     for length in lengths:
-        cached = _llmscope_generate(loaded, prompt, length)
-        uncached = _llmscope_generate(loaded, prompt, length, use_cache=False)
-        raw_cached = raw_generate(loaded.model, loaded.tokenizer, prompt_ids, device, length)
-        raw_uncached = raw_generate(loaded.model, loaded.tokenizer, prompt_ids, device, length, use_cache=False)
-        rows.append({
-            "new_tokens": length, "llmscope_cache_s": cached.total_seconds,
-            "llmscope_no_cache_s": uncached.total_seconds,
-            "raw_cache_s": raw_cached["total_seconds"], "raw_no_cache_s": raw_uncached["total_seconds"],
-            "llmscope_new_tokens": [cached.new_tokens, uncached.new_tokens],
-            "same_tokens": cached.token_ids == uncached.token_ids})
+        times: dict[str, list[float]] = {"llmscope_cache_s": [], "llmscope_no_cache_s": [], "raw_cache_s": [],
+                                         "raw_no_cache_s": []}
+        same = True
+        produced: set[int] = set()
+        for _ in range(rounds):
+            cached = _llmscope_generate(loaded, prompt, length)
+            uncached = _llmscope_generate(loaded, prompt, length, use_cache=False)
+            times["llmscope_cache_s"].append(cached.total_seconds)
+            times["llmscope_no_cache_s"].append(uncached.total_seconds)
+            times["raw_cache_s"].append(raw_generate(loaded.model, loaded.tokenizer, prompt_ids, device,
+                                                     length)["total_seconds"])
+            times["raw_no_cache_s"].append(raw_generate(loaded.model, loaded.tokenizer, prompt_ids, device, length,
+                                                        use_cache=False)["total_seconds"])
+            same = same and cached.token_ids == uncached.token_ids
+            produced.update((cached.new_tokens, uncached.new_tokens))
+        rows.append({"new_tokens": length, "rounds": rounds, **{key: _median(v) for key, v in times.items()},
+                     "runs_s": times, "llmscope_new_tokens": sorted(produced), "same_tokens": same})
     return rows
 
 
@@ -242,7 +250,8 @@ def probe_generation(options: dict[str, Any]) -> dict[str, Any]:
     if "decode" in parts:
         out["decode"] = decode_comparison(loaded, prompt, options["new_tokens"], options["rounds"])
     if "nocache" in parts:
-        out["nocache"] = no_cache_comparison(loaded, prompt, options["nocache_lengths"])
+        out["nocache"] = no_cache_comparison(loaded, prompt, options["nocache_lengths"],
+                                             options.get("nocache_rounds", 1))
     return out
 
 

@@ -189,7 +189,7 @@ class Suite:
             parts = [p for p in ("decode", "nocache", "bandwidth") if p in chosen]
             options = {**self.model_options, "prompt": DECODE_PROMPT, "parts": parts,
                        "new_tokens": 16 if self.quick else 64, "rounds": 3 if self.quick else 5,
-                       "nocache_lengths": [16] if self.quick else [32, 100]}
+                       "nocache_lengths": [16] if self.quick else [32, 100], "nocache_rounds": 1 if self.quick else 3}
             self.progress(f"generation: {', '.join(parts)} on one loaded model "
                           f"({options['new_tokens']} tokens x {options['rounds']} rounds)")
             self._generation = run_probe("generation", options, self.env)
@@ -212,7 +212,8 @@ class Suite:
         for row in self.generation()["nocache"]:
             ours = ratio(row["llmscope_no_cache_s"], row["llmscope_cache_s"])
             theirs = ratio(row["raw_no_cache_s"], row["raw_cache_s"])
-            note = (f"{row['llmscope_no_cache_s']:.2f} s vs {row['llmscope_cache_s']:.2f} s"
+            note = (f"{row['llmscope_no_cache_s']:.2f} s vs {row['llmscope_cache_s']:.2f} s, "
+                    f"median of {row.get('rounds', 1)}"
                     + ("" if row["same_tokens"] else "; tokens DIFFER"))
             if row["new_tokens"] == SEED_GPU["new_tokens"]:
                 note += f"; seed (Phi-3, GPU): {SEED_GPU['no_cache_s'] / SEED_GPU['cache_s']:.2f}x"
