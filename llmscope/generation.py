@@ -185,6 +185,26 @@ def forward_options(model: Any) -> tuple[str, dict[str, int]]:
     return cache_keyword, ({"logits_to_keep": 1} if "logits_to_keep" in parameters else {})
 
 
+@dataclass(frozen=True)
+class IncrementalText:
+    """Turns a growing list of token ids into printable text deltas, decoding only a short window per step.
+
+    A character whose bytes span several tokens is held back until it is complete (no U+FFFD in the output).
+    """
+
+    tokenizer: Any
+    prefix_offset: int = 0  # the window starts here: enough context for the tokenizer to place spaces
+    read_offset: int = 0  # text up to here has been handed out
+
+    def advance(self, ids: list[int]) -> tuple[str, IncrementalText]:
+        decode = self.tokenizer.decode
+        before = decode(ids[self.prefix_offset:self.read_offset], skip_special_tokens=True)
+        after = decode(ids[self.prefix_offset:], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return "", self
+        return after[len(before):], IncrementalText(self.tokenizer, self.read_offset, len(ids))
+
+
 def new_cache(model: Any, settings: GenerationSettings, prompt_tokens: int) -> Any:
     """A dynamic KV cache (grows per token), or a static one sized for prompt + max_new_tokens."""
     from transformers import DynamicCache, StaticCache
@@ -239,7 +259,7 @@ def generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings | No
 
     tokens: list[GeneratedToken] = []
     new_ids: list[int] = []
-    emitted = ""
+    text_window = IncrementalText(tokenizer)
     finish_reason = "length"
     first_token_at: float | None = None
     _sync(device)
@@ -252,7 +272,10 @@ def generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings | No
             for index in range(settings.max_new_tokens):
                 if settings.use_cache:
                     forward = decode_step if index else model  # the prompt pass has its own shape: never compiled
-                    output = forward(input_ids=next_input, attention_mask=attention_mask, position_ids=positions,
+                    # One unpadded sequence needs no mask beyond causality; leaving the growing mask out of the
+                    # static-cache steps keeps their shapes fixed, so a compiled step is not recompiled per token.
+                    mask = None if settings.static_cache and index else attention_mask
+                    output = forward(input_ids=next_input, attention_mask=mask, position_ids=positions,
                                      use_cache=True, **{cache_keyword: cache}, **keep)
                 else:
                     output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **keep)
@@ -268,10 +291,7 @@ def generate(loaded: LoadedModel, prompt: str, settings: GenerationSettings | No
                 if first_token_at is None:
                     first_token_at = now
                 new_ids.append(token_id)
-                text = tokenizer.decode(new_ids, skip_special_tokens=True)
-                delta = ""
-                if not text.endswith("\ufffd"):  # hold back a character whose bytes are not all out yet
-                    delta, emitted = text[len(emitted):], text
+                delta, text_window = text_window.advance(new_ids)
                 token = GeneratedToken(
                     index=index, token_id=token_id, text=tokenizer.decode([token_id]), probability=probability,
                     logprob=math.log(probability) if probability > 0 else float("-inf"),

@@ -123,3 +123,17 @@ def test_embedded_chat_answer(cli) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "The capital of France is Paris."
     assert "end of sequence" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["Ünïcödé 🙂 text, tabs\tand\nnewlines", "The capital of France is Paris.", "🙂🙂🙂"])
+def test_incremental_text_adds_up_to_the_whole_decode(tiny, text: str) -> None:
+    from llmscope.generation import IncrementalText
+
+    ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
+    window = IncrementalText(tiny.tokenizer)
+    pieces = []
+    for end in range(1, len(ids) + 1):
+        delta, window = window.advance(ids[:end])
+        assert "\ufffd" not in delta
+        pieces.append(delta)
+    assert "".join(pieces) == text == tiny.tokenizer.decode(ids)
