@@ -139,6 +139,7 @@ def load(display: Display, model: str | None, device: str, dtype: str, device_ma
     converting = spec.is_gguf and not cache_entry_is_whole(gguf_cache_dir(spec))
     show_bars = converting and display.err.is_terminal and not display.quiet
     if not show_bars:
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's own tqdm bar; read when tqdm is imported
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
