@@ -15,6 +15,10 @@ _LAZY = {
     "generate": "llmscope.generation",
     "tokenize_text": "llmscope.tokenization",
     "decode_ids": "llmscope.tokenization",
+    "next_token_distribution": "llmscope.inspection",
+    "describe_config_model": "llmscope.architecture",
+    "bench_cache": "llmscope.benchmark",
+    "collect_environment": "llmscope.environment",
 }
 
 __all__ = ["__version__", *_LAZY]
