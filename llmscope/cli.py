@@ -132,17 +132,20 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
 
 def load(display: Display, model: str | None, device: str, dtype: str, device_map: str | None,
          trust_remote_code: bool):  # -> LoadedModel
-    from llmscope.loader import cache_entry_is_whole, gguf_cache_dir, load_model, resolve_model_spec
+    from llmscope.loader import (
+        cache_entry_is_whole,
+        gguf_cache_dir,
+        hide_library_progress_bars,
+        load_model,
+        resolve_model_spec,
+    )
     from llmscope.render import model_summary
 
     spec = resolve_model_spec(model)
     converting = spec.is_gguf and not cache_entry_is_whole(gguf_cache_dir(spec))
     show_bars = converting and display.err.is_terminal and not display.quiet
     if not show_bars:
-        os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF reader's own tqdm bar; read when tqdm is imported
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
+        hide_library_progress_bars()
     # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
     with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
         loaded = load_model(spec, device=device, dtype=dtype, device_map=device_map,

@@ -454,6 +454,14 @@ def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def hide_library_progress_bars() -> None:
+    """Turn off transformers' tqdm bars (loading weights, and the GGUF reader's bar, read when tqdm is imported)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def count_parameters(model: Any) -> int:
     """Unique parameters (tied weights counted once)."""
     seen: set[int] = set()
