@@ -70,7 +70,7 @@ class Display:
         import contextlib
 
         if self.quiet or not self.err.is_terminal:
-            self.status(message) if not self.quiet else None
+            self.status(message)
             return contextlib.nullcontext()
         return self.err.status(escape(message), spinner="dots")
 
@@ -157,6 +157,16 @@ def human_bytes(value: int | float | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def titled(title: str, table: Any, caption: str | None = None) -> Any:
+    """A table under a bold title line (and over a dim caption) that wrap to the screen, not to the table."""
+    from rich.console import Group
+
+    parts = [Text(title, style="bold"), table]
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
 
 
 def model_summary(display: Display, info: ModelInfo) -> None:

@@ -11,8 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.architecture import ArchitectureReport, ModuleNode
-from llmscope.render import Display, emit_json, human_bytes, human_count
-from llmscope.render.inspection import titled
+from llmscope.render import Display, emit_json, human_bytes, human_count, titled
 from llmscope.results import ModelInfo
 
 GROUP_LABELS = {"embeddings": "embeddings", "attention": "attention", "mlp": "MLP", "norms": "norms",

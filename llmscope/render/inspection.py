@@ -11,19 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.inspection import NextTokenResult, NextTokenStep
-from llmscope.render import Display, emit_json, visible
+from llmscope.render import Display, emit_json, titled, visible
 from llmscope.results import ModelInfo
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
 TOKEN_WIDTH = 16
-
-
-def titled(title: str, table: Table, caption: str | None = None) -> Group:
-    """A table under a bold title line (and over a dim caption) that wrap to the screen, not to the table."""
-    parts = [Text(title, style="bold"), table]
-    if caption:
-        parts.append(Text(caption, style="dim"))
-    return Group(*parts)
 
 
 def bar(fraction: float, width: int) -> str:
