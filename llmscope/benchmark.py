@@ -237,6 +237,7 @@ class BenchResult:
     runs: tuple[RunTiming, ...]
     interrupted: bool
     complete_pairs: int
+    cache_kind: str = "dynamic"  # the cached mode's KV cache: "dynamic", "static" or "static + torch.compile"
 
 
 ProgressCallback = Callable[[str, int], None]  # (description, tokens to advance by)
@@ -392,8 +393,34 @@ class _Raw:
     cache_class: str | None = None
 
 
+def cached_mode_options(static_cache: bool, compile: bool, device: str) -> dict[str, Any]:
+    """Extra model.generate arguments for the cached mode: a static cache, and torch.compile of its decode step.
+
+    transformers compiles a static-cache decode step by itself on CUDA; on other devices it has to be asked to.
+    """
+    if not static_cache:
+        return {}
+    options: dict[str, Any] = {"cache_implementation": "static"}
+    if compile:
+        from transformers import CompileConfig
+
+        config = CompileConfig(fullgraph=False, dynamic=False)
+        config._compile_all_devices = not device.startswith("cuda")  # transformers' switch for CPU/MPS compiling
+        options["compile_config"] = config
+    else:
+        options["disable_compile"] = True
+    return options
+
+
+def cache_kind_name(options: dict[str, Any]) -> str:
+    if not options:
+        return "dynamic"
+    return "static + torch.compile" if "compile_config" in options else "static"
+
+
 def _one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_tokens: int, use_cache: bool,
-             on_token: Callable[[], None]) -> tuple[float, list[float], tuple[int | None, int | None], _Raw]:
+             on_token: Callable[[], None], cache_options: dict[str, Any] | None = None
+             ) -> tuple[float, list[float], tuple[int | None, int | None], _Raw]:
     """One generate call: (seconds, per-token times from its start, (peak memory, memory at start), raw outputs)."""
     import torch
 
@@ -412,7 +439,7 @@ def _one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_token
         output = loaded.model.generate(
             input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
             do_sample=False, use_cache=use_cache, pad_token_id=_pad_id(loaded), streamer=clock,
-            return_dict_in_generate=True)
+            return_dict_in_generate=True, **((cache_options or {}) if use_cache else {}))
     sync()
     finished = time.perf_counter()
     peak = _peak_memory(on_cuda)
@@ -455,13 +482,16 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
                 warmup: int = DEFAULT_WARMUP, repeat: int = DEFAULT_REPEAT, chat: bool = False,
                 system: str | None = None, sweep: bool = False, threads: int | None = None,
                 busy_percent: float | None = None, on_progress: ProgressCallback | None = None,
-                on_run: RunCallback | None = None) -> BenchResult:
+                on_run: RunCallback | None = None, static_cache: bool = False, compile: bool = False
+                ) -> BenchResult:
     """Time greedy generation with and without the KV cache, `repeat` runs per mode at each length.
 
     The two modes alternate run by run (cache first on odd runs, no-cache first on even ones), so drift on a
     shared machine hits both alike; `warmup` untimed runs of each mode at the first length come first. Both
     modes generate exactly `length` new tokens. threads sets torch.set_num_threads for the process;
-    busy_percent (from busy_cpu_percent) is only recorded. Ctrl-C stops and returns the runs that finished
+    busy_percent (from busy_cpu_percent) is only recorded. static_cache runs the cached mode with a preallocated
+    static KV cache (transformers' cache_implementation="static"); compile adds torch.compile of its decode step
+    (compiled during the warm-up, which it therefore needs). Ctrl-C stops and returns the runs that finished
     (interrupted=True).
     """
     import torch
@@ -469,18 +499,23 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
     lengths = tuple(lengths)
     check_counts(warmup, repeat, lengths)
     check_threads(threads)
+    if compile and warmup < 1:
+        raise UsageError("--compile needs at least one warm-up run (compiling must not be timed)",
+                         hint="use --warmup 1 or more")
+    cache_options = cached_mode_options(static_cache or compile, compile, str(loaded.input_device))
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _bench(loaded, prompt, lengths, warmup, repeat, chat, system, sweep, busy_percent, on_progress, on_run)
+        return _bench(loaded, prompt, lengths, warmup, repeat, chat, system, sweep, busy_percent, on_progress, on_run,
+                      cache_options)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: int, repeat: int, chat: bool,
            system: str | None, sweep: bool, busy_percent: float | None, on_progress: ProgressCallback | None,
-           on_run: RunCallback | None) -> BenchResult:
+           on_run: RunCallback | None, cache_options: dict[str, Any]) -> BenchResult:
     import torch
 
     from llmscope.architecture import kv_cache_bytes_per_token
@@ -501,13 +536,13 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: i
             for mode in _order(index + 1):
                 progress(f"warm-up {index + 1}/{warmup}, {mode}", 0)
                 _one_run(loaded, input_ids, attention_mask, lengths[0], mode == CACHE,
-                         lambda: progress("", 1))
+                         lambda: progress("", 1), cache_options)
         for length in lengths:
             for run in range(1, repeat + 1):
                 for mode in _order(run):
                     progress(f"{length} tokens, {mode} run {run}/{repeat}", 0)
                     seconds, times, memory, raw = _one_run(loaded, input_ids, attention_mask, length, mode == CACHE,
-                                                           lambda: progress("", 1))
+                                                           lambda: progress("", 1), cache_options)
                     timing = run_timing(mode, length, run, seconds, times, *memory)
                     runs.append(timing)
                     raws[(mode, length, run)] = raw
@@ -527,7 +562,7 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: i
         lengths=lengths, sweep=sweep, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
         busy_cpu_percent=busy_percent, memory_measure=memory_measure(str(loaded.input_device)),
         process_peak_rss_bytes=process_peak_rss(), results=results, growth=growth, runs=tuple(runs),
-        interrupted=interrupted,
+        interrupted=interrupted, cache_kind=cache_kind_name(cache_options),
         complete_pairs=sum(1 for (mode, length, run) in raws if mode == CACHE and (NO_CACHE, length, run) in raws))
 
 

@@ -335,6 +335,11 @@ def bench_cache(
         "--plot", metavar="FILE.png|svg", help="With --sweep: also write the chart as an image (needs matplotlib: "
         "pip install 'llmscope[plot]').", show_default=False)] = None,
     csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
+    static_cache: Annotated[bool, typer.Option(
+        "--static-cache", help="Time the cached mode with a preallocated static KV cache.")] = False,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="Also torch.compile the cached mode's decode step (with a static cache; compiled during "
+        "the warm-up).")] = False,
     threads: Annotated[int | None, typer.Option(
         "--threads", "-t", help="CPU threads for torch (torch.set_num_threads). Default: torch's own choice.",
         show_default=False)] = None,
@@ -383,7 +388,8 @@ def bench_cache(
         with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
             result = benchmark.bench_cache(loaded, text, lengths, warmup=warmup, repeat=runs, chat=bool(chat),
                                            system=system, sweep=sweep is not None, threads=threads,
-                                           busy_percent=busy, on_progress=on_progress, on_run=on_run)
+                                           busy_percent=busy, on_progress=on_progress, on_run=on_run,
+                                           static_cache=static_cache, compile=compile_model)
         if result.interrupted:
             display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
         if json_output:

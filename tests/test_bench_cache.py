@@ -176,6 +176,20 @@ def test_json_has_every_run(cli, tiny_model_dir: Path) -> None:
     assert document["interrupted"] is False and document["sweep"] is False and "run 1" not in result.stderr
 
 
+@pytest.mark.parametrize(("flag", "kind"), [("--static-cache", "static"), ("--compile", "static + torch.compile")])
+def test_static_cache_and_compile_modes_keep_the_output(cli, tiny_model_dir: Path, flag: str, kind: str) -> None:
+    result = cli("bench-cache", "Hello world", "-m", tiny_model_dir, "-n", "4", "--repeat", "2", "--warmup", "1",
+                 flag, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["cache_kind"] == kind
+    length = document["results"][0]
+    assert length["check"]["identical"] is True and length["check"]["pairs_compared"] == 2
+    assert length["kv_cache"]["cache_class"] == "StaticCache"
+    # a static cache is allocated for prompt + new tokens up front: more than the dynamic cache holds at the end
+    assert length["kv_cache"]["measured_bytes"] >= length["kv_cache"]["formula_bytes"]
+
+
 def test_csv_one_row_per_run(cli, tiny_model_dir: Path) -> None:
     result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *TINY, "--csv", "-q")
     assert result.exit_code == 0, result.stderr
@@ -213,8 +227,8 @@ def test_sweep_fits_and_charts(cli, tiny_model_dir: Path) -> None:
 def test_a_difference_is_marked_and_warned(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = benchmark._one_run
 
-    def corrupt(loaded, input_ids, mask, new_tokens, use_cache, on_token):
-        seconds, times, memory, raw = real(loaded, input_ids, mask, new_tokens, use_cache, on_token)
+    def corrupt(loaded, input_ids, mask, new_tokens, use_cache, on_token, cache_options=None):
+        seconds, times, memory, raw = real(loaded, input_ids, mask, new_tokens, use_cache, on_token, cache_options)
         if not use_cache:
             raw.ids[2] = raw.ids[2] + 1
         return seconds, times, memory, raw
@@ -268,6 +282,7 @@ def test_threads_are_set_for_the_run_and_restored(cli, tiny_model_dir: Path, mon
     (("--sweep", "8,16", "--plot", "chart.pdf"), "--plot writes .png or .svg"),
     (("-n", "500"), "exceed the model's context of 256"),
     (("--threads", "0"), "--threads must be at least 1"),
+    (("--compile", "--warmup", "0"), "--compile needs at least one warm-up run"),
 ])
 def test_bad_options_are_usage_errors(cli, tiny_model_dir: Path, args: tuple[str, ...], message: str) -> None:
     result = cli("bench-cache", "Hello", "-m", tiny_model_dir, *args)

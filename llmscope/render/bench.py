@@ -102,7 +102,8 @@ def _header(result: BenchResult) -> Text:
     return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}{threads}), "
                 f"{result.prompt_tokens} prompt tokens{chat}, {lengths}; {result.repeat} timed runs per mode "
                 f"(+{result.warmup} warm-up), "
-                "greedy, modes interleaved", style="bold")
+                "greedy, modes interleaved"
+                + ("" if result.cache_kind == "dynamic" else f"; KV cache: {result.cache_kind}"), style="bold")
 
 
 def _ratio(uncached: float | None, cached: float | None) -> str:
