@@ -83,11 +83,11 @@ def _quiet_libraries() -> None:
 
 
 @contextlib.contextmanager
-def command(json_mode: bool = False, quiet: bool = False) -> Iterator[Display]:
+def command(quiet: bool = False) -> Iterator[Display]:
     """Set up output for one command and turn failures into one line on stderr and an exit code."""
     from llmscope.render import Display, attach_logging
 
-    display = Display(json_mode=json_mode, quiet=quiet)
+    display = Display(quiet=quiet)
     attach_logging(display)
     _quiet_libraries()
     try:
@@ -196,7 +196,7 @@ def generate(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate a continuation of PROMPT (greedy unless sampling is asked for), with timings and why it stopped."""
-    with command(json_output, quiet) as display:
+    with command(quiet) as display:
         if show_probs not in (None, "probability", "entropy"):
             raise UsageError(f"--show-probs takes 'probability' or 'entropy' (got {show_probs!r})")
         text = read_prompt(prompt)
@@ -273,7 +273,7 @@ def tokenize(
     quiet: QuietOpt = False,
 ) -> None:
     """Show how TEXT splits into tokens: ids, pieces, spans and counts. Loads the tokenizer only."""
-    with command(json_output, quiet) as display:
+    with command(quiet) as display:
         from llmscope.loader import load_tokenizer, resolve_model_spec
         from llmscope.render import tokens as show
         from llmscope.results import ModelInfo
@@ -357,7 +357,7 @@ def bench_cache(
     Raw prompt by default (no chat template), like the seed's model.generate call. The two modes alternate run by
     run. Ctrl-C stops and shows the runs that finished.
     """
-    with command(json_output, quiet) as display:
+    with command(quiet) as display:
         from pathlib import Path
 
         from llmscope import benchmark
@@ -435,7 +435,7 @@ def next_token(
     quiet: QuietOpt = False,
 ) -> None:
     """Show the model's probabilities for the token after PROMPT: top-k, the tensor shapes, greedy steps, logit lens."""
-    with command(json_output, quiet) as display:
+    with command(quiet) as display:
         from llmscope.inspection import check_options, next_token_distribution
         from llmscope.render import inspection as show
 
@@ -472,7 +472,7 @@ def architecture(
     quiet: QuietOpt = False,
 ) -> None:
     """Describe a model from its config alone: sizes, attention layout, parameters, KV cache and module tree."""
-    with command(json_output, quiet) as display:
+    with command(quiet) as display:
         if depth is not None and depth < 0:
             raise UsageError(f"--depth must be 0 or more (got {depth})")
         from llmscope import architecture as arch
@@ -505,7 +505,7 @@ def architecture(
 @app.command("env", epilog=EXIT_CODES_HELP)
 def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
-    with command(json_output, quiet) as display:
+    with command(quiet) as display:
         from llmscope.environment import collect_environment
         from llmscope.render.environment import show_environment, show_environment_json
 

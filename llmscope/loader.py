@@ -113,14 +113,6 @@ def embedded_gguf_path() -> Path:
     )
 
 
-def embedded_model_installed() -> bool:
-    try:
-        embedded_gguf_path()
-    except ModelLoadError:
-        return False
-    return True
-
-
 def resolve_model_spec(spec: str | None = None) -> ModelSpec:
     """Resolve an alias, a .gguf file, a local folder or a hub id into a ModelSpec.
 
@@ -402,7 +394,7 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
                 if cache_entry_is_whole(entry):
                     try:
                         return _cached_tokenizer(entry, light)
-                    except (OSError, ValueError, Exception) as error:  # tokenizers raises plain Exception
+                    except Exception as error:  # the tokenizers library raises plain Exception
                         _remove_entry(entry, _first_line(error))
         from transformers import AutoTokenizer
 

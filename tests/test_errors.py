@@ -123,6 +123,7 @@ def test_pickle_weights_fallback_is_announced(cli, tiny_model_dir: Path, tmp_pat
     (folder / "model.safetensors").unlink()
     torch.save(state, folder / "pytorch_model.bin")
     result = cli("generate", "Hello", "-m", folder, "-n", "2", "--no-chat")
+    assert result.exit_code == 0, result.stderr
     assert "falling back to pickle-based .bin files" in result.stderr
 
 

@@ -28,7 +28,6 @@ def _no_color() -> bool:
 class Display:
     """Where output goes for one command run: stdout for results, stderr for everything else."""
 
-    json_mode: bool = False
     quiet: bool = False
     out: Console = field(default_factory=lambda: Console(highlight=False, no_color=_no_color(), soft_wrap=False))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, no_color=_no_color(),
