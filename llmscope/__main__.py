@@ -1,6 +1,6 @@
-"""Entry point for `python -m llmscope`; it only hands over to the CLI."""
+"""python -m llmscope: the same entry point as the console script."""
 
-from llmscope.cli import main
+from llmscope.entry import main
 
 if __name__ == "__main__":
     main()

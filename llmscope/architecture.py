@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmscope.errors import ModelLoadError, UsageError
-from llmscope.generation import context_length
+from llmscope.modelconfig import context_length
 
 if TYPE_CHECKING:
     from llmscope.loader import LoadedModel

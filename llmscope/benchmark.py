@@ -519,7 +519,7 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: i
     import torch
 
     from llmscope.architecture import kv_cache_bytes_per_token
-    from llmscope.generation import check_lengths
+    from llmscope.prompts import check_lengths
     from llmscope.tokenization import prompt_ids
 
     prompt_text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)

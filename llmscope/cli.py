@@ -1,54 +1,80 @@
-"""The llmscope command line: thin Typer commands that parse options, call the library and hand results
-to llmscope.render. No torch or transformers at import time, so `llmscope --help` stays fast."""
+"""The llmscope command line: thin Typer commands that read settings -> load -> run -> show. Option types and the
+error / exit-code plumbing live in llmscope.clikit; no torch or transformers at import time."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from llmscope import __version__
-from llmscope.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, LlmscopeError, UsageError
+from llmscope.clikit import (
+    EXIT_CODES_HELP,
+    BatchFormatOpt,
+    BatchOpt,
+    BatchSizeOpt,
+    ChatOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonlOpt,
+    JsonOpt,
+    ModelOpt,
+    OptionalPromptArg,
+    QuietOpt,
+    SystemOpt,
+    ThreadsOpt,
+    TrustOpt,
+    command,
+    example,
+    interrupted_exit,
+    load,
+    model_settings,
+    read_prompt,
+    require_text,
+    warn_all,
+    write_batch,
+)
+from llmscope.errors import UsageError
+from llmscope.settings import BatchSettings, PromptSettings, output_mode
 
-if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
-    from llmscope.render import Display
+OPTIONAL_VALUE_OPTIONS = {"--show-probs": ("probability", ("probability", "entropy"))}
 
-EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted."
+
+def normalize_argv(args: list[str]) -> list[str]:
+    """Give options with an optional value their default when they stand alone (`--show-probs`).
+
+    Typer has no optional-value options, so a bare `--show-probs` becomes `--show-probs=probability`.
+    """
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return out + args[index:]
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg in OPTIONAL_VALUE_OPTIONS and following not in OPTIONAL_VALUE_OPTIONS[arg][1]:
+            arg = f"{arg}={OPTIONAL_VALUE_OPTIONS[arg][0]}"
+        out.append(arg)
+    return out
+
+
+class LlmscopeGroup(typer.core.TyperGroup):
+    """The app's command group: rewrites optional-value options inside argument parsing, so the app behaves the
+    same whoever calls it (the console script, `python -m llmscope`, or a test's CliRunner)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, normalize_argv(list(args)))
+
 
 app = typer.Typer(
     name="llmscope",
-    help="Look inside causal language models: generate, tokenize, architecture, next-token, bench-cache.\n\n"
-    + EXIT_CODES_HELP,
+    cls=LlmscopeGroup,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-# ------------------------------------------------------------------------------------ shared options
-
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Hub id, local folder, .gguf file or alias (smollm2, phi3). "
-    "Default: $LLMSCOPE_MODEL, else the embedded SmolLM2-135M-Instruct.", show_default=False)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU).")]
-DtypeOpt = Annotated[str, typer.Option(
-    "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU).")]
-DeviceMapOpt = Annotated[str | None, typer.Option(
-    "--device-map", help="'auto' lets accelerate place a model too large for one device.", show_default=False)]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="Run Python code shipped with the model (off unless given).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
-ChatOpt = Annotated[bool | None, typer.Option(
-    "--chat/--no-chat", help="Apply the tokenizer's chat template.", show_default=False)]
-SystemOpt = Annotated[str | None, typer.Option("--system", help="System message for the chat template.",
-                                               show_default=False)]
-PromptArg = Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.", show_default=False)]
 
 
 def _version_callback(value: bool) -> None:
@@ -65,102 +91,31 @@ def _root(
     """Look inside causal language models from the command line."""
 
 
-# ------------------------------------------------------------------------------------ plumbing
+def _batch(path: str | None, input_format: str, size: int) -> BatchSettings | None:
+    if path is None:
+        if (input_format, size) != ("auto", 8):
+            raise UsageError("--batch-format and --batch-size need --batch FILE")
+        return None
+    return BatchSettings(path=path, input_format=input_format, batch_size=size)
 
 
-def _debug() -> bool:
-    return os.environ.get("LLMSCOPE_DEBUG", "").strip() not in ("", "0", "false", "no")
-
-
-def _quiet_libraries() -> None:
-    """Keep transformers / huggingface_hub chatter (log lines, tqdm bars, warnings) off stdout and terse."""
-    if _debug():
-        return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore")
-
-
-@contextlib.contextmanager
-def command(quiet: bool = False) -> Iterator[Display]:
-    """Set up output for one command and turn failures into one line on stderr and an exit code."""
-    from llmscope.render import Display, attach_logging
-
-    display = Display(quiet=quiet)
-    attach_logging(display)
-    _quiet_libraries()
-    try:
-        yield display
-    except typer.Exit:
-        raise
-    except LlmscopeError as error:
-        if _debug():
-            raise
-        display.error(str(error))
-        raise typer.Exit(error.exit_code) from None
-    except KeyboardInterrupt:
-        display.error("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except Exception as error:  # anything else still becomes one line; LLMSCOPE_DEBUG=1 shows the traceback
-        if _debug():
-            raise
-        if type(error).__name__ == "OutOfMemoryError":
-            from llmscope.loader import out_of_memory_error
-
-            info = display.model_info
-            display.error(str(out_of_memory_error(info.device if info else None, info.model if info else "the model",
-                                                  info.parameters if info else None, info.dtype if info else None)))
-        else:
-            display.error(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-                          " (set LLMSCOPE_DEBUG=1 for the traceback)")
-        raise typer.Exit(EXIT_RUNTIME) from None
-
-
-def read_prompt(prompt: str, what: str = "prompt") -> str:
-    """The prompt itself, or stdin when it is '-' (one trailing newline dropped)."""
-    if prompt != "-":
-        return prompt
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"stdin is not valid UTF-8 (byte {error.start})",
-                         hint=f"convert the {what} with `iconv -t utf-8`") from None
-    return text[:-1] if text.endswith("\n") else text
-
-
-def load(display: Display, model: str | None, device: str, dtype: str, device_map: str | None,
-         trust_remote_code: bool):  # -> LoadedModel
-    from llmscope.loader import (
-        cache_entry_is_whole,
-        gguf_cache_dir,
-        hide_library_progress_bars,
-        load_model,
-        resolve_model_spec,
-    )
-    from llmscope.render import model_summary
-
-    spec = resolve_model_spec(model)
-    converting = spec.is_gguf and not cache_entry_is_whole(gguf_cache_dir(spec))
-    show_bars = converting and display.err.is_terminal and not display.quiet
-    if not show_bars:
-        hide_library_progress_bars()
-    # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
-    with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
-        loaded = load_model(spec, device=device, dtype=dtype, device_map=device_map,
-                            trust_remote_code=trust_remote_code)
-    model_summary(display, loaded.info)
-    display.model_info = loaded.info
-    return loaded
+def _prompt_or_batch(prompt: str | None, batch: BatchSettings | None) -> str | None:
+    if batch is not None:
+        if prompt is not None:
+            raise UsageError("give either PROMPT or --batch, not both")
+        return None
+    if prompt is None:
+        raise UsageError("missing PROMPT", hint="pass the prompt, - to read it from stdin, or --batch FILE")
+    return read_prompt(prompt)
 
 
 # ------------------------------------------------------------------------------------ generate
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@example("Hello", "-m", "{model}", "-n", "3", "--no-chat")
 def generate(
-    prompt: PromptArg,
+    prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most new tokens.")] = 50,
     chat: ChatOpt = None,
@@ -188,76 +143,97 @@ def generate(
         show_default=False)] = None,
     logprobs: Annotated[int, typer.Option(
         "--logprobs", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
+    batch: BatchOpt = None,
+    batch_format: BatchFormatOpt = "auto",
+    batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate a continuation of PROMPT (greedy unless sampling is asked for), with timings and why it stopped."""
     with command(quiet) as display:
-        if show_probs not in (None, "probability", "entropy"):
-            raise UsageError(f"--show-probs takes 'probability' or 'entropy' (got {show_probs!r})")
-        text = read_prompt(prompt)
-        if not text.strip():
-            raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
-        from llmscope.generation import GenerationSettings
-        from llmscope.generation import generate as run_generation
-        from llmscope.render import generation as show
+        from llmscope.settings import GenerateCommand, GenerationSettings
 
-        do_sample = sample or (temperature is not None and temperature > 0) or top_k is not None or top_p is not None
-        settings = GenerationSettings(
-            max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=1.0 if temperature is None or (temperature == 0 and not sample) else temperature,
-            top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, seed=seed, use_cache=cache,
-            logprobs=logprobs, static_cache=static_cache or compile_model, compile=compile_model)
-        from llmscope.generation import check_settings
-
-        check_settings(settings)
-        if top_k is not None and top_k < 1:
-            raise UsageError(f"--top-k must be at least 1 (got {top_k})", hint="leave it out to sample from all tokens")
-        loaded = load(display, model, device, dtype, device_map, trust_remote_code)
-        vocab = len(loaded.tokenizer)
-        if top_k is not None and top_k > vocab:
-            raise UsageError(f"--top-k {top_k} is larger than the vocabulary ({vocab} tokens)")
-        use_chat = chat if chat is not None else _has_template(loaded.tokenizer)
-        streaming = (stream if stream is not None else display.stdout_is_terminal) and not json_output
-        if show_probs and not json_output and not quiet:
-            display.note(show.confidence_legend(show_probs))
-        if streaming and full_text:
-            display.write(_prompt_text(loaded.tokenizer, text, use_chat, system))
-        result = run_generation(loaded, text, settings, chat=use_chat, system=system,
-                                on_token=show.stream_printer(display, show_probs) if streaming else None)
-        if json_output:
-            show.show_generation_json(display, loaded.info, result, full_text, logprobs > 0)
-        elif streaming:
-            display.write("\n")
-        else:
-            show.show_text(display, result, show_probs, full_text)
-        show.summary(display, result, show_probs)
-        if result.finish_reason == "interrupted":
-            raise typer.Exit(EXIT_INTERRUPTED)
+        batch_settings = _batch(batch, batch_format, batch_size)
+        settings = GenerateCommand(
+            generation=GenerationSettings.from_options(
+                max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model),
+            prompt=PromptSettings(chat=chat, system=system),
+            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
+            mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None),
+            show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
+        text = _prompt_or_batch(prompt, batch_settings)
+        display.mode = settings.mode
+        warn_all(display, settings.warnings())
+        items = _read_batch(batch_settings)
+        _run_generate(display, settings, text, items)
 
 
-def _has_template(tokenizer) -> bool:
+def _read_batch(settings: BatchSettings | None) -> list[Any] | None:
+    if settings is None:
+        return None
+    from llmscope.batch import read_items
+
+    return read_items(settings)
+
+
+def _run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+    from llmscope.generation import generate, generate_encoded
+    from llmscope.prompts import check_top, encode_prompt
+    from llmscope.render import generation as show
     from llmscope.tokenization import has_chat_template
 
-    return has_chat_template(tokenizer)
+    generation = settings.generation
+    loaded = load(display, settings.model)
+    if generation.top_k:
+        check_top("--top-k", generation.top_k, loaded)
+    if generation.logprobs:
+        check_top("--logprobs", generation.logprobs, loaded)
+    chat = settings.prompt.chat if settings.prompt.chat is not None else has_chat_template(loaded.tokenizer)
+    logprobs = generation.logprobs > 0
+    if items is not None:
+        from llmscope.batch import run_batch
 
+        outcomes = run_batch(
+            items, settings.batch.batch_size,
+            prepare=lambda item: encode_prompt(loaded, item.prompt, chat=chat, system=settings.prompt.system,
+                                               new_tokens=generation.max_new_tokens),
+            run_chunk=lambda encoded: generate_encoded(loaded, encoded, generation))
+        write_batch(display, items, outcomes, lambda result, keys: show.show_generation(
+            display, loaded.info, result, full_text=settings.full_text, logprobs=logprobs, **keys))
+        return
+    streaming = (settings.stream if settings.stream is not None else display.stdout_is_terminal) and (
+        display.for_people)
+    show.legend(display, settings.show_probs)
+    if streaming and settings.full_text:
+        display.write(encode_prompt(loaded, text, chat=chat, system=settings.prompt.system).text)
+    from llmscope.generation import TokenDetail
 
-def _prompt_text(tokenizer, text: str, chat: bool, system: str | None) -> str:
-    from llmscope.tokenization import prompt_ids
-
-    return prompt_ids(tokenizer, text, chat=chat, system=system)[0]
+    detail = TokenDetail(texts=streaming or bool(settings.show_probs) or logprobs,
+                         entropy=settings.show_probs == "entropy" or logprobs, alternatives=generation.logprobs)
+    result = generate(loaded, text, generation, chat=chat, system=settings.prompt.system,
+                      on_token=show.stream_printer(display, settings.show_probs) if streaming else None,
+                      detail=detail)
+    show.show_generation(display, loaded.info, result, settings.show_probs, settings.full_text, logprobs,
+                         streamed=streaming)
+    if result.finish_reason == "interrupted":
+        raise interrupted_exit()
 
 
 # ------------------------------------------------------------------------------------ tokenize
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}")
 def tokenize(
-    text: Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)] = None,
+    text: Annotated[str | None, typer.Argument(
+        help="The text; '-' reads it from stdin (or give --batch).", show_default=False)] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="Model whose tokenizer to use; give several to compare them side by side.",
         show_default=False)] = None,
@@ -268,53 +244,78 @@ def tokenize(
     special: Annotated[bool, typer.Option("--special/--no-special", help="Add BOS/EOS as the model does.")] = True,
     chat: Annotated[bool, typer.Option("--chat", help="Tokenize after the chat template.")] = False,
     system: SystemOpt = None,
+    batch: BatchOpt = None,
+    batch_format: BatchFormatOpt = "auto",
     trust_remote_code: TrustOpt = False,
     json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Show how TEXT splits into tokens: ids, pieces, spans and counts. Loads the tokenizer only."""
     with command(quiet) as display:
-        from llmscope.loader import load_tokenizer, resolve_model_spec
-        from llmscope.render import tokens as show
-        from llmscope.results import ModelInfo
-        from llmscope.tokenization import decode_ids, parse_id_list, tokenize_text, vocabulary_size
+        from llmscope.settings import TokenizeCommand
 
-        specs = [resolve_model_spec(m) for m in (model or [None])]
-        light = not chat  # the conversion cache's tokenizer.json can be read without torch / transformers
+        batch_settings = _batch(batch, batch_format, 8)
+        settings = TokenizeCommand(
+            models=tuple(model or [None]), prompt=PromptSettings(chat=True if chat else None, system=system),
+            mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None, ids=ids),
+            special=special, decode=decode, trust_remote_code=trust_remote_code, batch=batch_settings)
+        display.mode = settings.mode
+        warn_all(display, settings.warnings())
         if decode is not None:
             if text is not None:
                 raise UsageError("give either TEXT or --decode, not both")
-            if len(specs) > 1:
-                raise UsageError("--decode takes one --model")
-            tokenizer = load_tokenizer(specs[0], trust_remote_code, light=True)
-            decoded = decode_ids(tokenizer, parse_id_list(read_prompt(decode, "ids"), vocabulary_size(tokenizer)),
-                                 specs[0].name, skip_special_tokens=not special)
-            info = ModelInfo(model=specs[0].name, source=specs[0].kind)
-            show.show_decoded_json(display, info, decoded) if json_output else show.show_decoded(display, decoded)
+            _run_decode(display, settings)
             return
-        if text is None:
-            raise UsageError("missing TEXT", hint="pass the text, or - to read it from stdin, or --decode IDS")
-        source = read_prompt(text, "text")
-        results = []
-        for spec in specs:
-            tokenizer = load_tokenizer(spec, trust_remote_code, light=light)
-            results.append(tokenize_text(tokenizer, source, spec.name, add_special_tokens=special, chat=chat,
-                                         system=system))
-        info = ModelInfo(model=", ".join(spec.name for spec in specs), source=",".join(s.kind for s in specs))
-        if json_output:
-            show.show_tokenization_json(display, info, results)
-        elif ids:
-            show.show_ids(display, results)
-        elif len(results) > 1:
-            show.show_comparison(display, results)
-        else:
-            show.show_tokenization(display, results[0])
+        source = _prompt_or_batch(text, batch_settings)
+        items = _read_batch(batch_settings)
+        _run_tokenize(display, settings, source, items)
+
+
+def _run_decode(display: Any, settings: Any) -> None:
+    from llmscope.loader import load_tokenizer, resolve_model_spec
+    from llmscope.render import tokens as show
+    from llmscope.results import ModelInfo
+    from llmscope.tokenization import decode_ids, parse_id_list, vocabulary_size
+
+    spec = resolve_model_spec(settings.models[0])
+    tokenizer = load_tokenizer(spec, settings.trust_remote_code, light=True)
+    ids = parse_id_list(read_prompt(settings.decode, "ids"), vocabulary_size(tokenizer))
+    decoded = decode_ids(tokenizer, ids, spec.name, skip_special_tokens=not settings.special)
+    show.show_decoded(display, ModelInfo(model=spec.name, source=spec.kind), decoded)
+
+
+def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[Any] | None) -> None:
+    from llmscope.loader import load_tokenizer, resolve_model_spec
+    from llmscope.render import tokens as show
+    from llmscope.results import ModelInfo
+    from llmscope.tokenization import tokenize_text
+
+    specs = [resolve_model_spec(m) for m in settings.models]
+    chat = bool(settings.prompt.chat)
+    light = not chat  # the conversion cache's tokenizer.json can be read without torch / transformers
+    tokenizers = [load_tokenizer(spec, settings.trust_remote_code, light=light) for spec in specs]
+    info = ModelInfo(model=", ".join(spec.name for spec in specs), source=",".join(s.kind for s in specs))
+
+    def run(text: str) -> list[Any]:
+        return [tokenize_text(tokenizer, text, spec.name, add_special_tokens=settings.special, chat=chat,
+                              system=settings.prompt.system) for spec, tokenizer in zip(specs, tokenizers)]
+
+    if items is None:
+        show.show_tokens(display, info, run(source))
+        return
+    from llmscope.batch import run_batch
+
+    outcomes = run_batch(items, 64, prepare=lambda item: require_text(item.prompt),
+                         run_chunk=lambda texts: [run(text) for text in texts])
+    write_batch(display, items, outcomes, lambda results, keys: show.show_tokens(display, info, results, **keys))
 
 
 # ------------------------------------------------------------------------------------ bench-cache
 
 
 @app.command("bench-cache", epilog=EXIT_CODES_HELP)
+@example("Hello", "-m", "{model}", "-n", "3", "--repeat", "2", "--warmup", "0")
 def bench_cache(
     prompt: Annotated[str | None, typer.Argument(
         help="The prompt; '-' reads it from stdin. Default: the seed's 'Write a very long email apologizing to "
@@ -380,9 +381,7 @@ def bench_cache(
             show.check_plot_path(plot_path)
             show.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
-        if not text.strip():
-            raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
-        loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, threads))
         busy = benchmark.busy_cpu_percent()
         show.warn_if_busy(display, busy, loaded.device, threads)
         with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
@@ -403,15 +402,16 @@ def bench_cache(
             show.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")
         if result.interrupted:
-            raise typer.Exit(EXIT_INTERRUPTED)
+            raise interrupted_exit()
 
 
 # ------------------------------------------------------------------------------------ next-token
 
 
 @app.command("next-token", epilog=EXIT_CODES_HELP)
+@example("Hello", "-m", "{model}", "--top-k", "3")
 def next_token(
-    prompt: PromptArg,
+    prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates to show per step.")] = 10,
     steps: Annotated[int, typer.Option(
@@ -424,39 +424,70 @@ def next_token(
     lens: Annotated[bool, typer.Option(
         "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
     chat: Annotated[bool | None, typer.Option(
-        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt).",
-        show_default=False)] = None,
+        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt; on with "
+        "--system).", show_default=False)] = None,
     system: SystemOpt = None,
+    batch: BatchOpt = None,
+    batch_format: BatchFormatOpt = "auto",
+    batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Show the model's probabilities for the token after PROMPT: top-k, the tensor shapes, greedy steps, logit lens."""
     with command(quiet) as display:
-        from llmscope.inspection import check_options, next_token_distribution
-        from llmscope.render import inspection as show
+        from llmscope.settings import NextTokenCommand, NextTokenSettings
 
-        check_options(top_k, steps, temperature, top_p)
-        text = read_prompt(prompt)
-        if not text.strip():
-            raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
-        loaded = load(display, model, device, dtype, device_map, trust_remote_code)
-        result = next_token_distribution(loaded, text, top_k=top_k, steps=steps, temperature=temperature,
-                                         top_p=top_p, lens=lens, chat=chat if chat is not None else bool(system),
-                                         system=system)
-        if json_output:
-            show.show_next_token_json(display, loaded.info, result)
-        else:
-            show.show_next_token(display, result)
+        batch_settings = _batch(batch, batch_format, batch_size)
+        settings = NextTokenCommand(
+            inspect=NextTokenSettings(top_k=top_k, steps=steps, temperature=temperature, top_p=top_p, lens=lens),
+            prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
+                                  system=system),
+            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
+            mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None),
+            batch=batch_settings)
+        text = _prompt_or_batch(prompt, batch_settings)
+        display.mode = settings.mode
+        warn_all(display, settings.warnings())
+        items = _read_batch(batch_settings)
+        _run_next_token(display, settings, text, items)
+
+
+def _run_next_token(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+    from llmscope.inspection import next_token_encoded
+    from llmscope.prompts import encode_prompt
+    from llmscope.render import inspection as show
+
+    loaded = load(display, settings.model)
+    chat = bool(settings.prompt.chat)
+    steps = settings.inspect.steps
+
+    def encode(prompt: str) -> Any:
+        return encode_prompt(loaded, prompt, chat=chat, system=settings.prompt.system, new_tokens=steps - 1,
+                             budget_option="--steps")
+
+    if items is None:
+        result = next_token_encoded(loaded, [encode(text)], settings.inspect)[0]
+        show.show_next_token(display, loaded.info, result)
+        return
+    from llmscope.batch import run_batch
+
+    outcomes = run_batch(items, settings.batch.batch_size, prepare=lambda item: encode(item.prompt),
+                         run_chunk=lambda encoded: next_token_encoded(loaded, encoded, settings.inspect))
+    write_batch(display, items, outcomes, lambda result, keys: show.show_next_token(display, loaded.info, result,
+                                                                                     **keys))
 
 
 # ------------------------------------------------------------------------------------ architecture
 
 
 @app.command(epilog=EXIT_CODES_HELP)
+@example("-m", "{model}")
 def architecture(
     model: ModelOpt = None,
     weights: Annotated[bool, typer.Option(
@@ -480,7 +511,7 @@ def architecture(
         from llmscope.render import human_count
 
         if weights:
-            loaded = load(display, model, device, dtype, device_map, trust_remote_code)
+            loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
             report = arch.describe_loaded_model(loaded, depth)
             info = loaded.info
         else:
@@ -503,6 +534,7 @@ def architecture(
 
 
 @app.command("env", epilog=EXIT_CODES_HELP)
+@example()
 def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
     with command(quiet) as display:
@@ -513,33 +545,17 @@ def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
         show_environment_json(display, report) if json_output else show_environment(display, report)
 
 
-OPTIONAL_VALUE_OPTIONS = {"--show-probs": "probability"}
+def _describe_commands() -> None:
+    """The root --help names every command the app has, so a new command cannot be left out of it."""
+    import typer.main
+
+    names = ", ".join(typer.main.get_command_name(c.name or c.callback.__name__) for c in app.registered_commands)
+    app.info.help = f"Look inside causal language models: {names}.\n\n{EXIT_CODES_HELP}"
 
 
-def normalize_argv(args: list[str]) -> list[str]:
-    """Give options with an optional value their default when they stand alone (`--show-probs`).
-
-    Typer has no optional-value options, so a bare `--show-probs` becomes `--show-probs=probability`.
-    """
-    out: list[str] = []
-    for index, arg in enumerate(args):
-        if arg == "--":
-            return out + args[index:]
-        following = args[index + 1] if index + 1 < len(args) else None
-        if arg in OPTIONAL_VALUE_OPTIONS and following not in ("probability", "entropy"):
-            arg = f"{arg}={OPTIONAL_VALUE_OPTIONS[arg]}"
-        out.append(arg)
-    return out
+_describe_commands()
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    try:
-        app(args=normalize_argv(list(sys.argv[1:] if args is None else args)), prog_name="llmscope")
-    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (e.g. while importing torch)
-        sys.stderr.write("error: interrupted\n")
-        sys.exit(EXIT_INTERRUPTED)
-
-
-if __name__ == "__main__":
-    main()
+    """Run the app (the console script goes through llmscope.entry, which handles signals first)."""
+    app(args=list(sys.argv[1:] if args is None else args), prog_name="llmscope")

@@ -3,10 +3,35 @@ Library code raises these; only the CLI decides how they are shown."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmscope.results import ModelInfo
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
+
+_signals = {"terminated": False}
+
+
+def handle_sigterm() -> None:
+    """Make SIGTERM stop a run the way Ctrl-C does (clean-up runs, finished output stays), exiting 143."""
+    import signal
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        _signals["terminated"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def terminated() -> bool:
+    """True once SIGTERM has arrived in this process."""
+    return _signals["terminated"]
 
 
 class LlmscopeError(Exception):
@@ -35,3 +60,68 @@ class ModelLoadError(LlmscopeError):
 
 class DeviceError(LlmscopeError):
     """The requested device or dtype cannot run here, or it ran out of memory."""
+
+
+# ---------------------------------------------------------------------------------------------- by type
+
+# Exceptions from the libraries under llmscope, keyed by type: (module, class name) -> message and hint. A type is
+# looked up only when its module is already imported, so recognising an error never imports torch or jinja2.
+ErrorTranslator = Callable[[BaseException, "ModelInfo | None"], LlmscopeError]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _out_of_memory(error: BaseException, info: ModelInfo | None) -> LlmscopeError:
+    from llmscope.loader import out_of_memory_error
+
+    return out_of_memory_error(info.device if info else None, info.model if info else "the model",
+                               info.parameters if info else None, info.dtype if info else None)
+
+
+def _chat_template(error: BaseException, info: ModelInfo | None) -> LlmscopeError:
+    return UsageError(f"the model's chat template failed: {_first_line(error)}",
+                      hint="pass --no-chat to use the raw prompt")
+
+
+def _safetensors(error: BaseException, info: ModelInfo | None) -> LlmscopeError:
+    return ModelLoadError(f"a safetensors weight file is damaged or unreadable: {_first_line(error)}",
+                          hint="download the model again")
+
+
+def _unpickling(error: BaseException, info: ModelInfo | None) -> LlmscopeError:
+    text = str(error)
+    reason = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), _first_line(error))
+    return ModelLoadError(f"refused to load pickled weights: {reason}",
+                          hint="only load .bin weights you trust; prefer a model with safetensors weights")
+
+
+def _hub(error: BaseException, info: ModelInfo | None) -> LlmscopeError:
+    return ModelLoadError(f"the Hugging Face hub refused the request: {_first_line(error)}",
+                          hint="check the model id and your token (`hf auth login`)")
+
+
+ERROR_TYPES: dict[tuple[str, str], tuple[ErrorTranslator, int]] = {
+    ("torch", "OutOfMemoryError"): (_out_of_memory, EXIT_RUNTIME),
+    ("jinja2.exceptions", "TemplateError"): (_chat_template, EXIT_USAGE),
+    ("safetensors", "SafetensorError"): (_safetensors, EXIT_RUNTIME),
+    ("pickle", "UnpicklingError"): (_unpickling, EXIT_RUNTIME),
+    ("huggingface_hub.errors", "HfHubHTTPError"): (_hub, EXIT_RUNTIME),
+}
+
+
+def translate(error: BaseException, info: ModelInfo | None = None) -> LlmscopeError | None:
+    """The LlmscopeError that stands for a library exception, found by the exception's type, or None.
+    info (the model that was loaded, if any) lets a message say how large the model is."""
+    import sys
+
+    for (module_name, class_name), (translator, exit_code) in ERROR_TYPES.items():
+        module = sys.modules.get(module_name)
+        kind = getattr(module, class_name, None) if module is not None else None
+        if isinstance(kind, type) and isinstance(error, kind):
+            translated = translator(error, info)
+            translated.exit_code = exit_code
+            return translated
+    return None

@@ -6,9 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmscope.errors import UsageError
-from llmscope.generation import check_lengths, entropy_nats, eos_token_ids, forward_options, sampler_distribution
-from llmscope.tokenization import prompt_ids
+from llmscope.decoding import (
+    Sampler,
+    decode_steps,
+    entropy_nats,
+    eos_token_ids,
+    pad_token_id,
+    prompt_batch,
+    sampler_distribution,
+)
+from llmscope.prompts import EncodedPrompt, check_top, encode_prompt
+from llmscope.settings import NextTokenSettings
 
 if TYPE_CHECKING:
     import torch
@@ -93,23 +101,6 @@ class NextTokenResult:
         return self.steps[0].chosen
 
 
-def check_options(top_k: int, steps: int, temperature: float | None, top_p: float | None,
-                  vocab_size: int | None = None) -> None:
-    """Refuse option values that make no sense, before any model work."""
-    if top_k < 1:
-        raise UsageError(f"--top-k must be at least 1 (got {top_k})")
-    if vocab_size is not None and top_k > vocab_size:
-        raise UsageError(f"--top-k {top_k} is larger than the vocabulary ({vocab_size:,} tokens)",
-                         hint=f"use --top-k {vocab_size} or less")
-    if steps < 1:
-        raise UsageError(f"--steps must be at least 1 (got {steps})")
-    if temperature is not None and not temperature > 0:
-        raise UsageError(f"--temperature must be above 0 (got {temperature})",
-                         hint="use a small value like 0.1 to sharpen the distribution")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1] (got {top_p})")
-
-
 def _candidates(tokenizer: Any, logits: torch.Tensor, top_k: int, sampler: torch.Tensor | None
                 ) -> tuple[torch.Tensor, tuple[TokenProbability, ...]]:
     import torch
@@ -182,79 +173,75 @@ def next_token_distribution(loaded: LoadedModel, prompt: str, top_k: int = 10, s
         prompt: the text; with chat=True it is wrapped in the chat template first.
         top_k: how many candidates to keep per step (1 to the vocabulary size).
         steps: greedy steps; each appends the most likely token and shows the next distribution (stops at EOS).
-        temperature, top_p: also compute the distribution a sampler draws from (generation.sampler_distribution).
+        temperature, top_p: also compute the distribution a sampler draws from (decoding.sampler_distribution).
         lens: the logit lens at the first step: every block's last hidden state through the final norm and head.
     Returns:
         NextTokenResult with the prompt tokens, the real shapes of the hidden states and logits, and each step.
     Raises:
         UsageError for bad option values or a prompt that does not fit the context.
     """
-    import torch
+    settings = NextTokenSettings(top_k=top_k, steps=steps, temperature=temperature, top_p=top_p, lens=lens)
+    encoded = encode_prompt(loaded, prompt, chat=chat, system=system, new_tokens=steps - 1, budget_option="--steps")
+    return next_token_encoded(loaded, [encoded], settings)[0]
 
-    check_options(top_k, steps, temperature, top_p)
+
+def next_token_encoded(loaded: LoadedModel, prompts: list[EncodedPrompt], settings: NextTokenSettings
+                       ) -> list[NextTokenResult]:
+    """next_token_distribution for already-encoded prompts, run as one left-padded batch on the decode core."""
+
+    check_top("--top-k", settings.top_k, loaded)
     model, tokenizer = loaded.model, loaded.tokenizer
-    prompt_text, ids = prompt_ids(tokenizer, prompt, chat=chat, system=system)
-    check_lengths(model.config, len(ids), steps)
-    head = model.get_output_embeddings()
-    check_options(top_k, steps, temperature, top_p, vocab_size=int(head.weight.shape[0]) if head is not None else None)
-    device = loaded.input_device
     decoder = model.get_decoder()
     captured: dict[str, torch.Tensor] = {}
 
     def keep_last_hidden(_module: Any, _inputs: Any, output: Any) -> None:
         captured["hidden"] = output[0]  # a tuple or a ModelOutput: the last hidden state comes first
 
-    cache_keyword, _ = forward_options(model)
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    input_ids = torch.tensor([ids], device=device)
-    attention_mask = torch.ones_like(input_ids)
-    use_sampler = temperature is not None or top_p is not None
-    stop_ids = eos_token_ids(model, tokenizer)
-    result_steps: list[NextTokenStep] = []
-    chosen_ids: list[int] = []
-    running = 0.0
-    hidden_shape: tuple[int, ...] = ()
-    logits_shape: tuple[int, ...] = ()
-    lens_layers = None
-    lens_note = None
-    with torch.inference_mode():
-        for index in range(steps):
-            hook = decoder.register_forward_hook(keep_last_hidden) if index == 0 else None
-            try:
-                output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
-                               output_hidden_states=lens and index == 0, **{cache_keyword: cache})
-            finally:
-                if hook is not None:
-                    hook.remove()
-            logits = output.logits[0, -1].float()
-            if index == 0:
-                hidden_shape = tuple(captured["hidden"].shape)
-                logits_shape = tuple(output.logits.shape)
-            sampler = sampler_distribution(logits, temperature or 1.0, 0, top_p or 1.0) if use_sampler else None
-            probabilities, top = _candidates(tokenizer, logits, top_k, sampler)
-            chosen = top[0]
-            running += chosen.logprob
-            result_steps.append(NextTokenStep(
-                index=index, context_tokens=len(ids) + index, top=top, chosen=chosen, cumulative_logprob=running,
-                entropy=entropy_nats(probabilities),
-                sampler_entropy=None if sampler is None else entropy_nats(sampler),
-                sampler_kept=None if sampler is None else int((sampler > 0).sum())))
-            if lens and index == 0:
-                lens_layers, lens_note = _logit_lens(model, tokenizer, output.hidden_states, captured["hidden"],
-                                                     chosen.token_id)
-            chosen_ids.append(chosen.token_id)
-            if chosen.token_id in stop_ids:
-                break
-            input_ids = torch.tensor([[chosen.token_id]], device=device)
-            attention_mask = torch.cat([attention_mask, torch.ones_like(input_ids)], dim=-1)
-    return NextTokenResult(
-        model=loaded.spec.name, prompt=prompt, prompt_text=prompt_text,
+    rows = len(prompts)
+    batch = prompt_batch([p.ids for p in prompts], pad_token_id(tokenizer), loaded.input_device)
+    steps: list[list[NextTokenStep]] = [[] for _ in range(rows)]
+    chosen_ids: list[list[int]] = [[] for _ in range(rows)]
+    running = [0.0] * rows
+    ended = [False] * rows
+    lens_results: list[tuple[tuple[LensLayer, ...] | None, str | None]] = [(None, None)] * rows
+    hidden_size = 0
+    hook = decoder.register_forward_hook(keep_last_hidden)
+    try:
+        for step in decode_steps(model, batch, settings.steps, Sampler(), eos_token_ids(model, tokenizer),
+                                 hidden_states_first=settings.lens):
+            if step.index == 0:
+                hook.remove()
+                hidden_size = int(captured["hidden"].shape[-1])
+            for row in range(rows):
+                if ended[row]:
+                    continue  # this row's greedy token was an end of sequence at an earlier step
+                logits = step.logits[row]
+                sampler = sampler_distribution(logits, settings.temperature or 1.0, 0, settings.top_p or 1.0
+                                               ) if settings.sampler_view else None
+                probabilities, top = _candidates(tokenizer, logits, settings.top_k, sampler)
+                chosen = top[0]
+                running[row] += chosen.logprob
+                steps[row].append(NextTokenStep(
+                    index=step.index, context_tokens=len(prompts[row].ids) + step.index, top=top, chosen=chosen,
+                    cumulative_logprob=running[row], entropy=entropy_nats(probabilities),
+                    sampler_entropy=None if sampler is None else entropy_nats(sampler),
+                    sampler_kept=None if sampler is None else int((sampler > 0).sum())))
+                chosen_ids[row].append(chosen.token_id)
+                if settings.lens and step.index == 0:
+                    hidden_states = tuple(states[row:row + 1] for states in step.output.hidden_states)
+                    lens_results[row] = _logit_lens(model, tokenizer, hidden_states,
+                                                    captured["hidden"][row:row + 1], chosen.token_id)
+                ended[row] = step.finished[row]
+    finally:
+        hook.remove()
+    vocab = int(step.logits.shape[-1])
+    layers = int(getattr(model.config.get_text_config(), "num_hidden_layers", 0) or 0)
+    return [NextTokenResult(
+        model=loaded.spec.name, prompt=prompt.prompt, prompt_text=prompt.text,
         prompt_tokens=tuple(PromptToken(position=i, token_id=t, text=tokenizer.decode([t]))
-                            for i, t in enumerate(ids)),
-        hidden_shape=hidden_shape, logits_shape=logits_shape,
-        layers=int(getattr(model.config.get_text_config(), "num_hidden_layers", 0) or 0),
-        vocab_size=int(logits_shape[-1]), top_k=top_k, temperature=temperature, top_p=top_p,
-        chat_template_applied=chat, steps=tuple(result_steps),
-        continuation=tokenizer.decode(chosen_ids, skip_special_tokens=False), lens=lens_layers, lens_note=lens_note)
+                            for i, t in enumerate(prompt.ids)),
+        hidden_shape=(1, len(prompt.ids), hidden_size), logits_shape=(1, len(prompt.ids), vocab),
+        layers=layers, vocab_size=vocab, top_k=settings.top_k, temperature=settings.temperature,
+        top_p=settings.top_p, chat_template_applied=prompt.chat, steps=tuple(steps[row]),
+        continuation=tokenizer.decode(chosen_ids[row], skip_special_tokens=False),
+        lens=lens_results[row][0], lens_note=lens_results[row][1]) for row, prompt in enumerate(prompts)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 
@@ -23,13 +24,15 @@ class ModelInfo:
 
 
 def to_plain(value: Any) -> Any:
-    """Turn dataclasses, tuples and non-finite floats into JSON-ready plain values."""
+    """Turn dataclasses, enums, tuples and non-finite floats into JSON-ready plain values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: to_plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, dict):
         return {str(key): to_plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_plain(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return None  # JSON has no NaN or infinity: a log-probability of -inf (probability 0) is written as null
     return value

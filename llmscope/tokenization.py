@@ -201,3 +201,41 @@ def decode_ids(tokenizer: Any, ids: list[int], model_name: str = "", skip_specia
     text = tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False)
     return DecodeResult(model=model_name, ids=tuple(ids), text=text,
                         pieces=tuple(str(p) for p in tokenizer.convert_ids_to_tokens(ids)))
+
+
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-ins (GPT-2 scheme): printable Latin-1 bytes stand for themselves, the other
+    byte values take the characters from U+0100 upward, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    alphabet = {chr(b): b for b in printable}
+    extra = 0
+    for value in range(256):
+        if value not in printable:
+            alphabet[chr(256 + extra)] = value
+            extra += 1
+    return alphabet
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+
+
+def _is_byte_level(tokenizer: Any) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    return "ByteLevel" in repr(decoder)
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> tuple[int, ...]:
+    """The bytes one token really holds: a byte-fallback piece (<0xF0>) or a byte-level piece may hold part of a
+    UTF-8 character, which decoding it alone would turn into U+FFFD."""
+    piece = str(tokenizer.convert_ids_to_tokens([token_id])[0])
+    match = _BYTE_PIECE.match(piece)
+    if match:
+        return (int(match.group(1), 16),)
+    if _is_byte_level(tokenizer) and piece and all(char in _BYTE_LEVEL for char in piece):
+        return tuple(_BYTE_LEVEL[char] for char in piece)
+    return tuple(tokenizer.decode([token_id], skip_special_tokens=False,
+                                  clean_up_tokenization_spaces=False).encode("utf-8"))

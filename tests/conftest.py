@@ -118,12 +118,12 @@ def cli(monkeypatch: pytest.MonkeyPatch):
     """Run llmscope in-process: cli("tokenize", "hi", "--json") -> CliResult with stdout/stderr apart."""
     from typer.testing import CliRunner
 
-    from llmscope.cli import app, normalize_argv
+    from llmscope.cli import app
 
     monkeypatch.delenv("LLMSCOPE_MODEL", raising=False)
     runner = CliRunner()
 
     def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> CliResult:
-        return CliResult(runner.invoke(app, normalize_argv([str(a) for a in args]), input=input, env=env))
+        return CliResult(runner.invoke(app, [str(a) for a in args], input=input, env=env))
 
     return run

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.generation import GenerationSettings, generate, sampler_distribution
+from llmscope.decoding import sampler_distribution
+from llmscope.generation import GenerationSettings, generate
 from llmscope.loader import load_model
 
 

@@ -3,10 +3,12 @@ Results arrive as dataclasses of plain values; nothing here computes or loads a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ from rich.text import Text
 
 from llmscope import __version__
 from llmscope.results import ModelInfo, to_plain
+from llmscope.settings import OutputMode
 
 WHITESPACE_MARKERS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
@@ -24,15 +27,32 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
+class ResultConsole(Console):
+    """stdout's console: a reader that went away (`| head`) ends the command quietly with exit 0, the same for
+    every command, instead of Rich's exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 @dataclass
 class Display:
     """Where output goes for one command run: stdout for results, stderr for everything else."""
 
     quiet: bool = False
-    out: Console = field(default_factory=lambda: Console(highlight=False, no_color=_no_color(), soft_wrap=False))
+    mode: OutputMode = OutputMode.HUMAN
+    out: Console = field(default_factory=lambda: ResultConsole(highlight=False, no_color=_no_color(),
+                                                                soft_wrap=False))
+    # stderr wraps at word boundaries to the terminal's width, so no line breaks mid-word at 80 columns
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, no_color=_no_color(),
-                                                         soft_wrap=True))
+                                                         soft_wrap=False))
     model_info: ModelInfo | None = None  # the model this run loaded, for error messages
+
+    @property
+    def for_people(self) -> bool:
+        """Human output: tables and text rather than JSON, CSV or bare ids."""
+        return self.mode == OutputMode.HUMAN
 
     @property
     def stdout_is_terminal(self) -> bool:
@@ -53,7 +73,28 @@ class Display:
             self.err.print(Text("warning: ", style="bold yellow") + Text(message))
 
     def error(self, message: str) -> None:
-        self.err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+        self.err.print(Text("error: ", style="bold red") + Text(message))
+
+    def document(self, command: str, info: ModelInfo | None, payload: Any, **extra: Any) -> None:
+        """A result for scripts: the common envelope + payload, indented with --json, one line with --jsonl.
+        extra keys (a --batch record's index and id) come first."""
+        body = json_document(command, info, payload)
+        self.record({**extra, **body})
+
+    def record(self, document: dict[str, Any]) -> None:
+        """One JSON document on stdout, written and flushed at once (indented, or one line with --jsonl)."""
+        indent = None if self.mode == OutputMode.JSONL else 2
+        self.out.file.write(json.dumps(document, ensure_ascii=False, indent=indent, allow_nan=False) + "\n")
+        self.out.file.flush()
+
+    def csv(self, header: list[str], rows: list[list[Any]]) -> None:
+        """Comma-separated rows on stdout, with a header line."""
+        import csv
+
+        writer = csv.writer(self.out.file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        self.out.file.flush()
 
     def result(self, renderable: Any) -> None:
         """A result for people on stdout."""
@@ -72,6 +113,30 @@ class Display:
             self.status(message)
             return contextlib.nullcontext()
         return self.err.status(escape(message), spinner="dots")
+
+
+@contextlib.contextmanager
+def batch_progress(display: Display, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for --batch (prompts done, prompts/s); yields the function that advances it.
+    Nothing is drawn when quiet or when stderr is not a terminal."""
+    if display.quiet or not display.err.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("prompts"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=display.err,
+                  transient=True) as progress:
+        task = progress.add_task("batch", total=total, rate="")
+        started = time.perf_counter()
+        done = [0]
+
+        def advance() -> None:
+            done[0] += 1
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=1, rate=f"{done[0] / elapsed:.2f} prompts/s" if elapsed > 0 else "")
+
+        yield advance
 
 
 class DisplayLogHandler(logging.Handler):
@@ -120,8 +185,8 @@ def json_document(command: str, info: ModelInfo | None, payload: Any) -> dict[st
 
 
 def emit_json(display: Display, command: str, info: ModelInfo | None, payload: Any) -> None:
-    sys.stdout.write(json.dumps(json_document(command, info, payload), ensure_ascii=False, indent=2) + "\n")
-    sys.stdout.flush()
+    """The result document of `command` in the display's mode (an indented document unless --jsonl)."""
+    display.document(command, info, payload)
 
 
 def visible(text: str) -> str:

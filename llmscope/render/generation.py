@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from llmscope.generation import GeneratedToken, GenerationResult
-from llmscope.render import Display, emit_json
+from llmscope.render import Display, human_bytes
 from llmscope.results import ModelInfo
 
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), from sure to unsure.
@@ -20,7 +20,7 @@ FINISH_WORDS = {"eos": "end of sequence", "length": "reached --max-new-tokens", 
 
 
 def confidence_colour(token: GeneratedToken, mode: str) -> str:
-    if mode == "entropy":
+    if mode == "entropy" and token.entropy is not None:
         for colour, edge in zip(CONFIDENCE_COLOURS, ENTROPY_EDGES):
             if token.entropy < edge:
                 return colour
@@ -31,14 +31,18 @@ def confidence_colour(token: GeneratedToken, mode: str) -> str:
     return CONFIDENCE_COLOURS[-1]
 
 
-def confidence_legend(mode: str) -> Text:
+def confidence_legend(mode: str, colour: bool = True) -> Text:
+    """The colour key; without colour on stdout, the key says how to read the token[figure] pairs instead."""
+    if not colour:
+        figure = "the entropy (nats) of the distribution it came from" if mode == "entropy" else "its probability"
+        return Text(f"each token is followed by [{figure}]")
     if mode == "entropy":
         labels = ["H<0.5", "<1", "<2", "<3", "≥3 nats"]
     else:
         labels = ["p≥0.9", "≥0.7", "≥0.5", "≥0.3", "<0.3"]
     legend = Text("confidence: ", style="dim")
-    for colour, label in zip(CONFIDENCE_COLOURS, labels):
-        legend.append(f" {label} ", style=f"bold {colour}")
+    for hue, label in zip(CONFIDENCE_COLOURS, labels):
+        legend.append(f" {label} ", style=f"bold {hue}")
     return legend
 
 
@@ -48,12 +52,20 @@ def token_markup(token: GeneratedToken, mode: str | None, colour: bool) -> Text:
         return Text(token.delta)
     if colour:
         return Text(token.delta, style=confidence_colour(token, mode))
-    figure = f"{token.entropy:.2f}" if mode == "entropy" else f"{token.probability:.2f}"
-    return Text(f"{token.delta}[{figure}]")
+    figure = f"{token.entropy:.2f}" if mode == "entropy" and token.entropy is not None else f"{token.probability:.2f}"
+    body = token.delta.rstrip("\n")
+    newlines = token.delta[len(body):]
+    return Text(f"{body or '↵'}[{figure}]{newlines}")  # a newline token's figure ends its line, not the next
 
 
 def colours_on(display: Display) -> bool:
     return display.out.is_terminal and not display.out.no_color
+
+
+def legend(display: Display, show_probs: str | None) -> None:
+    """The --show-probs key on stderr, coloured only when stdout shows colour."""
+    if show_probs and display.for_people:
+        display.note(confidence_legend(show_probs, colours_on(display)))
 
 
 def stream_printer(display: Display, show_probs: str | None) -> Callable[[GeneratedToken], None]:
@@ -85,11 +97,13 @@ def show_text(display: Display, result: GenerationResult, show_probs: str | None
 
 
 def summary(display: Display, result: GenerationResult, show_probs: str | None) -> None:
-    """Counts, timings and why generation stopped, on stderr."""
+    """Counts, timings, peak memory and why generation stopped, on stderr."""
     ttft = f"{result.time_to_first_token_s * 1000:.0f} ms" if result.time_to_first_token_s is not None else "-"
+    prompt_rate = f" ({result.prompt_tokens_per_s:.0f} prompt tok/s)" if result.prompt_tokens_per_s else ""
     rate = f"{result.decode_tokens_per_s:.1f} tok/s" if result.decode_tokens_per_s else "-"
+    peak = f", peak memory {human_bytes(result.peak_memory_bytes)}" if result.peak_memory_bytes else ""
     display.status(f"{result.prompt_tokens} prompt tokens, {result.new_tokens} new tokens; time to first token "
-                   f"{ttft}, decode {rate}, total {result.total_seconds:.2f} s; stopped: "
+                   f"{ttft}{prompt_rate}, decode {rate}, total {result.total_seconds:.2f} s{peak}; stopped: "
                    f"{FINISH_WORDS.get(result.finish_reason, result.finish_reason)}"
                    + (" (cache off)" if not result.settings.use_cache else ""))
     if show_probs and result.tokens:
@@ -114,10 +128,13 @@ def generation_payload(result: GenerationResult, full_text: bool, logprobs: bool
         "finish_reason": result.finish_reason,
         "timings": {
             "time_to_first_token_s": result.time_to_first_token_s,
+            "prompt_tokens_per_s": result.prompt_tokens_per_s,
             "decode_seconds": result.decode_seconds,
             "decode_tokens_per_s": result.decode_tokens_per_s,
             "total_seconds": result.total_seconds,
+            "batch_size": result.batch_size,
         },
+        "peak_memory_bytes": result.peak_memory_bytes,
         "settings": result.settings,
         "mean_logprob": result.mean_logprob,
         "perplexity": result.perplexity,
@@ -127,15 +144,24 @@ def generation_payload(result: GenerationResult, full_text: bool, logprobs: bool
             "distribution": result.distribution,
             "content": [
                 {"token": token.text, "id": token.token_id, "probability": token.probability,
-                 "logprob": token.logprob, "entropy": token.entropy, "bytes": list(token.text.encode("utf-8")),
+                 "logprob": token.logprob, "entropy": token.entropy, "bytes": list(token.bytes),
                  "top_logprobs": [
                      {"token": alt.text, "id": alt.token_id, "probability": alt.probability,
-                      "logprob": alt.logprob, "bytes": list(alt.text.encode("utf-8"))} for alt in token.top]}
+                      "logprob": alt.logprob, "bytes": list(alt.bytes)} for alt in token.top]}
                 for token in result.tokens],
         }
     return payload
 
 
-def show_generation_json(display: Display, info: ModelInfo, result: GenerationResult, full_text: bool,
-                         logprobs: bool) -> None:
-    emit_json(display, "generate", info, generation_payload(result, full_text, logprobs))
+def show_generation(display: Display, info: ModelInfo, result: GenerationResult, show_probs: str | None = None,
+                    full_text: bool = False, logprobs: bool = False, streamed: bool = False, **extra: Any) -> None:
+    """generate's one render entry: the document (--json / --jsonl, extra keys first), or the text (unless it was
+    streamed) and the summary on stderr."""
+    if not display.for_people:
+        display.document("generate", info, generation_payload(result, full_text, logprobs), **extra)
+    elif streamed:
+        display.write("\n")
+    else:
+        show_text(display, result, show_probs, full_text)
+    if not extra:  # a --batch record: the progress bar reports instead
+        summary(display, result, show_probs if display.for_people else None)

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.inspection import NextTokenResult, NextTokenStep
-from llmscope.render import Display, emit_json, titled, visible
+from llmscope.render import Display, titled, visible
 from llmscope.results import ModelInfo
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -128,7 +128,11 @@ def lens_table(result: NextTokenResult) -> Group:
                   result.lens_note)
 
 
-def show_next_token(display: Display, result: NextTokenResult) -> None:
+def show_next_token(display: Display, info: ModelInfo, result: NextTokenResult, **extra: object) -> None:
+    """next-token's one render entry: the document (--json / --jsonl, extra keys first) or the tables."""
+    if not display.for_people:
+        display.document("next-token", info, result, **extra)
+        return
     display.result(prompt_lines(result))
     display.result(Text(""))
     for step in result.steps:
@@ -142,7 +146,3 @@ def show_next_token(display: Display, result: NextTokenResult) -> None:
         display.result(Text(""))
     if result.lens is not None:
         display.result(lens_table(result))
-
-
-def show_next_token_json(display: Display, info: ModelInfo, result: NextTokenResult) -> None:
-    emit_json(display, "next-token", info, result)

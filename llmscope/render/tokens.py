@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.render import Display, emit_json, visible
+from llmscope.render import Display, visible
 from llmscope.results import ModelInfo
 from llmscope.tokenization import DecodeResult, TokenizationResult
 
@@ -47,11 +47,32 @@ def footer(result: TokenizationResult) -> str:
             f"{result.characters_per_token:.2f} characters per token; special tokens added: {added}{chat}")
 
 
-def show_tokenization(display: Display, result: TokenizationResult) -> None:
-    colour = display.out.is_terminal and not display.out.no_color
-    display.result(boundaries(result, colour))
-    display.result(tokens_table(result))
-    display.result(footer(result))
+def show_tokens(display: Display, info: ModelInfo, results: list[TokenizationResult], **extra: object) -> None:
+    """tokenize's one render entry: the document (--json / --jsonl), the ids (--ids), a comparison of several
+    tokenizers, or one tokenizer's boundaries, table and counts."""
+    from llmscope.settings import OutputMode
+
+    if display.mode == OutputMode.IDS:
+        show_ids(display, results)
+    elif not display.for_people:
+        payload = tokenization_payload(results[0]) if len(results) == 1 else {
+            "comparison": [tokenization_payload(r) for r in results]}
+        display.document("tokenize", info, payload, **extra)
+    elif len(results) > 1:
+        show_comparison(display, results)
+    else:
+        result = results[0]
+        display.result(boundaries(result, display.out.is_terminal and not display.out.no_color))
+        display.result(tokens_table(result))
+        display.result(footer(result))
+
+
+def show_decoded(display: Display, info: ModelInfo, result: DecodeResult) -> None:
+    """tokenize --decode: the text, or the document with the ids and pieces."""
+    if display.for_people or display.mode.value == "ids":
+        display.write(result.text + "\n")
+    else:
+        display.document("tokenize", info, {"ids": result.ids, "text": result.text, "pieces": result.pieces})
 
 
 def show_comparison(display: Display, results: list[TokenizationResult]) -> None:
@@ -74,24 +95,9 @@ def show_ids(display: Display, results: list[TokenizationResult]) -> None:
         display.write(" ".join(str(i) for i in result.ids) + "\n")
 
 
-def show_decoded(display: Display, result: DecodeResult) -> None:
-    display.write(result.text + "\n")
-
-
 def tokenization_payload(result: TokenizationResult) -> dict:
     return {"model": result.model, "text": result.text, "ids": result.ids, "tokens": result.tokens,
             "token_count": result.token_count, "characters": result.characters,
             "characters_per_token": result.characters_per_token,
             "special_tokens_added": result.special_tokens_added,
             "chat_template_applied": result.chat_template_applied, "vocab_size": result.vocab_size}
-
-
-def show_tokenization_json(display: Display, info: ModelInfo, results: list[TokenizationResult]) -> None:
-    if len(results) == 1:
-        emit_json(display, "tokenize", info, tokenization_payload(results[0]))
-    else:
-        emit_json(display, "tokenize", info, {"comparison": [tokenization_payload(r) for r in results]})
-
-
-def show_decoded_json(display: Display, info: ModelInfo, result: DecodeResult) -> None:
-    emit_json(display, "tokenize", info, {"ids": result.ids, "text": result.text, "pieces": result.pieces})

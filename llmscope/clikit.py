@@ -1,0 +1,231 @@
+"""Plumbing every llmscope command shares: typed option aliases, the command context that turns failures into one
+line and an exit code, the loading status line, and --batch output. It imports neither torch nor rich at import."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from llmscope.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_TERMINATED,
+    LlmscopeError,
+    UsageError,
+    terminated,
+    translate,
+)
+from llmscope.settings import ModelSettings, OutputMode, threads_from
+
+if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
+    from llmscope.batch import BatchItem, BatchOutcome
+    from llmscope.render import Display
+
+EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted, 143 terminated."
+
+# ------------------------------------------------------------------------------------ shared options
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Hub id, local folder, .gguf file or alias (smollm2, phi3). "
+    "Default: $LLMSCOPE_MODEL, else the embedded SmolLM2-135M-Instruct.", show_default=False)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU).")]
+DtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU).")]
+DeviceMapOpt = Annotated[str | None, typer.Option(
+    "--device-map", help="'auto' lets accelerate place a model too large for one device.", show_default=False)]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Run Python code shipped with the model (off unless given).")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", "-t", help="CPU threads for torch. Default: $LLMSCOPE_THREADS, else torch's own choice.",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="JSON on one line (JSON Lines; what --batch writes).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
+ChatOpt = Annotated[bool | None, typer.Option(
+    "--chat/--no-chat", help="Apply the tokenizer's chat template.", show_default=False)]
+SystemOpt = Annotated[str | None, typer.Option("--system", help="System message for the chat template.",
+                                               show_default=False)]
+PromptArg = Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.", show_default=False)]
+OptionalPromptArg = Annotated[str | None, typer.Argument(
+    help="The prompt; '-' reads it from stdin (or give --batch).", show_default=False)]
+BatchOpt = Annotated[str | None, typer.Option(
+    "--batch", metavar="FILE", help="Many prompts, one model load: one prompt per line, or JSON Lines with "
+    "\"prompt\" (and \"id\"); '-' reads stdin. Writes one JSON record per prompt, in order.", show_default=False)]
+BatchFormatOpt = Annotated[str, typer.Option(
+    "--batch-format", help="auto | lines | jsonl: how --batch input is read (auto: JSON Lines when every line is "
+    "an object).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="With --batch: prompts run together (padded).")]
+
+
+def example(*args: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Attach a working command line to a command ({model} stands for a model folder); the contract tests run
+    every command of the app with its example, so a command without one fails them."""
+
+    def attach(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__llmscope_example__ = args  # type: ignore[attr-defined]
+        return function
+
+    return attach
+
+
+# ------------------------------------------------------------------------------------ plumbing
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("LLMSCOPE_DEBUG", "").strip() not in ("", "0", "false", "no")
+
+
+def quiet_libraries() -> None:
+    """Keep transformers / huggingface_hub chatter (log lines, tqdm bars, warnings) off stdout and terse."""
+    if debug_enabled():
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after the reader went away, so that the final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def command(quiet: bool = False, mode: OutputMode = OutputMode.HUMAN) -> Iterator[Display]:
+    """Set up output for one command and turn every failure into one line on stderr and an exit code.
+
+    A closed stdout (`| head`) is not a failure: exit 0 quietly. Ctrl-C exits 130, SIGTERM 143.
+    """
+    from llmscope.render import Display, attach_logging
+
+    display = Display(quiet=quiet, mode=mode)
+    attach_logging(display)
+    quiet_libraries()
+    try:
+        yield display
+    except typer.Exit:
+        raise
+    except BrokenPipeError:
+        silence_stdout()
+        raise typer.Exit(EXIT_OK) from None
+    except LlmscopeError as error:
+        if debug_enabled():
+            raise
+        display.error(str(error))
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        display.error("terminated" if terminated() else "interrupted")
+        raise typer.Exit(EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED) from None
+    except Exception as error:  # anything else still becomes one line; LLMSCOPE_DEBUG=1 shows the traceback
+        if debug_enabled():
+            raise
+        known = translate(error, display.model_info)
+        if known is not None:
+            display.error(str(known))
+            raise typer.Exit(known.exit_code) from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        display.error(f"{type(error).__name__}: {first} (set LLMSCOPE_DEBUG=1 for the traceback)")
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
+def interrupted_exit() -> typer.Exit:
+    """The exit for a run that stopped early on Ctrl-C (130) or SIGTERM (143) after showing what it had."""
+    return typer.Exit(EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED)
+
+
+def read_prompt(prompt: str, what: str = "prompt") -> str:
+    """The prompt itself, or stdin when it is '-' (one trailing newline dropped); empty is a usage error."""
+    if prompt != "-":
+        text = prompt
+    else:
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UsageError(f"stdin is not valid UTF-8 (byte {error.start})",
+                             hint=f"convert the {what} with `iconv -t utf-8`") from None
+        text = text[:-1] if text.endswith("\n") else text
+    return require_text(text, what)
+
+
+def require_text(text: str, what: str = "prompt") -> str:
+    """The text, unless it is empty or holds a character that is not valid Unicode (a usage error)."""
+    from llmscope.settings import plain_text
+
+    plain_text(f"the {what}", text)
+    if not text.strip():
+        raise UsageError(f"the {what} is empty", hint="pass some text, or - to read it from stdin")
+    return text
+
+
+def model_settings(model: str | None, device: str, dtype: str, device_map: str | None, trust_remote_code: bool,
+                   threads: int | None) -> ModelSettings:
+    return ModelSettings(model=model, device=device, dtype=dtype, device_map=device_map,
+                         trust_remote_code=trust_remote_code, threads=threads_from(threads))
+
+
+def load(display: Display, settings: ModelSettings) -> Any:  # -> LoadedModel
+    """Load the model with a spinner (or the GGUF conversion bar on first use) and print the summary line."""
+    from llmscope.loader import (
+        cache_entry_is_whole,
+        gguf_cache_dir,
+        hide_library_progress_bars,
+        load_model,
+        resolve_model_spec,
+    )
+    from llmscope.render import model_summary
+
+    spec = resolve_model_spec(settings.model)
+    converting = spec.is_gguf and not cache_entry_is_whole(gguf_cache_dir(spec))
+    show_bars = converting and display.err.is_terminal and not display.quiet
+    if not show_bars:
+        hide_library_progress_bars()
+    if settings.threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
+    with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
+        loaded = load_model(spec, device=settings.device, dtype=settings.dtype, device_map=settings.device_map,
+                            trust_remote_code=settings.trust_remote_code)
+    model_summary(display, loaded.info)
+    display.model_info = loaded.info
+    return loaded
+
+
+def warn_all(display: Display, notes: tuple[str, ...]) -> None:
+    for note in notes:
+        display.warning(note)
+
+
+def write_batch(display: Display, items: list[BatchItem], outcomes: Iterator[BatchOutcome[Any]],
+                show: Callable[[Any, dict[str, Any]], None]) -> None:
+    """Write one JSON record per --batch item as soon as it is done (show(result, keys) for a result, an error
+    record otherwise), with a progress bar on stderr; exit 1 if any record failed, 130 when interrupted."""
+    from llmscope.render import batch_progress
+
+    failed = 0
+    with batch_progress(display, len(items)) as advance:
+        try:
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    failed += 1
+                    display.record({**outcome.keys(), "error": outcome.error, "exit_code": outcome.exit_code})
+                else:
+                    show(outcome.result, outcome.keys())
+                advance()
+        except KeyboardInterrupt:
+            display.error(f"{'terminated' if terminated() else 'interrupted'}: the finished records were written")
+            raise interrupted_exit() from None
+    if failed:
+        display.warning(f"{failed} of {len(items)} prompts failed (see their error records)")
+        raise typer.Exit(EXIT_RUNTIME)

@@ -1,0 +1,75 @@
+"""Prompts as the model sees them: the chat template applied or not, the token ids, and the checks that need the
+model (context length, embedding rows). It runs no forward pass and prints nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmscope.errors import UsageError
+from llmscope.modelconfig import context_length
+from llmscope.tokenization import prompt_ids
+
+if TYPE_CHECKING:
+    from llmscope.loader import LoadedModel
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """One prompt ready for the model."""
+
+    prompt: str  # as given
+    text: str  # what the model reads (after the chat template)
+    ids: tuple[int, ...]
+    chat: bool
+
+
+def check_lengths(config: Any, prompt_tokens: int, new_tokens: int, budget_option: str = "--max-new-tokens") -> None:
+    """Refuse an empty prompt, a prompt past the context, or a token budget that does not fit beside it; the
+    message names the option the user typed (budget_option)."""
+    if prompt_tokens == 0:
+        raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+    limit = context_length(config)
+    if limit is None:
+        return
+    if prompt_tokens > limit:
+        raise UsageError(f"the prompt has {prompt_tokens} tokens but the model's context is {limit}",
+                         hint="shorten the prompt")
+    if prompt_tokens + new_tokens > limit:
+        raise UsageError(f"{prompt_tokens} prompt tokens + {budget_option} {new_tokens} exceed the "
+                         f"model's context of {limit}", hint=f"use {budget_option} {limit - prompt_tokens} or less")
+
+
+def check_ids_fit(model: Any, ids: Sequence[int]) -> None:
+    """Refuse token ids the embedding has no row for (a tokenizer that does not belong to its model)."""
+    rows = int(model.get_input_embeddings().weight.shape[0])
+    beyond = [i for i in ids if i >= rows]
+    if beyond:
+        raise UsageError(f"the tokenizer gave id {beyond[0]}, but the model's embedding has only {rows} rows",
+                         hint="the tokenizer does not belong to this model")
+
+
+def vocabulary_rows(loaded: LoadedModel) -> int:
+    """Rows of the LM head: how many tokens the model scores."""
+    head = loaded.model.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else len(loaded.tokenizer)
+
+
+def check_top(option: str, value: int, loaded: LoadedModel) -> None:
+    """Refuse a --top-k / --logprobs count larger than the vocabulary (a rule that needs the model)."""
+    vocab = vocabulary_rows(loaded)
+    if value > vocab:
+        raise UsageError(f"{option} {value} is larger than the vocabulary ({vocab:,} tokens)",
+                         hint=f"use {option} {vocab} or less")
+
+
+def encode_prompt(loaded: LoadedModel, prompt: str, chat: bool = False, system: str | None = None,
+                  new_tokens: int = 1, budget_option: str = "--max-new-tokens") -> EncodedPrompt:
+    """Template and tokenize a prompt, then check it against the model's context and embedding."""
+    if not prompt.strip():
+        raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+    text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)
+    check_lengths(loaded.model.config, len(ids), new_tokens, budget_option)
+    check_ids_fit(loaded.model, ids)
+    return EncodedPrompt(prompt=prompt, text=text, ids=tuple(ids), chat=chat)
