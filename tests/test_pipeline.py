@@ -337,6 +337,6 @@ def test_sigterm_stops_like_ctrl_c_with_143(tiny_model_dir: Path) -> None:
             break
     time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == TERMINATED, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
