@@ -381,7 +381,7 @@ def bench_cache(
             show.check_plot_path(plot_path)
             show.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
-        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, threads))
+        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
         busy = benchmark.busy_cpu_percent()
         show.warn_if_busy(display, busy, loaded.device, threads)
         with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):

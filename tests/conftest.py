@@ -124,6 +124,8 @@ def cli(monkeypatch: pytest.MonkeyPatch):
     runner = CliRunner()
 
     def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> CliResult:
-        return CliResult(runner.invoke(app, [str(a) for a in args], input=input, env=env))
+        # stderr wraps at the terminal's width: a wide one keeps each message on one line for the assertions
+        # (tests of the 80-column layout pass COLUMNS=80)
+        return CliResult(runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "400", **(env or {})}))
 
     return run

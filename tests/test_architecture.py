@@ -96,7 +96,7 @@ def test_phi3_tree_is_torchs_print_model(phi3, phi3_dir: Path) -> None:
 
 
 def test_phi3_cli_table_fits_80_columns_and_json(cli, phi3_dir: Path) -> None:
-    result = cli("architecture", "-m", phi3_dir)
+    result = cli("architecture", "-m", phi3_dir, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     assert "(0-31): 32 x Phi3DecoderLayer" in result.stdout and "3,821,079,552" in result.stdout
     assert "grouped" not in result.stdout and "multi-head: 32 heads" in result.stdout

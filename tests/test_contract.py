@@ -69,12 +69,21 @@ def test_json_envelope_is_the_same_everywhere(cli, tiny_model_dir: Path, name: s
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_quiet_leaves_stderr_empty_and_tables_fit_80_columns(cli, tiny_model_dir: Path, name: str) -> None:
-    result = cli(*command_line(name, tiny_model_dir), "-q")
+    result = cli(*command_line(name, tiny_model_dir), "-q", env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.strip()
     too_wide = [line for line in result.stdout.splitlines() if len(line) > 80]
     assert too_wide == []
+
+
+def test_stderr_wraps_at_word_boundaries_at_80_columns(cli, tiny_model_dir: Path) -> None:
+    long_path = tiny_model_dir / ("deep-folder-name-" * 4) / "model"
+    result = cli("generate", "Hello", "-m", long_path, env={"COLUMNS": "80"})
+    lines = result.stderr.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+    words = set(" ".join(lines).split())
+    assert {"no", "such", "model", "folder", "or", "file:"} <= words  # each word whole on one line
 
 
 def test_colours_follow_the_terminal_and_no_color(cli, tiny_model_dir: Path) -> None:

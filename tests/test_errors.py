@@ -189,7 +189,7 @@ def test_bad_max_new_tokens(cli, tiny_model_dir: Path, value: str, fragment: str
 
 def test_bad_sampling_values(cli, tiny_model_dir: Path) -> None:
     assert_one_line_error(cli("generate", "Hello", "-m", tiny_model_dir, "--temperature", "-1"), USAGE,
-                          "--temperature must be above 0")
+                          "--temperature must be in [0,")
     assert_one_line_error(cli("generate", "Hello", "-m", tiny_model_dir, "--top-k", "0"), USAGE, "--top-k")
     assert_one_line_error(cli("generate", "Hello", "-m", tiny_model_dir, "--top-k", "999999"), USAGE,
                           "larger than the vocabulary")

@@ -120,7 +120,7 @@ def test_cli_json_stdin_and_chat(cli, tiny_model_dir: Path) -> None:
 
 def test_cli_table_fits_80_columns(cli, tiny_model_dir: Path) -> None:
     result = cli("next-token", PROMPT, "-m", tiny_model_dir, "--steps", "2", "-k", "5", "--temperature", "0.7",
-                 "--top-p", "0.9", "--lens")
+                 "--top-p", "0.9", "--lens", env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
     assert "hidden states after the 2 blocks: [1, " in result.stdout and "Logit lens" in result.stdout
     assert "Step 2:" in result.stdout and "sampler" in result.stdout and "▸1" in result.stdout
