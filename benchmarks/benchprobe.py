@@ -299,9 +299,33 @@ def probe_compile(options: dict[str, Any]) -> dict[str, Any]:
             "dynamic_tokens_per_s": dynamic.decode_tokens_per_s, "identical_tokens": all(identical)}
 
 
+def probe_batch_generate(options: dict[str, Any]) -> dict[str, Any]:
+    """Greedy generation of the same prompts in padded batches vs one at a time, in one loaded process."""
+    from llmscope.generation import generate_many
+    from llmscope.loader import load_model
+    from llmscope.settings import GenerationSettings
+
+    loaded = load_model(options.get("model"), device=options.get("device", "cpu"), dtype=options.get("dtype", "auto"))
+    prompts = options["prompts"]
+    settings = GenerationSettings(max_new_tokens=options["new_tokens"])
+    list(generate_many(loaded, prompts[:2], settings, batch_size=2))  # warm-up
+    started = time.perf_counter()
+    singles = [next(generate_many(loaded, [prompt], settings, batch_size=1)) for prompt in prompts]
+    single_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    batched = list(generate_many(loaded, prompts, settings, batch_size=options["batch_size"]))
+    batched_seconds = time.perf_counter() - started
+    tokens = sum(result.new_tokens for result in batched)
+    return {"prompts": len(prompts), "batch_size": options["batch_size"], "new_tokens": tokens,
+            "single_seconds": single_seconds, "batched_seconds": batched_seconds,
+            "single_tokens_per_s": sum(r.new_tokens for r in singles) / single_seconds,
+            "batched_tokens_per_s": tokens / batched_seconds,
+            "identical": [r.token_ids for r in singles] == [r.token_ids for r in batched]}
+
+
 PROBES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "imports": probe_imports, "prepare": probe_prepare, "load": probe_load, "load_raw": probe_load_raw,
-    "generation": probe_generation, "compile": probe_compile,
+    "generation": probe_generation, "compile": probe_compile, "batch_generate": probe_batch_generate,
 }
 
 

@@ -43,14 +43,18 @@ from benchlib import (  # the folder is put on the path just above
     venv_command,
 )
 
-SECTIONS = ("startup", "tokenize", "load", "decode", "compile", "nocache", "bandwidth", "bench-cache")
+SECTIONS = ("startup", "tokenize", "load", "decode", "compile", "nocache", "bandwidth", "bench-cache", "batch")
 TOKENIZE_TEXT = "The capital of France is"
 EXPECTED_IDS = "504 3575 282 4649 314"  # the embedded SmolLM2's ids for TOKENIZE_TEXT (no BOS)
 DECODE_PROMPT = ("Write a very long email apologizing to Sarah for the tragic gardening mishap. "
                  "Explain how it happened.")
 SEED_GPU = {"cache_s": 4.24, "no_cache_s": 5.74, "new_tokens": 100}  # the seed chapter, Phi-3 on a GPU
 TARGETS = {"startup_s": 0.15, "tokenize_s": 0.5, "cached_load_s": 1.5, "decode_ratio": 0.97,
-           "bandwidth_fraction": 0.60, "bench_cache_s": 90.0}
+           "bandwidth_fraction": 0.60, "bench_cache_s": 90.0, "batch_call_speedup": 20.0,
+           "batched_generate_speedup": 2.0}
+BATCH_SUBJECTS = ("France", "the sea", "tokens", "a garden", "the moon", "Sarah", "grouped-query attention", "Rome")
+BATCH_FRAMES = ("The capital of {} is", "Tell me about {}.", "A short poem about {}:", "Three facts about {}: 1.",
+                "Why does {} matter?", "The history of {} begins", "{} in one word:", "Explain {} to a child.")
 RAW_TOKENIZE = ("import sys\nfrom transformers import AutoTokenizer\n"
                 "t = AutoTokenizer.from_pretrained(sys.argv[1])\n"
                 "print(' '.join(str(i) for i in t(sys.argv[2])['input_ids']))\n")
@@ -294,12 +298,67 @@ class Suite:
             self.add(Figure("bench-cache", "bench-cache speed-up (no-cache / cache)", figures["speedup"], "x", seed,
                             "seed: Phi-3, GPU", ratio(figures["speedup"], seed), "", None, note))
 
+    # -------------------------------------------------------------------------------- 9. batch
+
+    def batch(self) -> None:
+        """Many prompts, one load: one `next-token --batch` call vs a shell loop of `next-token --json` calls, and
+        in-process batched generation vs one prompt at a time."""
+        self.prepared()
+        prompts = [frame.format(subject) for frame in BATCH_FRAMES for subject in BATCH_SUBJECTS]
+        looped = 8 if self.quick else 64  # each separate call costs seconds: the loop is timed on this many
+        self.progress(f"batch: next-token --batch on {len(prompts)} prompts vs {looped} separate calls")
+        with tempfile.TemporaryDirectory(prefix="llmscope-bench-batch-") as folder:
+            batch_file = Path(folder) / "prompts.txt"
+            batch_file.write_text("\n".join(prompts) + "\n")
+            argv = self.llmscope_argv("next-token", "--batch", str(batch_file), "--top-k", "5", "-q",
+                                      *self.model_args())
+            started = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=1800)
+            batch_seconds = time.perf_counter() - started
+            records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+            loop_seconds = 0.0
+            same = len(records) == len(prompts)
+            for index, prompt in enumerate(prompts[:looped]):
+                started = time.perf_counter()
+                single = subprocess.run(self.llmscope_argv("next-token", prompt, "--top-k", "5", "--json", "-q",
+                                                           *self.model_args()),
+                                        capture_output=True, text=True, env=self.env, timeout=300)
+                loop_seconds += time.perf_counter() - started
+                alone = json.loads(single.stdout)["steps"][0]["top"]
+                together = records[index]["steps"][0]["top"] if index < len(records) else []
+                same = same and [c["token_id"] for c in alone] == [c["token_id"] for c in together] and all(
+                    abs(a["probability"] - b["probability"]) <= 1e-4 for a, b in zip(alone, together))
+        per_batch = batch_seconds / len(prompts)
+        per_call = loop_seconds / looped
+        speedup = ratio(per_call, per_batch)
+        self.details["batch_cli"] = {"prompts": len(prompts), "batch_seconds": batch_seconds, "looped": looped,
+                                     "loop_seconds": loop_seconds, "records_match": same}
+        self.add(Figure("batch", "next-token: s per prompt, --batch vs a loop", per_batch, "s", per_call,
+                        "one process per prompt", ratio(per_batch, per_call),
+                        f"loop / batch >= {TARGETS['batch_call_speedup']:.0f}x",
+                        at_least(speedup, TARGETS["batch_call_speedup"]),
+                        f"{speedup:.1f}x faster; {len(prompts)} prompts in {batch_seconds:.1f} s; records "
+                        + ("equal the single runs" if same else "DIFFER from the single runs")))
+        options = {**self.model_options, "prompts": prompts[: 8 if self.quick else 16], "new_tokens": 16,
+                   "batch_size": 8 if self.quick else 16}
+        self.progress(f"batch: generate -n 16, {len(options['prompts'])} prompts batched vs one at a time")
+        data = run_probe("batch_generate", options, self.env)
+        self.details["batch_generate"] = data
+        gain = ratio(data["batched_tokens_per_s"], data["single_tokens_per_s"])
+        self.add(Figure("batch", "generate -n 16: tokens/s batched vs one at a time", data["batched_tokens_per_s"],
+                        "tok/s", data["single_tokens_per_s"], "one prompt at a time", gain,
+                        f">= {TARGETS['batched_generate_speedup']:.0f}x",
+                        at_least(gain, TARGETS["batched_generate_speedup"]),
+                        f"batch of {data['batch_size']}; ids "
+                        + ("identical" if data["identical"] else "DIFFER")))
+
     # -------------------------------------------------------------------------------- driver
 
     def run(self) -> None:
         steps: dict[str, Callable[[], None]] = {
             "startup": self.startup, "tokenize": self.tokenize, "load": self.load, "bandwidth": self.bandwidth,
-            "decode": self.decode, "nocache": self.nocache, "compile": self.compile, "bench-cache": self.bench_cache}
+            "decode": self.decode, "nocache": self.nocache, "compile": self.compile, "bench-cache": self.bench_cache,
+            "batch": self.batch}
         for section in SECTIONS:
             if section not in self.args.only:
                 continue

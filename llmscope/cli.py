@@ -172,7 +172,7 @@ def generate(
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = _read_batch(batch_settings)
-        _run_generate(display, settings, text, items)
+        run_generate(display, settings, text, items)
 
 
 def _read_batch(settings: BatchSettings | None) -> list[Any] | None:
@@ -183,7 +183,8 @@ def _read_batch(settings: BatchSettings | None) -> list[Any] | None:
     return read_items(settings)
 
 
-def _run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+def run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None = None) -> None:
+    """generate after its settings are read: load -> run (one prompt, or --batch items) -> show."""
     from llmscope.generation import generate, generate_encoded
     from llmscope.prompts import check_top, encode_prompt
     from llmscope.render import generation as show
