@@ -340,3 +340,82 @@ def test_sigterm_stops_like_ctrl_c_with_143(tiny_model_dir: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == TERMINATED, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+# ------------------------------------------------------------------------------------- figures written right
+
+
+def test_an_interrupt_while_importing_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import types
+
+    from llmscope import entry
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "llmscope.cli", Importing("llmscope.cli"))
+    with pytest.raises(SystemExit) as stopped:
+        entry.main(["--help"])
+    assert stopped.value.code == INTERRUPTED
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_token_bytes_are_each_tokens_own_bytes(tiny_model_dir: Path) -> None:
+    from llmscope.loader import load_tokenizer
+    from llmscope.tokenization import token_bytes
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    for text in ("héllo wörld 👋 東京", "emoji 🙂 and tabs\t", "plain"):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        pieces = [bytes(token_bytes(tokenizer, i)) for i in ids]
+        assert b"".join(pieces) == text.encode("utf-8")
+    wave = tokenizer("👋", add_special_tokens=False)["input_ids"]
+    assert len(wave) > 1 and all(len(token_bytes(tokenizer, i)) < 4 for i in wave)  # split inside the character
+
+
+def test_logprobs_json_lists_no_impossible_alternatives(cli, tiny_model_dir: Path) -> None:
+    document = cli("generate", "Hello", "-m", tiny_model_dir, "--no-chat", "-n", "3", "--top-k", "2", "--seed", "1",
+                   "--logprobs", "5", "--json").json()
+    for token in document["logprobs"]["content"]:
+        assert len(token["top_logprobs"]) == 2 and document["logprobs"]["distribution"] == "sampler"
+        assert all(alt["logprob"] is not None and alt["probability"] > 0 for alt in token["top_logprobs"])
+    content = document["logprobs"]["content"]
+    if document["finish_reason"] == "length":  # no end-of-sequence token: the bytes spell the text exactly
+        assert b"".join(bytes(token["bytes"]) for token in content) == document["text"].encode("utf-8")
+
+
+def test_non_finite_figures_are_null_in_json() -> None:
+    from llmscope.results import to_plain
+
+    assert to_plain({"logprob": float("-inf"), "x": float("nan"), "ok": -1.5}) == {"logprob": None, "x": None,
+                                                                                  "ok": -1.5}
+
+
+def test_show_probs_without_colour_explains_the_figures_and_ends_newline_tokens() -> None:
+    from llmscope.generation import GeneratedToken
+    from llmscope.render.generation import confidence_legend, token_markup
+
+    newline = GeneratedToken(index=0, token_id=1, probability=0.36, logprob=-1.02, seconds=0.0, text="\n", delta="\n")
+    word = GeneratedToken(index=1, token_id=2, probability=0.77, logprob=-0.26, seconds=0.0, text=" Paris",
+                          delta=" Paris")
+    assert token_markup(newline, "probability", colour=False).plain == "↵[0.36]\n"
+    assert token_markup(word, "probability", colour=False).plain == " Paris[0.77]"
+    plain = confidence_legend("probability", colour=False)
+    assert plain.plain == "each token is followed by [its probability]" and not plain.spans
+    assert confidence_legend("probability", colour=True).spans
+
+
+def test_a_tokenizer_larger_than_its_model_is_a_usage_error(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "grown-tokenizer"
+    shutil.copytree(tiny_model_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.add_tokens(["<brand-new-token>"])
+    tokenizer.save_pretrained(str(folder))
+    result = cli("generate", "Hello <brand-new-token>", "-m", folder, "--no-chat", "-n", "2")
+    assert result.exit_code == USAGE, result.stderr
+    assert "embedding has only" in result.stderr and "Traceback" not in result.stderr
