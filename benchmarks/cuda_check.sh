@@ -127,6 +127,13 @@ rm -f "$LOG_DIR/tokenize.txt"
 if has_command next-token; then
     step "next-token" "${LLMSCOPE[@]}" next-token "The capital of France is" "${GPU[@]}"
 fi
+printf '%s\n' "The capital of France is" "What is the capital of France?" "$EMAIL" "1, 2, 3," >"$LOG_DIR/prompts.txt"
+if has_option next-token --batch; then
+    STEP_STDOUT="$LOG_DIR/next-token-batch.jsonl" step "next-token --batch (4 prompts)" \
+        "${LLMSCOPE[@]}" next-token --batch "$LOG_DIR/prompts.txt" "${GPU[@]}" -q
+    STEP_STDOUT="$LOG_DIR/generate-batch.jsonl" step "generate --batch (4 prompts, 32 tokens)" \
+        "${LLMSCOPE[@]}" generate --batch "$LOG_DIR/prompts.txt" -n 32 "${GPU[@]}" -q
+fi
 if has_command architecture; then
     step "architecture (config only)" "${LLMSCOPE[@]}" architecture
     if has_option architecture --weights; then
