@@ -183,7 +183,8 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
     finished = [False] * rows
     with torch.inference_mode():
         for index in range(max_new_tokens):
-            synchronize(device)
+            if index == 0:  # later steps start right after the previous step's sync (its .tolist())
+                synchronize(device)
             started = time.perf_counter()
             extra = {"output_hidden_states": True} if hidden_states_first and index == 0 else {}
             if use_cache:
