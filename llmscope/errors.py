@@ -35,3 +35,7 @@ class ModelLoadError(LlmscopeError):
 
 class DeviceError(LlmscopeError):
     """The requested device or dtype cannot run here, or it ran out of memory."""
+
+
+class InputMismatchError(LlmscopeError):
+    """Two models cannot be compared on this input (different tokens or vocabularies): exit code 1."""
