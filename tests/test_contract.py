@@ -24,6 +24,8 @@ def command_lines(tiny: Path) -> dict[str, list[str]]:
         "architecture": ["architecture", "-m", str(tiny)],
         "bench-cache": ["bench-cache", "Hello", "-m", str(tiny), "-n", "3", "--repeat", "2", "--warmup", "0"],
         "env": ["env"],
+        "score": ["score", "Hello world", "-m", str(tiny)],
+        "compare": ["compare", "Hello world", "-m", str(tiny), "--against-dtype", "float32"],
     }
 
 
@@ -38,7 +40,8 @@ def test_every_command_has_json_and_quiet() -> None:
         assert {"--json", "--quiet", "-q"} <= options, name
 
 
-@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache", "env"])
+@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache", "env",
+                                  "score", "compare"])
 def test_json_envelope_is_the_same_everywhere(cli, tiny_model_dir: Path, name: str) -> None:
     result = cli(*command_lines(tiny_model_dir)[name], "--json")
     assert result.exit_code == 0, result.stderr
@@ -47,11 +50,12 @@ def test_json_envelope_is_the_same_everywhere(cli, tiny_model_dir: Path, name: s
     assert document["command"] == name and document["llmscope_version"] == __version__
     if name != "env":
         assert document["model"] == str(tiny_model_dir)
-    if name in ("generate", "next-token", "bench-cache"):
+    if name in ("generate", "next-token", "bench-cache", "score", "compare"):
         assert (document["device"], document["dtype"]) == ("cpu", "float32")
 
 
-@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache"])
+@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache", "score",
+                                  "compare"])
 def test_quiet_leaves_stderr_empty_and_tables_fit_80_columns(cli, tiny_model_dir: Path, name: str) -> None:
     result = cli(*command_lines(tiny_model_dir)[name], "-q")
     assert result.exit_code == 0, result.stderr
@@ -131,3 +135,19 @@ def test_fuzz_next_token_never_crashes(tiny_loaded, text: str) -> None:
         return
     probabilities = [candidate.probability for candidate in result.first.top]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-5
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=FUZZ_TEXT)
+def test_fuzz_score_never_crashes(tiny_loaded, text: str) -> None:
+    from llmscope.errors import UsageError
+    from llmscope.scoring import score_text
+
+    try:
+        result = score_text(tiny_loaded, text)
+    except UsageError as error:  # empty, or one token with nothing to predict it from
+        assert "empty" in str(error) or "single token" in str(error)
+        return
+    assert result.tokens_scored == len(result.token_ids) - 1  # longer than the context: the sliding window
+    assert [token.position for token in result.tokens] == list(range(1, len(result.token_ids)))
+    assert result.perplexity is not None and result.perplexity > 1
