@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmscope.errors import UsageError
+from llmscope.generation import TokenAlternative
 
 if TYPE_CHECKING:
     import torch
@@ -59,14 +60,6 @@ class ScoreSettings:
 
 
 @dataclass(frozen=True)
-class Alternative:
-    token_id: int
-    text: str
-    probability: float
-    logprob: float
-
-
-@dataclass(frozen=True)
 class ScoredToken:
     """One token of the text as the model predicted it from the tokens before it."""
 
@@ -82,7 +75,7 @@ class ScoredToken:
     top_probability: float
     entropy: float  # nats
     context: int  # tokens the model saw before it (fewer than the position inside a sliding window)
-    top: tuple[Alternative, ...] = ()
+    top: tuple[TokenAlternative, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -275,13 +268,13 @@ def text_deltas(tokenizer: Any, ids: tuple[int, ...], first: int) -> list[str]:
     return deltas
 
 
-def _alternatives(tokenizer: Any, row: torch.Tensor, count: int) -> tuple[Alternative, ...]:
+def _alternatives(tokenizer: Any, row: torch.Tensor, count: int) -> tuple[TokenAlternative, ...]:
     import torch
 
     if count <= 0:
         return ()
     values, indices = torch.topk(row, min(count, row.shape[-1]))
-    return tuple(Alternative(token_id=int(i), text=tokenizer.decode([int(i)]), probability=math.exp(v), logprob=v)
+    return tuple(TokenAlternative(token_id=int(i), text=tokenizer.decode([int(i)]), probability=math.exp(v), logprob=v)
                  for v, i in zip(values.tolist(), indices.tolist()))
 
 
