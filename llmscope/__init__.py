@@ -16,6 +16,8 @@ _LAZY = {
     "tokenize_text": "llmscope.tokenization",
     "decode_ids": "llmscope.tokenization",
     "next_token_distribution": "llmscope.inspection",
+    "score_text": "llmscope.scoring",
+    "compare_texts": "llmscope.comparison",
     "describe_config_model": "llmscope.architecture",
     "bench_cache": "llmscope.benchmark",
     "collect_environment": "llmscope.environment",

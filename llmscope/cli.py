@@ -546,6 +546,167 @@ def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
         show_environment_json(display, report) if json_output else show_environment(display, report)
 
 
+# ------------------------------------------------------------------------------------ score and compare
+
+TextArg = Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)]
+FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (UTF-8).",
+                                             show_default=False)]
+ContextOpt = Annotated[str | None, typer.Option(
+    "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
+ScoreChatOpt = Annotated[bool, typer.Option(
+    "--chat", help="Score TEXT as the assistant's answer to --prompt under the chat template.")]
+WindowOpt = Annotated[int | None, typer.Option(
+    "--window", help="Tokens per forward pass (default: the model's context length).", show_default=False)]
+StrideOpt = Annotated[int | None, typer.Option(
+    "--stride", help="Tokens the window moves for texts longer than it (default: half the window).",
+    show_default=False)]
+MaxTokensOpt = Annotated[int | None, typer.Option(
+    "--max-tokens", help="Score at most this many tokens of the text.", show_default=False)]
+
+
+def read_text(text: str | None, file: str | None) -> str:
+    """TEXT, stdin ('-') or --file PATH: exactly one of them."""
+    if (text is None) == (file is None):
+        raise UsageError("give either TEXT or --file PATH" if file is not None else "missing TEXT",
+                         hint="pass the text, - to read stdin, or --file PATH")
+    if file is None:
+        return read_prompt(text or "", "text")
+    from pathlib import Path
+
+    try:
+        data = Path(file).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read --file {file}: {error.strerror or error}") from None
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"--file {file} is not valid UTF-8 (byte {error.start})",
+                         hint="convert it with `iconv -t utf-8`") from None
+    return require_text(content[:-1] if content.endswith("\n") else content, "text")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}")
+def score(
+    text: TextArg = None,
+    file: FileOpt = None,
+    model: ModelOpt = None,
+    prompt: ContextOpt = None,
+    chat: ScoreChatOpt = False,
+    system: SystemOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    top_k: Annotated[int, typer.Option(
+        "--top-k", "-k", help="With --json: each token's K most likely alternatives (top_logprobs).")] = 0,
+    worst: Annotated[int, typer.Option("--worst", help="Name the N most surprising tokens.")] = 5,
+    colour_by: Annotated[str, typer.Option(
+        "--colour-by", help="Colour tokens by 'probability' or the distribution's 'entropy'.")] = "probability",
+    table: Annotated[bool, typer.Option("--table", help="A table of every scored token instead of the text.")] = False,
+    batch: BatchOpt = None,
+    batch_format: BatchFormatOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """How likely is TEXT under the model? Per-token probability, rank and top choice; perplexity, bits per byte.
+
+    Teacher-forced: one forward pass reads the text (a sliding window when it is longer than the context). The
+    first token is scored after BOS when the tokenizer adds one; otherwise it has no prediction and is skipped.
+    """
+    with command(quiet) as display:
+        from llmscope.scoring import ScoreSettings
+
+        if colour_by not in ("probability", "entropy"):
+            raise UsageError(f"--colour-by takes 'probability' or 'entropy' (got {colour_by!r})")
+        settings = ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
+                                 max_tokens=max_tokens, top_k=top_k, worst=worst)
+        batch_settings = _batch(batch, batch_format, 8)
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None)
+        if batch_settings is not None and (text is not None or file is not None):
+            raise UsageError("give either TEXT, --file or --batch, not several")
+        source = read_text(text, file) if batch_settings is None else None
+        items = _read_batch(batch_settings)
+        from llmscope.render import scoring as show
+        from llmscope.scoring import score_text
+
+        loaded = load(display, models)
+        if items is None:
+            show.show_score(display, loaded.info, score_text(loaded, source, settings), colour_by, table)
+            return
+        from llmscope.batch import run_batch
+
+        outcomes = run_batch(items, 1, prepare=lambda item: require_text(item.prompt, "text"),
+                             run_chunk=lambda texts: [score_text(loaded, t, settings) for t in texts])
+        write_batch(display, items, outcomes, lambda result, keys: show.show_score(display, loaded.info, result,
+                                                                                    **keys))
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}", "--against-dtype", "float32")
+def compare(
+    text: TextArg = None,
+    file: FileOpt = None,
+    model: ModelOpt = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", "-b", help="Model B: hub id, folder, .gguf file or alias (default: model A again).",
+        show_default=False)] = None,
+    against_dtype: Annotated[str | None, typer.Option(
+        "--against-dtype", help="Load B in this dtype (float32 | bfloat16 | float16), e.g. A in another precision.",
+        show_default=False)] = None,
+    prompt: ContextOpt = None,
+    chat: ScoreChatOpt = False,
+    system: SystemOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    worst: Annotated[int, typer.Option("--worst", help="Name the N positions where the models part most.")] = 10,
+    next_token: Annotated[bool, typer.Option(
+        "--next-token", help="Also the two top-k tables for the token after the text, side by side.")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rows of the --next-token tables.")] = 10,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Where do two models part on TEXT? KL(A‖B) per token, top-1 / top-5 agreement, perplexity under each.
+
+    Both models read the same tokens (they must tokenize TEXT identically). --against-dtype bfloat16 alone compares
+    the model with itself in another precision.
+    """
+    with command(quiet) as display:
+        from llmscope.comparison import CompareSettings
+        from llmscope.scoring import ScoreSettings
+
+        settings = CompareSettings(
+            score=ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
+                                max_tokens=max_tokens),
+            against=against, against_dtype=against_dtype, worst=worst, next_token=next_token, top_k=top_k)
+        settings_a = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        settings_b = model_settings(against if against is not None else model, device, against_dtype or dtype,
+                                    device_map, trust_remote_code, threads)
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        source = read_text(text, file)
+        from llmscope.comparison import compare_texts
+        from llmscope.render import scoring as show
+
+        model_a = load(display, settings_a)
+        model_b = load(display, settings_b)
+        if model_a.spec == model_b.spec and model_a.dtype == model_b.dtype:
+            display.warning("A and B are the same model in the same dtype: expect KL 0")
+        show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings))
+
+
 def _describe_commands() -> None:
     """The root --help names every command the app has, so a new command cannot be left out of it."""
     import typer.main

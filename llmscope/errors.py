@@ -125,3 +125,5 @@ def translate(error: BaseException, info: ModelInfo | None = None) -> LlmscopeEr
             translated.exit_code = exit_code
             return translated
     return None
+class InputMismatchError(LlmscopeError):
+    """Two models cannot be compared on this input (different tokens or vocabularies): exit code 1."""

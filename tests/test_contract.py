@@ -157,3 +157,19 @@ def test_fuzz_next_token_never_crashes(tiny_loaded, text: str) -> None:
         return
     probabilities = [candidate.probability for candidate in result.first.top]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-5
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=FUZZ_TEXT)
+def test_fuzz_score_never_crashes(tiny_loaded, text: str) -> None:
+    from llmscope.errors import UsageError
+    from llmscope.scoring import score_text
+
+    try:
+        result = score_text(tiny_loaded, text)
+    except UsageError as error:  # empty, or one token with nothing to predict it from
+        assert "empty" in str(error) or "single token" in str(error)
+        return
+    assert result.tokens_scored == len(result.token_ids) - 1  # longer than the context: the sliding window
+    assert [token.position for token in result.tokens] == list(range(1, len(result.token_ids)))
+    assert result.perplexity is not None and result.perplexity > 1

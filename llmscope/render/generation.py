@@ -4,7 +4,7 @@ with the timing / finish-reason summary on stderr and the JSON document (OpenAI-
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rich.text import Text
 
@@ -19,7 +19,15 @@ ENTROPY_EDGES = (0.5, 1.0, 2.0, 3.0)  # nats; entropy < edge -> that bin
 FINISH_WORDS = {"eos": "end of sequence", "length": "reached --max-new-tokens", "interrupted": "interrupted"}
 
 
-def confidence_colour(token: GeneratedToken, mode: str) -> str:
+class Confident(Protocol):
+    """What colouring needs from a token: generated (GeneratedToken) or scored (scoring.ScoredToken)."""
+
+    delta: str
+    probability: float
+    entropy: float | None
+
+
+def confidence_colour(token: Confident, mode: str) -> str:
     if mode == "entropy" and token.entropy is not None:
         for colour, edge in zip(CONFIDENCE_COLOURS, ENTROPY_EDGES):
             if token.entropy < edge:
@@ -46,7 +54,7 @@ def confidence_legend(mode: str, colour: bool = True) -> Text:
     return legend
 
 
-def token_markup(token: GeneratedToken, mode: str | None, colour: bool) -> Text:
+def token_markup(token: Confident, mode: str | None, colour: bool) -> Text:
     """The text a token adds, coloured by confidence, or as text[p] when colours are off."""
     if not mode or not token.delta:
         return Text(token.delta)
