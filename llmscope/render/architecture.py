@@ -78,7 +78,7 @@ def parameters_table(report: ArchitectureReport) -> Group:
         if group == "lm_head" and report.summary.tied_embeddings:
             table.add_row(label, "tied", "-")
             continue
-        if group in ("other", "experts", "router") and count == 0:
+        if count == 0 and (group in ("other", "experts", "router") or (group == "mlp" and p.experts)):
             continue
         table.add_row(label, f"{count:,}", f"{count / p.total:.1%}" if p.total else "-")
     table.add_section()
