@@ -5,6 +5,7 @@ figure checked against the bytes of transformers' own cache after a real forward
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,27 @@ def test_bench_cache_formula_counts_the_window(tiny_models: dict[str, Path]) -> 
     assert kv is not None and kv.tokens > 32
     assert kv.measured_bytes == kv.formula_bytes == 31 * kv.bytes_per_token  # window - 1 positions kept
     assert "window 32 - 1" in kv.note
+
+
+# ---------------------------------------------------------------------------------------------- GPT-2 and the tree
+
+
+def test_gpt2_intermediate_size_and_one_tree_format(cli, tiny_models: dict[str, Path]) -> None:
+    folder = tiny_models["gpt2"]  # n_embd 64, n_inner null
+    assert json.loads((folder / "config.json").read_text()).get("n_inner") is None
+    assert describe_config_model(str(folder)).summary.intermediate_size == 4 * 64
+    env = {"COLUMNS": "80"}
+    full = cli("architecture", "-m", folder, "-q", env=env).stdout
+    deep = cli("architecture", "-m", folder, "-q", "--depth", "9", env=env).stdout
+    tree = full[full.index("Modules ("):].splitlines()[1:]
+    assert tree == deep[deep.index("Modules ("):].splitlines()[1:]  # same text whatever --depth
+    assert any("(lm_head): Linear(64 → 320, bias=False)" in line for line in tree)
+    shallow = cli("architecture", "-m", folder, "-q", "--depth", "1", env=env).stdout
+    assert "(lm_head): Linear(64 → 320, bias=False)" in shallow  # not Linear(in_features=...) when it fits
+    assert "in_features" not in full + shallow and "9.99999" not in full
+    assert max(len(line) for line in full.splitlines()) <= 80
+    width = len(tree[0]) - len(tree[0].lstrip()) + len(tree[0].split()[0])  # the count column's right edge
+    folded = [(line, after) for line, after in pairwise(tree)
+              if "LayerNorm(" in line and not line.rstrip().endswith(")")]
+    assert folded  # at 80 columns GPT-2's LayerNorm lines are too long: the rest hangs under the label
+    assert all(after[:width].strip() == "" and after.strip().endswith(")") for _, after in folded)
