@@ -40,7 +40,6 @@ __all__ = ["ArchitectureReport", "AttentionLayout", "KvCacheEstimate", "KvCacheP
            "describe_loaded_model", "head_dim", "kv_cache_bytes_per_token", "kv_heads", "layer_types", "text_config"]
 
 BYTES_PER_PARAMETER = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "4-bit": 0.5}
-WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 PARAMETER_GROUPS = ("embeddings", "attention", "mlp", "experts", "router", "norms", "lm_head", "other")
 ATTENTION_HINTS = ("attn", "attention")
 MLP_HINTS = ("mlp", "feed_forward", "feedforward", "ffn", "moe", "expert", "fc1", "fc2", "fc_in", "fc_out", "c_fc")
@@ -153,16 +152,15 @@ def describe_architecture(model: Any, config: Any, name: str, source: str = "con
     settings = plan or PlannerSettings()
     summary = summarize(model, config, source)
     parameters = parameter_breakdown(model, config)
-    kv_dtype = summary.dtype.split(",")[0] if summary.dtype else "float32"
     moe = moe_fields(config)
     tree = module_tree(model, (moe.experts, moe.active) if moe else None)
     if source == "weights":  # the loaded dtype is what the weights really take
         settings = PlannerSettings(settings.context, settings.batch_size, settings.kv_dtype, None,
                                    settings.gpu_memory)
+    plan = plan_memory(config, parameters.total, settings, summary.dtype)  # the KV table uses the plan's KV dtype
     return ArchitectureReport(model=name, source=source, summary=summary, parameters=parameters,
-                              kv_cache=kv_cache_estimate(config, kv_dtype if kv_dtype in WEIGHT_DTYPES else "float32"),
-                              tree=tree if depth is None else prune_tree(tree, depth), depth=depth,
-                              plan=plan_memory(config, parameters.total, settings, summary.dtype))
+                              kv_cache=kv_cache_estimate(config, plan.kv_dtype),
+                              tree=tree if depth is None else prune_tree(tree, depth), depth=depth, plan=plan)
 
 
 # ---------------------------------------------------------------------------------------------- summary

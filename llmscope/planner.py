@@ -50,7 +50,7 @@ class PlannerSettings:
     context: int | None = None  # plan up to this many tokens (default: the model's context length)
     batch_size: int = 1
     kv_dtype: str | None = None  # None: the weights' dtype
-    weights_dtype: str | None = None  # None: the config's dtype (bfloat16 when it states none)
+    weights_dtype: str | None = None  # None: the config's (or loaded) dtype; float32 when it states none
     gpu_memory: int | None = None  # bytes; None: 24, 40 and 80 GiB
 
     def __post_init__(self) -> None:
@@ -106,7 +106,7 @@ def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_
 
     Counts the weights and the cache only: activations, the CUDA context and allocator slack come on top.
     """
-    weights_dtype = settings.weights_dtype or _dtype_name(stored_dtype) or "bfloat16"
+    weights_dtype = settings.weights_dtype or _dtype_name(stored_dtype) or "float32"
     kv_dtype = settings.kv_dtype or weights_dtype
     weight_bytes = math.ceil(parameters * WEIGHT_DTYPE_BYTES[weights_dtype])
     limit = context_length(config)
