@@ -131,7 +131,13 @@ def describe_config_model(spec: Any, depth: int | None = None, trust_remote_code
     from llmscope.loader import ModelSpec, load_config, require_causal_lm, resolve_model_spec
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
-    config = load_config(spec, trust_remote_code)
+    try:
+        config = load_config(spec, trust_remote_code)
+    except ModelLoadError as error:  # the config is all `architecture` needs: say how to fetch just that file
+        download = f"`hf download {spec.name}`"
+        if error.hint and download in error.hint:
+            error.hint = error.hint.replace(download, f"`hf download {spec.name} config.json` (the config alone)")
+        raise
     require_causal_lm(config, spec)
     model = build_empty_model(config, trust_remote_code)
     return describe_architecture(model, config, spec.name, source="config", depth=depth, plan=plan)

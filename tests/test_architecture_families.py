@@ -164,9 +164,17 @@ def test_cli_shows_moe_hybrid_and_latent(cli, family_dirs: dict[str, Path]) -> N
     assert "active per token" in moe.stdout and "routed experts" in moe.stdout
     assert "3 × linear / full, repeating ×2" in moe.stdout and "[4 experts, 2 per token]" in moe.stdout
     assert "state" in moe.stdout and max(len(line) for line in moe.stdout.splitlines()) <= 80
+    assert "…" not in moe.stdout  # no cell cut short (the plan table has 8 columns at 80)
     latent = cli("architecture", "-m", family_dirs["deepseek_v3"], "--json").json()
     assert latent["summary"]["attention"]["kind"] == "multi-head latent"
     assert latent["kv_cache"]["values_per_token"] == 20
+
+
+def test_offline_hub_id_hint_fetches_the_config_alone(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = cli("architecture", "-m", "someorg/not-cached-model")
+    assert result.exit_code == 1 and "not in the local Hugging Face cache" in result.stderr
+    assert "hf download someorg/not-cached-model config.json" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------- planner

@@ -153,9 +153,9 @@ def node_label(node: ModuleNode, compact: bool = False) -> str:
     """
     name = f"({node.name}): " if node.name else ""
     count = f"{node.repeat} x " if node.repeat > 1 else ""
-    if node.truncated:
-        return f"{name}{count}{node.class_name}(…)"
     experts = f" [{node.experts[0]} experts, {node.experts[1]} per token]" if node.experts else ""
+    if node.truncated:
+        return f"{name}{count}{node.class_name}(…){experts}"
     if node.children:
         return f"{name}{count}{node.class_name}{experts}"
     extra = node.extra
@@ -232,15 +232,11 @@ def tree_text(node: ModuleNode) -> str:
 def plan_table(report: ArchitectureReport) -> Group:
     plan = report.plan
     with_state = any(row.state_bytes for row in plan.rows)
-    table = Table(box=box.SIMPLE, pad_edge=False)
-    table.add_column("context", justify="right", no_wrap=True)
-    table.add_column("weights", justify="right")
-    table.add_column("KV cache", justify="right")
-    if with_state:
-        table.add_column("state", justify="right")
-    table.add_column("total", justify="right")
-    for name, _ in plan.gpus:
-        table.add_column(human_bytes(_) if name == "--gpu-memory" else name, justify="center")
+    table = Table(box=box.SIMPLE, pad_edge=False, collapse_padding=True)
+    for header in ("context", "weights", "KV cache") + (("state",) if with_state else ()) + ("total",):
+        table.add_column(header, justify="right", no_wrap=True)
+    for name, memory in plan.gpus:
+        table.add_column(human_bytes(memory) if name == "--gpu-memory" else name, justify="center", no_wrap=True)
     for row in plan.rows:
         past = plan.model_context is not None and row.tokens > plan.model_context
         cells = [f"{row.tokens:,}" + ("*" if past else ""), human_bytes(plan.weight_bytes), human_bytes(row.kv_bytes)]
