@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmscope.attention import (
+from llmscope.layerkinds import (
     AttentionLayout,
     KvCacheEstimate,
     KvCachePoint,
