@@ -191,10 +191,11 @@ class KVCacheSize:
 
     tokens: int
     measured_bytes: int | None  # sum of the key and value tensors in the returned cache object
-    formula_bytes: int  # 2 × layers × KV heads × head dim × bytes per value × tokens
+    formula_bytes: int  # kvcache.cache_size: per layer type, sliding layers capped at window - 1 positions
     bytes_per_token: int
     bytes_per_value: int
     cache_class: str | None
+    note: str | None = None  # why the formula is not bytes_per_token × tokens (windows, fixed states)
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,7 @@ def _token_clock(sync: Callable[[], None], on_token: Callable[[], None]) -> Any:
 
 
 def cache_bytes(cache: Any) -> int | None:
-    """Bytes of every key and value tensor a cache object holds (DynamicCache.layers, or legacy tuples)."""
+    """Bytes of every key, value and state tensor a cache object holds (DynamicCache.layers, or legacy tuples)."""
     import torch
 
     if cache is None:
@@ -371,6 +372,8 @@ def cache_bytes(cache: Any) -> int | None:
     for layer in layers or ():
         tensors = (getattr(layer, "keys", None), getattr(layer, "values", None)) if not isinstance(
             layer, (tuple, list)) else tuple(layer)
+        for states in (getattr(layer, "conv_states", None), getattr(layer, "recurrent_states", None)):
+            tensors += tuple(states.values()) if isinstance(states, dict) else ()  # linear-attention layers
         for tensor in tensors:
             if isinstance(tensor, torch.Tensor):
                 total += tensor.numel() * tensor.element_size()
@@ -518,7 +521,7 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: i
            on_run: RunCallback | None, cache_options: dict[str, Any]) -> BenchResult:
     import torch
 
-    from llmscope.architecture import kv_cache_bytes_per_token
+    from llmscope.kvcache import cache_size, kv_cache_bytes_per_token
     from llmscope.prompts import check_lengths
     from llmscope.tokenization import prompt_ids
 
@@ -553,8 +556,20 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], warmup: i
 
     bytes_per_value = torch.empty((), dtype=loaded.model.dtype).element_size()
     per_token = kv_cache_bytes_per_token(loaded.model.config, bytes_per_value)
-    results = tuple(_length_result(length, runs, raws, len(ids), per_token, bytes_per_value, loaded.tokenizer)
-                    for length in lengths if any(r.new_tokens == length for r in runs))
+    dtype_name = str(loaded.model.dtype).removeprefix("torch.")
+    dtype_name = dtype_name if dtype_name in ("float32", "bfloat16", "float16") else "float32"
+
+    def formula(tokens: int) -> tuple[int, str | None]:
+        size = cache_size(loaded.model.config, tokens, 1, dtype_name)
+        notes = [f"{g.layers} sliding layer{'s' if g.layers > 1 else ''} keep{'' if g.layers > 1 else 's'} "
+                 f"{g.positions} positions (window {g.window} - 1)" for g in size.groups
+                 if g.kind == "sliding" and g.positions < tokens]
+        notes += [f"{g.layers} linear-attention layers keep a fixed {g.state_bytes:,}-byte state"
+                  for g in size.groups if g.kind == "linear"]
+        return size.total_bytes, "; ".join(notes) or None
+
+    results = tuple(_length_result(length, runs, raws, len(ids), per_token, bytes_per_value, loaded.tokenizer,
+                                   formula) for length in lengths if any(r.new_tokens == length for r in runs))
     growth = _growth(results) if sweep else ()
     return BenchResult(
         model=loaded.spec.name, prompt=prompt, prompt_text=prompt_text, prompt_tokens=len(ids),
@@ -598,7 +613,8 @@ def speedup(runs: Sequence[RunTiming], new_tokens: int) -> SpeedUp | None:
 
 
 def _length_result(length: int, runs: list[RunTiming], raws: dict[tuple[str, int, int], _Raw], prompt_tokens: int,
-                   per_token: int, bytes_per_value: int, tokenizer: Any) -> LengthResult:
+                   per_token: int, bytes_per_value: int, tokenizer: Any,
+                   formula: Callable[[int], tuple[int, str | None]] | None = None) -> LengthResult:
     check = None
     pairs = sorted(run for (mode, n, run) in raws if mode == CACHE and n == length and (NO_CACHE, n, run) in raws)
     for run in pairs:
@@ -617,8 +633,10 @@ def _length_result(length: int, runs: list[RunTiming], raws: dict[tuple[str, int
     if cached_runs:
         raw = raws[(CACHE, length, cached_runs[0])]
         held = raw.cache_tokens if raw.cache_tokens is not None else prompt_tokens + length - 1
-        kv = KVCacheSize(tokens=held, measured_bytes=raw.cache_bytes, formula_bytes=per_token * held,
-                         bytes_per_token=per_token, bytes_per_value=bytes_per_value, cache_class=raw.cache_class)
+        formula_bytes, note = formula(held) if formula else (per_token * held, None)
+        kv = KVCacheSize(tokens=held, measured_bytes=raw.cache_bytes, formula_bytes=formula_bytes,
+                         bytes_per_token=per_token, bytes_per_value=bytes_per_value, cache_class=raw.cache_class,
+                         note=note)
         text = tokenizer.decode(raw.ids, skip_special_tokens=True)
     return LengthResult(new_tokens=length, cache=summarize_mode(CACHE, length, runs),
                         no_cache=summarize_mode(NO_CACHE, length, runs), speedup=speedup(runs, length), check=check,

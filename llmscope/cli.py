@@ -496,42 +496,57 @@ def architecture(
     ] = False,
     depth: Annotated[int | None, typer.Option(
         "--depth", help="Show the module tree this many levels deep.", show_default=False)] = None,
+    context: Annotated[str | None, typer.Option(
+        "--context", help="Memory plan up to this many tokens: 4096, 32k, 128k (default: the model's context).",
+        show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Memory plan for this many sequences at once (B).")] = 1,
+    kv_dtype: Annotated[str | None, typer.Option(
+        "--kv-dtype", help="KV cache dtype for the plan: float32 | bfloat16 | float16 | float8 | int8 | int4 "
+        "(default: the weights' dtype).", show_default=False)] = None,
+    gpu_memory: Annotated[str | None, typer.Option(
+        "--gpu-memory", help="Check the plan against this GPU size, e.g. 80GB (GB = GiB, as GPU makers mean it; "
+        "default: 24, 40 and 80 GiB).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
     json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Describe a model from its config alone: sizes, attention layout, parameters, KV cache and module tree."""
-    with command(quiet) as display:
+    """Describe a model from its config alone: sizes, attention per layer type, parameters (active ones for MoE),
+    KV cache, a memory plan (weights + KV + state at --context x --batch-size; --dtype sets the weights' dtype)
+    and the module tree."""
+    with command(quiet, output_mode(json=json_output, jsonl=jsonl_output)) as display:
         if depth is not None and depth < 0:
             raise UsageError(f"--depth must be 0 or more (got {depth})")
+        from llmscope.planner import PlannerSettings
+
+        plan = PlannerSettings.from_options(context, batch_size, kv_dtype, gpu_memory,
+                                            dtype if not weights else "auto")
         from llmscope import architecture as arch
         from llmscope.render import architecture as show
         from llmscope.render import human_count
 
         if weights:
             loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
-            report = arch.describe_loaded_model(loaded, depth)
+            report = arch.describe_loaded_model(loaded, depth, plan)
             info = loaded.info
         else:
             from llmscope.loader import resolve_model_spec
             from llmscope.results import ModelInfo
 
-            if (device, dtype, device_map) != ("auto", "auto", None):
-                display.warning("--device, --dtype and --device-map only matter with --weights")
+            if (device, device_map) != ("auto", None):
+                display.warning("--device and --device-map only matter with --weights")
             spec = resolve_model_spec(model)
             with display.spinner(f"reading the config of {spec.name}"):
-                report = arch.describe_config_model(spec, depth, trust_remote_code)
+                report = arch.describe_config_model(spec, depth, trust_remote_code, plan)
             info = ModelInfo(model=spec.name, source=spec.kind, device="meta", dtype=report.summary.dtype,
                              parameters=report.parameters.total)
             display.status(f"built {report.summary.model_class} from the config on the meta device (no weights): "
                            f"{human_count(report.parameters.total)} parameters")
-        if json_output:
-            show.show_architecture_json(display, info, report)
-        else:
-            show.show_architecture(display, report)
+        show.show_architecture(display, info, report)
 
 
 @app.command("env", epilog=EXIT_CODES_HELP)

@@ -145,6 +145,7 @@ def _logit_lens(model: Any, tokenizer: Any, hidden_states: tuple[torch.Tensor, .
     head = model.get_output_embeddings()
     norm = _find_final_norm(model.get_decoder())
     note = None if norm is not None else "no final norm found: the lens reads the raw hidden states"
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     layers = []
     for depth, states in enumerate(hidden_states):
         vector = states[0, -1:]
@@ -152,7 +153,10 @@ def _logit_lens(model: Any, tokenizer: Any, hidden_states: tuple[torch.Tensor, .
             pass  # transformers hands back the last hidden state after the final norm already
         elif norm is not None:
             vector = norm(vector.to(_device_of(norm, vector)))
-        logits = head(vector.to(device=head.weight.device, dtype=head.weight.dtype))[0].float()
+        logits = head(vector.to(device=head.weight.device, dtype=head.weight.dtype))[0]
+        if cap:  # Gemma 2's final-logit softcapping, as the model applies it after its LM head
+            logits = torch.tanh(logits / cap) * cap
+        logits = logits.float()
         probabilities = torch.softmax(logits, dim=-1)
         top = int(torch.argmax(probabilities))
         answer_probability = float(probabilities[answer_id])

@@ -73,7 +73,7 @@ def test_phi3_kv_cache_and_sliding_window(phi3) -> None:
     assert kv.saving == 0 and kv.full_mha_bytes_per_token == per_token
     assert [point.tokens for point in kv.points] == [1024, 4096]
     assert kv.points[0].bytes == 1024 * per_token
-    assert kv.points[1].bytes == 2047 * per_token  # every layer keeps only the last 2,047 tokens
+    assert kv.points[1].bytes == 2046 * per_token  # transformers' sliding cache keeps window - 1 = 2,046 positions
     assert kv.window == 2047 and "2,047" in kv.note
 
 
@@ -153,8 +153,8 @@ def test_tiny_attention_kinds_positions_and_windows(tiny_models: dict[str, Path]
     mistral = reports["mistral"].kv_cache
     per_token = 2 * 2 * 2 * 16 * mistral.bytes_per_value
     assert mistral.window == 32 and mistral.bytes_per_token == per_token
-    assert mistral.points[-1].tokens == 256 and mistral.points[-1].bytes == 32 * per_token
-    assert mistral.points[-1].full_mha_bytes == 32 * 2 * per_token and mistral.saving == 0.5
+    assert mistral.points[-1].tokens == 256 and mistral.points[-1].bytes == 31 * per_token  # window - 1 kept
+    assert mistral.points[-1].full_mha_bytes == 31 * 2 * per_token and mistral.saving == 0.5
     assert reports["qwen2"].kv_cache.window is None and reports["qwen2"].kv_cache.saving == 0.75
     llama_tree = reports["llama"].tree
     assert [child.name for child in llama_tree.children] == ["model", "lm_head"]

@@ -119,7 +119,8 @@ def test_cli_json_and_tables(cli, tiny, tiny_model_dir: Path, other_dir: Path) -
                              CompareSettings(against=str(other_dir)))
     assert document["command"] == "compare" and document["summary"]["kl_mean"] == pytest.approx(expected.kl_mean)
     assert len(document["positions"]) == expected.tokens_compared and len(document["next_token"]["rows"]) == 3
-    shown = cli("compare", TEXT, "-m", tiny_model_dir, "--against", other_dir, "--next-token", "--worst", "2")
+    shown = cli("compare", TEXT, "-m", tiny_model_dir, "--against", other_dir, "--next-token", "--worst", "2",
+                env={"COLUMNS": "80"})
     assert shown.exit_code == 0, shown.stderr
     assert f"{expected.kl_mean:.6f}" in shown.stdout and "Where they part most" in shown.stdout
     assert "side by side" in shown.stdout and max(len(line) for line in shown.stdout.splitlines()) <= 80

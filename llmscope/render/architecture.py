@@ -1,5 +1,5 @@
-"""Show an ArchitectureReport: summary, parameter split, weight memory, KV-cache sizes and the folded module tree
-as Rich tables, or one JSON document. It computes nothing and never loads a model."""
+"""Show an ArchitectureReport: summary, parameter split, weight memory, KV-cache sizes, memory plan and the folded
+module tree as Rich tables, or one JSON document. It computes nothing and never loads a model."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.architecture import ArchitectureReport, ModuleNode
-from llmscope.render import Display, emit_json, human_bytes, human_count, titled
+from llmscope.render import Display, human_bytes, human_count, titled
 from llmscope.results import ModelInfo
 
-GROUP_LABELS = {"embeddings": "embeddings", "attention": "attention", "mlp": "MLP", "norms": "norms",
-                "lm_head": "LM head", "other": "other"}
+GROUP_LABELS = {"embeddings": "embeddings", "attention": "attention", "mlp": "MLP", "experts": "routed experts",
+                "router": "router", "norms": "norms", "lm_head": "LM head", "other": "other"}
 
 
 def _pairs_table(title: str, rows: list[tuple[str, str]]) -> Group:
@@ -38,9 +38,21 @@ def summary_table(report: ArchitectureReport) -> Group:
         ("model class", s.model_class), ("model type", s.model_type), ("layers", f"{s.layers:,}"),
         ("hidden size", f"{s.hidden_size:,}"), ("intermediate size", _maybe(s.intermediate_size)),
         ("vocabulary", f"{s.vocab_size:,}"), ("attention heads", f"{attention.heads}"),
-        ("KV heads", f"{attention.kv_heads}"), ("head dim", f"{attention.head_dim}"),
+        ("KV heads", f"{attention.kv_heads}" if attention.latent_rank is None else "none: one latent per token"),
+        ("head dim", f"{attention.head_dim}"),
         ("attention", attention.description), ("context length", _maybe(s.context_length)),
     ]
+    if len(s.layer_kinds) > 1 or (s.layer_kinds and s.layer_kinds[0].kind in ("linear", "none")):
+        rows.append(("layer pattern", s.layer_pattern))
+        rows += [(f"  {kind.layers} layer{'s' if kind.layers > 1 else ''}", kind.description)
+                 for kind in s.layer_kinds]
+    if s.experts:
+        shared = ""
+        if s.shared_experts:
+            verb = "s that always run" if s.shared_experts > 1 else " that always runs"
+            shared = f", plus {s.shared_experts} shared expert{verb}"
+        rows.append(("experts", f"mixture of experts: {s.experts} routed experts per MoE layer, "
+                                f"{s.experts_per_token} run for each token{shared}"))
     if s.sliding_window:
         scope = ("every layer" if s.sliding_window_layers == s.layers
                  else f"{s.sliding_window_layers} of {s.layers} layers")
@@ -66,11 +78,17 @@ def parameters_table(report: ArchitectureReport) -> Group:
         if group == "lm_head" and report.summary.tied_embeddings:
             table.add_row(label, "tied", "-")
             continue
-        if group == "other" and count == 0:
+        if count == 0 and (group in ("other", "experts", "router") or (group == "mlp" and p.experts)):
             continue
         table.add_row(label, f"{count:,}", f"{count / p.total:.1%}" if p.total else "-")
     table.add_section()
     table.add_row(Text("total", style="bold"), Text(f"{p.total:,}", style="bold"), human_count(p.total))
+    if p.active != p.total:
+        s = report.summary
+        table.add_row(Text("active per token", style="bold"), Text(f"{p.active:,}", style="bold"),
+                      human_count(p.active))
+        table.add_row(Text(f"  ({s.experts_per_token} of {s.experts} routed experts)", style="dim"), "",
+                      f"{p.active / p.total:.0%}" if p.total else "-")
     return titled("Parameters (a tied LM head counts once)" if report.summary.tied_embeddings else "Parameters",
                   table)
 
@@ -105,12 +123,25 @@ LONG_FLOAT = re.compile(r"\d+\.\d{7,}(?:e[-+]?\d+)?")
 
 def kv_cache_notes(report: ArchitectureReport) -> str:
     kv, a = report.kv_cache, report.summary.attention
-    lines = [f"bytes per token = 2 (K and V) x {report.summary.layers} layers x {a.kv_heads} KV heads x "
-             f"{a.head_dim} dims x {kv.bytes_per_value} bytes ({kv.dtype})"]
+    layers = kv.full_attention_layers + kv.windowed_layers
+    value = f"{kv.bytes_per_value:g} bytes ({kv.dtype})"
+    plural = "s" if layers != 1 else ""
+    if a.latent_rank is not None:
+        lines = [f"bytes per token = {layers} layer{plural} x ({a.latent_rank} latent + {a.rope_dims} rotary) dims"
+                 f" x {value}"]
+    else:
+        lines = [f"bytes per token = 2 (K and V) x {layers} layer{plural} x {a.kv_heads} KV heads x {a.head_dim} "
+                 f"dims x {value}"]
+    if kv.state_bytes:
+        linear = sum(g.layers for g in kv.groups if g.kind == "linear")
+        lines.append(f"plus a fixed {human_bytes(kv.state_bytes)} of state per sequence in the {linear} "
+                     "linear-attention layers, whatever the length")
     if kv.saving > 0:
         lines.append(f"{a.kind} attention keeps {1 - kv.saving:.0%} of the cache full multi-head attention needs")
     if kv.note:
         lines.append(f"sliding window: {kv.note}")
+    if a.latent_rank is not None:
+        lines.append("multi-head latent attention caches one compressed latent per token instead of K and V per head")
     return "\n".join(lines)
 
 
@@ -118,18 +149,19 @@ def node_label(node: ModuleNode, compact: bool = False) -> str:
     """One tree line as print(model) writes it, without the children: "(0-31): 32 x Phi3DecoderLayer".
 
     compact writes "in_features=A, out_features=B" as "A → B" and long floats (float32 eps read back as
-    9.999999747378752e-06) in %g form, so that deep lines fit 80 columns.
+    9.999999747378752e-06) in %g form, so that deep lines fit 80 columns. Routed experts say how many run.
     """
     name = f"({node.name}): " if node.name else ""
     count = f"{node.repeat} x " if node.repeat > 1 else ""
+    experts = f" [{node.experts[0]} experts, {node.experts[1]} per token]" if node.experts else ""
     if node.truncated:
-        return f"{name}{count}{node.class_name}(…)"
+        return f"{name}{count}{node.class_name}(…){experts}"
     if node.children:
-        return f"{name}{count}{node.class_name}"
+        return f"{name}{count}{node.class_name}{experts}"
     extra = node.extra
     if compact:
         extra = LONG_FLOAT.sub(lambda match: f"{float(match.group(0)):g}", LINEAR_FEATURES.sub(r"\1 → \2", extra))
-    return f"{name}{count}{node.class_name}({extra})"
+    return f"{name}{count}{node.class_name}({extra}){experts}"
 
 
 def _tree_rows(node: ModuleNode, level: int, compact: bool, indent: int,
@@ -147,19 +179,36 @@ def _tree_rows(node: ModuleNode, level: int, compact: bool, indent: int,
 
 
 def tree_table(report: ArchitectureReport, width: int = 80) -> Group:
-    """The module tree with a parameter count per line, as print(model) writes it when the screen is wide enough;
-    on a narrow one Linear shapes and long floats are shortened, then the indent goes from 2 spaces to 1."""
-    for compact, indent in ((False, 2), (True, 2), (True, 1)):
-        rows = _tree_rows(report.tree, 0, compact, indent, [])
+    """The module tree with a parameter count per line, in one format whatever --depth: Linear shapes as "A → B",
+    float32 eps as written in the config (1e-05); the indent goes from 2 spaces to 1 on a narrow screen, and a
+    line still too long folds inside its own column, never into the counts."""
+    for indent in (2, 1):
+        rows = _tree_rows(report.tree, 0, True, indent, [])
         if max(len(count) for count, _ in rows) + max(len(label) for _, label in rows) + 2 <= width:
             break
     depth_note = f", depth {report.depth}" if report.depth is not None else ""
     table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
     table.add_column(justify="right", no_wrap=True, style="cyan")
     table.add_column(overflow="fold")
+    room = width - max(len(count) for count, _ in rows) - 1
     for count, label in rows:
-        table.add_row(count, Text(label))
+        for index, line in enumerate(_hanging(label, room)):
+            table.add_row(count if index == 0 else "", Text(line))
     return titled(f"Modules (parameters per module{depth_note})", table, " ")
+
+
+def _hanging(label: str, room: int) -> list[str]:
+    """A tree line too long for its column, broken after ", " with the rest indented under its own text."""
+    if len(label) <= room or room < 20:
+        return [label]
+    indent = " " * (len(label) - len(label.lstrip()) + 4)
+    lines, line = [], ""
+    for piece in re.split(r"(?<=, )", label):
+        if line and len(line) + len(piece.rstrip()) > room:
+            lines.append(line.rstrip())
+            line = indent
+        line += piece
+    return [*lines, line]
 
 
 def tree_text(node: ModuleNode) -> str:
@@ -180,13 +229,37 @@ def tree_text(node: ModuleNode) -> str:
     return text + ")"
 
 
-def show_architecture(display: Display, report: ArchitectureReport) -> None:
+def plan_table(report: ArchitectureReport) -> Group:
+    plan = report.plan
+    with_state = any(row.state_bytes for row in plan.rows)
+    table = Table(box=box.SIMPLE, pad_edge=False, collapse_padding=True)
+    for header in ("context", "weights", "KV cache") + (("state",) if with_state else ()) + ("total",):
+        table.add_column(header, justify="right", no_wrap=True)
+    for name, memory in plan.gpus:
+        table.add_column(human_bytes(memory) if name == "--gpu-memory" else name, justify="center", no_wrap=True)
+    for row in plan.rows:
+        past = plan.model_context is not None and row.tokens > plan.model_context
+        cells = [f"{row.tokens:,}" + ("*" if past else ""), human_bytes(plan.weight_bytes), human_bytes(row.kv_bytes)]
+        cells += [human_bytes(row.state_bytes)] if with_state else []
+        cells.append(Text(human_bytes(row.total_bytes), style="bold", no_wrap=True))
+        cells += [Text("fits", style="green") if fits else Text("no", style="red") for fits in row.fits]
+        table.add_row(*cells)
+    title = (f"Memory plan: batch {plan.batch_size}, weights in {plan.weights_dtype}, KV cache in {plan.kv_dtype}")
+    notes = [f"weights = {plan.parameters:,} parameters x {plan.weight_bytes / plan.parameters:g} bytes; "
+             "activations, the CUDA context and allocator slack come on top" if plan.parameters else ""]
+    if plan.past_context:
+        notes.append(f"* past the model's context of {plan.model_context:,} tokens")
+    return titled(title, table, "\n".join(notes) + "\n")
+
+
+def show_architecture(display: Display, info: ModelInfo, report: ArchitectureReport) -> None:
+    """architecture's one render entry: the document (--json / --jsonl) or the tables and the tree."""
+    if not display.for_people:
+        display.document("architecture", info, report)
+        return
     display.result(summary_table(report))
     display.result(parameters_table(report))
     display.result(memory_table(report))
     display.result(kv_cache_table(report))
+    display.result(plan_table(report))
     display.result(tree_table(report, display.out.width))
-
-
-def show_architecture_json(display: Display, info: ModelInfo, report: ArchitectureReport) -> None:
-    emit_json(display, "architecture", info, report)

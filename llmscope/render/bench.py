@@ -180,7 +180,7 @@ def kv_text(length: LengthResult) -> Text:
                 if kv.measured_bytes is not None else "not readable from the returned cache")
     return Text(f"KV cache held at the end: {kv.tokens} positions, {measured}; formula "
                 f"{human_bytes(kv.formula_bytes)} ({kv.bytes_per_token:,} bytes per token at "
-                f"{kv.bytes_per_value} bytes per value)")
+                f"{kv.bytes_per_value} bytes per value" + (f"; {kv.note})" if kv.note else ")"))
 
 
 def show_bench(display: Display, result: BenchResult) -> None:
