@@ -257,16 +257,19 @@ def _head_stats(layer: int, weights: torch.Tensor, group: int, kv: int) -> list[
     return [HeadStats(layer, head, min(head // group, kv - 1), *row) for head, row in enumerate(values)]
 
 
-ROLES = (  # name, statistic, largest first?
-    ("sink", "first_token", True), ("previous", "previous_token", True), ("self", "same_token", True),
-    ("look-back", "look_back", True), ("focused", "entropy", False), ("broad", "entropy", True))
+ROLES = (  # name, statistic, largest first?, only among heads not parked on the first token?
+    ("sink", "first_token", True, False), ("previous", "previous_token", True, False),
+    ("self", "same_token", True, False), ("look-back", "look_back", True, True), ("focused", "entropy", False, True),
+    ("broad", "entropy", True, False))
 
 
 def head_roles(stats: tuple[HeadStats, ...], count: int = ROLE_HEADS) -> tuple[Role, ...]:
-    """For each role, the heads that play it most clearly."""
+    """For each role, the heads that play it most clearly. Sink heads look far back and have a low entropy only
+    because of the first token, so look-back and focus are ranked among the heads with at most half on it."""
     roles = []
-    for name, statistic, largest in ROLES:
-        ranked = sorted(stats, key=lambda s: (-getattr(s, statistic) if largest else getattr(s, statistic)))
+    for name, statistic, largest, unparked in ROLES:
+        pool = [s for s in stats if s.first_token <= 0.5] if unparked else list(stats)
+        ranked = sorted(pool or stats, key=lambda s: (-getattr(s, statistic) if largest else getattr(s, statistic)))
         share = statistic.endswith("_token")
         roles.append(Role(name, statistic, tuple(ranked[:count]),
                           sum(1 for s in stats if getattr(s, statistic) > 0.5) if share else None))

@@ -193,8 +193,10 @@ ROLE_WORDS = {
     "sink": ("attention sink", "park their attention on the first token, whatever it says"),
     "previous": ("previous token", "read the token just before the query"),
     "self": ("self", "read the query token itself"),
-    "look-back": ("long look-back", "reach furthest back on average"),
-    "focused": ("focused", "put their attention on the fewest tokens (lowest entropy)"),
+    "look-back": ("long look-back", "reach furthest back on average (among heads with at most half on the first "
+                  "token)"),
+    "focused": ("focused", "put their attention on the fewest tokens (lowest entropy among heads with at most half "
+                "on the first token)"),
     "broad": ("broad", "spread their attention widest (highest entropy)"),
 }
 
