@@ -16,6 +16,7 @@ _LAZY = {
     "tokenize_text": "llmscope.tokenization",
     "decode_ids": "llmscope.tokenization",
     "next_token_distribution": "llmscope.inspection",
+    "attention_weights": "llmscope.attention",
     "describe_config_model": "llmscope.architecture",
     "bench_cache": "llmscope.benchmark",
     "collect_environment": "llmscope.environment",

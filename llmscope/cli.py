@@ -22,7 +22,8 @@ EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 
 
 app = typer.Typer(
     name="llmscope",
-    help="Look inside causal language models: generate, tokenize, architecture, next-token, bench-cache.\n\n"
+    help="Look inside causal language models: generate, tokenize, architecture, next-token, attention, "
+    "bench-cache.\n\n"
     + EXIT_CODES_HELP,
     no_args_is_help=True,
     rich_markup_mode=None,

@@ -21,6 +21,7 @@ def command_lines(tiny: Path) -> dict[str, list[str]]:
         "generate": ["generate", "Hello", "-m", str(tiny), "-n", "3", "--no-chat"],
         "tokenize": ["tokenize", "Hello world", "-m", str(tiny)],
         "next-token": ["next-token", "Hello", "-m", str(tiny), "--top-k", "3"],
+        "attention": ["attention", "Hello world", "-m", str(tiny)],
         "architecture": ["architecture", "-m", str(tiny)],
         "bench-cache": ["bench-cache", "Hello", "-m", str(tiny), "-n", "3", "--repeat", "2", "--warmup", "0"],
         "env": ["env"],
@@ -38,7 +39,8 @@ def test_every_command_has_json_and_quiet() -> None:
         assert {"--json", "--quiet", "-q"} <= options, name
 
 
-@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache", "env"])
+@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache", "env",
+                                  "attention"])
 def test_json_envelope_is_the_same_everywhere(cli, tiny_model_dir: Path, name: str) -> None:
     result = cli(*command_lines(tiny_model_dir)[name], "--json")
     assert result.exit_code == 0, result.stderr
@@ -51,7 +53,8 @@ def test_json_envelope_is_the_same_everywhere(cli, tiny_model_dir: Path, name: s
         assert (document["device"], document["dtype"]) == ("cpu", "float32")
 
 
-@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache"])
+@pytest.mark.parametrize("name", ["generate", "tokenize", "next-token", "architecture", "bench-cache",
+                                  "attention"])
 def test_quiet_leaves_stderr_empty_and_tables_fit_80_columns(cli, tiny_model_dir: Path, name: str) -> None:
     result = cli(*command_lines(tiny_model_dir)[name], "-q")
     assert result.exit_code == 0, result.stderr
