@@ -268,9 +268,9 @@ def write_plot(result: AttentionResult, path: Path) -> None:
 
     rows, cols = len(result.layers), len(result.heads)
     n = len(result.tokens)
-    size = 1.3 if rows * cols > 1 else 5.0
-    figure, axes = pyplot.subplots(rows, cols, figsize=(max(4.0, cols * size + 1.2), max(3.0, rows * size + 0.8)),
-                                   squeeze=False, dpi=100)
+    size = 1.1 if rows * cols > 1 else 5.0
+    figure, axes = pyplot.subplots(rows, cols, figsize=(cols * size + 1.5, rows * size + 1.0), squeeze=False, dpi=100,
+                                   layout="constrained")
     kv_of = {head: group.kv_head for group in result.kv_groups for head in group.heads}
     image = None
     try:
@@ -296,7 +296,8 @@ def write_plot(result: AttentionResult, path: Path) -> None:
             axes[0][0].set_xticks(range(n), labels, rotation=90, fontsize=8)
             axes[0][0].set_yticks(range(len(result.query_positions)),
                                   [labels[q] for q in result.query_positions], fontsize=8)
-        figure.suptitle(f"Attention of {result.model}: {n} tokens, rows = queries, columns = keys", fontsize=10)
+        figure.suptitle(f"{result.model}: attention over {n} tokens\nrows = queries, columns = keys, grey = masked",
+                        fontsize=9)
         if image is not None:
             figure.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
         figure.savefig(path)
