@@ -218,7 +218,7 @@ def test_views_fit_80_columns_with_numbers_with_and_without_colour(tiny) -> None
         plain = _render(result, 80, colour=False)
         assert not ANSI_COLOUR.search(plain) and max(len(line) for line in plain.splitlines()) <= 80
         assert "cut to fit 80 columns: keys 1–" in plain  # 42 keys do not fit: the first, a cut, the last ones
-        assert "eager attention" in plain and "% of attention" in plain
+        assert "eager attention" in plain and "% attention:" in plain
     coloured = _render(default, 80, colour=True)
     assert "48;2;68;1;84" in coloured  # the darkest viridis colour (#440154) as a background
     row = default.query_rows[0]

@@ -47,7 +47,7 @@ def short(text: str, width: int) -> str:
 
 
 def legend() -> Text:
-    line = Text("% of attention:")
+    line = Text("% attention:")
     for index, (low, _) in enumerate(SCALE):
         line.append(f" {low}", style=cell_style(low / 100 if index else 0.0))
         line.append(" ", style=cell_style(low / 100 if index else 0.0))
@@ -90,8 +90,7 @@ def header(result: AttentionResult) -> Text:
     windows = {w for w in result.windows if w}
     if windows:
         line.append(f", window {', '.join(map(str, sorted(windows)))}", style="dim")
-    line.append("\neager attention (SDPA / flash kernels return no weights); layers and heads count from 0",
-                style="dim")
+    line.append("\neager attention (SDPA/flash kernels give no weights); layers, heads count from 0", style="dim")
     return line
 
 
@@ -123,7 +122,7 @@ def layers_table(result: AttentionResult, width: int) -> Group:
         table.add_row(str(row.layer), " mean", *cells(row.mean, shown, cell), "  " + top_text(row.top))
         table.add_row("", Text(f" H{row.strongest_head}", style="dim"), *cells(row.strongest, shown, cell),
                       Text("  " + top_text(row.strongest_top), style="dim"))
-    caption = "mean: averaged over the heads; H: the head with the largest weight on any token but the first"
+    caption = "mean over the heads; H: the head with the most weight on a token but the first"
     cut = cut_caption(shown, keys, "keys", width)
     return titled(f"Where {visible(result.tokens[result.query].text)!r} (position {result.query}) looks, "
                   "layer by layer", table, caption + (f"\n{cut}" if cut else ""))
@@ -247,9 +246,11 @@ def show_attention(display: Display, result: AttentionResult, matrix: bool = Fal
         display.result(matrix_view(result, width))
     elif result.head_rows:
         display.result(heads_table(result, width))
+        display.result(Text(""))
         display.result(stats_table(result))
     else:
         display.result(layers_table(result, width))
+        display.result(Text(""))
         display.result(roles_table(result))
     display.result(legend())
 
