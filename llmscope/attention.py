@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
     from llmscope.loader import LoadedModel
 
-DEFAULT_MAX_WEIGHTS = 4_000_000  # float values held at once: ~16 MB as float32, ~130 MB as Python floats
+DEFAULT_MAX_WEIGHTS = 4_000_000  # weights kept in the result: ~130 MB as Python floats, ~80 MB of JSON
+FORWARD_FACTOR = 16  # one layer's eager weights (heads x n², a tensor) may reach 16 x --max-weights
 TOP_TOKENS = 3
 ROLE_HEADS = 3
 
@@ -277,7 +278,7 @@ def head_roles(stats: tuple[HeadStats, ...], count: int = ROLE_HEADS) -> tuple[R
 
 
 def check_size(settings: AttentionSettings, layers: int, heads: int, queries: int, n: int, all_heads: int) -> None:
-    """The memory guard: the weights kept, and one layer's eager weights, must stay under --max-weights."""
+    """The memory guard: the weights kept stay under --max-weights, one layer's eager weights under 16 times that."""
     kept = layers * heads * queries * n
     limit = settings.max_weights
     if kept > limit:
@@ -285,9 +286,10 @@ def check_size(settings: AttentionSettings, layers: int, heads: int, queries: in
                          f" x {n} keys = {kept:,} attention weights is over the limit of {limit:,}",
                          hint="choose one layer with --layer (and --head), shorten the prompt, or raise --max-weights")
     transient = all_heads * n * n
-    if transient > limit:
+    if transient > FORWARD_FACTOR * limit:
         raise UsageError(f"the eager forward holds {all_heads} heads x {n}² = {transient:,} weights per layer, over "
-                         f"the limit of {limit:,}", hint="shorten the prompt, or raise --max-weights")
+                         f"{FORWARD_FACTOR} x --max-weights = {FORWARD_FACTOR * limit:,}",
+                         hint="shorten the prompt, or raise --max-weights")
 
 
 def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSettings | None = None) -> AttentionResult:

@@ -473,8 +473,8 @@ def attention(
         "--matrix", help="With --layer and --head: the whole tokens × tokens pattern, fitted to the terminal.")
     ] = False,
     max_weights: Annotated[int, typer.Option(
-        "--max-weights", help="Most attention weights to hold at once (layers × heads × queries × keys kept, and "
-        "heads × n² per layer in the forward).")] = 4_000_000,
+        "--max-weights", help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
+        "n² inside the forward may reach 16 times this.")] = 4_000_000,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "
         "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,

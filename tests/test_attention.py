@@ -144,9 +144,14 @@ def test_memory_guard_names_the_option(tiny) -> None:
     n = 42
     with pytest.raises(UsageError, match=r"2 layer\(s\) x 4 head\(s\) x 1 query x 42 keys = 336 .*--max-weights"):
         attention_weights(tiny, PROMPT, AttentionSettings(max_weights=335))
-    with pytest.raises(UsageError, match=rf"4 heads x 42² = {4 * n * n:,} weights per layer.*--max-weights"):
-        attention_weights(tiny, PROMPT, AttentionSettings(max_weights=4 * n * n - 1))
-    assert attention_weights(tiny, PROMPT, AttentionSettings(max_weights=4 * n * n)).shape == (2, 4, 1, n)
+    with pytest.raises(UsageError, match=r"2 layer\(s\) x 4 head\(s\) x 42 queries x 42 keys = 14,112 .*--max-we"):
+        attention_weights(tiny, PROMPT, AttentionSettings(all_queries=True, max_weights=14_111))
+    transient = 4 * n * n  # 7,056: one layer's eager weights, allowed up to 16 x --max-weights
+    with pytest.raises(UsageError, match=rf"4 heads x 42² = {transient:,} weights per layer, over 16 x --max-weights"):
+        attention_weights(tiny, PROMPT, AttentionSettings(max_weights=transient // 16 - 1))
+    assert attention_weights(tiny, PROMPT, AttentionSettings(max_weights=transient // 16)).shape == (2, 4, 1, n)
+    full = attention_weights(tiny, PROMPT, AttentionSettings(all_queries=True, max_weights=14_112))
+    assert full.shape == (2, 4, n, n)
 
 
 def test_settings_refuse_bad_values() -> None:
@@ -171,6 +176,17 @@ def test_bad_options_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch,
     result = cli("attention", "Hello", *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert "the model was loaded" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--head", "1"], ["--plot", "out.txt"], ["--max-weights", "0"]])
+def test_bad_options_are_refused_without_importing_torch(args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
+            "    print('EXIT', exit.code, [m for m in ('torch', 'transformers') if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code, "attention", "Hello", *args], capture_output=True, text=True)
+    assert "EXIT 2 []" in result.stdout, (result.stdout, result.stderr)
 
 
 def test_options_outside_the_model_exit_2(cli, tiny_model_dir: Path) -> None:
@@ -226,6 +242,17 @@ def test_views_fit_80_columns_with_numbers_with_and_without_colour(tiny) -> None
     grouped = _render(layer, 80, colour=False)
     assert re.search(r"^\s+0\s+H0 ", grouped, re.M) and re.search(r"^\s+1\s+H2 ", grouped, re.M)
     assert "groups of 2 heads share a KV head" in grouped
+
+
+def test_cli_colours_follow_the_terminal_and_no_color(cli, tiny_model_dir: Path) -> None:
+    args = ["attention", "Hello world", "-m", str(tiny_model_dir), "-q"]
+    piped = cli(*args)
+    forced = cli(*args, env={"FORCE_COLOR": "1", "NO_COLOR": ""})
+    no_color = cli(*args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert not ANSI_COLOUR.search(piped.stdout) and not ANSI_COLOUR.search(no_color.stdout)
+    assert ANSI_COLOUR.search(forced.stdout)
+    numbers = re.compile(r"^\s+0 mean(\s+\d+)+\s", re.M)  # the heat row's percentages
+    assert numbers.search(piped.stdout) and numbers.search(no_color.stdout)
 
 
 def test_matrix_draws_the_causal_mask_and_the_window(tiny_models: dict[str, Path]) -> None:
