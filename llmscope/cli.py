@@ -521,7 +521,8 @@ def attention(
             show.show_attention_json(display, loaded.info, result)
         else:
             show.show_attention(display, result, matrix=matrix)
-        display.status(f"one eager forward over {len(result.tokens)} tokens in {result.forward_seconds:.2f} s")
+        n = len(result.tokens)
+        display.status(f"one eager forward over {n} token{'s' if n != 1 else ''} in {result.forward_seconds:.2f} s")
         if plot_path is not None:
             show.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")

@@ -77,8 +77,9 @@ def cut_caption(shown: list[int | None], total: int, what: str, width: int) -> s
 
 def header(result: AttentionResult) -> Text:
     query = result.tokens[result.query]
-    line = Text(f"prompt ({len(result.tokens)} tokens{', chat template' if result.chat_template_applied else ''}): ",
-                style="bold")
+    n = len(result.tokens)
+    line = Text(f"prompt ({n} token{'s' if n != 1 else ''}{', chat template' if result.chat_template_applied else ''}"
+                "): ", style="bold")
     for token in result.tokens:
         line.append(f"{token.position}:", style="dim")
         line.append(f"{visible(token.text)}  ")
