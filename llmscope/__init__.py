@@ -18,6 +18,7 @@ _LAZY = {
     "next_token_distribution": "llmscope.inspection",
     "score_text": "llmscope.scoring",
     "compare_texts": "llmscope.comparison",
+    "attention_weights": "llmscope.attention",
     "describe_config_model": "llmscope.architecture",
     "bench_cache": "llmscope.benchmark",
     "collect_environment": "llmscope.environment",

@@ -23,6 +23,7 @@ from llmscope.clikit import (
     JsonOpt,
     ModelOpt,
     OptionalPromptArg,
+    PromptArg,
     QuietOpt,
     SystemOpt,
     ThreadsOpt,
@@ -482,6 +483,79 @@ def _run_next_token(display: Any, settings: Any, text: str | None, items: list[A
                          run_chunk=lambda encoded: next_token_encoded(loaded, encoded, settings.inspect))
     write_batch(display, items, outcomes, lambda result, keys: show.show_next_token(display, loaded.info, result,
                                                                                      **keys))
+
+
+# ------------------------------------------------------------------------------------ attention
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}")
+def attention(
+    prompt: PromptArg,
+    model: ModelOpt = None,
+    query: Annotated[str | None, typer.Option(
+        "--query", help="The query token: a position (0, 5, -1) or its text ('it'). Default: the last token.",
+        show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option(
+        "--layer", "-l", help="Show every head of this layer (from 0), grouped by the KV head they share.",
+        show_default=False)] = None,
+    head: Annotated[int | None, typer.Option(
+        "--head", help="With --layer: only this head (from 0).", show_default=False)] = None,
+    matrix: Annotated[bool, typer.Option(
+        "--matrix", help="With --layer and --head: the whole tokens × tokens pattern, fitted to the terminal.")
+    ] = False,
+    max_weights: Annotated[int, typer.Option(
+        "--max-weights", help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
+        "n² inside the forward may reach 16 times this.")] = 4_000_000,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+    chat: Annotated[bool | None, typer.Option(
+        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt).",
+        show_default=False)] = None,
+    system: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show where each attention head looks, from one forward pass over PROMPT.
+
+    The model runs with transformers' eager attention (SDPA and flash kernels return no weights), and only the
+    selected layers' weights are kept. Default: for the query token, one heat row per layer (mean over heads and the
+    strongest head) and the head-roles table.
+    """
+    with command(quiet, output_mode(json=json_output, jsonl=jsonl_output)) as display:
+        from pathlib import Path
+
+        from llmscope.attention import AttentionSettings, attention_weights
+        from llmscope.render import attention as show
+
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        settings = AttentionSettings(layer=layer, head=head, query=query, matrix=matrix, all_queries=plot is not None,
+                                     max_weights=max_weights, chat=chat if chat is not None else bool(system),
+                                     system=system)
+        for message in settings.ignored():
+            display.warning(message)
+        plot_path = Path(plot) if plot is not None else None
+        if plot_path is not None:
+            from llmscope.render.bench import check_plot_path, require_matplotlib
+
+            check_plot_path(plot_path)
+            require_matplotlib()
+        text = read_prompt(prompt)
+        loaded = load(display, models)
+        result = attention_weights(loaded, text, settings)
+        show.show_attention(display, loaded.info, result, matrix=matrix)
+        n = len(result.tokens)
+        display.status(f"one eager forward over {n} token{'s' if n != 1 else ''} in {result.forward_seconds:.2f} s")
+        if plot_path is not None:
+            show.write_plot(result, plot_path)
+            display.status(f"wrote {plot_path}")
 
 
 # ------------------------------------------------------------------------------------ architecture
