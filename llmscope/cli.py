@@ -326,14 +326,22 @@ def bench_cache(
     warmup: Annotated[int, typer.Option(
         "--warmup", help="Untimed runs of each mode before timing starts (at the first length).")] = 1,
     repeat: Annotated[int | None, typer.Option(
-        "--repeat", "-r", help="Timed runs per mode (and per length).  [default: 7; 3 with --sweep]",
+        "--repeat", "-r", help="Timed runs per mode (and per length), a fixed count.  [default: until the speed-up's "
+        "95% interval is within ±5% (3+ pairs) or --max-time; 3 with --sweep or --depth]", show_default=False)] = None,
+    max_time: Annotated[float | None, typer.Option(
+        "--max-time", metavar="SECONDS", help="Time budget for the warm-up and timed runs: repeat pairs until the "
+        "speed-up's 95% interval is within ±5% (3+ pairs) or this runs out.  [default: 80]",
         show_default=False)] = None,
     sweep: Annotated[str | None, typer.Option(
         "--sweep", help="Time both modes at each of these new-token counts, e.g. 16,32,64,128,256, and fit how "
         "time grows.", show_default=False)] = None,
+    depth: Annotated[str | None, typer.Option(
+        "--depth", help="Time prefill (time to first token) and decode at each of these prompt lengths, e.g. "
+        "128,512,2048 (the prompt's tokens repeated), with and without the cache, and fit how they grow "
+        "(llama-bench's -p/-d).  [default new tokens: 16]", show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
-        "--plot", metavar="FILE.png|svg", help="With --sweep: also write the chart as an image (needs matplotlib: "
-        "pip install 'llmscope[plot]').", show_default=False)] = None,
+        "--plot", metavar="FILE.png|svg", help="With --sweep or --depth: also write the chart as an image (needs "
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
     csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
     static_cache: Annotated[bool, typer.Option(
         "--static-cache", help="Time the cached mode with a preallocated static KV cache.")] = False,
@@ -362,34 +370,32 @@ def bench_cache(
 
         from llmscope import benchmark
         from llmscope.render import bench as show
+        from llmscope.render import benchchart
 
         if json_output and csv_output:
             raise UsageError("give either --json or --csv, not both")
-        if sweep is not None and max_new_tokens is not None:
-            raise UsageError("give either --max-new-tokens or --sweep, not both")
-        lengths = benchmark.parse_sweep(sweep) if sweep is not None else (
-            max_new_tokens if max_new_tokens is not None else benchmark.DEFAULT_MAX_NEW_TOKENS,)
-        runs = repeat if repeat is not None else (
-            benchmark.DEFAULT_SWEEP_REPEAT if sweep is not None else benchmark.DEFAULT_REPEAT)
-        benchmark.check_counts(warmup, runs, lengths)
-        benchmark.check_threads(threads)
+        settings = benchmark.BenchSettings(max_new_tokens=max_new_tokens, sweep=sweep, depth=depth, warmup=warmup,
+                                           repeat=repeat, max_time=max_time, threads=threads,
+                                           static_cache=static_cache, compile=compile_model)
         plot_path = Path(plot) if plot is not None else None
         if plot_path is not None:
-            if sweep is None:
-                raise UsageError("--plot draws the --sweep chart", hint="add --sweep 16,32,64 (for example)")
-            show.check_plot_path(plot_path)
-            show.require_matplotlib()
+            if sweep is None and depth is None:
+                raise UsageError("--plot draws the --sweep or --depth chart",
+                                 hint="add --sweep 16,32,64 or --depth 128,512,2048 (for example)")
+            benchchart.check_plot_path(plot_path)
+            benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
         if not text.strip():
             raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
         loaded = load(display, model, device, dtype, device_map, trust_remote_code)
         busy = benchmark.busy_cpu_percent()
         show.warn_if_busy(display, busy, loaded.device, threads)
-        with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
-            result = benchmark.bench_cache(loaded, text, lengths, warmup=warmup, repeat=runs, chat=bool(chat),
-                                           system=system, sweep=sweep is not None, threads=threads,
-                                           busy_percent=busy, on_progress=on_progress, on_run=on_run,
-                                           static_cache=static_cache, compile=compile_model)
+        with show.progress(display, settings.planned_tokens(), depth is not None) as (on_progress, on_run):
+            result = benchmark.bench_cache(
+                loaded, text, settings.lengths, warmup=warmup, repeat=settings.runs, chat=bool(chat), system=system,
+                sweep=sweep is not None, threads=threads, busy_percent=busy, on_progress=on_progress, on_run=on_run,
+                static_cache=static_cache, compile=compile_model, depths=settings.depths,
+                max_time=settings.time_budget)
         if result.interrupted:
             display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
         if json_output:
@@ -400,7 +406,7 @@ def bench_cache(
             show.show_bench(display, result)
         show.warn_differences(display, result)
         if plot_path is not None and result.results:
-            show.write_plot(result, plot_path)
+            benchchart.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")
         if result.interrupted:
             raise typer.Exit(EXIT_INTERRUPTED)
