@@ -324,7 +324,8 @@ def bench_cache(
         "--max-new-tokens", "-n", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
         show_default=False)] = None,
     warmup: Annotated[int, typer.Option(
-        "--warmup", help="Untimed runs of each mode before timing starts (at the first length).")] = 1,
+        "--warmup", help="Untimed runs of each mode before timing starts (at the first length, at most 16 tokens; "
+        "the full length with --static-cache).")] = 1,
     repeat: Annotated[int | None, typer.Option(
         "--repeat", "-r", help="Timed runs per mode (and per length), a fixed count.  [default: until the speed-up's "
         "95% interval is within ±5% (3+ pairs) or --max-time; 3 with --sweep or --depth]", show_default=False)] = None,

@@ -79,7 +79,7 @@ def progress(display: Display, total_tokens: int | None, depth: bool = False) ->
     columns: tuple[Any, ...] = (
         (BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), TimeElapsedColumn(), TextColumn("left"),
          TimeRemainingColumn()) if total_tokens is not None
-        else (TextColumn("{task.completed} tokens"), TimeElapsedColumn()))
+        else (TextColumn("{task.completed:.0f} tokens"), TimeElapsedColumn()))
     bar = Progress(TextColumn("{task.description}"), *columns, console=display.err, transient=True)
     task = bar.add_task("starting", total=total_tokens)
 
