@@ -484,6 +484,9 @@ def test_depth_times_prefill_and_decode_at_each_prompt_length(cli, tiny_model_di
     for expected in ("prompts of 6, 24 tokens", "TTFT cache", "time to first token: with KV cache ∝ n^",
                      "decode ms/token: with KV cache ∝ n^", "mean decode ms/token against prompt tokens"):
         assert expected in text.stdout
+    # each noise note is said once for the points it covers, not once per point or per mode
+    assert text.stdout.count("one pair only") == 1 and "⚠ every point: one pair only" in text.stdout
+    assert text.stdout.count("two points: the line passes through both") == 2  # once per fitted quantity
 
 
 def test_depth_ids_repeat_the_prompt() -> None:

@@ -115,7 +115,7 @@ def repeat_text(result: BenchResult) -> str:
     """How many pairs were timed and why they stopped."""
     warm = f" (+{result.warmup} warm-up of {result.warmup_tokens} tokens)" if result.warmup else ""
     if result.repeat is not None:
-        return f"{result.repeat} timed runs per mode{warm}"
+        return f"{result.repeat} timed run{'s' if result.repeat != 1 else ''} per mode{warm}"
     target = f"±{result.target_ci:.0%}" if result.target_ci is not None else "?"
     budget = f"{result.max_time_s:.0f} s" if result.max_time_s is not None else "?"
     return (f"pairs until the speed-up's 95% interval is within {target} ({result.min_pairs}+ pairs) or the "
@@ -206,6 +206,23 @@ def notes_text(length: LengthResult) -> Text | None:
     return Text("\n".join(f"⚠ {note}" for note in notes), style="yellow")
 
 
+def series_notes(result: BenchResult) -> Text | None:
+    """The noise warnings of a sweep or depth series, each said once with the points it applies to."""
+    where: dict[str, list[str]] = {}
+    for length in result.results:
+        point = f"{length.prompt_tokens}" if result.depths else f"{length.new_tokens}"
+        for note in (length.speedup.note if length.speedup else None, length.cache.note if length.cache else None,
+                     length.no_cache.note if length.no_cache else None):
+            if note:
+                where.setdefault(note, []).append(point)
+    if not where:
+        return None
+    unit = "prompt tokens" if result.depths else "new tokens"
+    lines = [f"⚠ {'every point' if len(points) == len(result.results) else 'at ' + ', '.join(points) + ' ' + unit}: "
+             f"{note}" for note, points in where.items()]
+    return Text("\n".join(lines), style="yellow")
+
+
 def kv_text(length: LengthResult) -> Text:
     kv = length.kv_cache
     if kv is None:
@@ -229,11 +246,9 @@ def show_bench(display: Display, result: BenchResult) -> None:
     if result.sweep or result.depths:
         display.result(depth_table(result) if result.depths else sweep_table(result))
         display.result(sweep_check_text(result))
-        for length in result.results:
-            notes = notes_text(length)
-            if notes is not None:
-                where = (f"{length.prompt_tokens}-token prompt" if result.depths else f"{length.new_tokens} tokens")
-                display.result(Text(f"{where}:\n", style="yellow") + notes)
+        notes = series_notes(result)
+        if notes is not None:
+            display.result(notes)
         display.result(growth_text(result))
         title = ("mean decode ms/token against prompt tokens" if result.depths
                  else "mean generate time against new tokens")
@@ -319,9 +334,13 @@ def growth_text(result: BenchResult) -> Text:
             text.append("; " if index else "")
             text.append(f"{MODE_LABELS[growth.mode]} ∝ n^{growth.fit.exponent:.2f}", style=MODE_STYLES[growth.mode])
             text.append(f" (R² {growth.fit.r_squared:.3f})")
-        for growth in fits:
-            if growth.note:
-                text.append(f"\n    ⚠ {MODE_LABELS[growth.mode]}: {growth.note}", style="yellow")
+        notes = {growth.note for growth in fits if growth.note}
+        if len(fits) > 1 and len(notes) == 1 and all(growth.note for growth in fits):
+            text.append(f"\n    ⚠ both: {notes.pop()}", style="yellow")
+        else:
+            for growth in fits:
+                if growth.note:
+                    text.append(f"\n    ⚠ {MODE_LABELS[growth.mode]}: {growth.note}", style="yellow")
     return text
 
 
