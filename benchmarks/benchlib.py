@@ -82,6 +82,10 @@ def format_value(value: float | str | None, unit: str) -> str:
         return f"{value:.0f}%"
     if unit == "x":
         return f"{value:.2f}x"
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    if unit == "":
+        return f"{value:.2f}"
     return f"{value:g} {unit}".strip()
 
 
@@ -96,17 +100,6 @@ def format_met(met: bool | None) -> str:
 # ---------------------------------------------------------------------------------------------- machine
 
 
-def cpu_model() -> str:
-    """The processor's model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -114,19 +107,36 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def gpu_names() -> list[str]:
+    """The GPUs nvidia-smi lists (none when it is missing or fails): read without importing torch."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+
+
 def machine() -> dict[str, Any]:
-    """What the figures were measured on, read without importing torch."""
+    """What the figures were measured on (llama-bench style), read without importing torch: when, the CPU and its
+    flags, the GPUs, versions, the thread setting the measured processes inherit, and the load average."""
+    from llmscope.runinfo import cpu_model, usable_cpus, utc_timestamp
+    from llmscope.runinfo import load_average as load_averages
+
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
         flags = "AVX-512" if "avx512f" in text else ("AVX2" if "avx2" in text else "")
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpus = gpu_names()
     return {
-        "cpu": cpu_model(), "cpu_flags": flags, "cores": cores, "system": f"{platform.system()} {platform.machine()}",
+        "timestamp": utc_timestamp(), "cpu": cpu_model(), "cpu_flags": flags, "cores": usable_cpus(),
+        "gpu": ", ".join(gpus) if gpus else None, "system": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(), "torch": package_version("torch"),
         "transformers": package_version("transformers"), "llmscope": package_version("llmscope"),
+        "threads": os.environ.get("OMP_NUM_THREADS") or "torch default (one per core)",
+        "load_averages": load_averages(),
     }
 
 
@@ -140,7 +150,8 @@ def load_average() -> float | None:
 
 def machine_line(info: dict[str, Any]) -> str:
     flags = f", {info['cpu_flags']}" if info.get("cpu_flags") else ""
-    return (f"{info['cpu']}{flags}, {info['cores']} cores, torch {info['torch']}, "
+    gpu = f", GPU {info['gpu']}" if info.get("gpu") else ""
+    return (f"{info['cpu']}{flags}, {info['cores']} cores{gpu}, torch {info['torch']}, "
             f"transformers {info['transformers']}, Python {info['python']}")
 
 
@@ -231,11 +242,26 @@ def listed_commands(help_text: str) -> list[str]:
 
 
 def bench_cache_figures(document: dict[str, Any]) -> dict[str, Any] | None:
-    """Cache / no-cache mean seconds, speed-up and the same-output check from `bench-cache --json`, or None."""
+    """Cache / no-cache mean seconds, speed-up (with its 95% interval and pair count, where given), the same-output
+    check, and the seconds of timed runs from `bench-cache --json`, or None."""
     try:
         first = document["results"][0]
+        interval = (first["speedup"].get("interval") or {})
         return {"new_tokens": first["new_tokens"], "cache_s": first["cache"]["seconds"]["mean"],
                 "no_cache_s": first["no_cache"]["seconds"]["mean"], "speedup": first["speedup"]["of_means"],
-                "identical": (first.get("check") or {}).get("identical")}
-    except (KeyError, IndexError, TypeError):
+                "identical": (first.get("check") or {}).get("identical"),
+                "pairs": first["speedup"]["pairs"]["n"], "interval": (interval.get("low"), interval.get("high")),
+                "stop_reason": first.get("stop_reason"),
+                "run_seconds": sum(run["seconds"] for run in document.get("runs", [])),
+                "timing_seconds": document.get("seconds")}
+    except (KeyError, IndexError, TypeError, AttributeError):
         return None
+
+
+def old_default_estimate(wall_seconds: float, figures: dict[str, Any], pairs: int = 8) -> float | None:
+    """What bench-cache took before it stopped on its own (1 full-length warm-up pair + 7 timed pairs), estimated
+    from this run: the start-up and load (wall time minus the timing) plus 8 of this run's mean pairs."""
+    if not figures.get("pairs") or figures.get("timing_seconds") is None:
+        return None
+    overhead = wall_seconds - figures["timing_seconds"]
+    return overhead + pairs * figures["run_seconds"] / figures["pairs"]

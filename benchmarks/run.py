@@ -37,13 +37,16 @@ from benchlib import (  # the folder is put on the path just above
     machine_line,
     median,
     not_available,
+    old_default_estimate,
     ratio,
     run_probe,
     time_command,
     venv_command,
 )
 
-SECTIONS = ("startup", "tokenize", "load", "decode", "compile", "nocache", "bandwidth", "bench-cache", "batch")
+SECTIONS = ("startup", "tokenize", "load", "decode", "compile", "nocache", "bandwidth", "bench-cache", "depth",
+            "batch")
+DEPTHS = "128,512,2048"  # llama-bench's -d style: prompt lengths for bench-cache --depth
 TOKENIZE_TEXT = "The capital of France is"
 EXPECTED_IDS = "504 3575 282 4649 314"  # the embedded SmolLM2's ids for TOKENIZE_TEXT (no BOS)
 DECODE_PROMPT = ("Write a very long email apologizing to Sarah for the tragic gardening mishap. "
@@ -288,15 +291,67 @@ class Suite:
             self.details["bench_cache"]["json"] = json.loads(done.stdout)
         except ValueError:
             pass
-        self.add(Figure("bench-cache", name, seconds, "s", target=f"<= {TARGETS['bench_cache_s']:.0f} s",
-                        met=at_most(seconds, TARGETS["bench_cache_s"]), note="wall time, whole command"))
-        figures = bench_cache_figures(self.details["bench_cache"].get("json") or {})
+        figures = bench_cache_figures(self.details["bench_cache"].get("json") or {}) or {}
+        before = old_default_estimate(seconds, figures) if figures else None
+        note = "wall time, whole command"
         if figures:
-            seed = SEED_GPU["no_cache_s"] / SEED_GPU["cache_s"]
+            note += (f"; {figures['pairs']} pairs, stopped: {figures['stop_reason']}; baseline: the old fixed "
+                     "default (full-length warm-up + 7 pairs) from this run's own pair times")
+        self.add(Figure("bench-cache", name, seconds, "s", before, "old default, estimated", ratio(seconds, before),
+                        f"<= {TARGETS['bench_cache_s']:.0f} s", at_most(seconds, TARGETS["bench_cache_s"]), note))
+        if figures:
+            low, high = figures["interval"]
+            raw = self.raw_speedup(figures["new_tokens"])
+            base, label = (raw, "raw model.generate, this run") if raw else (
+                SEED_GPU["no_cache_s"] / SEED_GPU["cache_s"], "seed: Phi-3, GPU")
+            spread = f"95% interval {low:.2f}–{high:.2f}x" if low is not None else "no interval (one pair)"
             note = (f"{figures['no_cache_s']:.2f} s vs {figures['cache_s']:.2f} s, {figures['new_tokens']} tokens; "
-                    f"tokens {'identical' if figures['identical'] else 'DIFFER'}")
-            self.add(Figure("bench-cache", "bench-cache speed-up (no-cache / cache)", figures["speedup"], "x", seed,
-                            "seed: Phi-3, GPU", ratio(figures["speedup"], seed), "", None, note))
+                    f"{spread}; tokens {'identical' if figures['identical'] else 'DIFFER'}")
+            self.add(Figure("bench-cache", "bench-cache speed-up (no-cache / cache)", figures["speedup"], "x", base,
+                            label, ratio(figures["speedup"], base), "", None, note))
+
+    def raw_speedup(self, new_tokens: int) -> float | None:
+        """model.generate's no-cache / cache time at this many tokens, if the nocache section measured it."""
+        for row in (self.details.get("generation") or {}).get("nocache", []):
+            if row.get("new_tokens") == new_tokens:
+                return ratio(row["raw_no_cache_s"], row["raw_cache_s"])
+        return None
+
+    # -------------------------------------------------------------------------------- 9. context depth
+
+    def depth(self) -> None:
+        if self.quick:
+            self.add(not_available("depth", "bench-cache --depth", "skipped in --quick"))
+            return
+        argv = ["bench-cache", "--depth", DEPTHS, "-n", "8", "--repeat", "1", "--json", "-q", *self.model_args()]
+        self.progress(f"depth: llmscope {' '.join(argv)}")
+        seconds, done = time_command(self.llmscope_argv(*argv), self.env, timeout=900)
+        self.details["depth"] = {"seconds": seconds, "exit_code": done.returncode, "stderr": done.stderr[-2000:]}
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            self.add(not_available("depth", "bench-cache --depth", f"failed (exit {done.returncode}): {tail}"))
+            return
+        document = json.loads(done.stdout)
+        self.details["depth"]["json"] = document
+        theory = {("decode_ms_per_token", "cache"): (0.0, "each step reads the weights; attention is small"),
+                  ("decode_ms_per_token", "no-cache"): (1.0, "each step re-reads the whole context"),
+                  ("ttft_s", "cache"): (1.0, "prefill grows with the prompt (linear layers dominate)")}
+        for growth in document["growth"]:
+            key = (growth["quantity"], growth["mode"])
+            if key not in theory:
+                continue
+            expected, why = theory[key]
+            note = f"R² {growth['fit']['r_squared']:.3f}; {why}" + (f"; {growth['note']}" if growth["note"] else "")
+            self.add(Figure("depth", f"{growth['quantity'].replace('_', ' ')} growth, {growth['mode']}, "
+                            f"prompts {DEPTHS}", growth["fit"]["exponent"], "", expected, "theory (exponent)",
+                            None, "", None, note))
+        deepest = document["results"][-1]
+        cached, uncached = deepest["cache"], deepest["no_cache"]
+        self.add(Figure("depth", f"decode ms/token at {deepest['prompt_tokens']} prompt tokens, no cache",
+                        uncached["decode_ms_per_token"]["mean"], "ms", cached["decode_ms_per_token"]["mean"],
+                        "with the cache", ratio(uncached["decode_ms_per_token"]["mean"],
+                                                cached["decode_ms_per_token"]["mean"]), "", None,
+                        f"TTFT {cached['ttft_s']['mean']:.2f} s; whole command {seconds:.0f} s"))
 
     # -------------------------------------------------------------------------------- 9. batch
 
@@ -358,7 +413,7 @@ class Suite:
         steps: dict[str, Callable[[], None]] = {
             "startup": self.startup, "tokenize": self.tokenize, "load": self.load, "bandwidth": self.bandwidth,
             "decode": self.decode, "nocache": self.nocache, "compile": self.compile, "bench-cache": self.bench_cache,
-            "batch": self.batch}
+            "depth": self.depth, "batch": self.batch}
         for section in SECTIONS:
             if section not in self.args.only:
                 continue
@@ -377,7 +432,8 @@ def render(figures: list[Figure], info: dict[str, Any], quick: bool, seconds: fl
 
     table = Table(title=f"llmscope benchmarks{' (--quick)' if quick else ''}: {machine_line(info)}",
                   title_justify="left", caption=f"{seconds:.0f} s in all; ratio = llmscope / baseline; load average "
-                  f"{info.get('load_average_start')} at the start, {info.get('load_average_end')} at the end",
+                  f"{info.get('load_average_start')} at the start, {info.get('load_average_end')} at the end; "
+                  f"started {info.get('timestamp')}",
                   caption_justify="left")
     for column in ("section", "figure", "llmscope", "baseline", "ratio", "target", "met?", "note"):
         table.add_column(column, justify="right" if column in ("llmscope", "baseline", "ratio") else "left",

@@ -327,16 +327,25 @@ def bench_cache(
         "--max-new-tokens", "-n", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
         show_default=False)] = None,
     warmup: Annotated[int, typer.Option(
-        "--warmup", help="Untimed runs of each mode before timing starts (at the first length).")] = 1,
+        "--warmup", help="Untimed runs of each mode before timing starts (at the first length, at most 16 tokens; "
+        "the full length with --static-cache).")] = 1,
     repeat: Annotated[int | None, typer.Option(
-        "--repeat", "-r", help="Timed runs per mode (and per length).  [default: 7; 3 with --sweep]",
+        "--repeat", "-r", help="Timed runs per mode (and per length), a fixed count.  [default: until the speed-up's "
+        "95% interval is within ±5% (3+ pairs) or --max-time; 3 with --sweep or --depth]", show_default=False)] = None,
+    max_time: Annotated[float | None, typer.Option(
+        "--max-time", metavar="SECONDS", help="Time budget for the warm-up and timed runs: repeat pairs until the "
+        "speed-up's 95% interval is within ±5% (3+ pairs) or this runs out.  [default: 80]",
         show_default=False)] = None,
     sweep: Annotated[str | None, typer.Option(
         "--sweep", help="Time both modes at each of these new-token counts, e.g. 16,32,64,128,256, and fit how "
         "time grows.", show_default=False)] = None,
+    depth: Annotated[str | None, typer.Option(
+        "--depth", help="Time prefill (time to first token) and decode at each of these prompt lengths, e.g. "
+        "128,512,2048 (the prompt's tokens repeated), with and without the cache, and fit how they grow "
+        "(llama-bench's -p/-d).  [default new tokens: 16]", show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
-        "--plot", metavar="FILE.png|svg", help="With --sweep: also write the chart as an image (needs matplotlib: "
-        "pip install 'llmscope[plot]').", show_default=False)] = None,
+        "--plot", metavar="FILE.png|svg", help="With --sweep or --depth: also write the chart as an image (needs "
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
     csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
     static_cache: Annotated[bool, typer.Option(
         "--static-cache", help="Time the cached mode with a preallocated static KV cache.")] = False,
@@ -361,47 +370,39 @@ def bench_cache(
     run. Ctrl-C stops and shows the runs that finished.
     """
     with command(quiet) as display:
+        display.mode = output_mode(json=json_output, csv=csv_output)
         from pathlib import Path
 
         from llmscope import benchmark
         from llmscope.render import bench as show
+        from llmscope.render import benchchart
 
-        if json_output and csv_output:
-            raise UsageError("give either --json or --csv, not both")
-        if sweep is not None and max_new_tokens is not None:
-            raise UsageError("give either --max-new-tokens or --sweep, not both")
-        lengths = benchmark.parse_sweep(sweep) if sweep is not None else (
-            max_new_tokens if max_new_tokens is not None else benchmark.DEFAULT_MAX_NEW_TOKENS,)
-        runs = repeat if repeat is not None else (
-            benchmark.DEFAULT_SWEEP_REPEAT if sweep is not None else benchmark.DEFAULT_REPEAT)
-        benchmark.check_counts(warmup, runs, lengths)
-        benchmark.check_threads(threads)
+        settings = benchmark.BenchSettings(max_new_tokens=max_new_tokens, sweep=sweep, depth=depth, warmup=warmup,
+                                           repeat=repeat, max_time=max_time, threads=threads,
+                                           static_cache=static_cache, compile=compile_model)
         plot_path = Path(plot) if plot is not None else None
         if plot_path is not None:
-            if sweep is None:
-                raise UsageError("--plot draws the --sweep chart", hint="add --sweep 16,32,64 (for example)")
-            show.check_plot_path(plot_path)
-            show.require_matplotlib()
+            if sweep is None and depth is None:
+                raise UsageError("--plot draws the --sweep or --depth chart",
+                                 hint="add --sweep 16,32,64 or --depth 128,512,2048 (for example)")
+            benchchart.check_plot_path(plot_path)
+            benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
         loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
         busy = benchmark.busy_cpu_percent()
         show.warn_if_busy(display, busy, loaded.device, threads)
-        with show.progress(display, benchmark.planned_tokens(lengths, warmup, runs)) as (on_progress, on_run):
-            result = benchmark.bench_cache(loaded, text, lengths, warmup=warmup, repeat=runs, chat=bool(chat),
-                                           system=system, sweep=sweep is not None, threads=threads,
-                                           busy_percent=busy, on_progress=on_progress, on_run=on_run,
-                                           static_cache=static_cache, compile=compile_model)
+        with show.progress(display, settings.planned_tokens(), depth is not None) as (on_progress, on_run):
+            result = benchmark.bench_cache(
+                loaded, text, settings.lengths, warmup=warmup, repeat=settings.runs, chat=bool(chat), system=system,
+                sweep=sweep is not None, threads=threads, busy_percent=busy, on_progress=on_progress, on_run=on_run,
+                static_cache=static_cache, compile=compile_model, depths=settings.depths,
+                max_time=settings.time_budget)
         if result.interrupted:
             display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
-        if json_output:
-            show.show_bench_json(display, loaded.info, result)
-        elif csv_output:
-            show.show_bench_csv(display, result)
-        else:
-            show.show_bench(display, result)
+        show.show_bench(display, loaded.info, result)
         show.warn_differences(display, result)
         if plot_path is not None and result.results:
-            show.write_plot(result, plot_path)
+            benchchart.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")
         if result.interrupted:
             raise interrupted_exit()
@@ -529,7 +530,8 @@ def attention(
     selected layers' weights are kept. Default: for the query token, one heat row per layer (mean over heads and the
     strongest head) and the head-roles table.
     """
-    with command(quiet, output_mode(json=json_output, jsonl=jsonl_output)) as display:
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
         from pathlib import Path
 
         from llmscope.attention import AttentionSettings, attention_weights
@@ -592,7 +594,8 @@ def architecture(
     """Describe a model from its config alone: sizes, attention per layer type, parameters (active ones for MoE),
     KV cache, a memory plan (weights + KV + state at --context x --batch-size; --dtype sets the weights' dtype)
     and the module tree."""
-    with command(quiet, output_mode(json=json_output, jsonl=jsonl_output)) as display:
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
         if depth is not None and depth < 0:
             raise UsageError(f"--depth must be 0 or more (got {depth})")
         from llmscope.planner import PlannerSettings

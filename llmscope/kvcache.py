@@ -137,3 +137,16 @@ def kv_cache_bytes_per_token(config: Any, bytes_per_value: float) -> int:
     text = text_config(config)
     layers = sum(1 for kind in layer_types(config) if _kind(text, kind) in ("full", "latent", "sliding"))
     return math.ceil(values_per_token(text) * layers * bytes_per_value)
+
+
+def held_cache_bytes(config: Any, tokens: int, dtype_name: str) -> tuple[int, str | None]:
+    """What the cache of one sequence holds after `tokens` positions (cache_size at batch 1), and, when that is not
+    bytes-per-token × tokens, why (sliding layers that keep window - 1 positions, fixed linear-attention states)."""
+    size = cache_size(config, tokens, 1, dtype_name if dtype_name in ("float32", "bfloat16", "float16") else "float32")
+    notes = [f"{g.layers} sliding layer{'s' if g.layers > 1 else ''} keep{'' if g.layers > 1 else 's'} "
+             f"{g.positions} positions (window {g.window} - 1)" for g in size.groups
+             if g.kind == "sliding" and g.positions < tokens]
+    notes += [f"{g.layers} linear-attention layers keep a fixed {g.state_bytes:,}-byte state"
+              for g in size.groups if g.kind == "linear"]
+    return size.total_bytes, "; ".join(notes) or None
+

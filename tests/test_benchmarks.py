@@ -41,6 +41,7 @@ def test_formatting() -> None:
     assert benchlib.format_value(2.5, "x") == "2.50x"
     assert benchlib.format_value(None, "s") == "-"
     assert benchlib.format_value("none", "") == "none"
+    assert benchlib.format_value(1.0234, "") == "1.02" and benchlib.format_value(523.46, "ms") == "523.5 ms"
     assert [benchlib.format_met(met) for met in (True, False, None)] == ["yes", "NO", "-"]
 
 
@@ -57,10 +58,16 @@ def test_listed_commands_reads_the_help_page(cli) -> None:
 
 def test_bench_cache_figures() -> None:
     document = {"results": [{"new_tokens": 100, "cache": {"seconds": {"mean": 4.0}},
-                             "no_cache": {"seconds": {"mean": 10.0}}, "speedup": {"of_means": 2.5},
-                             "check": {"identical": True}}]}
-    assert benchlib.bench_cache_figures(document) == {"new_tokens": 100, "cache_s": 4.0, "no_cache_s": 10.0,
-                                                      "speedup": 2.5, "identical": True}
+                             "no_cache": {"seconds": {"mean": 10.0}},
+                             "speedup": {"of_means": 2.5, "pairs": {"n": 3}, "interval": {"low": 2.4, "high": 2.6}},
+                             "check": {"identical": True}, "stop_reason": "converged"}],
+                "runs": [{"seconds": 4.0}, {"seconds": 10.0}] * 3, "seconds": 45.0}
+    figures = benchlib.bench_cache_figures(document)
+    assert figures == {"new_tokens": 100, "cache_s": 4.0, "no_cache_s": 10.0, "speedup": 2.5, "identical": True,
+                       "pairs": 3, "interval": (2.4, 2.6), "stop_reason": "converged", "run_seconds": 42.0,
+                       "timing_seconds": 45.0}
+    # the old default: start-up and load (50 - 45 s) plus 8 pairs of this run's mean pair (42 / 3 = 14 s)
+    assert benchlib.old_default_estimate(50.0, figures) == pytest.approx(5.0 + 8 * 14.0)
     assert benchlib.bench_cache_figures({}) is None
 
 
@@ -69,6 +76,12 @@ def test_machine_is_read_without_torch() -> None:
     assert info["cores"] >= 1 and info["cpu"]
     assert info["torch"] and info["torch"].startswith("2.")
     assert "cores" in benchlib.machine_line(info)
+    assert info["timestamp"].endswith("+00:00") and "gpu" in info and info["threads"]
+    assert info["load_averages"] is None or len(info["load_averages"]) == 3
+    probe = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import benchlib; "
+                            "benchlib.machine(); print('torch' in sys.modules)", str(BENCHMARKS)],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False", probe.stderr
 
 
 def _run_suite(tmp_path: Path, *args: str) -> tuple[dict, dict]:

@@ -4,29 +4,24 @@ a progress bar on stderr while it runs. It computes nothing beyond layout and ne
 from __future__ import annotations
 
 import contextlib
-import csv
-import itertools
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.benchmark import CACHE, BenchResult, LengthResult, ModeSummary, RunTiming, Stats
-from llmscope.errors import UsageError
-from llmscope.render import Display, emit_json, human_bytes
+from llmscope.benchresults import CACHE, BenchResult, GrowthFit, LengthResult, ModeSummary
+from llmscope.benchrun import RunTiming
+from llmscope.render import Display, human_bytes
 from llmscope.results import ModelInfo
+from llmscope.stats import Stats
 
 MODE_LABELS = {CACHE: "with KV cache", "no-cache": "without cache"}
 MODE_STYLES = {CACHE: "#56B4E9", "no-cache": "#E69F00"}  # Okabe-Ito blue / orange
 MODE_MARKERS = {CACHE: "●", "no-cache": "■"}
-PLOT_SUFFIXES = (".png", ".svg")
-PLOT_INSTALL_HINT = "pip install 'llmscope[plot]'"
 CSV_FIELDS = ("mode", "new_tokens", "run", "seconds", "ttft_s", "decode_ms_per_token", "tokens_per_s",
-              "peak_memory_bytes", "peak_over_start_bytes")
+              "peak_memory_bytes", "peak_over_start_bytes", "prompt_tokens")
 
 # ---------------------------------------------------------------------------------------------- numbers
 
@@ -58,10 +53,11 @@ def ratio_text(value: float) -> str:
 
 
 @contextlib.contextmanager
-def progress(display: Display, total_tokens: int) -> Iterator[tuple[Any, Any]]:
+def progress(display: Display, total_tokens: int | None, depth: bool = False) -> Iterator[tuple[Any, Any]]:
     """(on_progress, on_run) callbacks: a Rich bar of generated tokens on a terminal, one line per run otherwise.
 
-    Both stay silent under --quiet. The bar lives on stderr and disappears when done.
+    Both stay silent under --quiet. The bar lives on stderr and disappears when done. total_tokens None (an
+    adaptive run, whose length is not known ahead) gives a running count and the elapsed time instead of a bar.
     """
     if display.quiet:
         yield (lambda description, advance: None), (lambda timing: None)
@@ -70,15 +66,19 @@ def progress(display: Display, total_tokens: int) -> Iterator[tuple[Any, Any]]:
     def line(timing: RunTiming) -> Text:
         decode = (f", decode {timing.decode_ms_per_token:.1f} ms/token" if timing.decode_ms_per_token is not None
                   else "")
-        return Text(f"{timing.new_tokens} tokens, {timing.mode} run {timing.run}: {seconds_text(timing.seconds)} "
+        where = f"{timing.prompt_tokens}-token prompt, " if depth else ""
+        return Text(f"{where}{timing.new_tokens} tokens, {timing.mode} run {timing.run}: "
+                    f"{seconds_text(timing.seconds)} "
                     f"(TTFT {seconds_text(timing.ttft_s)}{decode})", style="dim")
 
     if not display.err.is_terminal:
         yield (lambda description, advance: None), (lambda timing: display.err.print(line(timing)))
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
-                   TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=display.err,
-                   transient=True)
+    columns: tuple[Any, ...] = (
+        (BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), TimeElapsedColumn(), TextColumn("left"),
+         TimeRemainingColumn()) if total_tokens is not None
+        else (TextColumn("{task.completed:.0f} tokens"), TimeElapsedColumn()))
+    bar = Progress(TextColumn("{task.description}"), *columns, console=display.err, transient=True)
     task = bar.add_task("starting", total=total_tokens)
 
     def on_progress(description: str, advance: int) -> None:
@@ -95,15 +95,29 @@ def progress(display: Display, total_tokens: int) -> Iterator[tuple[Any, Any]]:
 
 
 def _header(result: BenchResult) -> Text:
-    lengths = (f"{result.lengths[0]} new tokens" if not result.sweep
-               else "sweep of " + ", ".join(str(n) for n in result.lengths) + " new tokens")
+    if result.depths:
+        points = ("prompts of " + ", ".join(str(n) for n in result.depths) + " tokens (the prompt repeated), "
+                  f"{result.lengths[0]} new tokens each")
+    elif result.sweep:
+        points = "sweep of " + ", ".join(str(n) for n in result.lengths) + " new tokens"
+    else:
+        points = f"{result.prompt_tokens} prompt tokens, {result.lengths[0]} new tokens"
     chat = ", chat template" if result.chat_template_applied else ""
     threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.device == "cpu" else ""
-    return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}{threads}), "
-                f"{result.prompt_tokens} prompt tokens{chat}, {lengths}; {result.repeat} timed runs per mode "
-                f"(+{result.warmup} warm-up), "
-                "greedy, modes interleaved"
+    return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}{threads}), {points}{chat}; "
+                f"{repeat_text(result)}, greedy, modes interleaved"
                 + ("" if result.cache_kind == "dynamic" else f"; KV cache: {result.cache_kind}"), style="bold")
+
+
+def repeat_text(result: BenchResult) -> str:
+    """How many pairs were timed and why they stopped."""
+    warm = f" (+{result.warmup} warm-up of {result.warmup_tokens} tokens)" if result.warmup else ""
+    if result.repeat is not None:
+        return f"{result.repeat} timed run{'s' if result.repeat != 1 else ''} per mode{warm}"
+    target = f"±{result.target_ci:.0%}" if result.target_ci is not None else "?"
+    budget = f"{result.max_time_s:.0f} s" if result.max_time_s is not None else "?"
+    return (f"pairs until the speed-up's 95% interval is within {target} ({result.min_pairs}+ pairs) or the "
+            f"{budget} budget is spent{warm}")
 
 
 def _ratio(uncached: float | None, cached: float | None) -> str:
@@ -162,14 +176,49 @@ def difference_text(length: LengthResult) -> str:
             f"{check.no_cache_token_id}")
 
 
+STOP_WORDS = {"converged": "the interval reached its target", "time budget": "the time budget ran out",
+              "pair limit": "the pair limit was reached", "interrupted": "interrupted", "repeat": "--repeat"}
+
+
 def speedup_text(length: LengthResult) -> Text:
     if length.speedup is None:
         return Text("speed-up: no complete pair of runs", style="yellow")
-    pairs = length.speedup.pairs
-    spread = f"{pairs.mean:.2f} ± {pairs.std:.2f}x" if pairs.std is not None else ratio_text(pairs.mean)
-    return Text.assemble("speed-up from the cache: ", (ratio_text(length.speedup.of_means), "bold"),
-                         f" (no-cache time / cache time); per interleaved pair {spread}, range "
-                         f"{ratio_text(pairs.min)}–{ratio_text(pairs.max)}")
+    found = length.speedup
+    pairs, interval = found.pairs, found.interval
+    spread = (f"mean {ratio_text(pairs.mean)}, 95% interval {ratio_text(interval.low)}–{ratio_text(interval.high)} "
+              f"(±{interval.relative_half_width:.1%})" if interval is not None else ratio_text(pairs.mean))
+    text = Text.assemble("speed-up from the cache: ", (ratio_text(found.of_means), "bold"),
+                         f" (no-cache time / cache time); {pairs.n} interleaved pair{'s' if pairs.n != 1 else ''}: "
+                         f"{spread}, range {ratio_text(pairs.min)}–{ratio_text(pairs.max)}; stopped: "
+                         f"{STOP_WORDS.get(length.stop_reason, length.stop_reason)}")
+    return text
+
+
+def notes_text(length: LengthResult) -> Text | None:
+    """The noise warnings of one point (speed-up interval, per-mode spread), each on its own line, or None."""
+    notes = [note for note in (length.speedup.note if length.speedup else None,
+                               length.cache.note if length.cache else None,
+                               length.no_cache.note if length.no_cache else None) if note]
+    if not notes:
+        return None
+    return Text("\n".join(f"⚠ {note}" for note in notes), style="yellow")
+
+
+def series_notes(result: BenchResult) -> Text | None:
+    """The noise warnings of a sweep or depth series, each said once with the points it applies to."""
+    where: dict[str, list[str]] = {}
+    for length in result.results:
+        point = f"{length.prompt_tokens}" if result.depths else f"{length.new_tokens}"
+        for note in (length.speedup.note if length.speedup else None, length.cache.note if length.cache else None,
+                     length.no_cache.note if length.no_cache else None):
+            if note:
+                where.setdefault(note, []).append(point)
+    if not where:
+        return None
+    unit = "prompt tokens" if result.depths else "new tokens"
+    lines = [f"⚠ {'every point' if len(points) == len(result.results) else 'at ' + ', '.join(points) + ' ' + unit}: "
+             f"{note}" for note, points in where.items()]
+    return Text("\n".join(lines), style="yellow")
 
 
 def kv_text(length: LengthResult) -> Text:
@@ -183,22 +232,42 @@ def kv_text(length: LengthResult) -> Text:
                 f"{kv.bytes_per_value} bytes per value" + (f"; {kv.note})" if kv.note else ")"))
 
 
-def show_bench(display: Display, result: BenchResult) -> None:
-    """The people's view on stdout: one table per length (or one sweep table, growth fits and a chart)."""
+def show_bench(display: Display, info: ModelInfo, result: BenchResult) -> None:
+    """bench-cache's one render entry: the document (--json / --jsonl), one CSV row per timed run (--csv), or the
+    people's view: one table per length (or one sweep/depth table, growth fits and a chart)."""
+    from llmscope.render.benchchart import text_chart
+    from llmscope.settings import OutputMode
+
+    if display.mode == OutputMode.CSV:
+        display.csv(list(CSV_FIELDS), [csv_row(run) for run in result.runs])
+        return
+    if not display.for_people:
+        display.document("bench-cache", info, result)
+        return
+
     display.result(_header(result))
     if not result.results:
         display.result(Text("no run finished", style="yellow"))
         return
-    if result.sweep:
-        display.result(sweep_table(result))
+    width = max(20, min(60, display.out.width - 12))
+    if result.sweep or result.depths:
+        display.result(depth_table(result) if result.depths else sweep_table(result))
         display.result(sweep_check_text(result))
+        notes = series_notes(result)
+        if notes is not None:
+            display.result(notes)
         display.result(growth_text(result))
-        display.result(Text("\nmean generate time against new tokens", style="bold"))
-        display.result(text_chart(result, width=max(20, min(60, display.out.width - 12))))
+        title = ("mean decode ms/token against prompt tokens" if result.depths
+                 else "mean generate time against new tokens")
+        display.result(Text(f"\n{title}", style="bold"))
+        display.result(text_chart(result, width=width))
     else:
         length = result.results[0]
         display.result(mode_table(length))
         display.result(speedup_text(length))
+        notes = notes_text(length)
+        if notes is not None:
+            display.result(notes)
         display.result(kv_text(length))
         display.result(check_text(length))
     display.status(f"peak memory: {result.memory_measure}; process peak RSS (getrusage ru_maxrss) "
@@ -255,144 +324,64 @@ def sweep_check_text(result: BenchResult) -> Text:
                          f"({pairs} pairs)")
 
 
+QUANTITY_WORDS = {"seconds": "generate time", "ttft_s": "time to first token", "decode_ms_per_token": "decode ms/token"}
+
+
 def growth_text(result: BenchResult) -> Text:
     if not result.growth:
-        return Text("growth: fewer than two lengths finished, no fit", style="yellow")
-    text = Text("growth of the time with new tokens (least-squares fit of log time on log length): ")
-    for index, growth in enumerate(result.growth):
-        if index:
-            text.append("; ")
-        text.append(f"{MODE_LABELS[growth.mode]} ∝ n^{growth.fit.exponent:.2f}", style=MODE_STYLES[growth.mode])
-        text.append(f" (R² {growth.fit.r_squared:.3f})")
+        return Text("growth: fewer than two points finished, no fit", style="yellow")
+    against = "prompt tokens" if result.depths else "new tokens"
+    text = Text(f"growth with {against} (least-squares fit of log time on log length):")
+    for quantity in ("seconds", "ttft_s", "decode_ms_per_token"):
+        fits = [growth for growth in result.growth if growth.quantity == quantity]
+        if not fits:
+            continue
+        text.append(f"\n  {QUANTITY_WORDS[quantity]}: ")
+        for index, growth in enumerate(fits):
+            text.append("; " if index else "")
+            text.append(f"{MODE_LABELS[growth.mode]} ∝ n^{growth.fit.exponent:.2f}", style=MODE_STYLES[growth.mode])
+            text.append(f" (R² {growth.fit.r_squared:.3f})")
+        notes = {growth.note for growth in fits if growth.note}
+        if len(fits) > 1 and len(notes) == 1 and all(growth.note for growth in fits):
+            text.append(f"\n    ⚠ both: {notes.pop()}", style="yellow")
+        else:
+            for growth in fits:
+                if growth.note:
+                    text.append(f"\n    ⚠ {MODE_LABELS[growth.mode]}: {growth.note}", style="yellow")
     return text
 
 
-# ---------------------------------------------------------------------------------------------- charts
+def fit_for(result: BenchResult, mode: str, quantity: str) -> GrowthFit | None:
+    return next((g for g in result.growth if g.mode == mode and g.quantity == quantity), None)
 
 
-def _series(result: BenchResult) -> list[tuple[str, list[tuple[float, float]]]]:
-    series = []
-    for mode in (CACHE, "no-cache"):
-        points = [(float(r.new_tokens), s.seconds.mean) for r in result.results
-                  if (s := r.cache if mode == CACHE else r.no_cache) is not None]
-        if points:
-            series.append((mode, points))
-    return series
-
-
-def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return None
-
-
-def text_chart(result: BenchResult, width: int = 60, height: int = 14) -> Text:
-    """Mean time against new tokens for both modes, drawn in characters (linear axes, y from 0)."""
-    series = _series(result)
-    if not series:
-        return Text("")
-    xs = [x for _, points in series for x, _ in points]
-    x_low, x_high = min(xs), max(xs)
-    y_high = max(y for _, points in series for _, y in points) or 1.0
-    grid: list[list[tuple[str, str]]] = [[(" ", "")] * width for _ in range(height)]
-
-    def column(x: float) -> int:
-        return 0 if x_high == x_low else round((x - x_low) / (x_high - x_low) * (width - 1))
-
-    def row(y: float) -> int:
-        return height - 1 - round(y / y_high * (height - 1))
-
-    for mode, points in series:
-        style = MODE_STYLES[mode]
-        for col in range(width):
-            x = x_low + (x_high - x_low) * col / (width - 1)
-            y = _interpolate(points, x)
-            if y is not None and grid[row(y)][col][0] == " ":
-                grid[row(y)][col] = ("·", style)
-        for x, y in points:
-            grid[row(y)][column(x)] = (MODE_MARKERS[mode], f"bold {style}")
-
-    label_width = max(len(seconds_text(y_high)), 4)
-    text = Text()
-    for index, cells in enumerate(grid):
-        label = seconds_text(y_high) if index == 0 else ("0 s" if index == height - 1 else "")
-        text.append(f"{label:>{label_width}} │")
-        for char, style in cells:
-            text.append(char, style=style)
-        text.append("\n")
-    text.append(" " * label_width + " └" + "─" * width + "\n")
-    ticks = [" "] * (width + 8)
-    for x in sorted(set(xs)):
-        name, start = str(int(x)), column(x)
-        if all(char == " " for char in ticks[max(start - 1, 0):start + len(name) + 1]):
-            ticks[start:start + len(name)] = list(name)
-    text.append(" " * (label_width + 2) + "".join(ticks).rstrip() + "\n")
-    for mode, _ in series:
-        fit = next((g.fit for g in result.growth if g.mode == mode), None)
-        text.append(f"  {MODE_MARKERS[mode]} {MODE_LABELS[mode]}", style=MODE_STYLES[mode])
-        text.append(f" ∝ n^{fit.exponent:.2f}" if fit else "")
-    return text
-
-
-def require_matplotlib() -> None:
-    """Fail early, before any timing, when --plot cannot be written."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("--plot needs matplotlib, which is not installed", hint=PLOT_INSTALL_HINT) from None
-
-
-def check_plot_path(path: Path) -> None:
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"--plot writes .png or .svg files (got {str(path)!r})")
-    if not path.parent.exists():
-        raise UsageError(f"--plot: the folder {str(path.parent)!r} does not exist")
-
-
-def write_plot(result: BenchResult, path: Path) -> None:
-    """The same chart as an image (PNG or SVG by the file's suffix), with matplotlib's Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
-    try:
-        for mode, points in _series(result):
-            fit = next((g.fit for g in result.growth if g.mode == mode), None)
-            label = MODE_LABELS[mode] + (f"  (∝ n^{fit.exponent:.2f})" if fit else "")
-            summaries = [r.cache if mode == CACHE else r.no_cache for r in result.results]
-            errors = [s.seconds.std or 0.0 for s in summaries if s is not None]
-            axes.errorbar([x for x, _ in points], [y for _, y in points], yerr=errors, marker="o", capsize=3,
-                          color=MODE_STYLES[mode], label=label)
-        axes.set_xlabel("new tokens")
-        axes.set_ylabel("generate time, s (mean ± std)")
-        axes.set_ylim(bottom=0)
-        axes.set_title(f"KV cache: {result.model} on {result.device} ({result.dtype}), "
-                       f"{result.prompt_tokens}-token prompt", fontsize=10)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        figure.savefig(path)
-    finally:
-        pyplot.close(figure)
+def depth_table(result: BenchResult) -> Table:
+    """One row per prompt length: prefill and decode with and without the cache, and the whole-run speed-up."""
+    table = Table(show_edge=False, pad_edge=False)
+    for name in ("prompt\ntokens", "TTFT cache\n(mean)", "TTFT no cache\n(mean)", "cache\nms/token",
+                 "no-cache\nms/token", "decode\nratio", "speed-\nup", "pairs"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for length in result.results:
+        cached, uncached = length.cache, length.no_cache
+        decode_ratio = (_ratio(uncached.decode_ms_per_token.mean, cached.decode_ms_per_token.mean)
+                        if cached and uncached and cached.decode_ms_per_token and uncached.decode_ms_per_token else "-")
+        table.add_row(
+            str(length.prompt_tokens),
+            Text(seconds_text(cached.ttft_s.mean) if cached else "-", style=MODE_STYLES[CACHE]),
+            Text(seconds_text(uncached.ttft_s.mean) if uncached else "-", style=MODE_STYLES["no-cache"]),
+            Text(_decode_mean(cached), style=MODE_STYLES[CACHE]),
+            Text(_decode_mean(uncached), style=MODE_STYLES["no-cache"]), decode_ratio or "-",
+            ratio_text(length.speedup.of_means) if length.speedup else "-",
+            str(length.speedup.pairs.n) if length.speedup else "0")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------- scripts
 
 
-def show_bench_json(display: Display, info: ModelInfo, result: BenchResult) -> None:
-    emit_json(display, "bench-cache", info, result)
-
-
-def show_bench_csv(display: Display, result: BenchResult) -> None:
-    """One row per timed run, in the order they ran."""
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for run in result.runs:
-        writer.writerow([run.mode, run.new_tokens, run.run, f"{run.seconds:.6f}", f"{run.ttft_s:.6f}",
-                         "" if run.decode_ms_per_token is None else f"{run.decode_ms_per_token:.4f}",
-                         f"{run.tokens_per_s:.4f}", "" if run.peak_memory_bytes is None else run.peak_memory_bytes,
-                         "" if run.peak_over_start_bytes is None else run.peak_over_start_bytes])
-    sys.stdout.flush()
+def csv_row(run: Any) -> list[Any]:
+    """One timed run as a CSV row, in CSV_FIELDS order."""
+    return [run.mode, run.new_tokens, run.run, f"{run.seconds:.6f}", f"{run.ttft_s:.6f}",
+            "" if run.decode_ms_per_token is None else f"{run.decode_ms_per_token:.4f}",
+            f"{run.tokens_per_s:.4f}", "" if run.peak_memory_bytes is None else run.peak_memory_bytes,
+            "" if run.peak_over_start_bytes is None else run.peak_over_start_bytes, run.prompt_tokens]

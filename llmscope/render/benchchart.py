@@ -1,0 +1,157 @@
+"""Draw `bench-cache`'s sweep or depth series: a chart in characters for the terminal, an image through matplotlib,
+and the check that an image path can be written. It computes nothing beyond layout and never touches the model."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from rich.text import Text
+
+from llmscope.benchresults import CACHE, BenchResult
+from llmscope.errors import UsageError
+from llmscope.render.bench import MODE_LABELS, MODE_MARKERS, MODE_STYLES, seconds_text
+
+PLOT_SUFFIXES = (".png", ".svg")
+PLOT_INSTALL_HINT = "pip install 'llmscope[plot]'"
+
+
+def _series(result: BenchResult) -> list[tuple[str, list[tuple[float, float]]]]:
+    """Per mode, (x, y) points: mean seconds against new tokens (sweep), or decode ms/token against prompt tokens."""
+    series = []
+    for mode in (CACHE, "no-cache"):
+        points = []
+        for r in result.results:
+            summary = r.cache if mode == CACHE else r.no_cache
+            if summary is None:
+                continue
+            if not result.depths:
+                points.append((float(r.new_tokens), summary.seconds.mean))
+            elif summary.decode_ms_per_token is not None:
+                points.append((float(r.prompt_tokens), summary.decode_ms_per_token.mean / 1000))
+        if points:
+            series.append((mode, points))
+    return series
+
+
+def _errors(result: BenchResult, mode: str) -> list[float]:
+    summaries = [s for r in result.results if (s := r.cache if mode == CACHE else r.no_cache) is not None]
+    if result.depths:
+        return [(s.decode_ms_per_token.std or 0.0) / 1000 for s in summaries if s.decode_ms_per_token is not None]
+    return [s.seconds.std or 0.0 for s in summaries]
+
+
+def _quantity(result: BenchResult) -> str:
+    return "decode_ms_per_token" if result.depths else "seconds"
+
+
+def _interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def text_chart(result: BenchResult, width: int = 60, height: int = 14) -> Text:
+    """Mean time against new tokens (or decode time per token against prompt tokens) for both modes, drawn in
+    characters (linear axes, y from 0)."""
+    series = _series(result)
+    if not series:
+        return Text("")
+    xs = [x for _, points in series for x, _ in points]
+    x_low, x_high = min(xs), max(xs)
+    y_high = max(y for _, points in series for _, y in points) or 1.0
+    grid: list[list[tuple[str, str]]] = [[(" ", "")] * width for _ in range(height)]
+
+    def column(x: float) -> int:
+        return 0 if x_high == x_low else round((x - x_low) / (x_high - x_low) * (width - 1))
+
+    def row(y: float) -> int:
+        return height - 1 - round(y / y_high * (height - 1))
+
+    for mode, points in series:
+        style = MODE_STYLES[mode]
+        for col in range(width):
+            x = x_low + (x_high - x_low) * col / (width - 1)
+            y = _interpolate(points, x)
+            if y is not None and grid[row(y)][col][0] == " ":
+                grid[row(y)][col] = ("·", style)
+        for x, y in points:
+            grid[row(y)][column(x)] = (MODE_MARKERS[mode], f"bold {style}")
+
+    label_width = max(len(seconds_text(y_high)), 4)
+    text = Text()
+    for index, cells in enumerate(grid):
+        label = seconds_text(y_high) if index == 0 else ("0 s" if index == height - 1 else "")
+        text.append(f"{label:>{label_width}} │")
+        for char, style in cells:
+            text.append(char, style=style)
+        text.append("\n")
+    text.append(" " * label_width + " └" + "─" * width + "\n")
+    ticks = [" "] * (width + 8)
+    for x in sorted(set(xs)):
+        name, start = str(int(x)), column(x)
+        if all(char == " " for char in ticks[max(start - 1, 0):start + len(name) + 1]):
+            ticks[start:start + len(name)] = list(name)
+    text.append(" " * (label_width + 2) + "".join(ticks).rstrip() + "\n")
+    for mode, _ in series:
+        fit = next((g.fit for g in result.growth if g.mode == mode and g.quantity == _quantity(result)), None)
+        text.append(f"  {MODE_MARKERS[mode]} {MODE_LABELS[mode]}", style=MODE_STYLES[mode])
+        text.append(f" ∝ n^{fit.exponent:.2f}" if fit else "")
+    return text
+
+
+def require_matplotlib() -> None:
+    """Fail early, before any timing, when --plot cannot be written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib, which is not installed", hint=PLOT_INSTALL_HINT) from None
+
+
+def check_plot_path(path: Path) -> None:
+    """Refuse, before any timing, a --plot path that cannot take the image: wrong suffix, a folder, no folder,
+    or no permission to write (tried by opening it for appending; a file this check created is removed again)."""
+    if path.is_dir():
+        raise UsageError(f"--plot: {str(path)!r} is a folder; give a file name ending in .png or .svg")
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--plot writes .png or .svg files (got {str(path)!r})")
+    if not path.parent.is_dir():
+        raise UsageError(f"--plot: the folder {str(path.parent)!r} does not exist")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise UsageError(f"--plot: cannot write {str(path)!r}: {error.strerror or error}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def write_plot(result: BenchResult, path: Path) -> None:
+    """The same chart as an image (PNG or SVG by the file's suffix), with matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
+    try:
+        for mode, points in _series(result):
+            fit = next((g.fit for g in result.growth if g.mode == mode and g.quantity == _quantity(result)), None)
+            label = MODE_LABELS[mode] + (f"  (∝ n^{fit.exponent:.2f})" if fit else "")
+            errors = _errors(result, mode)
+            axes.errorbar([x for x, _ in points], [y for _, y in points], yerr=errors, marker="o", capsize=3,
+                          color=MODE_STYLES[mode], label=label)
+        axes.set_xlabel("prompt tokens" if result.depths else "new tokens")
+        axes.set_ylabel("decode time per token, s (mean ± std)" if result.depths
+                        else "generate time, s (mean ± std)")
+        axes.set_ylim(bottom=0)
+        axes.set_title(f"KV cache: {result.model} on {result.device} ({result.dtype}), "
+                       f"{result.prompt_tokens}-token prompt", fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        pyplot.close(figure)
