@@ -513,6 +513,25 @@ def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
         show_environment_json(display, report) if json_output else show_environment(display, report)
 
 
+@app.command("cache", epilog=EXIT_CODES_HELP)
+def cache_command(
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the entries named, or every entry.")] = False,
+    entries: Annotated[list[str] | None, typer.Argument(
+        help="Entries to clear: a name (or its first characters) or a source file name.", show_default=False)] = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List the GGUF conversion cache (size, source file, last use, state) or clear it."""
+    with command(quiet) as display:
+        from llmscope import conversion_cache
+        from llmscope.render.cache import show_cache, show_cache_json
+
+        if entries and not clear:
+            raise UsageError("entry names are only used with --clear", hint="llmscope cache --clear NAME")
+        report = conversion_cache.clear(tuple(entries or ())) if clear else conversion_cache.list_entries(check=True)
+        show_cache_json(display, report) if json_output else show_cache(display, report)
+
+
 OPTIONAL_VALUE_OPTIONS = {"--show-probs": "probability"}
 
 

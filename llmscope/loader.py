@@ -3,20 +3,15 @@ It picks device and dtype and keeps the GGUF conversion cache; it never prints (
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmscope import conversion_cache
 from llmscope.errors import DeviceError, ModelLoadError, UsageError
 from llmscope.results import ModelInfo
 
@@ -36,8 +31,6 @@ ALIASES: dict[str, str] = {
 }
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
-CACHE_MARKER = "llmscope-entry.json"
-CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -226,70 +219,42 @@ def dtype_name(dtype: Any) -> str:
 # ---------------------------------------------------------------------------------------------- cache
 
 
-def cache_root() -> Path:
-    """$LLMSCOPE_CACHE, else $XDG_CACHE_HOME/llmscope, else ~/.cache/llmscope."""
-    if os.environ.get("LLMSCOPE_CACHE"):
-        return Path(os.path.expanduser(os.environ["LLMSCOPE_CACHE"]))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "llmscope"
-
-
-def gguf_cache_key(gguf_path: Path) -> str:
-    """A key that changes when the file changes: path, size, mtime and a hash of its first and last MiB."""
-    stat = gguf_path.stat()
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    with open(gguf_path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        if stat.st_size > 2 << 20:
-            handle.seek(-(1 << 20), os.SEEK_END)
-            digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:16]
-
-
 def gguf_cache_dir(spec: ModelSpec, part: str = "model") -> Path:
     """The cache entry for a GGUF source: part "model" holds model + tokenizer, "tokenizer" the tokenizer only."""
     assert spec.gguf_path is not None
-    stem = spec.gguf_path.name.removesuffix(".gguf")
-    suffix = "" if part == "model" else f".{part}"
-    return cache_root() / "gguf" / f"{stem}-{gguf_cache_key(spec.gguf_path)}{suffix}"
+    return conversion_cache.entry_dir(spec.gguf_path, part)
 
 
 def cache_entry_is_whole(entry: Path) -> bool:
-    """True when the entry's marker lists files that are all there with the recorded sizes."""
-    try:
-        marker = json.loads((entry / CACHE_MARKER).read_text())
-        return all((entry / name).stat().st_size == size for name, size in marker["files"].items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+    """True when the entry verifies (see llmscope.conversion_cache for what that checks and costs)."""
+    return conversion_cache.entry_is_whole(entry)
 
 
-def _remove_entry(entry: Path, why: str) -> None:
-    log.warning("conversion cache entry %s is broken (%s): rebuilding it from the GGUF file", entry, why)
-    shutil.rmtree(entry, ignore_errors=True)
+def _usable_entry(entry: Path) -> bool:
+    """True when the entry verifies; a damaged one is removed with a warning (the caller rebuilds it)."""
+    problem = conversion_cache.verify_entry(entry)
+    if problem is None:
+        conversion_cache.touch(entry)
+        return True
+    if entry.exists():
+        conversion_cache.remove_entry(entry, problem)
+    return False
 
 
-@contextlib.contextmanager
-def _staging_dir(entry: Path) -> Iterator[Path]:
-    """A temporary folder beside `entry`, renamed into place on success and removed on failure.
+def _write_entry(entry: Path, spec: ModelSpec, what: str, *savers: Any) -> bool:
+    """Run each saver(folder) into a staging folder for `entry`; False (with a warning naming the cause) on failure.
 
-    The rename is atomic: a reader sees either no entry or a whole one. When two processes convert the same
-    file at once, the first rename wins and the other discards its copy.
+    Any failure counts, not only OSError: safetensors and tokenizers raise their own errors on a full disk.
     """
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = entry.parent / f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
-        yield staging
-        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
-        (staging / CACHE_MARKER).write_text(json.dumps({"format": CACHE_FORMAT, "files": files}, indent=1))
-        try:
-            os.rename(staging, entry)
-        except OSError:
-            if not cache_entry_is_whole(entry):
-                shutil.rmtree(entry, ignore_errors=True)
-                os.rename(staging, entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with conversion_cache.staging(entry, spec.gguf_path) as folder:
+            for save in savers:
+                save(str(folder))
+        return True
+    except Exception as error:
+        log.warning("could not write the %s to the conversion cache (%s: %s); using it from memory, and the next "
+                    "run reads the GGUF file again", what, type(error).__name__, _first_line(error))
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -366,8 +331,11 @@ def load_config(spec: ModelSpec | str | None, trust_remote_code: bool = False) -
     try:
         if spec.is_gguf:
             entry = gguf_cache_dir(spec)
-            if cache_entry_is_whole(entry):
-                return AutoConfig.from_pretrained(str(entry))
+            if _usable_entry(entry):
+                try:
+                    return AutoConfig.from_pretrained(str(entry))
+                except Exception as error:  # a damaged config.json: drop the entry, read the GGUF header
+                    conversion_cache.remove_entry(entry, f"config.json: {_first_line(error)}")
             return AutoConfig.from_pretrained(spec.location, gguf_file=spec.gguf_file)
         return AutoConfig.from_pretrained(spec.location, trust_remote_code=trust_remote_code)
     except Exception as error:  # transformers / huggingface_hub raise many kinds; all become one line
@@ -391,28 +359,37 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
     try:
         if spec.is_gguf:
             for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
-                if cache_entry_is_whole(entry):
+                if _usable_entry(entry):
                     try:
                         return _cached_tokenizer(entry, light)
                     except Exception as error:  # the tokenizers library raises plain Exception
-                        _remove_entry(entry, _first_line(error))
+                        conversion_cache.remove_entry(entry, _first_line(error))
         from transformers import AutoTokenizer
 
         if not spec.is_gguf:
+            _require_tokenizer_files(spec)
             return _prepare_tokenizer(AutoTokenizer.from_pretrained(spec.location,
                                                                     trust_remote_code=trust_remote_code))
         log.info("reading the tokenizer from %s (first use; it is cached afterwards)", spec.gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(spec.location, gguf_file=spec.gguf_file)
-        try:
-            with _staging_dir(gguf_cache_dir(spec, "tokenizer")) as staging:
-                tokenizer.save_pretrained(str(staging))
-        except OSError as error:
-            log.warning("could not write the tokenizer cache: %s", _first_line(error))
+        _write_entry(gguf_cache_dir(spec, "tokenizer"), spec, "tokenizer", tokenizer.save_pretrained)
         return _prepare_tokenizer(tokenizer)
     except ModelLoadError:
         raise
     except Exception as error:  # a corrupt file fails in many ways (struct.error, IndexError, ...)
         raise _translate_load_error(error, spec, "tokenizer") from error
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model",
+                   "vocab.txt")
+
+
+def _require_tokenizer_files(spec: ModelSpec) -> None:
+    """A local folder without any tokenizer file gets a sentence saying so, not transformers' cut-off line."""
+    if spec.kind == "folder" and not any((Path(spec.location) / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{spec.name} has no tokenizer: none of {', '.join(TOKENIZER_FILES[:3])} is in the folder",
+            hint="copy the tokenizer files next to config.json (`architecture` works from config.json alone)")
 
 
 def _cached_tokenizer(entry: Path, light: bool) -> Any:
@@ -425,8 +402,12 @@ def _cached_tokenizer(entry: Path, light: bool) -> Any:
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(entry)))
 
 
-def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:
-    """Dequantize a GGUF file into float32 and write model + tokenizer into the cache entry."""
+def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any, bool]:
+    """Dequantize a GGUF file into float32 and write model + tokenizer into the cache entry.
+
+    Returns (model, tokenizer, written): written is False when the cache could not be written (then the model
+    is used from memory and a warning said why).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -437,13 +418,8 @@ def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    try:
-        with _staging_dir(entry) as staging:
-            model.save_pretrained(str(staging))
-            tokenizer.save_pretrained(str(staging))
-    except OSError as error:
-        log.warning("could not write the conversion cache (%s): the next run converts again", _first_line(error))
-    return model, tokenizer
+    written = _write_entry(entry, spec, "converted model", model.save_pretrained, tokenizer.save_pretrained)
+    return model, tokenizer, written
 
 
 def hide_library_progress_bars() -> None:
@@ -488,6 +464,8 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from llmscope.cached_model import load_cached_model
+
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target if device_map is None else "cpu")
@@ -504,19 +482,19 @@ def load_model(
         if spec.is_gguf:
             entry = gguf_cache_dir(spec)
             model = tokenizer = None
-            if cache_entry_is_whole(entry):
+            if _usable_entry(entry):
                 try:
                     tokenizer = load_tokenizer(spec)
-                    model = AutoModelForCausalLM.from_pretrained(str(entry), dtype=torch_dtype, **placement)
+                    model = load_cached_model(entry, torch_dtype, target, device_map)
                     from_cache = True
-                except (OSError, ValueError, RuntimeError) as error:
-                    _remove_entry(entry, _first_line(error))
-            elif entry.exists():
-                _remove_entry(entry, "files missing or truncated")
+                except torch.OutOfMemoryError:
+                    raise
+                except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
+                    conversion_cache.remove_entry(entry, _first_line(error))
             if model is None:
-                model, tokenizer = _convert_gguf(spec, entry)
+                model, tokenizer, written = _convert_gguf(spec, entry)
                 model = model.to(dtype=torch_dtype, device=target if device_map is None else "cpu")
-                from_cache = False
+                from_cache = False if written else None
         else:
             _warn_if_pickle_weights(spec)
             tokenizer = load_tokenizer(spec, trust_remote_code)

@@ -127,3 +127,11 @@ def cli(monkeypatch: pytest.MonkeyPatch):
         return CliResult(runner.invoke(app, normalize_argv([str(a) for a in args]), input=input, env=env))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A tiny llama GGUF file (float32) made from tiny_model_dir: converts in well under a second."""
+    from tinygguf import write_tiny_gguf
+
+    return write_tiny_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")

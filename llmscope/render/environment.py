@@ -24,7 +24,8 @@ def show_environment(display: Display, report: EnvReport) -> None:
                       f"bfloat16 {'yes' if gpu.bf16_supported else 'no'}")
     table.add_row("MPS", "available" if report.mps_available else "not available")
     table.add_row("default device", f"{report.default_device} ({report.cpu_threads} CPU threads)")
-    table.add_row("llmscope cache", report.llmscope_cache)
+    table.add_row("llmscope cache", f"{report.llmscope_cache} ({human_bytes(report.cache_size_bytes)}; "
+                  "`llmscope cache` lists and clears it)")
     table.add_row("conversions", ", ".join(report.cached_conversions) or "none yet")
     table.add_row("HF hub cache", report.hf_cache + ("  (HF_HUB_OFFLINE=1)" if report.hf_offline else ""))
     table.add_row("default model", report.default_model)
