@@ -3,9 +3,11 @@ It picks device and dtype and keeps the GGUF conversion cache; it never prints (
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,9 +113,13 @@ def resolve_model_spec(spec: str | None = None) -> ModelSpec:
 
     Raises ModelLoadError for a path that does not exist or a folder that holds no model.
     """
+    if spec is not None and not spec.strip():
+        raise UsageError("--model is empty", hint="pass a hub id, a folder, a .gguf file or an alias (smollm2)")
+    environment = os.environ.get("LLMSCOPE_MODEL")
+    if spec is None and environment is not None and not environment.strip():
+        raise UsageError("LLMSCOPE_MODEL is set but empty",
+                         hint="unset LLMSCOPE_MODEL for the embedded model, or set it to a model")
     given = (spec or default_model_spec()).strip()
-    if not given:
-        raise UsageError("the model spec is empty", hint="pass --model with a hub id, a folder or a .gguf file")
     target = ALIASES.get(given.lower(), given)
     if target == "<embedded>":
         path = embedded_gguf_path()
@@ -139,9 +145,23 @@ def resolve_model_spec(spec: str | None = None) -> ModelSpec:
     if expanded.exists():
         raise ModelLoadError(f"{target} is a file but not a .gguf model",
                              hint="pass a folder, a .gguf file or a hub id")
-    if target.startswith((".", "/", "~")) or target.count("/") > 1 or "\\" in target:
-        raise ModelLoadError(f"no such model folder or file: {target}", hint="check the path")
+    if expanded.is_symlink():
+        raise ModelLoadError(f"{target} is a broken symbolic link (or a loop of them)", hint="check the path")
+    first_part = target.split("/", 1)[0]
+    if (target.startswith((".", "/", "~")) or "\\" in target or ("/" in target and Path(first_part).is_dir())
+            or not _looks_like_hub_id(target)):
+        raise ModelLoadError(f"no such model folder or file: {target}",
+                             hint="check the path" + ("" if "/" in target else "; a hub id looks like org/name"))
     return ModelSpec(given, target, "hub", target)
+
+
+_HUB_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+def _looks_like_hub_id(target: str) -> bool:
+    """org/name (or a legacy bare name like gpt2) with the characters the hub allows."""
+    parts = target.split("/")
+    return len(parts) <= 2 and all(_HUB_PART.match(part) for part in parts)
 
 
 # ---------------------------------------------------------------------------------------------- device
@@ -269,6 +289,44 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_unreachable() -> str | None:
+    """None when the hub's host accepts a TCP connection within HUB_PROBE_TIMEOUT_S, else why not.
+
+    Asked once per process before the first hub request, so an unreachable network costs seconds and one
+    line instead of huggingface_hub's retries (27-50 s of "Retrying..."). Behind a proxy it assumes reachable.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        return f"{host}:{port}: {error.strerror or type(error).__name__}"
+    return None
+
+
+def _check_hub_reachable(spec: ModelSpec) -> None:
+    """For a hub model with downloads on: go offline (local cache only) when the hub cannot be reached."""
+    if spec.kind != "hub" or _offline():
+        return
+    why = _hub_unreachable()
+    if why is None:
+        return
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    log.debug("the Hugging Face hub is unreachable (%s): using the local cache only", why)
+
+
 def _translate_load_error(error: Exception, spec: ModelSpec, what: str) -> Exception:
     """Map exceptions from transformers / huggingface_hub to one readable ModelLoadError."""
     from huggingface_hub import errors as hub_errors
@@ -286,10 +344,19 @@ def _translate_load_error(error: Exception, spec: ModelSpec, what: str) -> Excep
                               hint=f"read the code in {name} first, then pass --trust-remote-code")
     if spec.kind == "hub" and (isinstance(error, (hub_errors.LocalEntryNotFoundError, OSError))
                                and (_offline() or "offline" in text.lower() or "connect" in text.lower())):
+        unreachable = _hub_unreachable() if _hub_unreachable.cache_info().currsize else None
         return ModelLoadError(
-            f"{name} is not in the local Hugging Face cache and downloading is off"
-            + (" (HF_HUB_OFFLINE=1)" if _offline() else " (no connection)"),
+            f"{name} is not in the local Hugging Face cache and "
+            + (f"the hub is unreachable ({unreachable})" if unreachable else "downloading is off"
+               + (" (HF_HUB_OFFLINE=1)" if _offline() else " (no connection)")),
             hint=f"download it once with `hf download {name}`, or pass a local folder or .gguf file")
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        blocked = next((line.strip() for line in text.splitlines()
+                        if "unsupported" in line.lower() or "not an allowed global" in line.lower()), None)
+        return ModelLoadError(
+            f"{name}'s pickle weights were refused: they load Python objects that are not tensors"
+            + (f" ({blocked.rstrip('.')})" if blocked else ""),
+            hint="a weights file that runs code is unsafe to load: use a safetensors copy of the model")
     if spec.is_gguf and what != "config":
         return ModelLoadError(f"could not read the GGUF file {spec.gguf_path}: {_first_line(error)}",
                               hint="the file may be corrupt or truncated: download it again")
@@ -328,6 +395,7 @@ def load_config(spec: ModelSpec | str | None, trust_remote_code: bool = False) -
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     _warn_remote_code(spec, trust_remote_code)
+    _check_hub_reachable(spec)
     try:
         if spec.is_gguf:
             entry = gguf_cache_dir(spec)
@@ -356,6 +424,7 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
     """
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     _warn_remote_code(spec, trust_remote_code)
+    _check_hub_reachable(spec)
     try:
         if spec.is_gguf:
             for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
