@@ -143,8 +143,35 @@ def _check_safetensors_header(path: Path, size: int) -> str | None:
     return None
 
 
+_VERIFIED: dict[str, tuple] = {}  # entry -> stat signatures at its last successful check in this process
+
+
+def _signatures(entry: Path) -> tuple | None:
+    try:
+        return tuple((path.name, *(stat_signature(path)[:1] if path.name == CACHE_MARKER else stat_signature(path)))
+                     for path in sorted(entry.iterdir()))  # the marker's times change with each use (touch)
+    except OSError:
+        return None
+
+
 def verify_entry(entry: Path) -> str | None:
-    """None when the entry is whole and undamaged, else why not (see the module docstring for the cost)."""
+    """None when the entry is whole and undamaged, else why not (see the module docstring for the cost).
+
+    A second check in the same process of an entry whose files' stat signatures have not changed costs a few
+    stat calls (one command checks an entry up to three times: the CLI, the model and the tokenizer).
+    """
+    before = _signatures(entry)
+    if before is not None and _VERIFIED.get(str(entry)) == before:
+        return None
+    problem = _verify(entry)
+    if problem is None and before is not None:
+        _VERIFIED[str(entry)] = _signatures(entry) or before
+    else:
+        _VERIFIED.pop(str(entry), None)
+    return problem
+
+
+def _verify(entry: Path) -> str | None:
     try:
         marker = _read_marker(entry)
     except FileNotFoundError:

@@ -146,6 +146,7 @@ def test_a_copied_entry_is_hashed_once_then_trusted_by_its_signature(cache: Path
     assert conversion_cache.verify_entry(moved) is None
     assert "model.safetensors" in hashed
     hashed.clear()
+    conversion_cache._VERIFIED.clear()  # as in a new process
     assert conversion_cache.verify_entry(moved) is None
     assert hashed == []  # the refreshed signatures are trusted: no hashing on a normal load
 
