@@ -280,9 +280,12 @@ def load_model(
                     tokenizer = load_tokenizer(spec)
                     model = load_cached_model(entry, torch_dtype, target, device_map)
                     from_cache = True
-                except torch.OutOfMemoryError:
+                except (ModelLoadError, DeviceError, torch.OutOfMemoryError):
                     raise
                 except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
+                    if target != "cpu" and isinstance(error, RuntimeError) and (
+                            "CUDA" in str(error) or "MPS" in str(error)):
+                        raise  # the device failed, not the entry
                     conversion_cache.remove_entry(entry, first_line(error))
             if model is None:
                 model, tokenizer, written = _convert_gguf(spec, entry)
