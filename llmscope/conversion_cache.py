@@ -5,11 +5,12 @@ Layout: <cache root>/gguf/<key>/ holds model + tokenizer, <key>.tokenizer/ the t
 SHA-256 of the GGUF file's bytes (so one file converts once per machine, whatever its path or name). Each entry
 has a marker (llmscope-entry.json) naming its source and, per file, its size, SHA-256 and stat signature.
 
-What each load checks (cost measured on the 517 MB SmolLM2 entry, see verify_entry): every file's size; the
-safetensors header (its JSON and that its data ends exactly at the end of the file); the full SHA-256 of every
-file under 16 MiB (config, tokenizer); and the full SHA-256 of a large file only when its stat signature (size,
-mtime_ns, ctime_ns, inode) differs from the one recorded, which any write to it causes, then the signature is
-refreshed. A damaged entry is reported, so that the loader removes and rebuilds it.
+What each load checks: every file's size; the safetensors header (its JSON, and that its data ends exactly at
+the end of the file); the SHA-256 of every file under 16 MiB (config, tokenizer); and the SHA-256 of a large
+file only when its stat signature (size, mtime_ns, ctime_ns, inode) differs from the one recorded, which any
+write to it causes (ctime cannot be set back), after which the signature is refreshed. On the SmolLM2 entry
+(538 MB of weights, 3.5 MB tokenizer.json) that is 14-20 ms per load instead of ~0.35 s for hashing the weights
+every time (SHA-256 runs at 1.5 GB/s here). A damaged entry is reported so that the loader removes and rebuilds it.
 """
 
 from __future__ import annotations
