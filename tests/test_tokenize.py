@@ -118,3 +118,11 @@ def test_tokens_holding_parts_of_a_character_show_their_bytes(cli, tiny_model_di
     assert text[wave["start"]:wave["end"]] == "👋"
     line = cli("tokenize", "-m", tiny_model_dir, text).stdout.splitlines()[0]
     assert line == "h|<C3>|<A9>|l|l|o|␣|<F0>|<9F>|<91>|<8B>|␣|<E6>|<9D>|<B1>"
+
+
+@pytest.mark.slow
+def test_embedded_tokens_split_inside_characters(cli) -> None:
+    """The issue's example on SmolLM2: ' 👋' is split as ␣F0 9F | 91 | 8B, not three copies of 👋."""
+    result = cli("tokenize", "héllo wörld 👋 東京")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "h|é|llo|␣w|ör|ld|␣<F0 9F>|<91>|<8B>|␣<E6>|<9D>|<B1>|<E4 BA>|<AC>"

@@ -29,8 +29,20 @@ def boundaries(result: TokenizationResult, colour: bool) -> Text:
 
 
 def shown_text(token: TokenPiece) -> str:
-    """What a token holds: its text, or <F0 9F> for a token holding part of a UTF-8 character."""
-    return f"<{token.partial_bytes}>" if token.partial_bytes is not None else visible(token.text)
+    """What a token holds: its text, with the bytes of a partial UTF-8 character in hex (" 👋" split -> ␣<F0 9F>)."""
+    if token.partial_bytes is None:
+        return visible(token.text)
+    decoded = bytes.fromhex(token.partial_bytes).decode("utf-8", errors="surrogateescape")
+    out, pending = [], []
+    for char in decoded + "\0":  # a sentinel flushes the last run of stray bytes
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            pending.append(f"{ord(char) - 0xDC00:02X}")
+            continue
+        if pending:
+            out.append("<" + " ".join(pending) + ">")
+            pending = []
+        out.append(visible(char))
+    return "".join(out[:-1])
 
 
 def tokens_table(result: TokenizationResult) -> Table:
