@@ -545,7 +545,7 @@ def attention(
             display.warning(message)
         plot_path = Path(plot) if plot is not None else None
         if plot_path is not None:
-            from llmscope.render.bench import check_plot_path, require_matplotlib
+            from llmscope.render.benchchart import check_plot_path, require_matplotlib
 
             check_plot_path(plot_path)
             require_matplotlib()
@@ -628,14 +628,36 @@ def architecture(
 
 @app.command("env", epilog=EXIT_CODES_HELP)
 @example()
-def env_command(json_output: JsonOpt = False, quiet: QuietOpt = False) -> None:
+def env_command(json_output: JsonOpt = False, jsonl_output: JsonlOpt = False, quiet: QuietOpt = False) -> None:
     """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
     with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
         from llmscope.environment import collect_environment
-        from llmscope.render.environment import show_environment, show_environment_json
+        from llmscope.render.environment import show_environment
 
-        report = collect_environment()
-        show_environment_json(display, report) if json_output else show_environment(display, report)
+        show_environment(display, collect_environment())
+
+
+@app.command("cache", epilog=EXIT_CODES_HELP)
+@example()
+def cache_command(
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the entries named, or every entry.")] = False,
+    entries: Annotated[list[str] | None, typer.Argument(
+        help="Entries to clear: a name (or its first characters) or a source file name.", show_default=False)] = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List the GGUF conversion cache (size, source file, last use, state) or clear it."""
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        from llmscope import conversion_cache
+        from llmscope.render.cache import show_cache
+
+        if entries and not clear:
+            raise UsageError("entry names are only used with --clear", hint="llmscope cache --clear NAME")
+        report = conversion_cache.clear(tuple(entries or ())) if clear else conversion_cache.list_entries(check=True)
+        show_cache(display, report)
 
 
 # ------------------------------------------------------------------------------------ score and compare

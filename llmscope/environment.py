@@ -42,6 +42,7 @@ class EnvReport:
     embedded_model_installed: bool
     embedded_model_path: str | None
     cached_conversions: tuple[str, ...]
+    cache_size_bytes: int
 
 
 def package_version(name: str) -> str | None:
@@ -55,8 +56,9 @@ def collect_environment() -> EnvReport:
     """Gather versions, devices and cache locations (imports torch to ask about CUDA/MPS)."""
     import torch
 
+    from llmscope.conversion_cache import cache_root, cache_size
     from llmscope.errors import LlmscopeError
-    from llmscope.loader import cache_root, default_model_spec, embedded_gguf_path, resolve_device
+    from llmscope.loader import default_model_spec, embedded_gguf_path, resolve_device
 
     gpus = tuple(
         GpuInfo(index=i, name=torch.cuda.get_device_name(i),
@@ -89,4 +91,5 @@ def collect_environment() -> EnvReport:
         embedded_model_installed=embedded is not None,
         embedded_model_path=embedded,
         cached_conversions=conversions,
+        cache_size_bytes=cache_size(),
     )

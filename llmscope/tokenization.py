@@ -21,6 +21,9 @@ class TokenPiece:
     start: int | None  # character span in the tokenized text (None for added special tokens)
     end: int | None
     special: bool
+    # Hex bytes ("F0 9F") when the token holds only part of a UTF-8 character (byte fallback, byte-level BPE);
+    # then `text` is U+FFFD and the span is empty unless this token completes the character.
+    partial_bytes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,21 +147,96 @@ def tokenize_text(tokenizer: Any, text: str, model_name: str = "", add_special_t
     added = _added_special_tokens(tokenizer, source, ids) if add_special_tokens and not chat else ()
     added_positions = _added_positions(tokenizer, source, ids) if added else set()
     pieces = tokenizer.convert_ids_to_tokens(ids)
+    raw = [_token_bytes(tokenizer, str(piece)) for piece in pieces]
+    spans = _split_shared_spans(source, spans, raw)
     tokens = []
     for position, (token_id, piece) in enumerate(zip(ids, pieces)):
         span = spans[position]
         is_added = position in added_positions
+        held = raw[position]
         tokens.append(TokenPiece(
             position=position, token_id=int(token_id), piece=str(piece),
             text=tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False),
             start=None if span is None or is_added else int(span[0]),
             end=None if span is None or is_added else int(span[1]),
-            special=token_id in special_ids))
+            special=token_id in special_ids,
+            partial_bytes=held.hex(" ").upper() if held is not None and not _whole_utf8(held) else None))
     count = len(tokens)
     return TokenizationResult(
         model=model_name, text=source, tokens=tuple(tokens), token_count=count, characters=len(source),
         characters_per_token=round(len(source) / count, 3) if count else 0.0,
         special_tokens_added=added, chat_template_applied=chat, vocab_size=vocabulary_size(tokenizer))
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE maps each byte to a printable character; this is the reverse map."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): byte for byte, char in zip(printable, chars)}
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _is_byte_level(tokenizer: Any) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_backend", None)
+    decoder = getattr(backend, "decoder", None)
+    return decoder is not None and "ByteLevel" in type(decoder).__name__
+
+
+def _token_bytes(tokenizer: Any, piece: str) -> bytes | None:
+    """The bytes a vocabulary piece stands for: <0xF0> byte-fallback pieces and byte-level BPE pieces; else None."""
+    match = _BYTE_PIECE.match(piece)
+    if match:
+        return bytes([int(match.group(1), 16)])
+    if piece and all(char in _BYTE_LEVEL for char in piece) and _is_byte_level(tokenizer):
+        return bytes(_BYTE_LEVEL[char] for char in piece)
+    return None
+
+
+def _whole_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _split_shared_spans(text: str, spans: list, raw: list[bytes | None]) -> list:
+    """Tokens that share one character (its UTF-8 bytes split between them) get spans that do not overlap:
+    the character belongs to the token that holds its last byte; the others get an empty span before it."""
+    result = list(spans)
+    position = 0
+    while position < len(spans):
+        span = spans[position]
+        group_end = position + 1
+        while group_end < len(spans) and span is not None and spans[group_end] == span:
+            group_end += 1
+        group = raw[position:group_end]
+        if group_end - position > 1 and all(b is not None for b in group):
+            start, end = int(span[0]), int(span[1])
+            if b"".join(group) == text[start:end].encode("utf-8"):  # type: ignore[arg-type]
+                char_ends = []  # byte offset where each character of the span ends
+                consumed = 0
+                for char in text[start:end]:
+                    consumed += len(char.encode("utf-8"))
+                    char_ends.append(consumed)
+                done_bytes = 0
+                done_chars = 0
+                for index in range(position, group_end):
+                    done_bytes += len(raw[index])  # type: ignore[arg-type]
+                    completed = sum(1 for mark in char_ends if mark <= done_bytes)
+                    result[index] = (start + done_chars, start + completed)
+                    done_chars = completed
+        position = group_end
+    return result
 
 
 def _added_positions(tokenizer: Any, text: str, ids: list[int]) -> set[int]:
@@ -203,39 +281,11 @@ def decode_ids(tokenizer: Any, ids: list[int], model_name: str = "", skip_specia
                         pieces=tuple(str(p) for p in tokenizer.convert_ids_to_tokens(ids)))
 
 
-_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
-
-
-def _byte_level_alphabet() -> dict[str, int]:
-    """Byte-level BPE's printable stand-ins (GPT-2 scheme): printable Latin-1 bytes stand for themselves, the other
-    byte values take the characters from U+0100 upward, in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    alphabet = {chr(b): b for b in printable}
-    extra = 0
-    for value in range(256):
-        if value not in printable:
-            alphabet[chr(256 + extra)] = value
-            extra += 1
-    return alphabet
-
-
-_BYTE_LEVEL = _byte_level_alphabet()
-
-
-def _is_byte_level(tokenizer: Any) -> bool:
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    decoder = getattr(backend, "decoder", None)
-    return "ByteLevel" in repr(decoder)
-
-
 def token_bytes(tokenizer: Any, token_id: int) -> tuple[int, ...]:
     """The bytes one token really holds: a byte-fallback piece (<0xF0>) or a byte-level piece may hold part of a
     UTF-8 character, which decoding it alone would turn into U+FFFD."""
-    piece = str(tokenizer.convert_ids_to_tokens([token_id])[0])
-    match = _BYTE_PIECE.match(piece)
-    if match:
-        return (int(match.group(1), 16),)
-    if _is_byte_level(tokenizer) and piece and all(char in _BYTE_LEVEL for char in piece):
-        return tuple(_BYTE_LEVEL[char] for char in piece)
+    held = _token_bytes(tokenizer, str(tokenizer.convert_ids_to_tokens([token_id])[0]))
+    if held is not None:
+        return tuple(held)
     return tuple(tokenizer.decode([token_id], skip_special_tokens=False,
                                   clean_up_tokenization_spaces=False).encode("utf-8"))

@@ -124,8 +124,14 @@ def cli(monkeypatch: pytest.MonkeyPatch):
     runner = CliRunner()
 
     def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> CliResult:
-        # stderr wraps at the terminal's width: a wide one keeps each message on one line for the assertions
-        # (tests of the 80-column layout pass COLUMNS=80)
-        return CliResult(runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "400", **(env or {})}))
+        return CliResult(runner.invoke(app, [str(a) for a in args], input=input, env=env))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A tiny llama GGUF file (float32) made from tiny_model_dir: converts in well under a second."""
+    from tinygguf import write_tiny_gguf
+
+    return write_tiny_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")

@@ -78,12 +78,14 @@ def test_quiet_leaves_stderr_empty_and_tables_fit_80_columns(cli, tiny_model_dir
 
 
 def test_stderr_wraps_at_word_boundaries_at_80_columns(cli, tiny_model_dir: Path) -> None:
-    long_path = tiny_model_dir / ("deep-folder-name-" * 4) / "model"
-    result = cli("generate", "Hello", "-m", long_path, env={"COLUMNS": "80"})
-    lines = result.stderr.splitlines()
+    long_path = tiny_model_dir / "deep folder name with spaces in it" / "model"
+    result = cli("generate", "Hello", "-m", long_path, env={"COLUMNS": "80", "FORCE_COLOR": "1", "NO_COLOR": "1"})
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", result.stderr).splitlines()  # a terminal (forced): wrapped
     assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
     words = set(" ".join(lines).split())
     assert {"no", "such", "model", "folder", "or", "file:"} <= words  # each word whole on one line
+    piped = cli("generate", "Hello", "-m", long_path, env={"COLUMNS": "80"})
+    assert len(piped.stderr.splitlines()) == 1  # into a pipe: one line a message, for scripts
 
 
 def test_colours_follow_the_terminal_and_no_color(cli, tiny_model_dir: Path) -> None:

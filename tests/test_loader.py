@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmscope import loader
+from llmscope import conversion_cache, loader
 from llmscope.errors import DeviceError, ModelLoadError, UsageError
 
 
@@ -62,20 +62,20 @@ def test_load_tiny_model(tiny_model_dir: Path) -> None:
 def test_cache_key_changes_with_file(tmp_path: Path) -> None:
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + bytes(100))
-    first = loader.gguf_cache_key(gguf)
+    first = conversion_cache.gguf_content_key(gguf)
     gguf.write_bytes(b"GGUF" + bytes(99) + b"x")
     os.utime(gguf, ns=(1, 1))
-    assert loader.gguf_cache_key(gguf) != first
+    assert conversion_cache.gguf_content_key(gguf) != first
 
 
 def test_staging_dir_is_atomic(tmp_path: Path) -> None:
     entry = tmp_path / "entry"
     with pytest.raises(RuntimeError):
-        with loader._staging_dir(entry) as staging:
+        with conversion_cache.staging(entry) as staging:
             (staging / "a.bin").write_bytes(b"1234")
             raise RuntimeError("interrupted")
     assert not entry.exists() and list(tmp_path.iterdir()) == []
-    with loader._staging_dir(entry) as staging:
+    with conversion_cache.staging(entry) as staging:
         (staging / "a.bin").write_bytes(b"1234")
     assert loader.cache_entry_is_whole(entry)
     (entry / "a.bin").write_bytes(b"12")  # truncated

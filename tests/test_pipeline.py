@@ -328,14 +328,14 @@ def test_a_closed_pipe_is_not_a_failure(tiny_model_dir: Path, command: str) -> N
 
 def test_sigterm_stops_like_ctrl_c_with_143(tiny_model_dir: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(_llmscope("generate", "Hello", "-m", str(tiny_model_dir), "--no-chat", "-n", "200",
-                                         "--no-cache", "--stream"),
+    process = subprocess.Popen(_llmscope("bench-cache", "-m", str(tiny_model_dir), "-n", "150", "--repeat", "50",
+                                         "--warmup", "0", "--no-chat"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert process.stderr is not None
     for line in process.stderr:
         if line.startswith("loaded "):
             break
-    time.sleep(1.0)
+    time.sleep(2.0)  # the timed runs have started: 50 pairs of 150 tokens take far longer than this
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == TERMINATED, stderr

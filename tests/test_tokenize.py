@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,32 @@ def test_light_tokenizer_matches_transformers(embedded_model) -> None:
         assert [(t.piece, t.text, t.start, t.end, t.special) for t in a.tokens] == \
             [(t.piece, t.text, t.start, t.end, t.special) for t in b.tokens], text
         assert decode_ids(light, a.ids).text == decode_ids(full, b.ids).text == text
+
+
+def test_tokens_holding_parts_of_a_character_show_their_bytes(cli, tiny_model_dir: Path) -> None:
+    """Byte-level BPE splits 👋 (F0 9F 91 8B) and 東 (E6 9D B1) into byte tokens: each shows its own bytes,
+    and the spans tile the text without overlapping (a character belongs to the token with its last byte)."""
+    text = "héllo 👋 東"
+    result = cli("tokenize", "-m", tiny_model_dir, "--json", text)
+    assert result.exit_code == 0, result.stderr
+    tokens = result.json()["tokens"]
+    held = b"".join(bytes.fromhex(t["partial_bytes"]) if t["partial_bytes"] else t["text"].encode()
+                    for t in tokens)
+    assert held == text.encode("utf-8")
+    partial = [t["partial_bytes"] for t in tokens if t["partial_bytes"]]
+    assert " ".join(partial).split() == ["C3", "A9", "F0", "9F", "91", "8B", "E6", "9D", "B1"]
+    spans = [(t["start"], t["end"]) for t in tokens]
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))  # no overlap
+    assert "".join(text[s:e] for s, e in spans) == text  # and nothing lost
+    wave = next(t for t in tokens if t["partial_bytes"] == "8B")
+    assert text[wave["start"]:wave["end"]] == "👋"
+    line = cli("tokenize", "-m", tiny_model_dir, text).stdout.splitlines()[0]
+    assert line == "h|<C3>|<A9>|l|l|o|␣|<F0>|<9F>|<91>|<8B>|␣|<E6>|<9D>|<B1>"
+
+
+@pytest.mark.slow
+def test_embedded_tokens_split_inside_characters(cli) -> None:
+    """The issue's example on SmolLM2: ' 👋' is split as ␣F0 9F | 91 | 8B, not three copies of 👋."""
+    result = cli("tokenize", "héllo wörld 👋 東京")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "h|é|llo|␣w|ör|ld|␣<F0 9F>|<91>|<8B>|␣<E6>|<9D>|<B1>|<E4 BA>|<AC>"

@@ -36,6 +36,14 @@ class ResultConsole(Console):
         raise BrokenPipeError
 
 
+def _stderr_console() -> Console:
+    """stderr: at a terminal, lines wrap at word boundaries to its width (no word broken at 80 columns); into a
+    pipe or a file, each message stays one line, so that scripts can read `error: ...` lines whole."""
+    console = Console(stderr=True, highlight=False, no_color=_no_color())
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 @dataclass
 class Display:
     """Where output goes for one command run: stdout for results, stderr for everything else."""
@@ -44,9 +52,7 @@ class Display:
     mode: OutputMode = OutputMode.HUMAN
     out: Console = field(default_factory=lambda: ResultConsole(highlight=False, no_color=_no_color(),
                                                                 soft_wrap=False))
-    # stderr wraps at word boundaries to the terminal's width, so no line breaks mid-word at 80 columns
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, no_color=_no_color(),
-                                                         soft_wrap=False))
+    err: Console = field(default_factory=lambda: _stderr_console())
     model_info: ModelInfo | None = None  # the model this run loaded, for error messages
 
     @property
@@ -184,11 +190,6 @@ def json_document(command: str, info: ModelInfo | None, payload: Any) -> dict[st
     return document
 
 
-def emit_json(display: Display, command: str, info: ModelInfo | None, payload: Any) -> None:
-    """The result document of `command` in the display's mode (an indented document unless --jsonl)."""
-    display.document(command, info, payload)
-
-
 def visible(text: str) -> str:
     """Text with whitespace and control characters made visible (␣ ↵ ⇥, \\xNN)."""
     out = []
@@ -236,6 +237,7 @@ def titled(title: str, table: Any, caption: str | None = None) -> Any:
 def model_summary(display: Display, info: ModelInfo) -> None:
     """The one-line load summary on stderr."""
     where = " (from the conversion cache)" if info.from_cache else (
-        " (converted from GGUF and cached)" if info.from_cache is False else "")
+        " (converted from GGUF and cached)" if info.from_cache is False else
+        " (converted from GGUF, not cached)" if info.source in ("gguf", "embedded") else "")
     display.status(f"loaded {info.model} on {info.device}, {info.dtype}, {human_count(info.parameters)} parameters "
                    f"in {info.load_seconds:.2f} s{where}")

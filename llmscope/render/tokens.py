@@ -8,7 +8,7 @@ from rich.text import Text
 
 from llmscope.render import Display, visible
 from llmscope.results import ModelInfo
-from llmscope.tokenization import DecodeResult, TokenizationResult
+from llmscope.tokenization import DecodeResult, TokenizationResult, TokenPiece
 
 BOUNDARY_STYLES = ("black on #56B4E9", "black on #E69F00")
 
@@ -19,11 +19,30 @@ def boundaries(result: TokenizationResult, colour: bool) -> Text:
     for token in result.tokens:
         piece = visible(token.text) if token.special or token.start is None else \
             visible(result.text[token.start:token.end])
+        if token.partial_bytes is not None:
+            piece = shown_text(token)
         if colour:
             line.append(piece, style=BOUNDARY_STYLES[token.position % 2])
         else:
             line.append(("|" if token.position else "") + piece)
     return line
+
+
+def shown_text(token: TokenPiece) -> str:
+    """What a token holds: its text, with the bytes of a partial UTF-8 character in hex (" 👋" split -> ␣<F0 9F>)."""
+    if token.partial_bytes is None:
+        return visible(token.text)
+    decoded = bytes.fromhex(token.partial_bytes).decode("utf-8", errors="surrogateescape")
+    out, pending = [], []
+    for char in decoded + "\0":  # a sentinel flushes the last run of stray bytes
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            pending.append(f"{ord(char) - 0xDC00:02X}")
+            continue
+        if pending:
+            out.append("<" + " ".join(pending) + ">")
+            pending = []
+        out.append(visible(char))
+    return "".join(out[:-1])
 
 
 def tokens_table(result: TokenizationResult) -> Table:
@@ -36,7 +55,7 @@ def tokens_table(result: TokenizationResult) -> Table:
     for token in result.tokens:
         span = "-" if token.start is None else f"{token.start}:{token.end}"
         table.add_row(str(token.position), str(token.token_id), visible(token.piece),
-                      Text(visible(token.text), style="bold magenta" if token.special else ""), span)
+                      Text(shown_text(token), style="bold magenta" if token.special else ""), span)
     return table
 
 
@@ -86,7 +105,7 @@ def show_comparison(display: Display, results: list[TokenizationResult]) -> None
     for result in results:
         count = Text(str(result.token_count), style="bold green" if result.token_count == fewest else "")
         table.add_row(result.model, count, f"{result.characters_per_token:.2f}", str(result.vocab_size),
-                      "|".join(visible(token.text) for token in result.tokens))
+                      "|".join(shown_text(token) for token in result.tokens))
     display.result(table)
 
 

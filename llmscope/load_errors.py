@@ -1,0 +1,120 @@
+"""Why a load failed, in one readable line: transformers / huggingface_hub exceptions -> ModelLoadError, the
+causal-LM check, and the one-time hub reachability probe. It loads nothing itself and never prints."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+from llmscope.errors import ModelLoadError
+from llmscope.modelspec import ModelSpec
+
+log = logging.getLogger("llmscope")
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_unreachable() -> str | None:
+    """None when the hub's host accepts a TCP connection within HUB_PROBE_TIMEOUT_S, else why not.
+
+    Asked once per process before the first hub request, so an unreachable network costs seconds and one
+    line instead of huggingface_hub's retries (27-50 s of "Retrying..."). Behind a proxy it assumes reachable.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        return f"{host}:{port}: {error.strerror or type(error).__name__}"
+    return None
+
+
+def check_hub_reachable(spec: ModelSpec) -> None:
+    """For a hub model with downloads on: go offline (local cache only) when the hub cannot be reached."""
+    if spec.kind != "hub" or offline():
+        return
+    why = _hub_unreachable()
+    if why is None:
+        return
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    log.debug("the Hugging Face hub is unreachable (%s): using the local cache only", why)
+
+
+def translate_load_error(error: Exception, spec: ModelSpec, what: str) -> Exception:
+    """Map exceptions from transformers / huggingface_hub to one readable ModelLoadError."""
+    from huggingface_hub import errors as hub_errors
+
+    text = str(error)
+    name = spec.name
+    if isinstance(error, hub_errors.GatedRepoError) or "gated repo" in text.lower():
+        return ModelLoadError(f"{name} is a gated model and no authorised token was found",
+                              hint="accept its licence on the hub, then `hf auth login` or set HF_TOKEN")
+    if isinstance(error, hub_errors.RepositoryNotFoundError) or "is not a valid model identifier" in text:
+        return ModelLoadError(f"{name} is not a model on the hub, or it is private",
+                              hint="check the id; for a private model log in with `hf auth login` or set HF_TOKEN")
+    if "trust_remote_code" in text:
+        return ModelLoadError(f"{name} ships its own Python code and needs --trust-remote-code",
+                              hint=f"read the code in {name} first, then pass --trust-remote-code")
+    if spec.kind == "hub" and (isinstance(error, (hub_errors.LocalEntryNotFoundError, OSError))
+                               and (offline() or "offline" in text.lower() or "connect" in text.lower())):
+        unreachable = _hub_unreachable() if _hub_unreachable.cache_info().currsize else None
+        return ModelLoadError(
+            f"{name} is not in the local Hugging Face cache and "
+            + (f"the hub is unreachable ({unreachable})" if unreachable else "downloading is off"
+               + (" (HF_HUB_OFFLINE=1)" if offline() else " (no connection)")),
+            hint=f"download it once with `hf download {name}`, or pass a local folder or .gguf file")
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        blocked = next((line.strip() for line in text.splitlines()
+                        if "unsupported" in line.lower() or "not an allowed global" in line.lower()), None)
+        return ModelLoadError(
+            f"{name}'s pickle weights were refused: they load Python objects that are not tensors"
+            + (f" ({blocked.rstrip('.')})" if blocked else ""),
+            hint="a weights file that runs code is unsafe to load: use a safetensors copy of the model")
+    if spec.is_gguf and what != "config":
+        return ModelLoadError(f"could not read the GGUF file {spec.gguf_path}: {first_line(error)}",
+                              hint="the file may be corrupt or truncated: download it again")
+    return ModelLoadError(f"could not load the {what} of {name}: {first_line(error)}")
+
+
+def _is_causal_lm(config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return any("CausalLM" in arch or "LMHeadModel" in arch for arch in architectures)
+    auto_map = getattr(config, "auto_map", None) or {}
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or "AutoModelForCausalLM" in auto_map
+
+
+def require_causal_lm(config: Any, spec: ModelSpec) -> None:
+    """Raise a ModelLoadError when the config describes a model that is not a causal LM."""
+    if not _is_causal_lm(config):
+        kind = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
+        raise ModelLoadError(f"{spec.name} is not a causal language model ({kind})",
+                             hint="llmscope inspects decoder-only models that predict the next token")
+
+
+def warn_remote_code(spec: ModelSpec, trust_remote_code: bool) -> None:
+    if trust_remote_code:
+        log.warning("--trust-remote-code: running Python code shipped with %s on this machine", spec.name)
