@@ -33,12 +33,9 @@ class RunTiming:
 
 def busy_cpu_percent(interval: float = 0.25) -> float | None:
     """System-wide CPU use over a short pause while this process waits: what other processes are doing."""
-    try:
-        import psutil
+    from llmscope.cputhreads import others_busy_percent
 
-        return float(psutil.cpu_percent(interval=interval))
-    except Exception:  # psutil missing or no permission: not worth failing a benchmark over
-        return None
+    return others_busy_percent(interval)
 
 
 def _token_clock(sync: Callable[[], None], on_token: Callable[[], None]) -> Any:

@@ -320,7 +320,7 @@ def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[A
 @example("Hello", "-m", "{model}", "-n", "3", "--repeat", "2", "--warmup", "0")
 def bench_cache(
     prompt: Annotated[str | None, typer.Argument(
-        help="The prompt; '-' reads it from stdin. Default: the seed's 'Write a very long email apologizing to "
+        help="The prompt; '-' reads it from stdin. Default: the book's 'Write a very long email apologizing to "
         "Sarah...'.", show_default=False)] = None,
     model: ModelOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option(
@@ -366,7 +366,7 @@ def bench_cache(
 ) -> None:
     """Time greedy generation with and without the KV cache: speed-up, TTFT/decode split, cache size, same output.
 
-    Raw prompt by default (no chat template), like the seed's model.generate call. The two modes alternate run by
+    Raw prompt by default (no chat template), like the book's model.generate call. The two modes alternate run by
     run. Ctrl-C stops and shows the runs that finished.
     """
     with command(quiet) as display:
@@ -388,7 +388,8 @@ def bench_cache(
             benchchart.check_plot_path(plot_path)
             benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
-        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
+        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None),
+                      fit_threads=False)
         busy = benchmark.busy_cpu_percent()
         show.warn_if_busy(display, busy, loaded.device, threads)
         with show.progress(display, settings.planned_tokens(), depth is not None) as (on_progress, on_run):

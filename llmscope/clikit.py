@@ -173,8 +173,12 @@ def model_settings(model: str | None, device: str, dtype: str, device_map: str |
                          trust_remote_code=trust_remote_code, threads=threads_from(threads))
 
 
-def load(display: Display, settings: ModelSettings) -> Any:  # -> LoadedModel
-    """Load the model with a spinner (or the GGUF conversion bar on first use) and print the summary line."""
+def load(display: Display, settings: ModelSettings, fit_threads: bool = True) -> Any:  # -> LoadedModel
+    """Load the model with a spinner (or the GGUF conversion bar on first use) and print the summary line.
+
+    On the CPU, torch's threads follow --threads / $LLMSCOPE_THREADS, else the cores other processes leave free
+    (fit_threads; bench-cache chooses its own), with a warning when the machine is busy.
+    """
     from llmscope.loader import (
         cache_entry_is_whole,
         gguf_cache_dir,
@@ -189,17 +193,31 @@ def load(display: Display, settings: ModelSettings) -> Any:  # -> LoadedModel
     show_bars = converting and display.err.is_terminal and not display.quiet
     if not show_bars:
         hide_library_progress_bars()
-    if settings.threads is not None:
-        import torch
-
-        torch.set_num_threads(settings.threads)
     # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
     with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
         loaded = load_model(spec, device=settings.device, dtype=settings.dtype, device_map=settings.device_map,
                             trust_remote_code=settings.trust_remote_code)
     model_summary(display, loaded.info)
     display.model_info = loaded.info
+    if loaded.device == "cpu" and (fit_threads or settings.threads is not None):
+        fit_cpu_threads(display, settings.threads)
     return loaded
+
+
+def fit_cpu_threads(display: Display, asked: int | None) -> None:
+    """Set torch's CPU threads to the asked count, or to the cores other processes leave free (and say so)."""
+    import torch
+
+    from llmscope.cputhreads import BUSY_PERCENT, choose_threads, others_busy_percent
+
+    choice = choose_threads(asked, None if asked is not None else others_busy_percent())
+    if choice.threads is not None:
+        torch.set_num_threads(choice.threads)
+    if choice.busy_percent is not None and choice.busy_percent >= BUSY_PERCENT:
+        using = torch.get_num_threads()
+        display.warning(f"other processes keep the CPUs {choice.busy_percent:.0f}% busy: using {using} torch "
+                        f"thread{'s' if using != 1 else ''} of {choice.cores} cores (--threads N to choose); "
+                        "expect slower, noisier runs")
 
 
 def warn_all(display: Display, notes: tuple[str, ...]) -> None:

@@ -419,3 +419,37 @@ def test_a_tokenizer_larger_than_its_model_is_a_usage_error(cli, tiny_model_dir:
     result = cli("generate", "Hello <brand-new-token>", "-m", folder, "--no-chat", "-n", "2")
     assert result.exit_code == USAGE, result.stderr
     assert "embedding has only" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------- threads
+
+
+def test_threads_fit_the_cores_other_processes_leave() -> None:
+    from llmscope.cputhreads import choose_threads
+
+    assert choose_threads(3, 90.0, cores=2).threads == 3  # asked for: kept
+    assert choose_threads(None, 60.0, cores=2).threads == 1  # one of two cores busy elsewhere
+    assert choose_threads(None, 40.0, cores=8).threads == 5  # three of eight busy
+    assert choose_threads(None, 100.0, cores=2).threads == 1  # never below one
+    assert choose_threads(None, 10.0, cores=2).threads is None  # a quiet machine: torch's default
+    assert choose_threads(None, None, cores=2).threads is None  # nothing measured: no change
+
+
+def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import llmscope.cputhreads as cputhreads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cputhreads, "others_busy_percent", lambda interval=0.1: 75.0)
+    monkeypatch.setattr(cputhreads.os, "cpu_count", lambda: 4)
+    try:
+        result = cli("next-token", "Hello", "-m", tiny_model_dir, "--top-k", "2")
+        assert result.exit_code == 0, result.stderr
+        assert torch.get_num_threads() == 1
+        assert "75% busy: using 1 torch thread of 4 cores" in result.stderr
+        asked = cli("next-token", "Hello", "-m", tiny_model_dir, "--top-k", "2", "--threads", "2")
+        assert torch.get_num_threads() == 2 and "busy" not in asked.stderr  # asked for: not second-guessed
+    finally:
+        torch.set_num_threads(before)
