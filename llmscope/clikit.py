@@ -22,7 +22,7 @@ from llmscope.errors import (
     terminated,
     translate,
 )
-from llmscope.settings import ModelSettings, OutputMode, threads_from
+from llmscope.settings import BatchSettings, ModelSettings, OutputMode, threads_from
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.batch import BatchItem, BatchOutcome
@@ -247,3 +247,53 @@ def write_batch(display: Display, items: list[BatchItem], outcomes: Iterator[Bat
     if failed:
         display.warning(f"{failed} of {len(items)} prompts failed (see their error records)")
         raise typer.Exit(EXIT_RUNTIME)
+
+
+def batch_from_options(path: str | None, input_format: str, size: int) -> BatchSettings | None:
+    """--batch FILE with its format and size as settings, or None; the two options alone are a usage error."""
+    if path is None:
+        if (input_format, size) != ("auto", 8):
+            raise UsageError("--batch-format and --batch-size need --batch FILE")
+        return None
+    return BatchSettings(path=path, input_format=input_format, batch_size=size)
+
+
+def prompt_or_batch(prompt: str | None, batch: BatchSettings | None) -> str | None:
+    """The one prompt (read from stdin for '-'), or None with --batch; both or neither is a usage error."""
+    if batch is not None:
+        if prompt is not None:
+            raise UsageError("give either PROMPT or --batch, not both")
+        return None
+    if prompt is None:
+        raise UsageError("missing PROMPT", hint="pass the prompt, - to read it from stdin, or --batch FILE")
+    return read_prompt(prompt)
+
+
+def read_batch(settings: BatchSettings | None) -> list[Any] | None:
+    """The --batch items, read before any model loads (None without --batch)."""
+    if settings is None:
+        return None
+    from llmscope.batch import read_items
+
+    return read_items(settings)
+
+
+def read_text(text: str | None, file: str | None) -> str:
+    """TEXT, stdin ('-') or --file PATH: exactly one of them."""
+    if (text is None) == (file is None):
+        raise UsageError("give either TEXT or --file PATH" if file is not None else "missing TEXT",
+                         hint="pass the text, - to read stdin, or --file PATH")
+    if file is None:
+        return read_prompt(text or "", "text")
+    from pathlib import Path
+
+    try:
+        data = Path(file).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read --file {file}: {error.strerror or error}") from None
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"--file {file} is not valid UTF-8 (byte {error.start})",
+                         hint="convert it with `iconv -t utf-8`") from None
+    return require_text(content[:-1] if content.endswith("\n") else content, "text")

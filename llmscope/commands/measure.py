@@ -1,0 +1,274 @@
+"""Commands that measure: bench-cache (the KV cache), score (how likely a text is) and compare (two models).
+They parse and check options, then call the library and the renderer; they compute nothing themselves."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmscope.cliapp import app
+from llmscope.clikit import (
+    EXIT_CODES_HELP,
+    BatchFormatOpt,
+    BatchOpt,
+    ChatOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonlOpt,
+    JsonOpt,
+    ModelOpt,
+    QuietOpt,
+    SystemOpt,
+    ThreadsOpt,
+    TrustOpt,
+    batch_from_options,
+    command,
+    example,
+    interrupted_exit,
+    load,
+    model_settings,
+    read_batch,
+    read_prompt,
+    read_text,
+    require_text,
+    write_batch,
+)
+from llmscope.errors import UsageError
+from llmscope.settings import output_mode
+
+# ------------------------------------------------------------------------------------ bench-cache
+
+
+@app.command("bench-cache", epilog=EXIT_CODES_HELP)
+@example("Hello", "-m", "{model}", "-n", "3", "--repeat", "2", "--warmup", "0")
+def bench_cache(
+    prompt: Annotated[str | None, typer.Argument(
+        help="The prompt; '-' reads it from stdin. Default: the book's 'Write a very long email apologizing to "
+        "Sarah...'.", show_default=False)] = None,
+    model: ModelOpt = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        "--max-new-tokens", "-n", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
+        show_default=False)] = None,
+    warmup: Annotated[int, typer.Option(
+        "--warmup", help="Untimed runs of each mode before timing starts (at the first length, at most 16 tokens; "
+        "the full length with --static-cache).")] = 1,
+    repeat: Annotated[int | None, typer.Option(
+        "--repeat", "-r", help="Timed runs per mode (and per length), a fixed count.  [default: until the speed-up's "
+        "95% interval is within ±5% (3+ pairs) or --max-time; 3 with --sweep or --depth]", show_default=False)] = None,
+    max_time: Annotated[float | None, typer.Option(
+        "--max-time", metavar="SECONDS", help="Time budget for the warm-up and timed runs: repeat pairs until the "
+        "speed-up's 95% interval is within ±5% (3+ pairs) or this runs out.  [default: 80]",
+        show_default=False)] = None,
+    sweep: Annotated[str | None, typer.Option(
+        "--sweep", help="Time both modes at each of these new-token counts, e.g. 16,32,64,128,256, and fit how "
+        "time grows.", show_default=False)] = None,
+    depth: Annotated[str | None, typer.Option(
+        "--depth", help="Time prefill (time to first token) and decode at each of these prompt lengths, e.g. "
+        "128,512,2048 (the prompt's tokens repeated), with and without the cache, and fit how they grow "
+        "(llama-bench's -p/-d).  [default new tokens: 16]", show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE.png|svg", help="With --sweep or --depth: also write the chart as an image (needs "
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+    csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
+    static_cache: Annotated[bool, typer.Option(
+        "--static-cache", help="Time the cached mode with a preallocated static KV cache.")] = False,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="Also torch.compile the cached mode's decode step (with a static cache; compiled during "
+        "the warm-up).")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", "-t", help="CPU threads for torch (torch.set_num_threads). Default: torch's own choice.",
+        show_default=False)] = None,
+    chat: ChatOpt = None,
+    system: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Time greedy generation with and without the KV cache: speed-up, TTFT/decode split, cache size, same output.
+
+    Raw prompt by default (no chat template), like the book's model.generate call. The two modes alternate run by
+    run. Ctrl-C stops and shows the runs that finished.
+    """
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, csv=csv_output)
+        from pathlib import Path
+
+        from llmscope import benchmark
+        from llmscope.render import bench as show
+        from llmscope.render import benchchart
+
+        settings = benchmark.BenchSettings(max_new_tokens=max_new_tokens, sweep=sweep, depth=depth, warmup=warmup,
+                                           repeat=repeat, max_time=max_time, threads=threads,
+                                           static_cache=static_cache, compile=compile_model)
+        plot_path = Path(plot) if plot is not None else None
+        if plot_path is not None:
+            if sweep is None and depth is None:
+                raise UsageError("--plot draws the --sweep or --depth chart",
+                                 hint="add --sweep 16,32,64 or --depth 128,512,2048 (for example)")
+            benchchart.check_plot_path(plot_path)
+            benchchart.require_matplotlib()
+        text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
+        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None),
+                      fit_threads=False)
+        busy = benchmark.busy_cpu_percent()
+        show.warn_if_busy(display, busy, loaded.device, threads)
+        with show.progress(display, settings.planned_tokens(), depth is not None) as (on_progress, on_run):
+            result = benchmark.bench_cache(
+                loaded, text, settings.lengths, warmup=warmup, repeat=settings.runs, chat=bool(chat), system=system,
+                sweep=sweep is not None, threads=threads, busy_percent=busy, on_progress=on_progress, on_run=on_run,
+                static_cache=static_cache, compile=compile_model, depths=settings.depths,
+                max_time=settings.time_budget)
+        if result.interrupted:
+            display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
+        show.show_bench(display, loaded.info, result)
+        show.warn_differences(display, result)
+        if plot_path is not None and result.results:
+            benchchart.write_plot(result, plot_path)
+            display.status(f"wrote {plot_path}")
+        if result.interrupted:
+            raise interrupted_exit()
+
+
+# ------------------------------------------------------------------------------------ score and compare
+
+TextArg = Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)]
+FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (UTF-8).",
+                                             show_default=False)]
+ContextOpt = Annotated[str | None, typer.Option(
+    "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
+ScoreChatOpt = Annotated[bool, typer.Option(
+    "--chat", help="Score TEXT as the assistant's answer to --prompt under the chat template.")]
+WindowOpt = Annotated[int | None, typer.Option(
+    "--window", help="Tokens per forward pass (default: the model's context length).", show_default=False)]
+StrideOpt = Annotated[int | None, typer.Option(
+    "--stride", help="Tokens the window moves for texts longer than it (default: half the window).",
+    show_default=False)]
+MaxTokensOpt = Annotated[int | None, typer.Option(
+    "--max-tokens", help="Score at most this many tokens of the text.", show_default=False)]
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}")
+def score(
+    text: TextArg = None,
+    file: FileOpt = None,
+    model: ModelOpt = None,
+    prompt: ContextOpt = None,
+    chat: ScoreChatOpt = False,
+    system: SystemOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    top_k: Annotated[int, typer.Option(
+        "--top-k", "-k", help="With --json: each token's K most likely alternatives (top_logprobs).")] = 0,
+    worst: Annotated[int, typer.Option("--worst", help="Name the N most surprising tokens.")] = 5,
+    colour_by: Annotated[str, typer.Option(
+        "--colour-by", help="Colour tokens by 'probability' or the distribution's 'entropy'.")] = "probability",
+    table: Annotated[bool, typer.Option("--table", help="A table of every scored token instead of the text.")] = False,
+    batch: BatchOpt = None,
+    batch_format: BatchFormatOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """How likely is TEXT under the model? Per-token probability, rank and top choice; perplexity, bits per byte.
+
+    Teacher-forced: one forward pass reads the text (a sliding window when it is longer than the context). The
+    first token is scored after BOS when the tokenizer adds one; otherwise it has no prediction and is skipped.
+    """
+    with command(quiet) as display:
+        from llmscope.scoring import ScoreSettings
+
+        if colour_by not in ("probability", "entropy"):
+            raise UsageError(f"--colour-by takes 'probability' or 'entropy' (got {colour_by!r})")
+        settings = ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
+                                 max_tokens=max_tokens, top_k=top_k, worst=worst)
+        batch_settings = batch_from_options(batch, batch_format, 8)
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None)
+        if batch_settings is not None and (text is not None or file is not None):
+            raise UsageError("give either TEXT, --file or --batch, not several")
+        source = read_text(text, file) if batch_settings is None else None
+        items = read_batch(batch_settings)
+        from llmscope.render import scoring as show
+        from llmscope.scoring import score_text
+
+        loaded = load(display, models)
+        if items is None:
+            show.show_score(display, loaded.info, score_text(loaded, source, settings), colour_by, table)
+            return
+        from llmscope.batch import run_batch
+
+        outcomes = run_batch(items, 1, prepare=lambda item: require_text(item.prompt, "text"),
+                             run_chunk=lambda texts: [score_text(loaded, t, settings) for t in texts])
+        write_batch(display, items, outcomes, lambda result, keys: show.show_score(display, loaded.info, result,
+                                                                                    **keys))
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}", "--against-dtype", "float32")
+def compare(
+    text: TextArg = None,
+    file: FileOpt = None,
+    model: ModelOpt = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", "-b", help="Model B: hub id, folder, .gguf file or alias (default: model A again).",
+        show_default=False)] = None,
+    against_dtype: Annotated[str | None, typer.Option(
+        "--against-dtype", help="Load B in this dtype (float32 | bfloat16 | float16), e.g. A in another precision.",
+        show_default=False)] = None,
+    prompt: ContextOpt = None,
+    chat: ScoreChatOpt = False,
+    system: SystemOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    worst: Annotated[int, typer.Option("--worst", help="Name the N positions where the models part most.")] = 10,
+    next_token: Annotated[bool, typer.Option(
+        "--next-token", help="Also the two top-k tables for the token after the text, side by side.")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rows of the --next-token tables.")] = 10,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Where do two models part on TEXT? KL(A‖B) per token, top-1 / top-5 agreement, perplexity under each.
+
+    Both models read the same tokens (they must tokenize TEXT identically). --against-dtype bfloat16 alone compares
+    the model with itself in another precision.
+    """
+    with command(quiet) as display:
+        from llmscope.comparison import CompareSettings
+        from llmscope.scoring import ScoreSettings
+
+        settings = CompareSettings(
+            score=ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
+                                max_tokens=max_tokens),
+            against=against, against_dtype=against_dtype, worst=worst, next_token=next_token, top_k=top_k)
+        settings_a = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        settings_b = model_settings(against if against is not None else model, device, against_dtype or dtype,
+                                    device_map, trust_remote_code, threads)
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        source = read_text(text, file)
+        from llmscope.comparison import compare_texts
+        from llmscope.render import scoring as show
+
+        model_a = load(display, settings_a)
+        model_b = load(display, settings_b)
+        if model_a.spec == model_b.spec and model_a.dtype == model_b.dtype:
+            display.warning("A and B are the same model in the same dtype: expect KL 0")
+        show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings))

@@ -1,0 +1,204 @@
+"""Commands that look at a model itself: attention, architecture, env and cache.
+They parse and check options, then call the library and the renderer; they compute nothing themselves."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmscope.cliapp import app
+from llmscope.clikit import (
+    EXIT_CODES_HELP,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonlOpt,
+    JsonOpt,
+    ModelOpt,
+    PromptArg,
+    QuietOpt,
+    SystemOpt,
+    ThreadsOpt,
+    TrustOpt,
+    command,
+    example,
+    load,
+    model_settings,
+    read_prompt,
+)
+from llmscope.errors import UsageError
+from llmscope.settings import output_mode
+
+# ------------------------------------------------------------------------------------ attention
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}")
+def attention(
+    prompt: PromptArg,
+    model: ModelOpt = None,
+    query: Annotated[str | None, typer.Option(
+        "--query", help="The query token: a position (0, 5, -1) or its text ('it'). Default: the last token.",
+        show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option(
+        "--layer", "-l", help="Show every head of this layer (from 0), grouped by the KV head they share.",
+        show_default=False)] = None,
+    head: Annotated[int | None, typer.Option(
+        "--head", help="With --layer: only this head (from 0).", show_default=False)] = None,
+    matrix: Annotated[bool, typer.Option(
+        "--matrix", help="With --layer and --head: the whole tokens × tokens pattern, fitted to the terminal.")
+    ] = False,
+    max_weights: Annotated[int, typer.Option(
+        "--max-weights", help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
+        "n² inside the forward may reach 16 times this.")] = 4_000_000,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+    chat: Annotated[bool | None, typer.Option(
+        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt).",
+        show_default=False)] = None,
+    system: SystemOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show where each attention head looks, from one forward pass over PROMPT.
+
+    The model runs with transformers' eager attention (SDPA and flash kernels return no weights), and only the
+    selected layers' weights are kept. Default: for the query token, one heat row per layer (mean over heads and the
+    strongest head) and the head-roles table.
+    """
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        from pathlib import Path
+
+        from llmscope.attention import AttentionSettings, attention_weights
+        from llmscope.render import attention as show
+
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        settings = AttentionSettings(layer=layer, head=head, query=query, matrix=matrix, all_queries=plot is not None,
+                                     max_weights=max_weights, chat=chat if chat is not None else bool(system),
+                                     system=system)
+        for message in settings.ignored():
+            display.warning(message)
+        plot_path = Path(plot) if plot is not None else None
+        if plot_path is not None:
+            from llmscope.render.benchchart import check_plot_path, require_matplotlib
+
+            check_plot_path(plot_path)
+            require_matplotlib()
+        text = read_prompt(prompt)
+        loaded = load(display, models)
+        result = attention_weights(loaded, text, settings)
+        show.show_attention(display, loaded.info, result, matrix=matrix)
+        n = len(result.tokens)
+        display.status(f"one eager forward over {n} token{'s' if n != 1 else ''} in {result.forward_seconds:.2f} s")
+        if plot_path is not None:
+            show.write_plot(result, plot_path)
+            display.status(f"wrote {plot_path}")
+
+
+# ------------------------------------------------------------------------------------ architecture
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("-m", "{model}")
+def architecture(
+    model: ModelOpt = None,
+    weights: Annotated[bool, typer.Option(
+        "--weights", help="Load the real model for its dtypes and devices (default: config only, no weights).")
+    ] = False,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", help="Show the module tree this many levels deep.", show_default=False)] = None,
+    context: Annotated[str | None, typer.Option(
+        "--context", help="Memory plan up to this many tokens: 4096, 32k, 128k (default: the model's context).",
+        show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Memory plan for this many sequences at once (B).")] = 1,
+    kv_dtype: Annotated[str | None, typer.Option(
+        "--kv-dtype", help="KV cache dtype for the plan: float32 | bfloat16 | float16 | float8 | int8 | int4 "
+        "(default: the weights' dtype).", show_default=False)] = None,
+    gpu_memory: Annotated[str | None, typer.Option(
+        "--gpu-memory", help="Check the plan against this GPU size, e.g. 80GB (GB = GiB, as GPU makers mean it; "
+        "default: 24, 40 and 80 GiB).", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Describe a model from its config alone: sizes, attention per layer type, parameters (active ones for MoE),
+    KV cache, a memory plan (weights + KV + state at --context x --batch-size; --dtype sets the weights' dtype)
+    and the module tree."""
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        if depth is not None and depth < 0:
+            raise UsageError(f"--depth must be 0 or more (got {depth})")
+        from llmscope.planner import PlannerSettings
+
+        plan = PlannerSettings.from_options(context, batch_size, kv_dtype, gpu_memory,
+                                            dtype if not weights else "auto")
+        from llmscope import architecture as arch
+        from llmscope.render import architecture as show
+        from llmscope.render import human_count
+
+        if weights:
+            loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
+            report = arch.describe_loaded_model(loaded, depth, plan)
+            info = loaded.info
+        else:
+            from llmscope.loader import resolve_model_spec
+            from llmscope.results import ModelInfo
+
+            if (device, device_map) != ("auto", None):
+                display.warning("--device and --device-map only matter with --weights")
+            spec = resolve_model_spec(model)
+            with display.spinner(f"reading the config of {spec.name}"):
+                report = arch.describe_config_model(spec, depth, trust_remote_code, plan)
+            info = ModelInfo(model=spec.name, source=spec.kind, device="meta", dtype=report.summary.dtype,
+                             parameters=report.parameters.total)
+            display.status(f"built {report.summary.model_class} from the config on the meta device (no weights): "
+                           f"{human_count(report.parameters.total)} parameters")
+        show.show_architecture(display, info, report)
+
+
+@app.command("env", epilog=EXIT_CODES_HELP)
+@example()
+def env_command(json_output: JsonOpt = False, jsonl_output: JsonlOpt = False, quiet: QuietOpt = False) -> None:
+    """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        from llmscope.environment import collect_environment
+        from llmscope.render.environment import show_environment
+
+        show_environment(display, collect_environment())
+
+
+@app.command("cache", epilog=EXIT_CODES_HELP)
+@example()
+def cache_command(
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the entries named, or every entry.")] = False,
+    entries: Annotated[list[str] | None, typer.Argument(
+        help="Entries to clear: a name (or its first characters) or a source file name.", show_default=False)] = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List the GGUF conversion cache (size, source file, last use, state) or clear it."""
+    with command(quiet) as display:
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        from llmscope import conversion_cache
+        from llmscope.render.cache import show_cache
+
+        if entries and not clear:
+            raise UsageError("entry names are only used with --clear", hint="llmscope cache --clear NAME")
+        report = conversion_cache.clear(tuple(entries or ())) if clear else conversion_cache.list_entries(check=True)
+        show_cache(display, report)
