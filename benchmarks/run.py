@@ -53,7 +53,7 @@ DECODE_PROMPT = ("Write a very long email apologizing to Sarah for the tragic ga
                  "Explain how it happened.")
 SEED_GPU = {"cache_s": 4.24, "no_cache_s": 5.74, "new_tokens": 100}  # the seed chapter, Phi-3 on a GPU
 TARGETS = {"startup_s": 0.15, "tokenize_s": 0.5, "cached_load_s": 1.5, "decode_ratio": 0.97,
-           "bandwidth_fraction": 0.60, "bench_cache_s": 90.0, "batch_call_speedup": 20.0,
+           "bandwidth_fraction": 0.60, "bench_cache_s": 90.0, "batch_call_speedup": 20.0, "one_shot_s": 3.0,
            "batched_generate_speedup": 2.0}
 BATCH_SUBJECTS = ("France", "the sea", "tokens", "a garden", "the moon", "Sarah", "grouped-query attention", "Rome")
 BATCH_FRAMES = ("The capital of {} is", "Tell me about {}.", "A short poem about {}:", "Three facts about {}: 1.",
@@ -385,6 +385,9 @@ class Suite:
                     abs(a["probability"] - b["probability"]) <= 1e-4 for a, b in zip(alone, together))
         per_batch = batch_seconds / len(prompts)
         per_call = loop_seconds / looped
+        self.add(Figure("batch", "one-shot next-token --json, end to end", per_call, "s", None, "",
+                        None, f"<= {TARGETS['one_shot_s']} s", at_most(per_call, TARGETS["one_shot_s"]),
+                        f"mean of {looped} separate processes (imports, tokenizer, weights, one forward)"))
         speedup = ratio(per_call, per_batch)
         self.details["batch_cli"] = {"prompts": len(prompts), "batch_seconds": batch_seconds, "looped": looped,
                                      "loop_seconds": loop_seconds, "records_match": same}
