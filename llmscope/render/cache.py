@@ -24,15 +24,18 @@ def show_cache(display: Display, report: CacheReport) -> None:
     if report.removed:
         display.status(f"removed {len(report.removed)} entr{'y' if len(report.removed) == 1 else 'ies'}, "
                        f"{human_bytes(report.freed_bytes)} freed")
-    table = Table(title=f"conversion cache: {report.root} ({human_bytes(report.total_bytes)})",
-                  title_justify="left")
-    table.add_column("entry", no_wrap=True)  # <hash> holds model + tokenizer, <hash>.tokenizer the tokenizer
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("source file", overflow="fold")
-    table.add_column("last use", no_wrap=True)
     damaged = any(entry.problem for entry in report.entries)
+    table = Table(title=f"conversion cache: {report.root} ({human_bytes(report.total_bytes)})",
+                  title_justify="left", caption_justify="left",
+                  caption="damaged entries are rebuilt on their next use; `llmscope cache --clear NAME` removes one"
+                  if damaged else None)
+    # <hash> holds model + tokenizer, <hash>.tokenizer the tokenizer; long names fold rather than squeeze the rest
+    table.add_column("entry", overflow="fold", ratio=3)
+    table.add_column("size", justify="right", no_wrap=True, min_width=9)
+    table.add_column("source file", overflow="fold", ratio=3)
+    table.add_column("last use", no_wrap=True, min_width=16)
     if damaged:
-        table.add_column("state (damaged entries are rebuilt on their next use)", overflow="fold")
+        table.add_column("state", overflow="fold", ratio=2)
     for entry in report.entries:
         row = [entry.name, human_bytes(entry.size_bytes), Path(entry.source).name if entry.source else "-",
                _when(entry.last_used)]
