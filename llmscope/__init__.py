@@ -13,6 +13,8 @@ _LAZY = {
     "load_config": "llmscope.loader",
     "resolve_model_spec": "llmscope.loader",
     "generate": "llmscope.generation",
+    "generate_many": "llmscope.generation",
+    "decode_steps": "llmscope.decoding",
     "tokenize_text": "llmscope.tokenization",
     "decode_ids": "llmscope.tokenization",
     "next_token_distribution": "llmscope.inspection",
