@@ -223,7 +223,7 @@ class Suite:
                     f"median of {row.get('rounds', 1)}"
                     + ("" if row["same_tokens"] else "; tokens DIFFER"))
             if row["new_tokens"] == SEED_GPU["new_tokens"]:
-                note += f"; seed (Phi-3, GPU): {SEED_GPU['no_cache_s'] / SEED_GPU['cache_s']:.2f}x"
+                note += f"; the book (Phi-3, GPU): {SEED_GPU['no_cache_s'] / SEED_GPU['cache_s']:.2f}x"
             self.add(Figure("no cache", f"no-cache / cache time, {row['new_tokens']} tokens", ours, "x", theirs,
                             "same with model.generate", ratio(ours, theirs), "", None, note))
 
@@ -303,7 +303,7 @@ class Suite:
             low, high = figures["interval"]
             raw = self.raw_speedup(figures["new_tokens"])
             base, label = (raw, "raw model.generate, this run") if raw else (
-                SEED_GPU["no_cache_s"] / SEED_GPU["cache_s"], "seed: Phi-3, GPU")
+                SEED_GPU["no_cache_s"] / SEED_GPU["cache_s"], "the book: Phi-3, GPU")
             spread = f"95% interval {low:.2f}–{high:.2f}x" if low is not None else "no interval (one pair)"
             note = (f"{figures['no_cache_s']:.2f} s vs {figures['cache_s']:.2f} s, {figures['new_tokens']} tokens; "
                     f"{spread}; tokens {'identical' if figures['identical'] else 'DIFFER'}")
