@@ -134,6 +134,22 @@ if has_option next-token --batch; then
     STEP_STDOUT="$LOG_DIR/generate-batch.jsonl" step "generate --batch (4 prompts, 32 tokens)" \
         "${LLMSCOPE[@]}" generate --batch "$LOG_DIR/prompts.txt" -n 32 "${GPU[@]}" -q
 fi
+if has_command attention; then
+    step "attention (eager, all layers)" "${LLMSCOPE[@]}" attention "The dog chased the squirrel because it" "${GPU[@]}"
+    step "attention --layer 27 --head 2 --matrix" "${LLMSCOPE[@]}" attention "The dog chased the squirrel because it" \
+        --layer 27 --head 2 --matrix "${GPU[@]}"
+fi
+if has_command score; then
+    STEP_STDOUT="$LOG_DIR/score.json" step "score (bf16)" "${LLMSCOPE[@]}" score "$EMAIL" "${GPU[@]}" --json -q
+    step "score --batch" "${LLMSCOPE[@]}" score --batch "$LOG_DIR/prompts.txt" "${GPU[@]}" -q
+fi
+if has_command compare; then
+    STEP_STDOUT="$LOG_DIR/compare.json" step "compare bf16 vs float32" "${LLMSCOPE[@]}" compare "$EMAIL" --device cuda \
+        --dtype float32 --against-dtype bfloat16 --json -q
+fi
+if has_command cache; then
+    step "cache (list)" "${LLMSCOPE[@]}" cache
+fi
 if has_command architecture; then
     step "architecture (config only)" "${LLMSCOPE[@]}" architecture
     if has_option architecture --weights; then
