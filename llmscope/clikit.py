@@ -206,15 +206,10 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
 
 def fit_cpu_threads(display: Display, asked: int | None) -> None:
     """Set torch's CPU threads to the asked count, or to the cores other processes leave free (and say so)."""
-    import torch
+    from llmscope.cputhreads import BUSY_PERCENT, fit_torch_threads
 
-    from llmscope.cputhreads import BUSY_PERCENT, choose_threads, others_busy_percent
-
-    choice = choose_threads(asked, None if asked is not None else others_busy_percent())
-    if choice.threads is not None:
-        torch.set_num_threads(choice.threads)
+    choice, using = fit_torch_threads(asked)
     if choice.busy_percent is not None and choice.busy_percent >= BUSY_PERCENT:
-        using = torch.get_num_threads()
         display.warning(f"other processes keep the CPUs {choice.busy_percent:.0f}% busy: using {using} torch "
                         f"thread{'s' if using != 1 else ''} of {choice.cores} cores (--threads N to choose); "
                         "expect slower, noisier runs")

@@ -1,5 +1,5 @@
 """How many CPU threads torch should use here: what the user asked for, else what the other processes leave free.
-It measures the machine and sets nothing; the caller applies the choice (torch.set_num_threads)."""
+choose_threads only decides; fit_torch_threads measures the machine and applies the choice to torch."""
 
 from __future__ import annotations
 
@@ -43,3 +43,14 @@ def choose_threads(asked: int | None, busy_percent: float | None = None, cores: 
     if busy_cores < 1:
         return ThreadChoice(None, cores, busy_percent, "default")
     return ThreadChoice(max(1, cores - busy_cores), cores, busy_percent, "free cores")
+
+
+def fit_torch_threads(asked: int | None) -> tuple[ThreadChoice, int]:
+    """Measure what other processes use (unless threads were asked for), set torch's thread count accordingly, and
+    return the choice with the count torch now uses."""
+    import torch
+
+    choice = choose_threads(asked, None if asked is not None else others_busy_percent())
+    if choice.threads is not None:
+        torch.set_num_threads(choice.threads)
+    return choice, torch.get_num_threads()
