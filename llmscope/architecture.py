@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmscope.errors import ModelLoadError, UsageError
+from llmscope.errors import ModelLoadError
 from llmscope.kvcache import kv_cache_bytes_per_token
 from llmscope.layerkinds import (
     AttentionLayout,
@@ -29,7 +29,7 @@ from llmscope.modelconfig import (
     moe_fields,
     text_config,
 )
-from llmscope.moduletree import ModuleNode, module_tree, prune_tree
+from llmscope.moduletree import ModuleNode, check_depth, module_tree, prune_tree
 from llmscope.planner import MemoryPlan, PlannerSettings, plan_memory
 
 if TYPE_CHECKING:
@@ -153,8 +153,7 @@ def describe_loaded_model(loaded: LoadedModel, depth: int | None = None,
 def describe_architecture(model: Any, config: Any, name: str, source: str = "config",
                           depth: int | None = None, plan: PlannerSettings | None = None) -> ArchitectureReport:
     """Summary, parameter split, KV-cache sizes, memory plan and folded module tree of a model (meta or loaded)."""
-    if depth is not None and depth < 0:
-        raise UsageError(f"--depth must be 0 or more (got {depth})")
+    check_depth(depth)
     settings = plan or PlannerSettings()
     summary = summarize(model, config, source)
     parameters = parameter_breakdown(model, config)

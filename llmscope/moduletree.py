@@ -85,6 +85,13 @@ def _same(a: ModuleNode, b: ModuleNode) -> bool:
             and all(x.name == y.name and _same(x, y) for x, y in zip(a.children, b.children)))
 
 
+def check_depth(depth: int | None) -> None:
+    """The one rule for --depth: how many levels of the tree to show, 0 or more (None: all)."""
+    from llmscope.settings import whole_number
+
+    whole_number("--depth", depth, 0, 1_000)
+
+
 def prune_tree(node: ModuleNode, depth: int) -> ModuleNode:
     """The tree cut `depth` levels below `node` (parameter counts keep what was cut)."""
     children = () if depth <= 0 else tuple(prune_tree(child, depth - 1) for child in node.children)

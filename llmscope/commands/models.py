@@ -140,9 +140,10 @@ def architecture(
     and the module tree."""
     with command(quiet) as display:
         display.mode = output_mode(json=json_output, jsonl=jsonl_output)
-        if depth is not None and depth < 0:
-            raise UsageError(f"--depth must be 0 or more (got {depth})")
+        from llmscope.moduletree import check_depth
         from llmscope.planner import PlannerSettings
+
+        check_depth(depth)
 
         plan = PlannerSettings.from_options(context, batch_size, kv_dtype, gpu_memory,
                                             dtype if not weights else "auto")
