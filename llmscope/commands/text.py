@@ -109,7 +109,7 @@ def generate(
 
 def run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None = None) -> None:
     """generate after its settings are read: load -> run (one prompt, or --batch items) -> show."""
-    from llmscope.generation import generate, generate_encoded
+    from llmscope.generation import generate_encoded
     from llmscope.prompts import check_top, encode_prompt
     from llmscope.render import generation as show
     from llmscope.tokenization import has_chat_template
@@ -136,15 +136,16 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
     streaming = (settings.stream if settings.stream is not None else display.stdout_is_terminal) and (
         display.for_people)
     show.legend(display, settings.show_probs)
+    encoded = encode_prompt(loaded, text, chat=chat, system=settings.prompt.system,
+                            new_tokens=generation.max_new_tokens)
     if streaming and settings.full_text:
-        display.write(encode_prompt(loaded, text, chat=chat, system=settings.prompt.system).text)
+        display.write(encoded.text)
     from llmscope.generation import TokenDetail
 
     detail = TokenDetail(texts=streaming or bool(settings.show_probs) or logprobs,
                          entropy=settings.show_probs == "entropy" or logprobs, alternatives=generation.logprobs)
-    result = generate(loaded, text, generation, chat=chat, system=settings.prompt.system,
-                      on_token=show.stream_printer(display, settings.show_probs) if streaming else None,
-                      detail=detail)
+    result = generate_encoded(loaded, [encoded], generation, detail=detail,
+                              on_token=show.stream_printer(display, settings.show_probs) if streaming else None)[0]
     show.show_generation(display, loaded.info, result, settings.show_probs, settings.full_text, logprobs,
                          streamed=streaming)
     if result.finish_reason == "interrupted":
