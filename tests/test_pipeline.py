@@ -453,3 +453,18 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Pa
         assert torch.get_num_threads() == 2 and "busy" not in asked.stderr  # asked for: not second-guessed
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("mode", [{"use_cache": False}, {"static_cache": True}])
+def test_padded_batches_match_single_runs_without_a_dynamic_cache(tiny_model_dir: Path, mode: dict) -> None:
+    from llmscope.generation import generate_many
+    from llmscope.loader import load_model
+    from llmscope.settings import GenerationSettings
+
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    settings = GenerationSettings(max_new_tokens=5, **mode)
+    together = list(generate_many(loaded, PROMPTS, settings, batch_size=4))
+    for prompt, result in zip(PROMPTS, together):
+        alone = next(generate_many(loaded, [prompt], settings, batch_size=1))
+        assert result.token_ids == alone.token_ids
+        assert [t.logprob for t in result.tokens] == pytest.approx([t.logprob for t in alone.tokens], abs=1e-4)
