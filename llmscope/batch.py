@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from llmscope.errors import EXIT_USAGE, LlmscopeError, UsageError
-from llmscope.settings import BatchSettings
+from llmscope.settings import BatchSettings, utf8_text
 
 Result = TypeVar("Result")
 
@@ -40,17 +40,13 @@ class BatchOutcome(Generic[Result]):
         return {"index": self.item.index, **({"id": self.item.id} if self.item.id is not None else {})}
 
 
-def read_text(settings: BatchSettings) -> str:
+def read_input(settings: BatchSettings) -> str:
     """The whole --batch input as text (stdin for '-')."""
     try:
         data = sys.stdin.buffer.read() if settings.path == "-" else Path(settings.path).read_bytes()
     except OSError as error:
         raise UsageError(f"--batch: cannot read {settings.path}: {error.strerror or error}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"--batch input is not valid UTF-8 (byte {error.start})",
-                         hint="convert it with `iconv -t utf-8`") from None
+    return utf8_text(data, "--batch input")
 
 
 def detect_format(lines: Sequence[str]) -> str:
@@ -85,7 +81,7 @@ def parse_items(text: str, input_format: str = "auto") -> list[BatchItem]:
 
 def read_items(settings: BatchSettings) -> list[BatchItem]:
     """Read and parse the --batch input; an input with no prompt at all is a usage error."""
-    items = parse_items(read_text(settings), settings.input_format)
+    items = parse_items(read_input(settings), settings.input_format)
     if not items:
         raise UsageError(f"--batch {settings.path} holds no prompts", hint="one prompt per line, or JSON Lines")
     return items

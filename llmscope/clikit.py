@@ -22,7 +22,7 @@ from llmscope.errors import (
     terminated,
     translate,
 )
-from llmscope.settings import BatchSettings, ModelSettings, OutputMode, threads_from
+from llmscope.settings import BatchSettings, ModelSettings, OutputMode, plain_text, threads_from, utf8_text
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.batch import BatchItem, BatchOutcome
@@ -148,19 +148,13 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
         text = prompt
     else:
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UsageError(f"stdin is not valid UTF-8 (byte {error.start})",
-                             hint=f"convert the {what} with `iconv -t utf-8`") from None
+        text = utf8_text(data, "stdin")
         text = text[:-1] if text.endswith("\n") else text
     return require_text(text, what)
 
 
 def require_text(text: str, what: str = "prompt") -> str:
     """The text, unless it is empty or holds a character that is not valid Unicode (a usage error)."""
-    from llmscope.settings import plain_text
-
     plain_text(f"the {what}", text)
     if not text.strip():
         raise UsageError(f"the {what} is empty", hint="pass some text, or - to read it from stdin")
@@ -286,9 +280,5 @@ def read_text(text: str | None, file: str | None) -> str:
         data = Path(file).read_bytes()
     except OSError as error:
         raise UsageError(f"cannot read --file {file}: {error.strerror or error}") from None
-    try:
-        content = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UsageError(f"--file {file} is not valid UTF-8 (byte {error.start})",
-                         hint="convert it with `iconv -t utf-8`") from None
+    content = utf8_text(data, f"--file {file}")
     return require_text(content[:-1] if content.endswith("\n") else content, "text")

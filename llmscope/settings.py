@@ -74,6 +74,15 @@ def plain_text(option: str, value: str | None) -> None:
                          hint="pass the text as UTF-8, or through stdin with -") from None
 
 
+def utf8_text(data: bytes, source: str) -> str:
+    """Bytes from stdin, --file or --batch as text; anything but UTF-8 is a usage error naming the source."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{source} is not valid UTF-8 (byte {error.start})",
+                         hint="convert it with `iconv -t utf-8`") from None
+
+
 def threads_from(option_value: int | None) -> int | None:
     """--threads, else $LLMSCOPE_THREADS, else None (torch's own choice); checked either way."""
     if option_value is not None:
