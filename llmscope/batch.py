@@ -4,13 +4,14 @@ them in chunks with a per-item error instead of a stop. It yields results in inp
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from llmscope.errors import EXIT_USAGE, LlmscopeError, UsageError
+from llmscope.errors import EXIT_RUNTIME, EXIT_USAGE, LlmscopeError, UsageError, translate
 from llmscope.settings import BatchSettings, utf8_text
 
 Result = TypeVar("Result")
@@ -50,14 +51,44 @@ def read_input(settings: BatchSettings) -> str:
 
 
 def detect_format(lines: Sequence[str]) -> str:
-    """jsonl when every non-blank line is a JSON object, else lines."""
-    filled = [line.strip() for line in lines if line.strip()]
-    return "jsonl" if filled and all(line.startswith("{") and line.endswith("}") for line in filled) else "lines"
+    """jsonl when the first non-blank line starts like a JSON object, else lines: one broken line later on makes
+    that record an error instead of turning every record into raw JSON text."""
+    first = next((line.strip() for line in lines if line.strip()), "")
+    return "jsonl" if first.startswith("{") else "lines"
+
+
+def _writable_id(value: Any) -> bool:
+    """An id that goes back out as JSON unchanged: a string, a whole number or a finite number (or none)."""
+    if value is None or isinstance(value, (str, int)):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _json_record(line: str, number: int) -> tuple[str, Any, str | None]:
+    """(prompt, id, problem) of one JSON Lines record; any line that is not a usable record names its line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return "", None, f"line {number} is not JSON: {error.msg}"
+    except (ValueError, RecursionError) as error:  # a 5000-digit number, nesting past Python's recursion limit
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+        return "", None, f"line {number} cannot be read: {reason}"
+    if not isinstance(record, dict):
+        return "", None, f"line {number} is not a JSON object"
+    record_id = record.get("id")
+    if not _writable_id(record_id):
+        return "", None, f'line {number}: "id" must be a string or a finite number'
+    if not isinstance(record.get("prompt"), str):
+        return "", record_id, f'line {number} has no "prompt" string'
+    return record["prompt"], record_id, None
 
 
 def parse_items(text: str, input_format: str = "auto") -> list[BatchItem]:
-    """Items from the input text: one prompt per line, or JSON objects with "prompt" and an optional "id"."""
-    lines = text.split("\n")
+    """Items from the input text: one prompt per line, or JSON objects with "prompt" and an optional "id".
+
+    A UTF-8 byte-order mark is dropped; in JSON Lines blank lines are skipped and every other line that is not a
+    usable record becomes that record's error."""
+    lines = text.removeprefix("\ufeff").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line starts no record
     lines = [line.removesuffix("\r") for line in lines]
@@ -65,17 +96,11 @@ def parse_items(text: str, input_format: str = "auto") -> list[BatchItem]:
     if chosen == "lines":
         return [BatchItem(index=i, prompt=line) for i, line in enumerate(lines)]
     items = []
-    for index, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            items.append(BatchItem(index, "", problem=f"line {index + 1} is not JSON: {error.msg}"))
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            items.append(BatchItem(index, "", record.get("id") if isinstance(record, dict) else None,
-                                   problem=f'line {index + 1} has no "prompt" string'))
-            continue
-        items.append(BatchItem(index, record["prompt"], record.get("id")))
+        prompt, record_id, problem = _json_record(line, number)
+        items.append(BatchItem(len(items), prompt, record_id, problem))
     return items
 
 
@@ -91,31 +116,52 @@ Prepare = Callable[[BatchItem], Any]
 RunChunk = Callable[[list[Any]], list[Result]]
 
 
+def failure(error: Exception) -> tuple[str, int]:
+    """(message, exit code) of an error record: an LlmscopeError as it reads, a library error as errors.py
+    translates it, anything else as its type and first line."""
+    if isinstance(error, LlmscopeError):
+        return str(error), error.exit_code
+    known = translate(error)
+    if known is not None:
+        return str(known), known.exit_code
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__, EXIT_RUNTIME
+
+
 def run_batch(items: Sequence[BatchItem], batch_size: int, prepare: Prepare, run_chunk: RunChunk
               ) -> Iterator[BatchOutcome[Result]]:
     """Run items in chunks of batch_size and yield one outcome per item, in input order.
 
-    prepare(item) checks and encodes one item (an LlmscopeError makes that item an error record); run_chunk runs
-    the prepared items of one chunk together and returns their results in the same order.
+    prepare(item) checks and encodes one item (any error makes that item an error record); run_chunk runs the
+    prepared items of one chunk together and returns their results in the same order. When a chunk fails, its
+    items run one at a time, so that one bad record fails alone and the batch goes on.
     """
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         prepared: list[tuple[BatchItem, Any]] = []
-        failed: dict[int, BatchOutcome[Result]] = {}
+        outcomes: dict[int, BatchOutcome[Result]] = {}
         for item in chunk:
             if item.problem is not None:
-                failed[item.index] = BatchOutcome(item, error=item.problem, exit_code=EXIT_USAGE)
+                outcomes[item.index] = BatchOutcome(item, error=item.problem, exit_code=EXIT_USAGE)
                 continue
             try:
                 prepared.append((item, prepare(item)))
-            except LlmscopeError as error:
-                failed[item.index] = BatchOutcome(item, error=str(error), exit_code=error.exit_code)
-        try:
-            results = run_chunk([encoded for _, encoded in prepared]) if prepared else []
-        except LlmscopeError as error:  # the whole chunk failed (out of memory, ...): its items say so
-            for item, _ in prepared:
-                failed[item.index] = BatchOutcome(item, error=str(error), exit_code=error.exit_code)
-            prepared, results = [], []
-        by_index = {item.index: BatchOutcome(item, result=result) for (item, _), result in zip(prepared, results)}
+            except Exception as error:
+                message, code = failure(error)
+                outcomes[item.index] = BatchOutcome(item, error=message, exit_code=code)
+        if len(prepared) > 1:
+            try:
+                results = run_chunk([encoded for _, encoded in prepared])
+                outcomes.update({item.index: BatchOutcome(item, result=result)
+                                 for (item, _), result in zip(prepared, results, strict=True)})
+                prepared = []
+            except Exception:  # the chunk failed as a whole: its items run alone below
+                pass
+        for item, encoded in prepared:
+            try:
+                outcomes[item.index] = BatchOutcome(item, result=run_chunk([encoded])[0])
+            except Exception as error:
+                message, code = failure(error)
+                outcomes[item.index] = BatchOutcome(item, error=message, exit_code=code)
         for item in chunk:
-            yield failed.get(item.index) or by_index[item.index]
+            yield outcomes[item.index]

@@ -59,8 +59,8 @@ BatchOpt = Annotated[str | None, typer.Option(
     "--batch", metavar="FILE", help="Many prompts, one model load: one prompt per line, or JSON Lines with "
     "\"prompt\" (and \"id\"); '-' reads stdin. Writes one JSON record per prompt, in order.", show_default=False)]
 BatchFormatOpt = Annotated[str, typer.Option(
-    "--batch-format", help="auto | lines | jsonl: how --batch input is read (auto: JSON Lines when every line is "
-    "an object).")]
+    "--batch-format", help="auto | lines | jsonl: how --batch input is read (auto: JSON Lines when the first "
+    "non-blank line starts with '{').")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="With --batch: prompts run together (padded).")]
 
 
