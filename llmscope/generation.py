@@ -67,7 +67,7 @@ class GenerationResult:
     tokens: tuple[GeneratedToken, ...]
     prompt_tokens: int
     new_tokens: int
-    finish_reason: str  # "eos", "length" or "interrupted"
+    finish_reason: str  # "eos", "length", "interrupted" or "stopped" (stop_row)
     time_to_first_token_s: float | None
     decode_seconds: float
     decode_tokens_per_s: float | None
@@ -177,9 +177,15 @@ def generate_many(loaded: LoadedModel, prompts: Sequence[str], settings: Generat
 
 
 def generate_encoded(loaded: LoadedModel, prompts: Sequence[EncodedPrompt], settings: GenerationSettings,
-                     on_token: TokenCallback | None = None, detail: TokenDetail | None = None
-                     ) -> list[GenerationResult]:
-    """Generate for already-encoded prompts in one padded batch (on_token reports the first row's tokens)."""
+                     on_token: TokenCallback | None = None, detail: TokenDetail | None = None,
+                     on_row_token: Callable[[int, GeneratedToken], None] | None = None,
+                     stop_row: Callable[[int], bool] | None = None) -> list[GenerationResult]:
+    """Generate for already-encoded prompts in one padded batch (on_token reports the first row's tokens).
+
+    on_row_token(row, token) reports every row's tokens; stop_row(row), asked after each of a row's tokens, ends
+    that row early (finish_reason "stopped": a stop string, its own token budget, or a client gone). The batch
+    ends when every row has.
+    """
     import torch
 
     detail = detail or TokenDetail(texts=on_token is not None or settings.logprobs > 0,
@@ -214,8 +220,14 @@ def generate_encoded(loaded: LoadedModel, prompts: Sequence[EncodedPrompt], sett
                 tokens[row].append(token)
                 if on_token is not None and row == 0:
                     on_token(token)
+                if on_row_token is not None:
+                    on_row_token(row, token)
                 if step.finished[row]:
                     done[row], finish[row] = True, "eos"
+                elif stop_row is not None and stop_row(row):
+                    done[row], finish[row] = True, "stopped"
+            if all(done):
+                break
     except KeyboardInterrupt:
         finish = ["interrupted" if not d else f for d, f in zip(done, finish)]
     finished = time.perf_counter()

@@ -35,6 +35,7 @@ from llmscope.clikit import (
     require_text,
     write_batch,
 )
+from llmscope.endpoint_cli import ApiKeyOpt, EndpointOpt, endpoint_settings
 from llmscope.errors import UsageError
 from llmscope.settings import output_mode
 
@@ -177,6 +178,8 @@ def score(
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
     threads: ThreadsOpt = None,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
     json_output: JsonOpt = False,
     jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
@@ -199,6 +202,12 @@ def score(
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
+        remote = endpoint_settings(endpoint, api_key, model, batch_settings)
+        if remote is not None:
+            from llmscope.endpoint_cli import run_score
+
+            run_score(display, remote, source, settings, colour_by, table)
+            return
         items = read_batch(batch_settings)
         from llmscope.render import scoring as show
         from llmscope.scoring import score_text

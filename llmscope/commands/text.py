@@ -38,6 +38,7 @@ from llmscope.clikit import (
     warn_all,
     write_batch,
 )
+from llmscope.endpoint_cli import ApiKeyOpt, EndpointOpt, endpoint_settings
 from llmscope.errors import UsageError
 from llmscope.settings import PromptSettings, output_mode
 
@@ -83,6 +84,8 @@ def generate(
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
     threads: ThreadsOpt = None,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
     json_output: JsonOpt = False,
     jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
@@ -100,9 +103,16 @@ def generate(
             model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
             mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
+        remote = endpoint_settings(endpoint, api_key, model, batch_settings,
+                                   {"--static-cache": static_cache, "--compile": compile_model})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
+        if remote is not None:
+            from llmscope.endpoint_cli import run_generate as run_remote
+
+            run_remote(display, remote, text, settings)
+            return
         items = read_batch(batch_settings)
         run_generate(display, settings, text, items)
 
@@ -267,6 +277,8 @@ def next_token(
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
     threads: ThreadsOpt = None,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
     json_output: JsonOpt = False,
     jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
@@ -283,9 +295,15 @@ def next_token(
             model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
             mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None),
             batch=batch_settings)
+        remote = endpoint_settings(endpoint, api_key, model, batch_settings, {"--lens": lens})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
+        if remote is not None:
+            from llmscope.endpoint_cli import run_next_token
+
+            run_next_token(display, remote, text, settings)
+            return
         items = read_batch(batch_settings)
         _run_next_token(display, settings, text, items)
 

@@ -4,6 +4,7 @@ view beside the raw one), and the logit lens, as Rich tables or one JSON documen
 from __future__ import annotations
 
 import json
+import math
 
 from rich import box
 from rich.console import Group
@@ -42,6 +43,11 @@ def token_text(text: str) -> str:
 
 def prompt_lines(result: NextTokenResult) -> Text:
     """The prompt's tokens (whitespace visible, split by │), their ids, and where the scores come from."""
+    if result.layers == 0:  # from a server's log-probabilities (--endpoint): no ids, shapes or full softmax
+        line = Text("prompt: ", style="bold")
+        line.append(token_text(result.prompt_text))
+        line.append("\nscores for the next token: the server's top log-probabilities", style="dim")
+        return line
     n = len(result.prompt_tokens)
     line = Text()
     line.append(f"prompt ({n} token{'s' if n != 1 else ''}{', chat template' if result.chat_template_applied else ''}"
@@ -63,11 +69,11 @@ def prompt_lines(result: NextTokenResult) -> Text:
 
 def step_title(result: NextTokenResult, step: NextTokenStep) -> str:
     chosen = step.chosen
+    entropy = "" if math.isnan(step.entropy) else f", entropy {step.entropy:.2f} nats"  # NaN: not known
     if len(result.steps) == 1:
-        return (f"Next token: {token_text(chosen.text)} (p {chosen.probability:.4f}, "
-                f"entropy {step.entropy:.2f} nats)")
+        return f"Next token: {token_text(chosen.text)} (p {chosen.probability:.4f}{entropy})"
     return (f"Step {step.index + 1}: {token_text(chosen.text)} p {chosen.probability:.4f}, "
-            f"log-prob so far {step.cumulative_logprob:.3f}, entropy {step.entropy:.2f} nats")
+            f"log-prob so far {step.cumulative_logprob:.3f}{entropy}")
 
 
 def sampler_label(result: NextTokenResult) -> str:
@@ -100,7 +106,8 @@ def step_table(result: NextTokenResult, step: NextTokenStep) -> Group:
     marked = len(result.steps) > 1
     for row in step.top:
         rank = f"▸{row.rank}" if marked and row.token_id == step.chosen.token_id else str(row.rank)
-        cells = [rank, token_text(row.text), str(row.token_id), f"{row.probability:.4f}", f"{row.logit:.2f}",
+        cells = [rank, token_text(row.text), str(row.token_id) if row.token_id >= 0 else "-",
+                 f"{row.probability:.4f}", "-" if math.isnan(row.logit) else f"{row.logit:.2f}",
                  f"{row.cumulative:.4f}"]
         if sampler:
             cells.append(f"{row.sampler_probability:.4f}")

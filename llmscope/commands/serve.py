@@ -1,0 +1,90 @@
+"""The `serve` command: load the model once and keep it warm behind an OpenAI-compatible HTTP API (llmscope.server).
+It parses and checks options, loads, and hands over to the server; --check prints the plan without listening."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from llmscope.cliapp import app
+from llmscope.clikit import (
+    EXIT_CODES_HELP,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    QuietOpt,
+    ThreadsOpt,
+    TrustOpt,
+    command,
+    example,
+    load,
+    model_settings,
+    warn_all,
+)
+from llmscope.settings import output_mode
+
+LISTENING = "listening on {url}"  # the line scripts wait for on stderr (printed even with -q)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("-m", "{model}", "--port", "0", "--check")
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on; 0 picks a free one (printed).")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="LLMSCOPE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but "
+        "/health. Default: $LLMSCOPE_API_KEY, else no key.", show_default=False)] = None,
+    max_batch: Annotated[int, typer.Option(
+        "--max-batch", help="Most requests run together in one padded batch.")] = 8,
+    max_queue: Annotated[int, typer.Option(
+        "--max-queue", help="Requests waiting beyond this get 503 (busy).")] = 64,
+    shutdown_timeout: Annotated[float, typer.Option(
+        "--shutdown-timeout", metavar="SECONDS", help="After SIGTERM or Ctrl-C: time in-flight requests get to "
+        "finish before they are cancelled; then the server exits 0.")] = 10.0,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Load the model, print what would be served, and exit without listening.")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Serve the model over HTTP (OpenAI's /v1/completions and /v1/chat/completions, plus llmscope's next-token,
+    score and tokenize routes), warm for scripts and for --endpoint. Concurrent requests run in batches.
+
+    Prints "listening on http://HOST:PORT" on stderr once it accepts connections. Stop it with SIGTERM or Ctrl-C.
+    """
+    with command(quiet) as display:
+        from llmscope.server.config import ServeSettings, plan_for
+
+        settings = ServeSettings(host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
+                                 shutdown_timeout=shutdown_timeout)
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        display.mode = output_mode(json=json_output)
+        warn_all(display, settings.warnings())
+        from llmscope.server.run import require_server_packages
+
+        require_server_packages()
+        loaded = load(display, models)
+        if check:
+            from llmscope.render.serve import show_plan
+
+            show_plan(display, loaded.info, plan_for(settings, loaded.spec.name))
+            return
+        from llmscope.server.run import serve as run_server
+
+        def listening(bound: int) -> None:
+            url = plan_for(settings, loaded.spec.name, bound).url
+            sys.stderr.write(LISTENING.format(url=url) + "\n")
+            sys.stderr.flush()
+
+        run_server(loaded, settings, display.status, listening)
+        display.status("stopped")

@@ -1,0 +1,29 @@
+"""Show what `llmscope serve` serves (its --check plan): the address, the model, batching and the routes, as a Rich
+table or one JSON document. It computes nothing."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from llmscope.render import Display, titled
+from llmscope.results import ModelInfo
+from llmscope.server.config import ServePlan
+
+
+def show_plan(display: Display, info: ModelInfo, plan: ServePlan) -> None:
+    """serve's one render entry."""
+    if not display.for_people:
+        display.document("serve", info, plan)
+        return
+    key = "required (Authorization: Bearer KEY)" if plan.api_key_required else "none"
+    display.result(Text(f"would serve {plan.model} at {plan.url}\nAPI key: {key}; batches of up to {plan.max_batch}, "
+                        f"{plan.max_queue} queued at most; {plan.shutdown_timeout:g} s to finish on SIGTERM"))
+    table = Table(box=box.SIMPLE, pad_edge=False)
+    table.add_column("method")
+    table.add_column("route", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    for method, route, what in plan.routes:
+        table.add_row(method, route, what)
+    display.result(titled("Routes", table))

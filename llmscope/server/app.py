@@ -1,0 +1,399 @@
+"""The Starlette app of `llmscope serve`: each route reads a request into openai_shapes, hands the work to the
+engine (the library computes) and writes the answer back in OpenAI's shape (or llmscope's --json shape on its own
+routes). Errors use OpenAI's error document. No renderers here, and no model code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from llmscope.errors import LlmscopeError, UsageError
+from llmscope.results import to_plain
+from llmscope.server import openai_shapes as shapes
+from llmscope.server.compute import encode_messages, prompt_logprobs
+from llmscope.server.config import MAX_BODY_BYTES, ServeSettings
+from llmscope.server.engine import Engine, GenerateWork, Job, call_job
+from llmscope.server.openai_shapes import ApiError, TokenLogprob
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready (its work was cancelled)."""
+
+
+class RequestLog:
+    """ASGI middleware: one line per request on the server's log (client, method, path, status, milliseconds)."""
+
+    def __init__(self, app: Any, log: Callable[[str], None]) -> None:
+        self.app, self.log = app, log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), {"code": 499}
+
+        async def send_and_note(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            self.log(f'{client[0]} "{scope["method"]} {scope["path"]}" {status["code"]} '
+                     f"{(time.perf_counter() - started) * 1000:.0f} ms")
+
+
+def _error(error: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _library_error(error: LlmscopeError) -> ApiError:
+    message = str(error)
+    if isinstance(error, UsageError):
+        code = "context_length_exceeded" if "context" in message else None
+        return ApiError(400, message, code=code)
+    return ApiError(500, message, kind="server_error")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client goes away (the body has been read, so receive() waits for the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _wait(request: Request, jobs: list[Job]) -> list[Any]:
+    """The jobs' results, or ClientGone (and the jobs cancelled) when the client disconnects first."""
+    watcher = asyncio.ensure_future(_disconnected(request))
+    gathered = asyncio.gather(*(job.future for job in jobs))
+    try:
+        done, _ = await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if gathered in done:
+            return gathered.result()
+        raise ClientGone
+    finally:
+        watcher.cancel()
+        for job in jobs:
+            if not job.future.done():
+                job.cancelled.set()
+        if not gathered.done():
+            gathered.cancel()
+            with contextlib.suppress(BaseException):
+                await gathered
+
+
+def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None]) -> Starlette:
+    """The app for one loaded model (engine.loaded); `log` takes the request lines."""
+    loaded = engine.loaded
+    name = loaded.spec.name
+    created = int(time.time())
+
+    def guarded(handler: Handler, open_route: bool = False) -> Handler:
+        async def run(request: Request) -> Response:
+            try:
+                if settings.api_key is not None and not open_route:
+                    given = request.headers.get("authorization", "")
+                    token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+                    if not hmac.compare_digest(token.encode(), settings.api_key.encode()):
+                        raise ApiError(401, "Incorrect API key provided (send it as 'Authorization: Bearer KEY')",
+                                       code="invalid_api_key")
+                return await handler(request)
+            except ApiError as error:
+                return _error(error)
+            except LlmscopeError as error:
+                return _error(_library_error(error))
+            except ClientGone:
+                return Response(status_code=499)
+        return run
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes", code="too_large")
+        data = bytearray()
+        async for part in request.stream():
+            data += part
+            if len(data) > MAX_BODY_BYTES:
+                raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes", code="too_large")
+        try:
+            body = json.loads(bytes(data))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ApiError(400, f"the body is not valid JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return body
+
+    def check_model(model: str | None) -> None:
+        if model not in (None, "", name):
+            raise ApiError(404, f"The model `{model}` does not exist; this server serves `{name}`",
+                           param="model", code="model_not_found")
+
+    def submit(job: Job) -> Job:
+        engine.submit(job)
+        return job
+
+    def generation_job(loop: asyncio.AbstractEventLoop, encoded: Any, sampling: shapes.Sampling, alternatives: int,
+                       stream: bool) -> Job:
+        from llmscope.settings import GenerationSettings
+
+        budget = max(sampling.max_tokens, 1)
+        if sampling.greedy:
+            generation = GenerationSettings(max_new_tokens=budget)
+        else:  # a request without a seed gets its own: two of them never share random draws in one batch
+            import random
+
+            seed = sampling.seed if sampling.seed is not None else random.getrandbits(63)
+            generation = GenerationSettings(max_new_tokens=budget, do_sample=True, temperature=sampling.temperature,
+                                            top_p=sampling.top_p, seed=seed)
+        key = ("generate", generation.do_sample, generation.temperature, generation.top_p, generation.seed)
+        return Job(kind="generate", key=key, payload=GenerateWork(encoded, generation, sampling.stop, alternatives),
+                   loop=loop, future=loop.create_future(), events=asyncio.Queue() if stream else None)
+
+    def token_logprobs(result: Any, alternatives: int) -> list[TokenLogprob]:
+        return [TokenLogprob(text=t.text or "", logprob=t.logprob,
+                             top=tuple((a.text, a.logprob) for a in t.top[:alternatives]), token_bytes=t.bytes)
+                for t in result.tokens]
+
+    # ------------------------------------------------------------------------------------------ OpenAI
+
+    async def health(request: Request) -> Response:
+        stats = engine.stats
+        return JSONResponse({"status": "ok", "model": name, "queued": engine.queued, "requests": stats.requests,
+                             "batches": stats.batches, "rows": stats.rows, "largest_batch": stats.largest_batch})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(shapes.models_list(name, created))
+
+    async def completions(request: Request) -> Response:
+        parsed = shapes.parse_completion(await body_of(request))
+        check_model(parsed.model)
+        loop = asyncio.get_running_loop()
+        sampling, k = parsed.sampling, parsed.logprobs
+        from llmscope.prompts import encode_prompt
+
+        encoded = [encode_prompt(loaded, p, new_tokens=max(sampling.max_tokens, 1), budget_option="max_tokens")
+                   for p in parsed.prompts]
+        echoes: list[Job] = []
+        if parsed.echo and k is not None:
+            echoes = [submit(call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, k))) for e in encoded]
+        generating = sampling.max_tokens > 0
+        jobs = [submit(generation_job(loop, e, sampling, k or 0, parsed.stream)) for e in encoded] if generating \
+            else []
+        request_id = shapes.new_id("cmpl")
+        if parsed.stream:
+            return _sse(_completion_stream(request_id, name, parsed, encoded, jobs, echoes, k, token_logprobs))
+        echoed = await _wait(request, echoes) if echoes else [None] * len(encoded)
+        results = await _wait(request, jobs) if jobs else [None] * len(encoded)
+        choices = []
+        for index, (prompt, result, echo) in enumerate(zip(encoded, results, echoed)):
+            text = result.text if result is not None else ""
+            tokens = (echo or []) + (token_logprobs(result, k or 0) if result is not None and k is not None else [])
+            reason = shapes.finish_reason(result.finish_reason) if result is not None else "length"
+            choices.append(shapes.completion_choice(
+                index, (prompt.text if parsed.echo else "") + text, reason,
+                shapes.completion_logprobs(tokens) if k is not None else None))
+        completion_tokens = sum(r.new_tokens for r in results if r is not None)
+        return JSONResponse(shapes.completion(request_id, name, choices, sum(len(e.ids) for e in encoded),
+                                              completion_tokens))
+
+    async def chat(request: Request) -> Response:
+        parsed = shapes.parse_chat(await body_of(request))
+        check_model(parsed.model)
+        loop = asyncio.get_running_loop()
+        encoded = encode_messages(loaded, parsed.messages, parsed.sampling.max_tokens)
+        job = submit(generation_job(loop, encoded, parsed.sampling, parsed.top_logprobs, parsed.stream))
+        request_id = shapes.new_id("chatcmpl")
+        if parsed.stream:
+            return _sse(_chat_stream(request_id, name, parsed, job, token_logprobs))
+        (result,) = await _wait(request, [job])
+        logprobs = shapes.chat_logprobs(token_logprobs(result, parsed.top_logprobs)) if parsed.logprobs else None
+        return JSONResponse(shapes.chat_completion(request_id, name, result.text,
+                                                   shapes.finish_reason(result.finish_reason), logprobs,
+                                                   len(encoded.ids), result.new_tokens))
+
+    # ------------------------------------------------------------------------------------------ llmscope's own
+
+    def envelope(result: Any) -> JSONResponse:
+        return JSONResponse({"model_info": to_plain(loaded.info), "result": to_plain(result)})
+
+    async def tokenize(request: Request) -> Response:
+        from llmscope.tokenization import tokenize_text
+
+        body = await body_of(request)
+        text = shapes._text(body, "text", required=True) or ""
+        special = bool(shapes._field(body, "add_special_tokens", (bool,), True))
+        chat_on = bool(shapes._field(body, "chat", (bool,), False))
+        system = shapes._text(body, "system")
+        job = submit(call_job(asyncio.get_running_loop(), lambda: tokenize_text(
+            loaded.tokenizer, text, name, add_special_tokens=special, chat=chat_on, system=system)))
+        return envelope((await _wait(request, [job]))[0])
+
+    async def next_token(request: Request) -> Response:
+        from llmscope.prompts import check_top, encode_prompt
+        from llmscope.settings import NextTokenSettings
+
+        parsed = shapes.parse_next_token(await body_of(request))
+        inspect = NextTokenSettings(top_k=parsed.top_k, steps=parsed.steps, temperature=parsed.temperature,
+                                    top_p=parsed.top_p)
+        check_top("top_k", inspect.top_k, loaded)
+        encoded = encode_prompt(loaded, parsed.prompt, chat=parsed.chat, system=parsed.system,
+                                new_tokens=parsed.steps - 1, budget_option="steps")
+        loop = asyncio.get_running_loop()
+        job = submit(Job(kind="next_token", key=("next_token", inspect), payload=encoded, loop=loop,
+                         future=loop.create_future()))
+        return envelope((await _wait(request, [job]))[0])
+
+    async def score(request: Request) -> Response:
+        from llmscope.scoring import ScoreSettings, score_text
+
+        body = await body_of(request)
+        text = shapes._text(body, "text", required=True) or ""
+        options = shapes.parse_options(body, [f.name for f in dataclasses.fields(ScoreSettings)])
+        scoring = ScoreSettings(**options)
+        if scoring.top_k:
+            from llmscope.prompts import check_top
+
+            check_top("top_k", scoring.top_k, loaded)
+        job = submit(call_job(asyncio.get_running_loop(), lambda: score_text(loaded, text, scoring)))
+        return envelope((await _wait(request, [job]))[0])
+
+    async def generate(request: Request) -> Response:
+        from llmscope.generation import TokenDetail, generate_encoded
+        from llmscope.prompts import check_top, encode_prompt
+        from llmscope.settings import GenerationSettings
+
+        body = await body_of(request)
+        prompt = shapes._text(body, "prompt", required=True) or ""
+        options = shapes.parse_options(body, [f.name for f in dataclasses.fields(GenerationSettings)
+                                              if f.name != "compile"])
+        generation = GenerationSettings(**options)
+        detail = TokenDetail(**shapes.parse_options(body, ["texts", "entropy", "alternatives"], "detail"))
+        for option, value in (("top_k", generation.top_k), ("logprobs", generation.logprobs)):
+            if value:
+                check_top(option, value, loaded)
+        from llmscope.tokenization import has_chat_template
+
+        chat_on = shapes._field(body, "chat", (bool,), None)  # None: the template when the model has one
+        encoded = encode_prompt(loaded, prompt, chat=has_chat_template(loaded.tokenizer) if chat_on is None
+                                else chat_on, system=shapes._text(body, "system"), new_tokens=generation.max_new_tokens)
+        job = submit(call_job(asyncio.get_running_loop(),
+                              lambda: generate_encoded(loaded, [encoded], generation, detail=detail)[0]))
+        return envelope((await _wait(request, [job]))[0])
+
+    async def not_found(request: Request, error: Exception) -> Response:
+        status = getattr(error, "status_code", 404)
+        message = f"no route {request.method} {request.url.path}" if status == 404 else str(
+            getattr(error, "detail", "")) or "bad request"
+        return _error(ApiError(status, message, code="not_found" if status == 404 else None))
+
+    routes = [
+        Route("/health", guarded(health, open_route=True), methods=["GET"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/v1/completions", guarded(completions), methods=["POST"]),
+        Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
+        Route("/llmscope/v1/tokenize", guarded(tokenize), methods=["POST"]),
+        Route("/llmscope/v1/next-token", guarded(next_token), methods=["POST"]),
+        Route("/llmscope/v1/score", guarded(score), methods=["POST"]),
+        Route("/llmscope/v1/generate", guarded(generate), methods=["POST"]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log)],
+                     exception_handlers={HTTPException: not_found})
+
+
+# ---------------------------------------------------------------------------------------------- streams
+
+
+def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def lines() -> AsyncIterator[str]:
+        async for event in events:
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _events(job: Job) -> AsyncIterator[tuple[str, Any, Any]]:
+    """A streaming job's ("text", delta, token) items up to its ("end", reason, None); cancels it if abandoned."""
+    assert job.events is not None
+    try:
+        while True:
+            item = await job.events.get()
+            if item[0] == "error":  # the answer has begun: the failure comes as an error event
+                yield item
+                return
+            yield item
+            if item[0] == "end":
+                await job.future
+                return
+    finally:
+        if not job.future.done():
+            job.cancelled.set()
+
+
+async def _completion_stream(request_id: str, model: str, parsed: shapes.CompletionRequest, encoded: list[Any],
+                             jobs: list[Job], echoes: list[Job], k: int | None,
+                             token_logprobs: Callable[[Any, int], list[TokenLogprob]]
+                             ) -> AsyncIterator[dict[str, Any]]:
+    try:
+        for index, prompt in enumerate(encoded):
+            if parsed.echo:
+                echo = await echoes[index].future if echoes else None
+                logprobs = shapes.completion_logprobs(echo) if echo is not None else None
+                yield shapes.completion_chunk(request_id, model, index, prompt.text, None, logprobs)
+            if not jobs:
+                yield shapes.completion_chunk(request_id, model, index, "", "length")
+                continue
+            async for kind, value, token in _events(jobs[index]):
+                if kind == "error":
+                    yield shapes.error_body(value, "server_error")
+                    return
+                if kind == "end":
+                    yield shapes.completion_chunk(request_id, model, index, "", shapes.finish_reason(value))
+                elif value or token is not None:
+                    logprobs = None
+                    if k is not None and token is not None:
+                        logprobs = shapes.completion_logprobs([TokenLogprob(
+                            text=token.text or "", logprob=token.logprob,
+                            top=tuple((a.text, a.logprob) for a in token.top[:k]))])
+                    yield shapes.completion_chunk(request_id, model, index, value, None, logprobs)
+    finally:
+        for job in jobs + echoes:
+            if not job.future.done():
+                job.cancelled.set()
+
+
+async def _chat_stream(request_id: str, model: str, parsed: shapes.ChatRequest, job: Job,
+                       token_logprobs: Callable[[Any, int], list[TokenLogprob]]) -> AsyncIterator[dict[str, Any]]:
+    yield shapes.chat_chunk(request_id, model, {"role": "assistant", "content": ""}, None)
+    async for kind, value, token in _events(job):
+        if kind == "error":
+            yield shapes.error_body(value, "server_error")
+            return
+        if kind == "end":
+            yield shapes.chat_chunk(request_id, model, {}, shapes.finish_reason(value))
+        elif value or token is not None:
+            logprobs = None
+            if parsed.logprobs and token is not None:
+                logprobs = shapes.chat_logprobs([TokenLogprob(
+                    text=token.text or "", logprob=token.logprob,
+                    top=tuple((a.text, a.logprob) for a in token.top[: parsed.top_logprobs]), token_bytes=token.bytes)])
+            yield shapes.chat_chunk(request_id, model, {"content": value}, None, logprobs)

@@ -1,0 +1,247 @@
+"""The server's one model worker: a thread that owns the model and a small batching queue. Requests that arrive
+while a batch runs wait together and run as the next padded batch (generation and next-token share the decode
+core's batched decode); score and prompt log-probabilities run one request at a time. It speaks no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmscope.server.openai_shapes import ApiError
+
+
+@dataclass
+class Job:
+    """One request's work. `key`: jobs with equal keys may run in one batch. Results and streamed items go back
+    to the request's event loop; `cancelled` (a client gone, a shutdown) stops the job at its next token."""
+
+    kind: str  # "generate", "next_token" or "call"
+    key: Hashable
+    payload: Any
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    events: asyncio.Queue[Any] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item: Any) -> None:
+        if self.events is not None:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+    def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
+        def settle() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(settle)
+
+
+@dataclass
+class GenerateWork:
+    """A generation job's payload: the encoded prompt, the shared sampling settings and what this row wants."""
+
+    encoded: Any  # EncodedPrompt
+    settings: Any  # GenerationSettings (max_new_tokens: this row's budget)
+    stop: tuple[str, ...] = ()
+    alternatives: int = 0
+
+
+@dataclass
+class RowState:
+    """What one generation row has produced so far, and why it stopped (None: still running, or the library's
+    own reason)."""
+
+    text: str = ""
+    sent: int = 0
+    tokens: int = 0
+    reason: str | None = None
+
+
+@dataclass
+class EngineStats:
+    requests: int = 0
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+
+
+class Engine:
+    """The worker thread and its queue. submit() refuses work with 503 when the queue is full or closing."""
+
+    def __init__(self, loaded: Any, max_batch: int = 8, max_queue: int = 64) -> None:
+        self.loaded = loaded
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.stats = EngineStats()
+        self._pending: list[Job] = []
+        self._running: list[Job] = []
+        self._lock = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name="llmscope-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._closing:
+                raise ApiError(503, "the server is shutting down", kind="server_error", code="shutting_down")
+            if len(self._pending) >= self.max_queue:
+                raise ApiError(503, f"the server is busy ({len(self._pending)} requests queued); retry shortly",
+                               kind="server_error", code="busy")
+            self._pending.append(job)
+            self.stats.requests += 1
+            self._lock.notify()
+
+    def close(self, timeout: float) -> None:
+        """Stop taking work, let queued and running jobs finish for up to `timeout` seconds, then cancel them."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(0.05)
+            with self._lock:
+                if not self._pending and not self._running:
+                    break
+        with self._lock:
+            for job in self._pending + self._running:
+                job.cancelled.set()
+            self._lock.notify()
+        self._thread.join(timeout=max(timeout, 1.0))
+
+    # ------------------------------------------------------------------------------------------ the thread
+
+    def _take_batch(self) -> list[Job] | None:
+        """The oldest job and every later queued job with its key (up to max_batch); None when closing and idle."""
+        with self._lock:
+            while True:
+                self._pending = [job for job in self._pending if not job.cancelled.is_set() or _abandon(job)]
+                if self._pending:
+                    break
+                if self._closing:
+                    return None
+                self._lock.wait()
+            first = self._pending[0]
+            batch = [job for job in self._pending if job.key == first.key][: self.max_batch]
+            self._pending = [job for job in self._pending if job not in batch]
+            self._running = batch
+            self.stats.batches += 1
+            self.stats.rows += len(batch)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                run = {"generate": self._generate, "next_token": self._next_token}.get(batch[0].kind, _call)
+                run(batch)
+            except BaseException as error:  # the batch's requests get the error, the worker goes on
+                for job in batch:
+                    job.emit(("error", str(error) or type(error).__name__, None))
+                    job.resolve(error=error)
+            finally:
+                with self._lock:
+                    self._running = []
+
+    def _next_token(self, jobs: list[Job]) -> None:
+        from llmscope.inspection import next_token_encoded
+
+        results = next_token_encoded(self.loaded, [job.payload for job in jobs], jobs[0].key[1])
+        for job, result in zip(jobs, results):
+            job.resolve(result)
+
+    def _generate(self, jobs: list[Job]) -> None:
+        from llmscope.generation import TokenDetail, generate_encoded
+
+        works: list[GenerateWork] = [job.payload for job in jobs]
+        rows = [RowState() for _ in jobs]
+        budget = max(work.settings.max_new_tokens for work in works)
+        settings = dataclasses.replace(works[0].settings, max_new_tokens=budget,
+                                       logprobs=max(work.alternatives for work in works))
+        detail = TokenDetail(texts=True, entropy=False, alternatives=settings.logprobs)
+
+        def on_row_token(row: int, token: Any) -> None:
+            state, work = rows[row], works[row]
+            state.tokens += 1
+            state.text += token.delta
+            cut = _first_stop(state.text, work.stop)
+            if cut is not None:
+                state.text, state.reason = state.text[:cut], "stop"
+            elif state.tokens >= work.settings.max_new_tokens:
+                state.reason = "length"
+            held = 0 if state.reason else _held_back(state.text, work.stop)
+            if len(state.text) - held > state.sent:
+                jobs[row].emit(("text", state.text[state.sent:len(state.text) - held], token))
+                state.sent = len(state.text) - held
+            elif state.reason != "stop":
+                jobs[row].emit(("text", "", token))
+
+        def stop_row(row: int) -> bool:
+            if jobs[row].cancelled.is_set():
+                rows[row].reason = rows[row].reason or "cancelled"
+            return rows[row].reason is not None
+
+        results = generate_encoded(self.loaded, [work.encoded for work in works], settings, detail=detail,
+                                   on_row_token=on_row_token, stop_row=stop_row)
+        for job, work, state, result in zip(jobs, works, rows, results):
+            reason = state.reason or result.finish_reason
+            text = state.text if reason == "stop" else result.text
+            kept = result.tokens[: state.tokens] if reason == "stop" else result.tokens
+            if len(text) > state.sent:
+                job.emit(("text", text[state.sent:], None))
+            job.emit(("end", reason, None))
+            job.resolve(dataclasses.replace(result, text=text, finish_reason=reason, tokens=kept,
+                                            token_ids=tuple(t.token_id for t in kept), new_tokens=len(kept),
+                                            settings=work.settings))
+
+
+def _abandon(job: Job) -> bool:
+    """A cancelled job that never ran: tell its request, drop it from the queue (always False)."""
+    job.resolve(error=ApiError(499, "the request was cancelled", code="cancelled"))
+    return False
+
+
+def _call(jobs: list[Job]) -> None:
+    """A job whose payload is a function of nothing: run it and hand back what it returns."""
+    for job in jobs:
+        job.resolve(job.payload())
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [text.find(stop) for stop in stops if stop in text]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters could start a stop string (held back from a stream until they cannot)."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+def call_job(loop: asyncio.AbstractEventLoop, work: Callable[[], Any]) -> Job:
+    """A job that runs `work` alone on the model thread (score, prompt log-probabilities)."""
+    return Job(kind="call", key=object(), payload=work, loop=loop, future=loop.create_future())
