@@ -7,6 +7,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmscope.attentionpick import (
+    DEFAULT_MAX_WEIGHTS,
+    AttentionSettings,
+    check_against_config,
+    resolve_keys,
+    resolve_query,
+)
 from llmscope.errors import ModelLoadError, UsageError
 
 if TYPE_CHECKING:
@@ -14,56 +21,12 @@ if TYPE_CHECKING:
 
     from llmscope.loader import LoadedModel
 
-DEFAULT_MAX_WEIGHTS = 4_000_000  # weights kept in the result: ~130 MB as Python floats, ~80 MB of JSON
+__all__ = ["DEFAULT_MAX_WEIGHTS", "AttentionResult", "AttentionSettings", "attention_weights", "masked",
+           "resolve_keys", "resolve_query"]
+
 FORWARD_FACTOR = 16  # one layer's eager weights (heads x n², a tensor) may reach 16 x --max-weights
 TOP_TOKENS = 3
 ROLE_HEADS = 3
-
-
-@dataclass(frozen=True)
-class AttentionSettings:
-    """What to keep and show; every value is checked here, before any model is loaded."""
-
-    layer: int | None = None  # 0-based block index; None = every layer
-    head: int | None = None  # 0-based query head; needs `layer`
-    query: str | None = None  # a position ("5", "-1") or a token's text ("it"); None = the last token
-    matrix: bool = False  # the whole tokens x tokens pattern of one head
-    all_queries: bool = False  # keep every query row of the selected layers (the plot needs them)
-    max_weights: int = DEFAULT_MAX_WEIGHTS
-    chat: bool = False
-    system: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.layer is not None and self.layer < 0:
-            raise UsageError(f"--layer must be 0 or more (got {self.layer})", hint="layers count from 0")
-        if self.head is not None and self.head < 0:
-            raise UsageError(f"--head must be 0 or more (got {self.head})", hint="heads count from 0")
-        if self.head is not None and self.layer is None:
-            raise UsageError("--head needs --layer", hint="add --layer L (heads are numbered within a layer)")
-        if self.matrix and (self.layer is None or self.head is None):
-            raise UsageError("--matrix draws one head's pattern", hint="add --layer L --head H")
-        if self.max_weights < 1:
-            raise UsageError(f"--max-weights must be at least 1 (got {self.max_weights})")
-        if self.query is not None and not self.query.strip():
-            raise UsageError("--query is empty", hint="give a position (0, 5, -1) or a token's text")
-
-    @property
-    def query_position(self) -> int | None:
-        """--query as a position when it is an integer (negative counts from the end), else None."""
-        try:
-            return int(self.query) if self.query is not None else None
-        except ValueError:
-            return None
-
-    @property
-    def keeps_all_queries(self) -> bool:
-        return self.layer is not None or self.matrix or self.all_queries
-
-    def ignored(self) -> tuple[str, ...]:
-        """Options that this mode does not use, for a warning."""
-        if self.matrix and self.query is not None:
-            return ("--query is ignored with --matrix (the matrix shows every query)",)
-        return ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +116,7 @@ class AttentionResult:
     layers: tuple[int, ...]  # the selected layers (first axis of `weights`)
     heads: tuple[int, ...]  # the selected heads (second axis)
     query_positions: tuple[int, ...]  # the kept query rows (third axis); keys are every position
+    keys: tuple[int, ...]  # the key positions the user chose to show (--keys), () for the view's own choice
     shape: tuple[int, int, int, int]  # [layers, heads, queries, keys]
     weights: tuple[tuple[tuple[tuple[float, ...], ...], ...], ...]
     query_rows: tuple[QueryRow, ...]  # one per selected layer
@@ -176,26 +140,6 @@ def kv_groups(heads: int, kv_heads: int) -> tuple[KvGroup, ...]:
     size = max(1, heads // max(1, kv_heads))
     return tuple(KvGroup(kv, tuple(h for h in range(heads) if min(h // size, kv_heads - 1) == kv))
                  for kv in range(kv_heads))
-
-
-def resolve_query(settings: AttentionSettings, tokens: tuple[AttentionToken, ...]) -> int:
-    """The query token's position: the last by default, a position, or the last token whose text is --query."""
-    n = len(tokens)
-    if settings.query is None:
-        return n - 1
-    position = settings.query_position
-    if position is not None:
-        if not -n <= position < n:
-            raise UsageError(f"--query {position} is outside the prompt's {n} tokens",
-                             hint=f"use 0 to {n - 1}, or -1 for the last")
-        return position % n
-    wanted = settings.query.strip()
-    for same in (lambda text: text == wanted, lambda text: text.lower() == wanted.lower()):
-        found = [token.position for token in tokens if same(token.text.strip())]
-        if found:
-            return found[-1]
-    shown = ", ".join(repr(token.text) for token in tokens[:20]) + (" ..." if n > 20 else "")
-    raise UsageError(f"no prompt token reads {settings.query!r}", hint=f"the tokens are {shown}")
 
 
 def window_per_layer(config: Any, layers: int) -> tuple[int | None, ...]:
@@ -318,17 +262,14 @@ def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSetti
     config = text_config(model.config)
     layout = attention_layout(config)
     num_layers, heads, kv = int(config.num_hidden_layers), layout.heads, layout.kv_heads
-    if settings.layer is not None and settings.layer >= num_layers:
-        raise UsageError(f"--layer {settings.layer} is past the model's {num_layers} layers",
-                         hint=f"use 0 to {num_layers - 1}")
-    if settings.head is not None and settings.head >= heads:
-        raise UsageError(f"--head {settings.head} is past the layer's {heads} heads", hint=f"use 0 to {heads - 1}")
+    check_against_config(settings, num_layers, heads)
     prompt_text, ids = prompt_ids(tokenizer, prompt, chat=settings.chat, system=settings.system)
     if not ids:
         raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
     tokens = tuple(AttentionToken(i, t, tokenizer.decode([t])) for i, t in enumerate(ids))
     n = len(tokens)
     query = resolve_query(settings, tokens)
+    keys = resolve_keys(settings, tokens, query)
     layers = (settings.layer,) if settings.layer is not None else tuple(range(num_layers))
     head_sel = (settings.head,) if settings.head is not None else tuple(range(heads))
     query_positions = tuple(range(n)) if settings.keeps_all_queries else (query,)
@@ -377,7 +318,7 @@ def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSetti
         attention_implementation="eager", tokens=tokens, query=query, num_layers=num_layers, num_heads=heads,
         num_kv_heads=kv, layout=layout.kind, kv_groups=kv_groups(heads, kv),
         windows=window_per_layer(model.config, num_layers), layers=layers, heads=head_sel,
-        query_positions=query_positions, shape=tuple(weights.shape),
+        query_positions=query_positions, keys=keys, shape=tuple(weights.shape),
         weights=tuple(tuple(tuple(tuple(row) for row in head) for head in layer) for layer in weights.tolist()),
         query_rows=_query_rows(weights, layers, head_sel, query_positions.index(query), query, tokens),
         head_rows=_head_rows(weights, layers, head_sel, query_positions.index(query), query, tokens, group, kv)

@@ -155,8 +155,8 @@ def test_memory_guard_names_the_option(tiny) -> None:
 
 
 def test_settings_refuse_bad_values() -> None:
-    for bad in (dict(layer=-1), dict(head=-1, layer=0), dict(head=1), dict(matrix=True), dict(matrix=True, layer=0),
-                dict(max_weights=0), dict(query="  ")):
+    for bad in (dict(layer=-1), dict(head=-1, layer=0), dict(head=-1), dict(matrix=True), dict(matrix=True, layer=0),
+                dict(max_weights=0), dict(query="  "), dict(keys=" , ")):
         with pytest.raises(UsageError):
             AttentionSettings(**bad)
     assert AttentionSettings(query="-1").query_position == -1 and AttentionSettings(query="it").query_position is None
@@ -164,7 +164,7 @@ def test_settings_refuse_bad_values() -> None:
 
 
 @pytest.mark.parametrize("args", [
-    ["--layer", "-1"], ["--head", "1"], ["--matrix"], ["--matrix", "--layer", "0"], ["--max-weights", "0"],
+    ["--layer", "-1"], ["--keys", ","], ["--matrix"], ["--matrix", "--layer", "0"], ["--max-weights", "0"],
     ["--query", ""], ["--plot", "out.txt"], ["--plot", "/no/such/folder/out.png"], ["--layer", "x"]])
 def test_bad_options_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
     import llmscope.loader
@@ -178,7 +178,7 @@ def test_bad_options_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch,
     assert "the model was loaded" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["--head", "1"], ["--plot", "out.txt"], ["--max-weights", "0"]])
+@pytest.mark.parametrize("args", [["--keys", ","], ["--plot", "out.txt"], ["--max-weights", "0"]])
 def test_bad_options_are_refused_without_importing_torch(args: list[str]) -> None:
     import subprocess
     import sys
@@ -233,7 +233,7 @@ def test_views_fit_80_columns_with_numbers_with_and_without_colour(tiny) -> None
     for result in (default, layer):
         plain = _render(result, 80, colour=False)
         assert not ANSI_COLOUR.search(plain) and max(len(line) for line in plain.splitlines()) <= 80
-        assert "cut to fit 80 columns: keys 1–" in plain  # 42 keys do not fit: the first, a cut, the last ones
+        assert "cut to fit 80 columns: the " in plain  # 42 keys do not fit: the ones with the largest weights
         assert "eager attention" in plain and "% attention:" in plain
     coloured = _render(default, 80, colour=True)
     assert "48;2;68;1;84" in coloured  # the darkest viridis colour (#440154) as a background

@@ -3,7 +3,7 @@ They parse and check options, then call the library and the renderer; they compu
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,7 +28,11 @@ from llmscope.clikit import (
     read_prompt,
 )
 from llmscope.errors import UsageError
-from llmscope.settings import output_mode
+from llmscope.settings import ModelSettings, output_mode
+
+if TYPE_CHECKING:
+    from llmscope.attentionpick import AttentionSettings
+    from llmscope.render import Display
 
 # ------------------------------------------------------------------------------------ attention
 
@@ -45,7 +49,11 @@ def attention(
         "--layer", "-l", help="Show every head of this layer (from 0), grouped by the KV head they share.",
         show_default=False)] = None,
     head: Annotated[int | None, typer.Option(
-        "--head", help="With --layer: only this head (from 0).", show_default=False)] = None,
+        "--head", help="Only this head (from 0): with --layer, that layer's head; alone, the head in every layer.",
+        show_default=False)] = None,
+    keys: Annotated[str | None, typer.Option(
+        "--keys", help="The key tokens to show, by text or position: Mary,John or 0,5,-1 (default: all that fit, "
+        "else the strongest).", show_default=False)] = None,
     matrix: Annotated[bool, typer.Option(
         "--matrix", help="With --layer and --head: the whole tokens × tokens pattern, fitted to the terminal.")
     ] = False,
@@ -82,9 +90,9 @@ def attention(
         from llmscope.render import attention as show
 
         models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
-        settings = AttentionSettings(layer=layer, head=head, query=query, matrix=matrix, all_queries=plot is not None,
-                                     max_weights=max_weights, chat=chat if chat is not None else bool(system),
-                                     system=system)
+        settings = AttentionSettings(layer=layer, head=head, query=query, keys=keys, matrix=matrix,
+                                     all_queries=plot is not None, max_weights=max_weights,
+                                     chat=chat if chat is not None else bool(system), system=system)
         for message in settings.ignored():
             display.warning(message)
         plot_path = Path(plot) if plot is not None else None
@@ -94,6 +102,7 @@ def attention(
             check_plot_path(plot_path)
             require_matplotlib()
         text = read_prompt(prompt)
+        check_attention_choices(display, models, settings, text, plot_path is not None)
         loaded = load(display, models)
         result = attention_weights(loaded, text, settings)
         show.show_attention(display, loaded.info, result, matrix=matrix)
@@ -102,6 +111,30 @@ def attention(
         if plot_path is not None:
             show.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")
+
+
+def check_attention_choices(display: Display, models: ModelSettings, settings: AttentionSettings, text: str,
+                            plot: bool) -> None:
+    """--layer, --head and a plot's size against the config, --query and --keys against the prompt's tokens: all
+    before the weights load (the config and the tokenizer take a fraction of the time)."""
+    from llmscope.attentionpick import check_against_config, layer_and_head_counts, resolve_keys, resolve_query
+    from llmscope.loader import load_config, load_tokenizer, resolve_model_spec
+    from llmscope.tokenization import prompt_ids
+
+    spec = resolve_model_spec(models.model)
+    if settings.layer is not None or settings.head is not None or plot:
+        with display.spinner(f"reading the config of {spec.name}"):
+            check_against_config(settings, *layer_and_head_counts(load_config(spec, models.trust_remote_code)),
+                                 plot=plot)
+    if settings.needs_tokens:
+        from llmscope.attention import AttentionToken
+
+        with display.spinner(f"reading the tokenizer of {spec.name}"):
+            tokenizer = load_tokenizer(spec, models.trust_remote_code, light=not settings.chat)
+        ids = prompt_ids(tokenizer, text, chat=settings.chat, system=settings.system)[1]
+        if ids:
+            tokens = [AttentionToken(i, t, tokenizer.decode([t])) for i, t in enumerate(ids)]
+            resolve_keys(settings, tokens, resolve_query(settings, tokens))
 
 
 # ------------------------------------------------------------------------------------ architecture

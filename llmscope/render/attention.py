@@ -4,6 +4,7 @@ the head-roles table, JSON, and the head grid as an image. Colours follow viridi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich import box
 from rich.console import Group
@@ -11,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.attention import Attended, AttentionResult, HeadStats, Role, masked
+from llmscope.attentionpick import MAX_PLOT_PANELS, strongest_keys
+from llmscope.errors import UsageError
 from llmscope.render import Display, titled, visible
 from llmscope.results import ModelInfo
 
@@ -19,6 +22,8 @@ SCALE = ((0, "#440154"), (2, "#482878"), (5, "#3e4989"), (10, "#31688e"), (20, "
          (45, "#35b779"), (60, "#6ece58"), (75, "#b5de2b"), (90, "#fde725"))
 DARK_TEXT_FROM = 5  # index in SCALE from which the background is light enough for black text
 MIN_CELL, MAX_CELL = 4, 9
+PLOT_LABELS = 32  # token labels per panel axis before only every k-th is named
+CUT_CELL = 6  # cells of a view cut to its strongest keys: room for a 5-character token over its position
 TOP_WIDTH = 30
 MARKS = {"future": "·", "window": "░"}
 
@@ -67,6 +72,25 @@ def fit_keys(n_keys: int, room: int) -> tuple[list[int | None], int]:
     return [0, None, *range(n_keys - count + 1, n_keys)], MIN_CELL
 
 
+def pick_keys(result: AttentionResult, rows: list[tuple[float, ...]], room: int) -> tuple[list[int], int]:
+    """The key positions for a heat row view and the cell width: the --keys chosen (or every key up to the query),
+    all of them when they fit, else the ones with the largest weight in these rows (position order)."""
+    candidates = list(result.keys) or list(range(result.query + 1))
+    if len(candidates) * MIN_CELL <= room:
+        return candidates, max(MIN_CELL, min(MAX_CELL, room // max(1, len(candidates))))
+    return strongest_keys(rows, candidates, max(1, room // CUT_CELL)), CUT_CELL
+
+
+def keys_caption(result: AttentionResult, shown: list[int], width: int) -> str | None:
+    """Say which keys a heat row view shows when it is not every key up to the query."""
+    total = len(result.keys) or result.query + 1
+    if len(shown) == total:
+        return "keys chosen with --keys" if result.keys else None
+    return (f"cut to fit {width} columns: the {len(shown)} keys with the largest weights of {total}"
+            f"{' chosen' if result.keys else ''} (column: a token over its position); choose them with --keys, or "
+            "--json for every weight")
+
+
 def cut_caption(shown: list[int | None], total: int, what: str, width: int) -> str | None:
     if None not in shown:
         return None
@@ -96,8 +120,12 @@ def header(result: AttentionResult) -> Text:
 
 
 def key_columns(table: Table, result: AttentionResult, shown: list[int | None], width: int) -> None:
+    """One column per key: the token's text, with its position under it when the keys shown are not all in a row."""
+    contiguous = None not in shown and shown == list(range(len(shown)))
     for position in shown:
         label = "…" if position is None else short(result.tokens[position].text, width - 1)
+        if position is not None and not contiguous:
+            label += f"\n{position}"
         table.add_column(label, justify="right", no_wrap=True, min_width=width, max_width=width)
 
 
@@ -111,30 +139,40 @@ def _grid_table() -> Table:
 
 
 def layers_table(result: AttentionResult, width: int) -> Group:
-    keys = result.query + 1
+    """One heat row per layer for the query token: the mean over heads and the strongest head, or one head's row
+    in every layer (--head without --layer)."""
+    one_head = len(result.heads) == 1
     top_width = min(TOP_WIDTH, max(len(top_text(row.top)) for row in result.query_rows))
-    shown, cell = fit_keys(keys, width - 5 - 5 - 2 - top_width)
+    rows = [row.mean for row in result.query_rows] + ([] if one_head else [r.strongest for r in result.query_rows])
+    shown, cell = pick_keys(result, rows, width - 5 - 5 - 2 - top_width)
     table = _grid_table()
     table.add_column("layer", justify="right", width=5, no_wrap=True)
     table.add_column("", width=5, no_wrap=True)
-    key_columns(table, result, shown, cell)
+    key_columns(table, result, list(shown), cell)
     table.add_column("  top 3", no_wrap=True, overflow="ellipsis", max_width=top_width + 2)
     for row in result.query_rows:
-        table.add_row(str(row.layer), " mean", *cells(row.mean, shown, cell), "  " + top_text(row.top))
-        table.add_row("", Text(f" H{row.strongest_head}", style="dim"), *cells(row.strongest, shown, cell),
+        if one_head:
+            table.add_row(str(row.layer), f" H{result.heads[0]}", *cells(row.mean, list(shown), cell),
+                          "  " + top_text(row.top))
+            continue
+        table.add_row(str(row.layer), " mean", *cells(row.mean, list(shown), cell), "  " + top_text(row.top))
+        table.add_row("", Text(f" H{row.strongest_head}", style="dim"), *cells(row.strongest, list(shown), cell),
                       Text("  " + top_text(row.strongest_top), style="dim"))
-    caption = "mean over the heads; H: the head with the most weight on a token but the first"
-    cut = cut_caption(shown, keys, "keys", width)
+    caption = (f"head {result.heads[0]} in every layer" if one_head else
+               "mean over the heads; H: the head with the most weight on a token but the first")
+    cut = keys_caption(result, shown, width)
     return titled(f"Where {visible(result.tokens[result.query].text)!r} (position {result.query}) looks, "
-                  "layer by layer", table, caption + (f"\n{cut}" if cut else ""))
+                  f"layer by layer{f', head {result.heads[0]}' if one_head else ''}", table,
+                  caption + (f"\n{cut}" if cut else ""))
 
 
 def heads_table(result: AttentionResult, width: int) -> Group:
     layer = result.layers[0]
-    keys = result.query + 1
     row_index = result.query_positions.index(result.query)
     top_width = min(TOP_WIDTH, max(len(top_text(row.top)) for row in result.head_rows))
-    shown, cell = fit_keys(keys, width - 3 - 5 - 8 - 2 - top_width)
+    rows = [result.weights[0][j][row_index] for j in range(len(result.heads))]
+    picked, cell = pick_keys(result, rows, width - 3 - 5 - 8 - 2 - top_width)
+    shown: list[int | None] = list(picked)
     table = _grid_table()
     table.add_column("kv", justify="right", width=3, no_wrap=True)
     table.add_column("head", justify="right", width=5, no_wrap=True)
@@ -153,7 +191,7 @@ def heads_table(result: AttentionResult, width: int) -> Group:
                 "multi-query": "all heads share one KV head",
                 "grouped-query": f"groups of {size} heads share a KV head"}.get(result.layout, result.layout)
     caption = f"{result.layout}: {grouping}; entropy in nats of this query's row"
-    cut = cut_caption(shown, keys, "keys", width)
+    cut = keys_caption(result, picked, width)
     return titled(f"Layer {layer}: where {visible(result.tokens[result.query].text)!r} (position {result.query}) "
                   "looks, head by head, by KV head", table, caption + (f"\n{cut}" if cut else ""))
 
@@ -260,6 +298,18 @@ def show_attention(display: Display, info: ModelInfo | None, result: AttentionRe
     display.result(legend())
 
 
+def label_axes(axis: Any, result: AttentionResult, bottom: bool, left: bool, font: int) -> None:
+    """Token labels on a panel's keys (bottom row) and queries (left column), every one while at most
+    PLOT_LABELS fit, else every k-th."""
+    labels = [short(t.text, 10) for t in result.tokens]
+    step = max(1, -(-len(labels) // PLOT_LABELS))
+    keys = list(range(0, len(labels), step)) if bottom else []
+    queries = list(range(0, len(result.query_positions), step)) if left else []
+    axis.set_xticks(keys, [labels[k] for k in keys], rotation=90, fontsize=font)
+    axis.set_yticks(queries, [labels[result.query_positions[q]] for q in queries],
+                    fontsize=font)
+
+
 def write_plot(result: AttentionResult, path: Path) -> None:
     """The head grid (selected layers × heads, each head's queries × keys) as PNG or SVG, viridis, masks in grey."""
     import matplotlib
@@ -269,8 +319,12 @@ def write_plot(result: AttentionResult, path: Path) -> None:
     from matplotlib import pyplot
 
     rows, cols = len(result.layers), len(result.heads)
+    if rows * cols > MAX_PLOT_PANELS:
+        raise UsageError(f"a plot of {rows} layers x {cols} heads would hold {rows * cols} panels, too small to read "
+                         f"(at most {MAX_PLOT_PANELS})",
+                         hint="choose one layer with --layer L, or one head across the layers with --head H")
     n = len(result.tokens)
-    size = 1.1 if rows * cols > 1 else 5.0
+    size = 2.2 if rows * cols > 1 else 5.0
     figure, axes = pyplot.subplots(rows, cols, figsize=(cols * size + 1.5, rows * size + 1.0), squeeze=False, dpi=100,
                                    layout="constrained")
     kv_of = {head: group.kv_head for group in result.kv_groups for head in group.heads}
@@ -287,17 +341,11 @@ def write_plot(result: AttentionResult, path: Path) -> None:
                 axis = axes[i][j]
                 image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
                 axis.set_facecolor("#dddddd")
-                axis.set_xticks([])
-                axis.set_yticks([])
+                label_axes(axis, result, bottom=i == rows - 1, left=j == 0, font=8 if rows * cols == 1 else 5)
                 if i == 0:
                     axis.set_title(f"H{head} (kv {kv_of[head]})", fontsize=8)
                 if j == 0:
                     axis.set_ylabel(f"L{layer}", fontsize=8)
-        if rows * cols == 1:
-            labels = [visible(t.text) for t in result.tokens]
-            axes[0][0].set_xticks(range(n), labels, rotation=90, fontsize=8)
-            axes[0][0].set_yticks(range(len(result.query_positions)),
-                                  [labels[q] for q in result.query_positions], fontsize=8)
         figure.suptitle(f"{result.model}: attention over {n} tokens\nrows = queries, columns = keys, grey = masked",
                         fontsize=9)
         if image is not None:
