@@ -1,0 +1,265 @@
+"""`llmscope serve` as a real subprocess on 127.0.0.1 (port 0), with the official openai client and raw HTTP:
+answers equal the library's own run, streaming equals non-streaming, errors have OpenAI's shape and status, and
+SIGTERM exits 0. The batching queue and cancellation are checked on the engine itself (no timing involved)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+KEY = "test-key"
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[str], url: str, log: list[str]) -> None:
+        self.process, self.url, self.log = process, url, log
+
+    def request(self, path: str, body: Any = None, key: str | None = KEY, raw: bytes | None = None
+                ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+
+def start_server(model: Path, *extra: str) -> Server:
+    """Start `llmscope serve` and return once it prints its address (the event, read from stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmscope", "serve", "-m", str(model), "--port", "0", "--threads", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    assert process.stderr is not None
+    for line in process.stderr:
+        log.append(line)
+        if line.startswith("listening on "):
+            break
+    else:
+        raise AssertionError("serve exited before listening:\n" + "".join(log))
+    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
+    return Server(process, line.split("listening on ", 1)[1].strip(), log)
+
+
+def stop_server(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path) -> Iterator[Server]:
+    running = start_server(tiny_model_dir, "--api-key", KEY)
+    yield running
+    assert stop_server(running) == 0, "".join(running.log)
+
+
+@pytest.fixture(scope="module")
+def local(tiny_model_dir: Path) -> Any:
+    from llmscope.loader import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def client(server: Server) -> Any:
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+# ---------------------------------------------------------------------------------------------- OpenAI routes
+
+
+def test_models_lists_the_served_model(client: Any, tiny_model_dir: Path) -> None:
+    assert [model.id for model in client.models.list().data] == [str(tiny_model_dir)]
+
+
+def test_greedy_completion_is_the_library_generation(client: Any, local: Any, tiny_model_dir: Path) -> None:
+    from llmscope.generation import generate
+    from llmscope.settings import GenerationSettings
+
+    answer = client.completions.create(model=str(tiny_model_dir), prompt="The capital of France is", max_tokens=6,
+                                       temperature=0, logprobs=3)
+    expected = generate(local, "The capital of France is", GenerationSettings(max_new_tokens=6, logprobs=3))
+    choice = answer.choices[0]
+    assert choice.text == expected.text
+    assert choice.logprobs.token_logprobs == pytest.approx([t.logprob for t in expected.tokens], abs=1e-5)
+    assert list(choice.logprobs.top_logprobs[0].values()) == pytest.approx(
+        [a.logprob for a in expected.tokens[0].top], abs=1e-5)
+    assert answer.usage.completion_tokens == 6 and choice.finish_reason == "length"
+
+
+def test_streaming_delivers_the_same_tokens(client: Any, tiny_model_dir: Path) -> None:
+    common = dict(model=str(tiny_model_dir), max_tokens=8, temperature=0.8, seed=7)
+    whole = client.completions.create(prompt=["Hello world", "Write an email"], **common)
+    for index, prompt in enumerate(["Hello world", "Write an email"]):
+        streamed = "".join(c.choices[0].text for c in client.completions.create(prompt=prompt, stream=True, **common))
+        assert streamed == whole.choices[index].text
+    messages = [{"role": "user", "content": "Hello"}]
+    chat = client.chat.completions.create(messages=messages, **common)
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        messages=messages, stream=True, **common) if c.choices]
+    assert "".join(pieces) == chat.choices[0].message.content
+
+
+def test_stop_strings_end_the_text_before_them(client: Any, tiny_model_dir: Path) -> None:
+    free = client.completions.create(model=str(tiny_model_dir), prompt="Hello", max_tokens=12, temperature=0)
+    stop = free.choices[0].text[3:5]
+    assert stop
+    stopped = client.completions.create(model=str(tiny_model_dir), prompt="Hello", max_tokens=12, temperature=0,
+                                        stop=[stop])
+    assert stopped.choices[0].text == free.choices[0].text[: free.choices[0].text.find(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=str(tiny_model_dir), prompt="Hello", max_tokens=12, temperature=0, stop=[stop], stream=True))
+    assert streamed == stopped.choices[0].text
+
+
+def test_echo_gives_the_prompt_log_probabilities_of_score(client: Any, local: Any, tiny_model_dir: Path) -> None:
+    from llmscope.scoring import score_text
+
+    answer = client.completions.create(model=str(tiny_model_dir), prompt="Hello world", max_tokens=0, echo=True,
+                                       logprobs=1)
+    logprobs = answer.choices[0].logprobs
+    assert answer.choices[0].text == "Hello world"
+    assert logprobs.token_logprobs[0] is None
+    scored = score_text(local, "Hello world")  # no BOS in the tiny tokenizer: the first token is context only
+    assert logprobs.token_logprobs[1:] == pytest.approx([t.logprob for t in scored.tokens], abs=1e-5)
+
+
+def test_chat_logprobs(client: Any, tiny_model_dir: Path) -> None:
+    answer = client.chat.completions.create(model=str(tiny_model_dir), messages=[{"role": "user", "content": "Hi"}],
+                                            max_tokens=3, temperature=0, logprobs=True, top_logprobs=2)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == 3 and all(len(entry.top_logprobs) == 2 for entry in content)
+    assert content[0].top_logprobs[0].logprob >= content[0].top_logprobs[1].logprob
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_errors_have_openai_shape_and_status(server: Server, tiny_model_dir: Path) -> None:
+    cases = [
+        (server.request("/v1/models", key="wrong"), 401),
+        (server.request("/v1/models", key=None), 401),
+        (server.request("/v1/completions", raw=b"{not json"), 400),
+        (server.request("/v1/completions", {"prompt": "Hi", "temperature": 5}), 400),
+        (server.request("/v1/completions", {"prompt": ""}), 400),
+        (server.request("/v1/completions", {"prompt": "Hi", "model": "another"}), 404),
+        (server.request("/v1/nothing", {"prompt": "Hi"}), 404),
+        (server.request("/v1/completions", {"prompt": "Hi " * 400}), 400),  # past the 256-token context
+        (_declared_too_large(server), 413),
+    ]
+    for (status, body), expected in cases:
+        assert status == expected, body
+        assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"]
+    assert server.request("/health", key=None)[0] == 200  # health needs no key
+
+
+def _declared_too_large(server: Server) -> tuple[int, Any]:
+    """A request that declares a 5 MiB body: refused from its headers, before the body is read."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    connection.putrequest("POST", "/v1/completions")
+    connection.putheader("Authorization", f"Bearer {KEY}")
+    connection.putheader("Content-Length", str(5 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    status, body = response.status, json.loads(response.read())
+    connection.close()
+    return status, body
+
+
+def test_wrong_key_is_401_for_the_openai_client(server: Server) -> None:
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_requests_are_logged_on_stderr(server: Server) -> None:
+    server.request("/health", key=None)
+    assert any('"GET /health" 200' in line for line in server.log)
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+def _generate_jobs(local: Any, loop: asyncio.AbstractEventLoop, prompts: list[str], tokens: int) -> list[Any]:
+    from llmscope.prompts import encode_prompt
+    from llmscope.server.engine import GenerateWork, Job
+    from llmscope.settings import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=tokens)
+    return [Job(kind="generate", key=("generate", False), loop=loop, future=loop.create_future(),
+                payload=GenerateWork(encode_prompt(local, p, new_tokens=tokens), settings)) for p in prompts]
+
+
+def test_queued_requests_run_as_one_batch_with_single_run_answers(local: Any) -> None:
+    from llmscope.generation import generate
+    from llmscope.server.engine import Engine
+    from llmscope.settings import GenerationSettings
+
+    prompts = ["Hello", "The capital of Italy is", "Write an email to Sarah."]
+
+    async def run() -> tuple[list[Any], Engine]:
+        engine = Engine(local, max_batch=8)
+        jobs = _generate_jobs(local, asyncio.get_running_loop(), prompts, 5)
+        for job in jobs:  # queued before the worker starts: they arrive "while a batch runs"
+            engine.submit(job)
+        engine.start()
+        results = await asyncio.gather(*(job.future for job in jobs))
+        engine.close(5)
+        return results, engine
+
+    results, engine = asyncio.run(run())
+    assert engine.stats.batches == 1 and engine.stats.largest_batch == 3
+    for prompt, result in zip(prompts, results):
+        assert result.token_ids == generate(local, prompt, GenerationSettings(max_new_tokens=5)).token_ids
+
+
+def test_a_full_queue_is_503_and_a_cancelled_job_stops(local: Any) -> None:
+    from llmscope.server.engine import Engine
+    from llmscope.server.openai_shapes import ApiError
+
+    async def run() -> Any:
+        engine = Engine(local, max_batch=8, max_queue=1)
+        loop = asyncio.get_running_loop()
+        first, second = _generate_jobs(local, loop, ["Hello", "Hello"], 200)
+        engine.submit(first)
+        with pytest.raises(ApiError) as refused:
+            engine.submit(second)
+        assert refused.value.status == 503
+        emitted = first.emit
+
+        def emit_and_leave(item: Any) -> None:  # the client goes away after its first token
+            first.cancelled.set()
+            emitted(item)
+
+        first.emit = emit_and_leave  # type: ignore[method-assign]
+        engine.start()
+        result = await first.future
+        engine.close(5)
+        return result
+
+    result = asyncio.run(run())
+    assert result.finish_reason == "cancelled" and result.new_tokens == 1
