@@ -27,6 +27,8 @@ from llmscope.modelconfig import (
     kv_heads,
     layer_types,
     moe_fields,
+    nope_layers,
+    recurrent_state,
     text_config,
 )
 from llmscope.moduletree import ModuleNode, check_depth, module_tree, prune_tree
@@ -44,6 +46,7 @@ PARAMETER_GROUPS = ("embeddings", "attention", "mlp", "experts", "router", "norm
 ATTENTION_HINTS = ("attn", "attention")
 MLP_HINTS = ("mlp", "feed_forward", "feedforward", "ffn", "moe", "expert", "fc1", "fc2", "fc_in", "fc_out", "c_fc")
 ROUTER_NAMES = ("gate", "router")
+SHARED_EXPERT_NAMES = ("shared_expert", "shared_experts", "shared_mlp")
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -164,7 +167,8 @@ def describe_architecture(model: Any, config: Any, name: str, source: str = "con
                                    settings.gpu_memory)
     plan = plan_memory(config, parameters.total, settings, summary.dtype)  # the KV table uses the plan's KV dtype
     return ArchitectureReport(model=name, source=source, summary=summary, parameters=parameters,
-                              kv_cache=kv_cache_estimate(config, plan.kv_dtype),
+                              kv_cache=kv_cache_estimate(config, plan.kv_dtype, context=settings.context,
+                                                         state_dtype=plan.weights_dtype),
                               tree=tree if depth is None else prune_tree(tree, depth), depth=depth, plan=plan)
 
 
@@ -218,22 +222,36 @@ def _positional(model: Any, config: Any) -> tuple[str, float | None, str | None]
         return "ALiBi (linear attention biases, no position embeddings)", None, None
     theta, scaling, text = _rope(config)
     if text:
+        nope, layers = nope_layers(config), int(config.num_hidden_layers)
+        if nope:
+            scope = "every layer" if nope == layers else f"{nope} of {layers} layers"
+            text += f"; no positional encoding (NoPE) on {scope}"
         return text, theta, scaling
     inputs = model.get_input_embeddings()
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Embedding) and module is not inputs:
             return f"learned absolute ({name}: {module.num_embeddings:,} positions)", None, None
-    return "none in the config (relative or ALiBi, set in code)", None, None
+    state = recurrent_state(config)
+    if state:
+        return f"none: word order comes from the recurrent state of the {state.mixer} layers", None, None
+    return "none found in the config (no rotary parameters, no position-embedding table)", None, None
 
 
 def _norm(model: Any, config: Any) -> tuple[str | None, float | None]:
     eps = config_value(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps", "norm_epsilon")
-    for module in model.modules():
-        name = type(module).__name__
-        if "norm" in name.lower():
-            kind = "RMSNorm" if "rms" in name.lower() else ("LayerNorm" if "layernorm" in name.lower() else name)
-            return f"{kind} ({name})" if kind != name else kind, eps
+    norms = [(path.count("."), type(module).__name__) for path, module in model.named_modules()
+             if "norm" in type(module).__name__.lower()]
+    if norms:  # the outermost one: the final norm, not a q/k norm inside attention (Llama 4's L2 norm)
+        name = min(norms, key=lambda norm: norm[0])[1]
+        kind = "RMSNorm" if "rms" in name.lower() else ("LayerNorm" if "layernorm" in name.lower() else name)
+        return f"{kind} ({name})" if kind != name else kind, eps
     return None, eps
+
+
+def _shared_expert_modules(model: Any) -> int:
+    """1 when each MoE block has a shared expert the config does not count (Llama 4's shared_expert, Hunyuan's and
+    GraniteMoeHybrid's shared_mlp), else 0."""
+    return int(any(path.rsplit(".", 1)[-1] in SHARED_EXPERT_NAMES for path, _ in model.named_modules()))
 
 
 def summarize(model: Any, config: Any, source: str = "config") -> ArchitectureSummary:
@@ -259,7 +277,7 @@ def summarize(model: Any, config: Any, source: str = "config") -> ArchitectureSu
         sliding_window=getattr(text, "sliding_window", None) if sliding else None, sliding_window_layers=sliding,
         layer_kinds=layer_kinds(config), layer_pattern=layer_pattern(config),
         experts=moe.experts if moe else None, experts_per_token=moe.active if moe else None,
-        shared_experts=moe.shared if moe else None,
+        shared_experts=(moe.shared or _shared_expert_modules(model)) if moe else None,
         positional_encoding=positional, rope_theta=theta, rope_scaling=scaling,
         activation=config_value(text, "hidden_act", "hidden_activation", "activation_function", "hidden_activation"),
         norm=norm, norm_eps=eps, tied_embeddings=tied, dtype=dtype or None, devices=devices)

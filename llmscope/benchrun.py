@@ -72,7 +72,8 @@ def cache_bytes(cache: Any) -> int | None:
     layers = getattr(cache, "layers", None)
     if layers is None and isinstance(cache, (tuple, list)):
         layers = cache
-    for layer in layers or ():
+    extra = getattr(cache, "linear_cache", None)  # MiniMax keeps its lightning-attention states beside the layers
+    for layer in [*(layers or ()), tuple(extra) if isinstance(extra, list) else ()]:
         tensors = (getattr(layer, "keys", None), getattr(layer, "values", None)) if not isinstance(
             layer, (tuple, list)) else tuple(layer)
         for states in (getattr(layer, "conv_states", None), getattr(layer, "recurrent_states", None)):

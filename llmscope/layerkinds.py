@@ -6,20 +6,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmscope.kvcache import CacheGroup, cache_size, kv_cache_bytes_per_token, values_per_token
+from llmscope.kvcache import ATTENTION_KINDS, CacheGroup, cache_size, kv_cache_bytes_per_token, values_per_token
 from llmscope.modelconfig import (
+    attention_heads,
     config_value,
     context_length,
     head_dim,
     kv_heads,
     latent_fields,
     layer_types,
+    recurrent_state,
     text_config,
 )
 
 KV_CACHE_LENGTHS = (1024, 4096)
-LAYER_WORDS = {"full": "full", "latent": "latent", "sliding": "sliding", "linear": "linear", "none": "no attention"}
-LAYER_LETTERS = {"full": "F", "latent": "M", "sliding": "S", "linear": "L", "none": "-"}
+LAYER_WORDS = {"full": "full", "latent": "latent", "sliding": "sliding", "chunked": "chunked", "linear": "linear",
+               "hybrid": "hybrid", "none": "no attention"}
+LAYER_LETTERS = {"full": "F", "latent": "M", "sliding": "S", "chunked": "C", "linear": "L", "hybrid": "H",
+                 "none": "-"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class AttentionLayout:
     heads: int
     kv_heads: int
     head_dim: int
-    kind: str  # "multi-head", "grouped-query", "multi-query" or "multi-head latent"
+    kind: str  # "multi-head", "grouped-query", "multi-query", "multi-head latent" or "none" (Mamba)
     description: str  # in words, e.g. "grouped-query: 9 query heads share 3 KV heads, groups of 3"
     latent_rank: int | None = None  # multi-head latent attention: the cached latent's width
     rope_dims: int | None = None  # ... and the rotary key dims cached beside it
@@ -35,7 +39,8 @@ class AttentionLayout:
 
 @dataclass(frozen=True)
 class LayerKind:
-    """Layers of one cache type: full / sliding (window) / latent / linear (fixed state) / none."""
+    """Layers of one cache type: full / sliding or chunked (window) / latent / linear (fixed state) / hybrid
+    (attention and a fixed state) / none."""
 
     kind: str
     layer_type: str  # transformers' name (full_attention, sliding_attention, linear_attention, dummy...)
@@ -58,18 +63,24 @@ class KvCacheEstimate:
     bytes_per_token: int  # every attention layer, uncapped: values per token x layers x bytes
     full_mha_bytes_per_token: int  # the same model with one KV head per query head
     saving: float  # 1 - bytes_per_token / full_mha_bytes_per_token
-    full_attention_layers: int
+    full_attention_layers: int  # attention layers that keep every position (full, latent, hybrid)
     windowed_layers: int  # sliding-window / chunked layers: they keep window - 1 positions once past the window
     window: int | None
-    points: tuple[KvCachePoint, ...]  # batch 1 at 1K, 4K and the full context (KV + fixed state)
+    points: tuple[KvCachePoint, ...]  # batch 1 at 1K, 4K and the context asked for (KV + fixed state)
     note: str | None
     values_per_token: int  # per attention layer: 2 x KV heads x head dim, or latent rank + rotary dims
-    state_bytes: int  # fixed state of the linear-attention layers at batch 1 (0 when none)
+    state_bytes: int  # fixed state of the state layers (linear, hybrid) at batch 1 (0 when none)
+    state_layers: int  # layers that keep a fixed state
+    state_mixer: str | None  # what keeps it: "Mamba2", "gated delta net", "lightning attention"...
     groups: tuple[CacheGroup, ...]  # per layer type, at the last point
 
 
 def attention_layout(config: Any) -> AttentionLayout:
     config = text_config(config)
+    if not attention_heads(config):
+        state = recurrent_state(config)
+        return AttentionLayout(heads=0, kv_heads=0, head_dim=0, kind="none",
+                               description=f"none: every layer is {state.mixer if state else 'attention-free'}")
     heads, kv, dim = int(config.num_attention_heads), kv_heads(config), head_dim(config)
     latent = latent_fields(config)
     if latent:
@@ -92,13 +103,23 @@ def layer_kinds(config: Any) -> tuple[LayerKind, ...]:
     """The model's layers grouped by cache type, each in words."""
     text = text_config(config)
     attention = attention_layout(text)
+    state = recurrent_state(text)
     kinds = []
     for group in cache_size(config, 0).groups:
+        kept = f"the cache keeps the last {group.window - 1:,} positions" if group.window else ""
         if group.kind == "sliding":
-            words = (f"sliding window of {group.window:,} tokens ({attention.kind}); the cache keeps the last "
-                     f"{group.window - 1:,} positions" if group.window else "sliding window")
+            words = (f"sliding window of {group.window:,} tokens ({attention.kind}); {kept}" if group.window
+                     else "sliding window")
+        elif group.kind == "chunked":
+            words = (f"chunked attention ({attention.kind}): chunks of {group.window:,} tokens, each token attends "
+                     f"within its own chunk; {kept}")
         elif group.kind == "linear":
-            words = "linear attention: a fixed-size state per sequence (convolution + recurrent), no KV cache"
+            words = (f"{state.mixer}: a fixed-size state per sequence ({state.words}), no KV cache" if state
+                     else "linear attention: a fixed-size state per sequence, no KV cache")
+        elif group.kind == "hybrid":
+            span = kept or "the cache keeps every position"
+            words = (f"hybrid: attention ({attention.kind}, {span}) and {state.mixer if state else 'a recurrent'} "
+                     f"state ({state.words if state else 'fixed size'}) in one layer")
         elif group.kind == "none":
             words = "no attention cache (MLP-only or KV shared with another layer)"
         elif group.kind == "latent":
@@ -118,7 +139,7 @@ def layer_pattern(config: Any) -> str:
     for layer_type in layer_types(config):
         group = sizes[layer_type]
         word = LAYER_WORDS[group.kind]
-        names.append(f"{word} {group.window:,}" if group.kind == "sliding" and group.window else word)
+        names.append(f"{word} {group.window:,}" if group.kind in ("sliding", "chunked") and group.window else word)
     count = len(names)
     if len(set(names)) == 1:
         return f"{names[0]} on all {count} layers" if count > 1 else names[0]
@@ -141,47 +162,60 @@ def layer_pattern(config: Any) -> str:
 # ---------------------------------------------------------------------------------------------- KV cache
 
 
-def kv_cache_estimate(config: Any, dtype: str = "bfloat16", lengths: tuple[int, ...] = KV_CACHE_LENGTHS
-                      ) -> KvCacheEstimate:
-    """KV cache (and fixed state) at batch 1 for a few context lengths, against the same model with one KV head
-    per query head; every figure comes from kvcache.cache_size, the one cache formula."""
+def kv_cache_estimate(config: Any, dtype: str = "bfloat16", lengths: tuple[int, ...] = KV_CACHE_LENGTHS,
+                      context: int | None = None, state_dtype: str | None = None) -> KvCacheEstimate:
+    """KV cache (and fixed state) at batch 1 for a few context lengths up to `context` (default: the model's), against
+    the same model with one KV head per query head; every figure comes from kvcache.cache_size, the one cache formula.
+    `state_dtype` is the activations' dtype, in which convolution states are kept (cache_size's default if None)."""
     text = text_config(config)
-    limit = context_length(text)
-    wanted = sorted({n for n in lengths if limit is None or n < limit} | ({limit} if limit else set()))
+    top = context or context_length(text)
+    wanted = sorted({n for n in lengths if top is None or n < top} | ({top} if top else set()))
     per_value = values_per_token(text)
     mha_value = _mha_values_per_token(text)
 
     def mha(size: Any) -> int:
         return sum(g.kv_bytes * mha_value // per_value if per_value else 0 for g in size.groups) + size.state_bytes
 
-    sizes = [cache_size(config, n, 1, dtype) for n in wanted]
+    sizes = [cache_size(config, n, 1, dtype, state_dtype) for n in wanted]
     points = tuple(KvCachePoint(tokens=n, bytes=size.total_bytes, full_mha_bytes=mha(size))
                    for n, size in zip(wanted, sizes))
-    last = sizes[-1] if sizes else cache_size(config, 0, 1, dtype)
+    last = sizes[-1] if sizes else cache_size(config, 0, 1, dtype, state_dtype)
     groups = last.groups
-    windowed = sum(g.layers for g in groups if g.kind == "sliding")
-    cached = sum(g.layers for g in groups if g.kind in ("full", "latent", "sliding"))
-    windows = sorted({g.window for g in groups if g.kind == "sliding" and g.window})
+    windowed = sum(g.layers for g in groups if g.kind in ATTENTION_KINDS and g.window)
+    cached = sum(g.layers for g in groups if g.kind in ATTENTION_KINDS)
+    windows = sorted({g.window for g in groups if g.kind in ATTENTION_KINDS and g.window})
     window = windows[0] if windows else None
     per_token = kv_cache_bytes_per_token(text, last.bytes_per_value)
     mha_per_token = per_token * mha_value // per_value if per_value else 0
-    note = None
-    if window and windowed:
-        which = "every layer attends" if windowed == cached else f"{windowed} of {len(layer_types(config))} layers " \
-                                                                   "attend"
-        note = (f"{which} only to the last {window:,} tokens (local attention); transformers' cache keeps "
-                f"{window - 1:,} positions for them once past the window")
+    notes = []
+    for kind in ("sliding", "chunked", "hybrid"):
+        spans = [g for g in groups if g.kind == kind and g.window]
+        if not spans:
+            continue
+        count, span = sum(g.layers for g in spans), min(g.window for g in spans if g.window)
+        which = "every layer attends" if count == cached else f"{count} of {len(layer_types(config))} layers attend"
+        if kind == "chunked":
+            notes.append(f"chunked attention: {which} only within chunks of {span:,} tokens; transformers' cache "
+                         f"keeps {span - 1:,} positions for them once past the first chunk")
+        else:
+            notes.append(f"sliding window: {which} only to the last {span:,} tokens (local attention); "
+                         f"transformers' cache keeps {span - 1:,} positions for them once past the window")
+    state = recurrent_state(text)
     return KvCacheEstimate(dtype=dtype, bytes_per_value=last.bytes_per_value, bytes_per_token=per_token,
                            full_mha_bytes_per_token=mha_per_token,
                            saving=round(1 - per_token / mha_per_token, 6) if mha_per_token else 0.0,
                            full_attention_layers=cached - windowed, windowed_layers=windowed, window=window,
-                           points=points, note=note, values_per_token=per_value,
-                           state_bytes=cache_size(config, 0, 1, dtype).state_bytes, groups=groups)
+                           points=points, note="\n".join(notes) or None, values_per_token=per_value,
+                           state_bytes=cache_size(config, 0, 1, dtype, state_dtype).state_bytes,
+                           state_layers=sum(g.layers for g in groups if g.state_bytes),
+                           state_mixer=state.mixer if state else None, groups=groups)
 
 
 def _mha_values_per_token(config: Any) -> int:
     """What one layer would cache per token with one K and V head per query head (MLA: its full K and V dims)."""
-    heads = int(config.num_attention_heads)
+    heads = attention_heads(config)
+    if not heads:
+        return 0
     if latent_fields(config):
         key = int(config_value(config, "qk_head_dim", default=0)) or (
             int(getattr(config, "qk_nope_head_dim", 0)) + int(getattr(config, "qk_rope_head_dim", 0)))

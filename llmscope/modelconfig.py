@@ -25,6 +25,19 @@ def text_config(config: Any) -> Any:
     return getter() if callable(getter) else config
 
 
+def attention_heads(config: Any) -> int:
+    """Query heads per attention layer; 0 for a model without attention (Mamba)."""
+    value = getattr(text_config(config), "num_attention_heads", None)
+    return int(value) if isinstance(value, int) else 0
+
+
+def nope_layers(config: Any) -> int:
+    """Layers without rotary positions (NoPE), in a model that lists them (Llama 4, SmolLM3: no_rope_layers, where
+    0 means NoPE); 0 otherwise."""
+    flags = getattr(text_config(config), "no_rope_layers", None)
+    return sum(1 for flag in flags if not flag) if isinstance(flags, (list, tuple)) else 0
+
+
 def head_dim(config: Any) -> int:
     config = text_config(config)
     explicit = getattr(config, "head_dim", None)
@@ -104,7 +117,7 @@ def moe_fields(config: Any) -> MoeFields | None:
     active = config_value(config, "num_experts_per_tok", "experts_per_token", "moe_top_k", "top_k")
     if not isinstance(experts, int) or experts <= 1 or not isinstance(active, int):
         return None
-    shared = config_value(config, "n_shared_experts", "num_shared_experts", default=0)
+    shared = config_value(config, "n_shared_experts", "num_shared_experts", "moe_num_shared_experts", default=0)
     if not shared and config_value(config, "shared_expert_intermediate_size"):
         shared = 1
     return MoeFields(experts=experts, active=active, shared=int(shared or 0),
@@ -129,20 +142,62 @@ def latent_fields(config: Any) -> LatentFields | None:
 
 
 @dataclass(frozen=True)
-class LinearAttentionFields:
-    conv_channels: int  # channels of the short causal convolution whose last `conv_kernel` inputs are kept
-    conv_kernel: int
-    recurrent_values: int  # values in the recurrent state (value heads x key dim x value dim)
+class StateTensor:
+    name: str  # "convolution", "SSM" or "recurrent"
+    shape: tuple[int, ...]  # per layer and sequence
+    float32: bool  # kept in float32 whatever the activations' dtype (else in the activations' dtype)
 
 
-def linear_attention_fields(config: Any) -> LinearAttentionFields | None:
-    """Gated-delta-net linear attention (Qwen3-Next): the fixed-size state each sequence keeps per layer."""
+@dataclass(frozen=True)
+class RecurrentState:
+    """The fixed-size state one sequence keeps in each linear-attention / state-space / convolution layer."""
+
+    mixer: str  # "Mamba", "Mamba2", "gated delta net", "lightning attention" or "short convolution"
+    tensors: tuple[StateTensor, ...]
+
+    @property
+    def words(self) -> str:
+        """e.g. "convolution 96 x 4 + SSM 4 x 16 x 16 values"."""
+        return " + ".join(f"{t.name} {' x '.join(str(n) for n in t.shape)}" for t in self.tensors) + " values"
+
+
+def _int(config: Any, *names: str) -> int | None:
+    value = config_value(config, *names)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def recurrent_state(config: Any) -> RecurrentState | None:
+    """What transformers' cache allocates per sequence for the model's state layers, from the config's fields:
+    gated delta net (Qwen3-Next), Mamba (Jamba, Mamba, Falcon-Mamba), Mamba2 (Bamba, GraniteMoeHybrid, Falcon-H1,
+    Zamba2, Mamba2), MiniMax's lightning attention and LFM2's short convolution. None when the config has none."""
     config = text_config(config)
-    key_heads = getattr(config, "linear_num_key_heads", None)
-    value_heads = getattr(config, "linear_num_value_heads", None)
-    if not key_heads or not value_heads:
-        return None
-    key_dim, value_dim = int(config.linear_key_head_dim), int(config.linear_value_head_dim)
-    return LinearAttentionFields(conv_channels=2 * key_heads * key_dim + value_heads * value_dim,
-                                 conv_kernel=int(config.linear_conv_kernel_dim),
-                                 recurrent_values=value_heads * key_dim * value_dim)
+    key_heads, value_heads = _int(config, "linear_num_key_heads"), _int(config, "linear_num_value_heads")
+    if key_heads and value_heads:
+        key_dim, value_dim = int(config.linear_key_head_dim), int(config.linear_value_head_dim)
+        channels = 2 * key_heads * key_dim + value_heads * value_dim
+        return RecurrentState("gated delta net", (
+            StateTensor("convolution", (channels, int(config.linear_conv_kernel_dim)), False),
+            StateTensor("recurrent", (value_heads, key_dim, value_dim), True)))
+    d_state, d_conv = _int(config, "mamba_d_state", "state_size"), _int(config, "mamba_d_conv", "conv_kernel")
+    if d_state and d_conv:
+        hidden = int(config.hidden_size)
+        inner = _int(config, "mamba_d_ssm") or int(config_value(config, "mamba_expand", "expand", default=2) * hidden)
+        groups = _int(config, "mamba_n_groups", "mamba_ngroups", "n_groups")
+        heads = _int(config, "mamba_n_heads", "n_mamba_heads") or (_int(config, "num_heads") if groups else None)
+        if heads and groups:  # Mamba2: B and C (groups x state) go through the convolution beside x
+            dim = _int(config, "mamba_d_head", "mamba_headdim") or (
+                _int(config, "head_dim") if not _int(config, "mamba_n_heads", "n_mamba_heads") else None)
+            return RecurrentState("Mamba2", (
+                StateTensor("convolution", (inner + 2 * groups * d_state, d_conv), False),
+                StateTensor("SSM", (heads, dim or inner // heads, d_state), True)))
+        return RecurrentState("Mamba", (StateTensor("convolution", (inner, d_conv), False),
+                                        StateTensor("SSM", (inner, d_state), True)))
+    cache = _int(config, "conv_L_cache")
+    if cache:
+        return RecurrentState("short convolution", (StateTensor("convolution", (int(config.hidden_size), cache),
+                                                                False),))
+    if _int(config, "block_size") and "linear_attention" in (getattr(config, "layer_types", None) or ()):
+        heads = int(config.num_attention_heads)
+        dim = _int(config, "head_dim") or int(config.hidden_size) // heads
+        return RecurrentState("lightning attention", (StateTensor("recurrent", (heads, dim, dim), False),))
+    return None

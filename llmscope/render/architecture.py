@@ -42,7 +42,9 @@ def summary_table(report: ArchitectureReport) -> Group:
         ("head dim", f"{attention.head_dim}"),
         ("attention", attention.description), ("context length", _maybe(s.context_length)),
     ]
-    if len(s.layer_kinds) > 1 or (s.layer_kinds and s.layer_kinds[0].kind in ("linear", "none")):
+    if not attention.heads:  # no attention at all (Mamba): no heads to count
+        rows = [row for row in rows if row[0] not in ("attention heads", "KV heads", "head dim")]
+    if len(s.layer_kinds) > 1 or (s.layer_kinds and s.layer_kinds[0].kind not in ("full", "sliding", "latent")):
         rows.append(("layer pattern", s.layer_pattern))
         rows += [(f"  {kind.layers} layer{'s' if kind.layers > 1 else ''}", kind.description)
                  for kind in s.layer_kinds]
@@ -107,13 +109,14 @@ def kv_cache_table(report: ArchitectureReport) -> Group:
     title = f"KV cache (batch 1, {kv.dtype}): {kv.bytes_per_token:,} bytes per token"
     table = Table(box=box.SIMPLE, pad_edge=False)
     table.add_column("context", justify="right")
-    table.add_column("KV cache", justify="right")
-    table.add_column(f"with {a.heads} KV heads (MHA)", justify="right")
-    table.add_column("saved", justify="right")
+    table.add_column("KV + state" if kv.state_bytes else "KV cache", justify="right")
+    if a.heads:
+        table.add_column(f"with {a.heads} KV heads (MHA)", justify="right")
+        table.add_column("saved", justify="right")
     for point in kv.points:
         saved = 1 - point.bytes / point.full_mha_bytes if point.full_mha_bytes else 0.0
-        table.add_row(f"{point.tokens:,}", human_bytes(point.bytes), human_bytes(point.full_mha_bytes),
-                      f"{saved:.0%}")
+        cells = [f"{point.tokens:,}", human_bytes(point.bytes)]
+        table.add_row(*cells, *((human_bytes(point.full_mha_bytes), f"{saved:.0%}") if a.heads else ()))
     return titled(title, table, kv_cache_notes(report) + "\n")
 
 
@@ -126,20 +129,23 @@ def kv_cache_notes(report: ArchitectureReport) -> str:
     layers = kv.full_attention_layers + kv.windowed_layers
     value = f"{kv.bytes_per_value:g} bytes ({kv.dtype})"
     plural = "s" if layers != 1 else ""
-    if a.latent_rank is not None:
+    if not layers:
+        lines = ["no attention layers: no keys or values are cached"]
+    elif a.latent_rank is not None:
         lines = [f"bytes per token = {layers} layer{plural} x ({a.latent_rank} latent + {a.rope_dims} rotary) dims"
                  f" x {value}"]
     else:
         lines = [f"bytes per token = 2 (K and V) x {layers} layer{plural} x {a.kv_heads} KV heads x {a.head_dim} "
                  f"dims x {value}"]
     if kv.state_bytes:
-        linear = sum(g.layers for g in kv.groups if g.kind == "linear")
-        lines.append(f"plus a fixed {human_bytes(kv.state_bytes)} of state per sequence in the {linear} "
-                     "linear-attention layers, whatever the length")
+        plural = "s" if kv.state_layers != 1 else ""
+        lines.append(f"plus a fixed {human_bytes(kv.state_bytes)} of state per sequence in the {kv.state_layers} "
+                     f"{kv.state_mixer or 'linear-attention'} layer{plural}, whatever the length (convolution "
+                     "states in the weights' dtype, SSM / delta-net states in float32)")
     if kv.saving > 0:
         lines.append(f"{a.kind} attention keeps {1 - kv.saving:.0%} of the cache full multi-head attention needs")
     if kv.note:
-        lines.append(f"sliding window: {kv.note}")
+        lines.append(kv.note)
     if a.latent_rank is not None:
         lines.append("multi-head latent attention caches one compressed latent per token instead of K and V per head")
     return "\n".join(lines)
