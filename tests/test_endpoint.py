@@ -1,0 +1,119 @@
+"""--endpoint against a real `llmscope serve` subprocess: next-token, score and generate give the local run's
+--json document (probabilities within 1e-5, perplexity within 1e-4), the OpenAI-compatible path rebuilds next-token
+from log-probabilities alone, and a call with --endpoint imports neither torch nor transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from test_serve import Server, start_server, stop_server  # noqa: E402  (after the skips)
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path) -> Iterator[Server]:
+    running = start_server(tiny_model_dir)
+    yield running
+    assert stop_server(running) == 0, "".join(running.log)
+
+
+def _without_timings(document: dict[str, Any]) -> dict[str, Any]:
+    document["model_info"].pop("load_seconds")
+    return document
+
+
+def test_next_token_over_the_server_is_the_local_document(cli, server: Server, tiny_model_dir: Path) -> None:
+    args = ["next-token", PROMPT, "-k", "8", "--steps", "3", "--temperature", "0.7", "--json"]
+    remote = cli(*args, "--endpoint", server.url)
+    local = cli(*args, "-m", tiny_model_dir)
+    assert remote.exit_code == 0 and local.exit_code == 0, remote.stderr + local.stderr
+    a, b = _without_timings(remote.json()), _without_timings(local.json())
+    for step_a, step_b in zip(a["steps"], b["steps"], strict=True):
+        assert [r["token_id"] for r in step_a["top"]] == [r["token_id"] for r in step_b["top"]]
+        assert [r["probability"] for r in step_a["top"]] == pytest.approx(
+            [r["probability"] for r in step_b["top"]], abs=1e-5)
+        assert step_a["entropy"] == pytest.approx(step_b["entropy"], abs=1e-5)
+    assert {k: v for k, v in a.items() if k != "steps"} == {k: v for k, v in b.items() if k != "steps"}
+
+
+def test_next_token_from_openai_logprobs_alone(server: Server, tiny_model_dir: Path) -> None:
+    from llmscope.endpoint import Client, EndpointSettings, next_token_openai
+    from llmscope.inspection import next_token_distribution
+    from llmscope.loader import load_model
+    from llmscope.settings import NextTokenSettings
+
+    client = Client(EndpointSettings(url=server.url + "/v1"))
+    info, result, limits = next_token_openai(client, PROMPT, NextTokenSettings(top_k=5, steps=2), False, None)
+    local = next_token_distribution(load_model(str(tiny_model_dir), device="cpu"), PROMPT, top_k=5, steps=2)
+    assert info.model == str(tiny_model_dir) and "entropy over the full vocabulary" in limits
+    for remote_step, local_step in zip(result.steps, local.steps, strict=True):
+        # the legacy completions format keys alternatives by text: compare the probabilities
+        assert sorted(r.probability for r in remote_step.top) == pytest.approx(
+            sorted({r.text: r.probability for r in local_step.top}.values()), abs=1e-5)
+        assert remote_step.chosen.text == local_step.chosen.text
+
+
+def test_score_over_the_server_has_the_local_perplexity(cli, server: Server, tiny_model_dir: Path) -> None:
+    text = "Attention heads share keys and values in grouped-query attention."
+    remote = cli("score", text, "--endpoint", server.url, "--top-k", "2", "--json")
+    local = cli("score", text, "-m", tiny_model_dir, "--top-k", "2", "--json")
+    assert remote.exit_code == 0, remote.stderr
+    a, b = remote.json(), local.json()
+    assert a["summary"]["perplexity"] == pytest.approx(b["summary"]["perplexity"], abs=1e-4)
+    assert a["token_ids"] == b["token_ids"]
+    for token_a, token_b in zip(a["prompt_logprobs"]["content"], b["prompt_logprobs"]["content"], strict=True):
+        assert [t["id"] for t in token_a["top_logprobs"]] == [t["id"] for t in token_b["top_logprobs"]]
+        assert token_a["logprob"] == pytest.approx(token_b["logprob"], abs=1e-5)
+
+
+def test_generate_over_the_server_gives_the_local_tokens(cli, server: Server, tiny_model_dir: Path) -> None:
+    args = ["generate", "Hello", "-n", "5", "--logprobs", "2", "--json"]
+    remote = cli(*args, "--endpoint", server.url)
+    local = cli(*args, "-m", tiny_model_dir)
+    assert remote.exit_code == 0, remote.stderr
+    a, b = remote.json(), local.json()
+    assert a["text"] == b["text"] and a["token_ids"] == b["token_ids"]
+    assert a.keys() == b.keys()
+
+
+def test_an_endpoint_call_imports_neither_torch_nor_transformers(server: Server) -> None:
+    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    code = e.code\nheavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+            "print(json.dumps({'exit': code, 'heavy': heavy}), file=sys.stderr)\n").replace(
+        "import sys", "import json, sys", 1)
+    for args in (["next-token", PROMPT, "--json"], ["score", "Hello world", "--json"], ["generate", "Hi", "-n", "2"]):
+        run = subprocess.run([sys.executable, "-c", code, *args, "--endpoint", server.url],
+                             capture_output=True, text=True, timeout=120)
+        verdict = json.loads(run.stderr.strip().splitlines()[-1])
+        assert verdict == {"exit": 0, "heavy": []}, run.stderr
+
+
+def test_endpoint_usage_errors(cli, server: Server, tmp_path: Path) -> None:
+    lens = cli("next-token", PROMPT, "--lens", "--endpoint", server.url)
+    assert lens.exit_code == 2 and "--lens needs a local model" in lens.stderr
+    batch_file = tmp_path / "prompts.txt"
+    batch_file.write_text("a\nb\n")
+    assert cli("next-token", "--batch", batch_file, "--endpoint", server.url).exit_code == 2
+    assert cli("next-token", PROMPT, "--api-key", "k").exit_code == 2  # a key without an endpoint
+    assert cli("next-token", PROMPT, "--endpoint", "localhost:1").exit_code == 2
+    gone = cli("next-token", PROMPT, "--endpoint", "http://127.0.0.1:9")
+    assert gone.exit_code == 1 and "cannot reach the endpoint" in gone.stderr
+    too_long = cli("next-token", "Hi " * 400, "--endpoint", server.url)
+    assert too_long.exit_code == 2 and "context" in too_long.stderr
+
+
+def test_llmscope_endpoint_variable(cli, server: Server) -> None:
+    result = cli("next-token", PROMPT, "-k", "2", "--json", env={"LLMSCOPE_ENDPOINT": server.url})
+    assert result.exit_code == 0, result.stderr
+    assert len(result.json()["steps"][0]["top"]) == 2
