@@ -150,6 +150,21 @@ fi
 if has_command cache; then
     step "cache (list)" "${LLMSCOPE[@]}" cache
 fi
+if has_command serve; then
+    # serve on the GPU: wait for its "listening on URL" line, ask it over --endpoint, then SIGTERM must exit 0.
+    "${LLMSCOPE[@]}" serve --port 0 "${GPU[@]}" -q 2>"$LOG_DIR/serve.err" &
+    serve_pid=$!
+    for _ in $(seq 1 "$STEP_TIMEOUT"); do grep -q '^listening on ' "$LOG_DIR/serve.err" && break; sleep 1; done
+    serve_url=$(sed -n 's/^listening on //p' "$LOG_DIR/serve.err" | head -n 1)
+    STEP_STDOUT="$LOG_DIR/next-token-endpoint.json" step "next-token --endpoint (serve on CUDA)" \
+        "${LLMSCOPE[@]}" next-token "The capital of France is" --endpoint "${serve_url:-http://127.0.0.1:9}" --json -q
+    kill -TERM "$serve_pid" 2>/dev/null
+    wait "$serve_pid"
+    rc=$?
+    say "$(printf '%-36s %-7s exit %3d' "serve: SIGTERM" "$([ "$rc" -eq 0 ] && echo ok || echo FAILED)" "$rc")"
+    [ "$rc" -ne 0 ] && FAILED=$((FAILED + 1))
+    STEP_TIMEOUT=300 step "serve_bench (8 clients x 10)" "$PY" benchmarks/serve_bench.py --requests 10 --repeats 1
+fi
 if has_command architecture; then
     step "architecture (config only)" "${LLMSCOPE[@]}" architecture
     if has_option architecture --weights; then
