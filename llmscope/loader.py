@@ -151,6 +151,7 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
     check_hub_reachable(spec)
     try:
         if spec.is_gguf:
+            conversion_cache.touch(gguf_cache_dir(spec, "tokenizer"))  # a use of it even when the model entry serves
             for entry in (gguf_cache_dir(spec), gguf_cache_dir(spec, "tokenizer")):
                 if _usable_entry(entry):
                     try:

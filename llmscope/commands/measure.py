@@ -277,7 +277,7 @@ def compare(
         from llmscope.render import scoring as show
 
         model_a = load(display, settings_a)
-        model_b = load(display, settings_b)
+        model_b = load(display, settings_b, fit_threads=False)  # torch's threads are per process: fitted with A
         if model_a.spec == model_b.spec and model_a.dtype == model_b.dtype:
             display.warning("A and B are the same model in the same dtype: expect KL 0")
         show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings))

@@ -29,8 +29,10 @@ def show_cache(display: Display, report: CacheReport) -> None:
                   title_justify="left", caption_justify="left",
                   caption="damaged entries are rebuilt on their next use; `llmscope cache --clear NAME` removes one"
                   if damaged else None)
-    # <hash> holds model + tokenizer, <hash>.tokenizer the tokenizer; long names fold rather than squeeze the rest
-    table.add_column("entry", overflow="fold", ratio=3)
+    # <hash> holds model + tokenizer, <hash>.tokenizer the tokenizer: names stay whole (they are typed back into
+    # `cache --clear NAME`); the source file and the state fold instead
+    longest = max((len(entry.name) for entry in report.entries), default=5)
+    table.add_column("entry", no_wrap=True, min_width=longest)
     table.add_column("size", justify="right", no_wrap=True, min_width=9)
     table.add_column("source file", overflow="fold", ratio=3)
     table.add_column("last use", no_wrap=True, min_width=16)

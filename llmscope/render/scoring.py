@@ -16,9 +16,16 @@ from llmscope.render.inspection import TOKEN_WIDTH, probability_text, token_text
 from llmscope.results import ModelInfo
 from llmscope.scoring import ScoredToken, ScoreResult
 
+DIFFERENT = "≠"  # marks a row whose top tokens differ, with or without colour
+
 
 def _figure(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def quoted(text: str) -> str:
+    """A token's text in a table cell, quoted so that a token like "-" cannot read as a missing value."""
+    return f"'{token_text(text)}'" if text else token_text(text)
 
 
 def kl_text(value: float) -> str:
@@ -60,7 +67,7 @@ def show_score(display: Display, info: ModelInfo, result: ScoreResult, mode: str
         colour = colours_on(display)
         for token in result.tokens:
             line.append_text(token_markup(token, mode, colour))
-        display.out.print(line)
+        display.text(line, end="\n")
     display.result(summary_table(result))
     if result.most_surprising:
         display.result(surprise_table(result.most_surprising))
@@ -73,8 +80,8 @@ def token_table(result: ScoreResult) -> Any:
                         max_width=TOKEN_WIDTH if name in ("token", "model's top") else None, no_wrap=True,
                         overflow="ellipsis")
     for token in result.tokens:
-        grid.add_row(str(token.position), token_text(token.text), probability_text(token.probability),
-                     f"{token.logprob:.3f}", str(token.rank), token_text(token.top_text),
+        grid.add_row(str(token.position), quoted(token.text), probability_text(token.probability),
+                     f"{token.logprob:.3f}", str(token.rank), quoted(token.top_text),
                      probability_text(token.top_probability), f"{token.entropy:.2f}")
     return titled(f"Every scored token ({result.tokens_scored})", grid)
 
@@ -102,8 +109,8 @@ def surprise_table(tokens: tuple[ScoredToken, ...]) -> Any:
     grid.add_column("expected", max_width=TOKEN_WIDTH, no_wrap=True, overflow="ellipsis")
     grid.add_column("its prob", justify="right")
     for token in tokens:
-        grid.add_row(str(token.position), token_text(token.text), probability_text(token.probability),
-                     f"{token.rank:,}", token_text(token.top_text), probability_text(token.top_probability))
+        grid.add_row(str(token.position), quoted(token.text), probability_text(token.probability),
+                     f"{token.rank:,}", quoted(token.top_text), probability_text(token.top_probability))
     return titled(f"The {len(tokens)} most surprising token{'s' if len(tokens) != 1 else ''}", grid)
 
 
@@ -184,12 +191,13 @@ def difference_table(positions: tuple[ComparedPosition, ...]) -> Any:
     grid.add_column("p", justify="right")
     grid.add_column("B's top", max_width=TOKEN_WIDTH, no_wrap=True, overflow="ellipsis")
     grid.add_column("p", justify="right")
+    grid.add_column("", no_wrap=True)
     for row in positions:
-        grid.add_row(str(row.position), token_text(row.text), kl_text(row.kl),
-                     token_text(row.a_top_text), probability_text(row.a_top_probability),
-                     token_text(row.b_top_text), probability_text(row.b_top_probability),
-                     style=None if row.top_agree else "bold")
-    return titled("Where they part most (bold: different top tokens)", grid)
+        grid.add_row(str(row.position), quoted(row.text), kl_text(row.kl),
+                     quoted(row.a_top_text), probability_text(row.a_top_probability),
+                     quoted(row.b_top_text), probability_text(row.b_top_probability),
+                     "" if row.top_agree else DIFFERENT, style=None if row.top_agree else "bold")
+    return titled(f"Where they part most ({DIFFERENT} and bold: different top tokens)", grid)
 
 
 def next_token_table(result: CompareResult) -> Any:
@@ -203,10 +211,10 @@ def next_token_table(result: CompareResult) -> Any:
     grid.add_column("p(B)", justify="right")
     grid.add_column("p(A)", justify="right")
     for row in result.next_token:
-        grid.add_row(str(row.rank), token_text(row.a_text), probability_text(row.a_probability),
+        grid.add_row(str(row.rank), quoted(row.a_text), probability_text(row.a_probability),
                      probability_text(row.a_probability_under_b),
                      f"{row.a_probability_under_b - row.a_probability:+.4f}",
-                     token_text(row.b_text), probability_text(row.b_probability),
+                     quoted(row.b_text), probability_text(row.b_probability),
                      probability_text(row.b_probability_under_a))
     kl = f"KL(A‖B) {kl_text(result.next_token_kl)} nats" if result.next_token_kl is not None else ""
     return titled(f"The token after the text: A's top {len(result.next_token)} and B's, side by side", grid,
