@@ -191,3 +191,6 @@ def test_kv_table_shows_the_context_asked_for(family_dirs: dict[str, Path], cli)
     rows = [line.split()[0] for line in shown[shown.index("KV cache ("):shown.index("Memory plan")].splitlines()
             if line.strip()[:1].isdigit()]
     assert rows == ["100"]
+    past = cli("architecture", "-m", family_dirs["smollm3"], "--context", "2k", "-q").stdout
+    kv_table = past[past.index("KV cache ("):past.index("Memory plan")]
+    assert "2,048*" in kv_table and "* past the model's context of 128 tokens" in kv_table

@@ -115,7 +115,8 @@ def kv_cache_table(report: ArchitectureReport) -> Group:
         table.add_column("saved", justify="right")
     for point in kv.points:
         saved = 1 - point.bytes / point.full_mha_bytes if point.full_mha_bytes else 0.0
-        cells = [f"{point.tokens:,}", human_bytes(point.bytes)]
+        past = report.summary.context_length is not None and point.tokens > report.summary.context_length
+        cells = [f"{point.tokens:,}" + ("*" if past else ""), human_bytes(point.bytes)]
         table.add_row(*cells, *((human_bytes(point.full_mha_bytes), f"{saved:.0%}") if a.heads else ()))
     return titled(title, table, kv_cache_notes(report) + "\n")
 
@@ -148,6 +149,9 @@ def kv_cache_notes(report: ArchitectureReport) -> str:
         lines.append(kv.note)
     if a.latent_rank is not None:
         lines.append("multi-head latent attention caches one compressed latent per token instead of K and V per head")
+    context = report.summary.context_length
+    if context is not None and any(point.tokens > context for point in kv.points):
+        lines.append(f"* past the model's context of {context:,} tokens")
     return "\n".join(lines)
 
 
