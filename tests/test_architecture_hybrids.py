@@ -194,3 +194,24 @@ def test_kv_table_shows_the_context_asked_for(family_dirs: dict[str, Path], cli)
     past = cli("architecture", "-m", family_dirs["smollm3"], "--context", "2k", "-q").stdout
     kv_table = past[past.index("KV cache ("):past.index("Memory plan")]
     assert "2,048*" in kv_table and "* past the model's context of 128 tokens" in kv_table
+
+
+@pytest.mark.parametrize("name", ["minimax", "falcon_h1"])
+def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path: Path) -> None:
+    import torch
+    from conftest import build_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from llmscope import benchmark
+    from llmscope.loader import load_model
+
+    tokenizer = build_tokenizer(tmp_path)
+    fields = dict(FAMILIES[name], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(name, **fields)).save_pretrained(str(tmp_path))
+    loaded = load_model(str(tmp_path), device="cpu", dtype="float32")
+    result = benchmark.bench_cache(loaded, "The capital of France is Paris. " * 3, (4,), warmup=0, repeat=1)
+    kv = result.results[0].kv_cache
+    assert kv is not None and kv.tokens > 20  # MiniMax's first layer holds no keys: the tokens come from the others
+    assert kv.measured_bytes == kv.formula_bytes and "fixed" in kv.note
