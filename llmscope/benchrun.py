@@ -86,8 +86,13 @@ def cache_bytes(cache: Any) -> int | None:
 
 
 def _cache_tokens(cache: Any) -> int | None:
+    """Positions the cache has seen: the longest attention layer (MiniMax's first layer may hold no keys at all)."""
     getter = getattr(cache, "get_seq_length", None)
-    return int(getter()) if callable(getter) else None
+    if not callable(getter):
+        return None
+    lengths = [int(layer.get_seq_length()) for layer in getattr(cache, "layers", None) or ()
+               if callable(getattr(layer, "get_seq_length", None))]
+    return max(lengths, default=int(getter()))
 
 
 @dataclass
