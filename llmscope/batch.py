@@ -94,7 +94,11 @@ def parse_items(text: str, input_format: str = "auto") -> list[BatchItem]:
     lines = [line.removesuffix("\r") for line in lines]
     chosen = detect_format(lines) if input_format == "auto" else input_format
     if chosen == "lines":
-        return [BatchItem(index=i, prompt=line) for i, line in enumerate(lines)]
+        while lines and not lines[-1].strip():
+            lines.pop()  # blank lines at the end start no record
+        return [BatchItem(index=i, prompt=line, problem=None if line.strip() else
+                          f"line {i + 1} is blank: a plain-text batch reads one prompt per line")
+                for i, line in enumerate(lines)]
     items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -224,18 +224,22 @@ def write_batch(display: Display, items: list[BatchItem], outcomes: Iterator[Bat
     with batch_progress(display, len(items)) as advance:
         try:
             for outcome in outcomes:
-                if outcome.error is not None:
-                    failed += 1
-                    display.record({**outcome.keys(), "error": outcome.error, "exit_code": outcome.exit_code})
-                else:
-                    show(outcome.result, outcome.keys())
-                advance()
+                failed += outcome.error is not None
+                advance(lambda outcome=outcome: write_record(display, outcome, show))
         except KeyboardInterrupt:
             display.error(f"{'terminated' if terminated() else 'interrupted'}: the finished records were written")
             raise interrupted_exit() from None
     if failed:
         display.warning(f"{failed} of {len(items)} prompts failed (see their error records)")
         raise typer.Exit(EXIT_RUNTIME)
+
+
+def write_record(display: Display, outcome: BatchOutcome[Any], show: Callable[[Any, dict[str, Any]], None]) -> None:
+    """One --batch record: the result through its command's renderer, or the error record."""
+    if outcome.error is not None:
+        display.record({**outcome.keys(), "error": outcome.error, "exit_code": outcome.exit_code})
+    else:
+        show(outcome.result, outcome.keys())
 
 
 def batch_from_options(path: str | None, input_format: str, size: int) -> BatchSettings | None:

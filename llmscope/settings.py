@@ -28,9 +28,17 @@ class OutputMode(str, Enum):
     IDS = "ids"  # token ids only, space-separated
 
 
-def output_mode(json: bool = False, jsonl: bool = False, csv: bool = False, ids: bool = False) -> OutputMode:
-    """The one output mode the flags ask for; two at once is a usage error."""
+def output_mode(json: bool = False, jsonl: bool = False, csv: bool = False, ids: bool = False,
+                batch: bool = False) -> OutputMode:
+    """The one output mode the flags ask for; two at once is a usage error. A --batch run writes JSON Lines, so
+    there --json and --jsonl both mean that (and the other modes cannot be used)."""
     chosen = [name for name, on in (("--json", json), ("--jsonl", jsonl), ("--csv", csv), ("--ids", ids)) if on]
+    if batch:
+        other = [name for name in chosen if name not in ("--json", "--jsonl")]
+        if other:
+            raise UsageError(f"--batch writes JSON Lines: {', '.join(other)} cannot be used with it",
+                             hint="drop " + " and ".join(other))
+        return OutputMode.JSONL
     if len(chosen) > 1:
         raise UsageError(f"give one of {', '.join(chosen)}, not several")
     if not chosen:

@@ -198,7 +198,7 @@ def score(
                                  max_tokens=max_tokens, top_k=top_k, worst=worst)
         batch_settings = batch_from_options(batch, batch_format, 8)
         models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None)
+        display.mode = output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None)
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None

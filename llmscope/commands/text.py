@@ -101,7 +101,7 @@ def generate(
                 seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model),
             prompt=PromptSettings(chat=chat, system=system),
             model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
-            mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None),
+            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
         remote = endpoint_settings(endpoint, api_key, model, batch_settings,
                                    {"--static-cache": static_cache, "--compile": compile_model})
@@ -194,7 +194,7 @@ def tokenize(
         batch_settings = batch_from_options(batch, batch_format, 8)
         settings = TokenizeCommand(
             models=tuple(model or [None]), prompt=PromptSettings(chat=True if chat else None, system=system),
-            mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None, ids=ids),
+            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None, ids=ids),
             special=special, decode=decode, trust_remote_code=trust_remote_code, batch=batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
@@ -293,7 +293,7 @@ def next_token(
             prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
                                   system=system),
             model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
-            mode=output_mode(json=json_output, jsonl=jsonl_output or batch_settings is not None),
+            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
             batch=batch_settings)
         remote = endpoint_settings(endpoint, api_key, model, batch_settings, {"--lens": lens})
         text = prompt_or_batch(prompt, batch_settings)

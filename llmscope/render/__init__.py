@@ -122,22 +122,32 @@ class Display:
 
 
 @contextlib.contextmanager
-def batch_progress(display: Display, total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr for --batch (prompts done, prompts/s); yields the function that advances it.
-    Nothing is drawn when quiet or when stderr is not a terminal."""
+def batch_progress(display: Display, total: int) -> Iterator[Callable[[Callable[[], None]], None]]:
+    """A progress bar on stderr for --batch (prompts done, prompts/s); yields advance(write), which runs write()
+    (a record to stdout) and moves the bar on. When stdout is the same terminal the bar steps aside for each
+    record, so that no record starts on the bar's line. Nothing is drawn when quiet or when stderr is not a
+    terminal."""
     if display.quiet or not display.err.is_terminal:
-        yield lambda: None
+        yield lambda write: write()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("prompts"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=display.err,
-                  transient=True) as progress:
+                  transient=True, redirect_stdout=False, redirect_stderr=False) as progress:
         task = progress.add_task("batch", total=total, rate="")
         started = time.perf_counter()
         done = [0]
 
-        def advance() -> None:
+        def advance(write: Callable[[], None]) -> None:
+            if display.out.is_terminal:
+                progress.stop()  # transient: the bar's line is cleared, the record takes it
+                try:
+                    write()
+                finally:
+                    progress.start()
+            else:
+                write()
             done[0] += 1
             elapsed = time.perf_counter() - started
             progress.update(task, advance=1, rate=f"{done[0] / elapsed:.2f} prompts/s" if elapsed > 0 else "")
