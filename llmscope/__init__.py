@@ -3,7 +3,9 @@ This module exposes the version and lazy access to the library functions; it imp
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (Ctrl-C at start-up is one line sooner)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from llmscope.errors import EXIT_RUNTIME, EXIT_USAGE, LlmscopeError, UsageError, translate
-from llmscope.settings import BatchSettings, utf8_text
+from llmscope.settings import BatchSettings, read_bytes, utf8_text
 
 Result = TypeVar("Result")
 
@@ -44,7 +42,7 @@ class BatchOutcome(Generic[Result]):
 def read_input(settings: BatchSettings) -> str:
     """The whole --batch input as text (stdin for '-')."""
     try:
-        data = sys.stdin.buffer.read() if settings.path == "-" else Path(settings.path).read_bytes()
+        data = read_bytes(settings.path, "--batch input")
     except OSError as error:
         raise UsageError(f"--batch: cannot read {settings.path}: {error.strerror or error}") from None
     return utf8_text(data, "--batch input")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmscope.errors import stop_if_signalled
 from llmscope.peakmem import peak_memory, start_peak_memory
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def _token_clock(sync: Callable[[], None], on_token: Callable[[], None]) -> Any:
                 return
             sync()
             self.times.append(time.perf_counter())
+            stop_if_signalled()  # Ctrl-C stops the run at the next token even if its first raise was lost
             on_token()
 
         def end(self) -> None:

@@ -9,6 +9,7 @@ import typer
 import typer.core
 
 from llmscope import __version__
+from llmscope.errors import Interrupted
 
 OPTIONAL_VALUE_OPTIONS = {"--show-probs": ("probability", ("probability", "entropy"))}
 
@@ -35,6 +36,21 @@ class LlmscopeGroup(typer.core.TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, normalize_argv(list(args)))
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        """Parse the command line (option callbacks run here); see invoke for interrupts."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted from None
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; Ctrl-C or SIGTERM that no command handled leaves as Interrupted, which Typer lets
+        through (a KeyboardInterrupt it would turn into a silent exit 130, even for SIGTERM)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted from None
 
 
 app = typer.Typer(

@@ -19,10 +19,19 @@ from llmscope.errors import (
     EXIT_TERMINATED,
     LlmscopeError,
     UsageError,
+    stop_if_signalled,
     terminated,
     translate,
 )
-from llmscope.settings import BatchSettings, ModelSettings, OutputMode, plain_text, threads_from, utf8_text
+from llmscope.settings import (
+    BatchSettings,
+    ModelSettings,
+    OutputMode,
+    plain_text,
+    read_bytes,
+    threads_from,
+    utf8_text,
+)
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.batch import BatchItem, BatchOutcome
@@ -112,6 +121,7 @@ def command(quiet: bool = False, mode: OutputMode = OutputMode.HUMAN) -> Iterato
     quiet_libraries()
     try:
         yield display
+        stop_if_signalled()  # a Ctrl-C whose KeyboardInterrupt was swallowed on the way still ends in 130
     except typer.Exit:
         raise
     except BrokenPipeError:
@@ -147,8 +157,7 @@ def read_prompt(prompt: str, what: str = "prompt") -> str:
     if prompt != "-":
         text = prompt
     else:
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-        text = utf8_text(data, "stdin")
+        text = utf8_text(read_bytes(None, "stdin"), "stdin")
         text = text[:-1] if text.endswith("\n") else text
     return require_text(text, what)
 
@@ -278,10 +287,8 @@ def read_text(text: str | None, file: str | None) -> str:
                          hint="pass the text, - to read stdin, or --file PATH")
     if file is None:
         return read_prompt(text or "", "text")
-    from pathlib import Path
-
     try:
-        data = Path(file).read_bytes()
+        data = read_bytes(file, f"--file {file}")
     except OSError as error:
         raise UsageError(f"cannot read --file {file}: {error.strerror or error}") from None
     content = utf8_text(data, f"--file {file}")

@@ -1,11 +1,24 @@
-"""The console script's entry point: signals first (Ctrl-C and SIGTERM while Python is still importing Typer give
-one line, not a traceback), then the app. It imports nothing heavy itself."""
+"""The console script's entry point: signals first (Ctrl-C and SIGTERM while Python is still importing give one
+line, not a traceback, and are never turned into a silent exit by Typer), then the app. It imports nothing heavy."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
-from llmscope.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, handle_sigterm, terminated
+
+def _stop_while_importing(signum: int, _frame: object) -> None:
+    """Until main() installs the real handlers: nothing to clean up yet, so say it in one line and leave."""
+    terminated = signum == signal.SIGTERM
+    os.write(2, b"error: terminated\n" if terminated else b"error: interrupted\n")
+    os._exit(143 if terminated else 130)
+
+
+signal.signal(signal.SIGINT, _stop_while_importing)
+signal.signal(signal.SIGTERM, _stop_while_importing)
+
+from llmscope.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, handle_sigterm, terminated  # noqa: E402
 
 
 def main(args: list[str] | None = None) -> None:
@@ -15,7 +28,7 @@ def main(args: list[str] | None = None) -> None:
         from llmscope.cli import main as run
 
         run(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         sys.stderr.write(f"error: {'terminated' if terminated() else 'interrupted'}\n")
         sys.exit(EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED)
     except BrokenPipeError:  # the reader of stdout went away (`| head`): not a failure

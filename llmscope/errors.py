@@ -15,23 +15,42 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
-_signals = {"terminated": False}
+_signals = {"terminated": False, "interrupted": False}
 
 
 def handle_sigterm() -> None:
-    """Make SIGTERM stop a run the way Ctrl-C does (clean-up runs, finished output stays), exiting 143."""
+    """Make SIGTERM stop a run the way Ctrl-C does (clean-up runs, finished output stays), exiting 143; both signals
+    are also recorded, so that one whose KeyboardInterrupt was swallowed (CPython drops an exception raised inside
+    a finalizer) still stops the run at its next check (stop_if_signalled) and its exit code."""
     import signal
 
-    def on_sigterm(_signum: int, _frame: object) -> None:
-        _signals["terminated"] = True
+    def on_signal(signum: int, _frame: object) -> None:
+        _signals["terminated" if signum == signal.SIGTERM else "interrupted"] = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def terminated() -> bool:
     """True once SIGTERM has arrived in this process."""
     return _signals["terminated"]
+
+
+def signalled() -> bool:
+    """True once SIGINT or SIGTERM has arrived in this process (through handle_sigterm's handler)."""
+    return _signals["terminated"] or _signals["interrupted"]
+
+
+def stop_if_signalled() -> None:
+    """Raise KeyboardInterrupt if a signal arrived: a check for long loops, in case its first raise was lost."""
+    if signalled():
+        raise KeyboardInterrupt
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM outside a command's own handling, carried past Typer (which would turn it into a silent
+    exit 130) to the entry point, which says so in one line."""
 
 
 class LlmscopeError(Exception):

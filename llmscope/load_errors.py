@@ -28,23 +28,39 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 @functools.lru_cache(maxsize=1)
 def _hub_unreachable() -> str | None:
-    """None when the hub's host accepts a TCP connection within HUB_PROBE_TIMEOUT_S, else why not.
+    """None when the hub answers an HTTP request within HUB_PROBE_TIMEOUT_S (any status), else why not.
 
-    Asked once per process before the first hub request, so an unreachable network costs seconds and one
-    line instead of huggingface_hub's retries (27-50 s of "Retrying..."). Behind a proxy it assumes reachable.
+    Asked once per process before the first hub request, so an unreachable network, a hub endpoint that accepts
+    and never answers, or a refusing proxy costs seconds and one line naming the cause, instead of
+    huggingface_hub's retries (27-50 s of "Retrying...") or a read that waits for ever. The request goes through
+    the proxy that $HTTPS_PROXY / $HTTP_PROXY name, as the hub's own requests do.
     """
-    import socket
+    import ssl
+    import urllib.error
+    import urllib.request
     from urllib.parse import urlparse
 
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
-        return None
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    where = f"{host}:{url.port or (80 if url.scheme == 'http' else 443)}"
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        where = f"proxy {urlparse(proxy).netloc or proxy}"
     try:
-        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
-    except OSError as error:
-        return f"{host}:{port}: {error.strerror or type(error).__name__}"
-    return None
+        with urllib.request.urlopen(urllib.request.Request(endpoint + "/", method="HEAD"),
+                                    timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError:
+        return None  # an answer, even an error status: the hub is there
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, ssl.SSLError):
+            return None  # it answered; certificates are huggingface_hub's own business
+        if isinstance(reason, TimeoutError):
+            return f"{where}: no answer within {HUB_PROBE_TIMEOUT_S:g} s"
+        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        return f"{where}: {text}"
 
 
 def check_hub_reachable(spec: ModelSpec) -> None:

@@ -17,6 +17,7 @@ MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 MAX_TOP = 1_000_000  # --top-k / --logprobs: checked against the vocabulary after loading
 MAX_BATCH_SIZE = 4096
 
+MAX_INPUT_BYTES = 32 * 2**20  # one text input (stdin, --file, --batch): millions of tokens, past any context
 
 class OutputMode(str, Enum):
     """How results are written to stdout."""
@@ -92,6 +93,39 @@ def utf8_text(data: bytes, source: str) -> str:
 
 
 def threads_from(option_value: int | None) -> int | None:
+def read_bytes(path: str | None, source: str) -> bytes:
+    """The bytes of a text input: stdin (path None or '-') or a file, a pipe, /dev/stdin or a process substitution.
+
+    Read in 1 MiB pieces up to MAX_INPUT_BYTES, so that an endless input (/dev/zero) ends with one line naming
+    the cap and Ctrl-C or SIGTERM stop the read. A closed stdin is a usage error; OSError goes to the caller."""
+    import sys
+
+    if path is None or path == "-":
+        if sys.stdin is None:
+            raise UsageError(f"{source}: stdin is closed", hint="pass the text as an argument, or a file")
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text-only stdin (tests, embedding): already decoded
+            return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogateescape")[:MAX_INPUT_BYTES + 1]
+        return _read_capped(stream, source)
+    with open(path, "rb") as file:
+        return _read_capped(file, source)
+
+
+def _read_capped(stream: object, source: str) -> bytes:
+    pieces: list[bytes] = []
+    held = 0
+    while held <= MAX_INPUT_BYTES:
+        piece = stream.read(min(2**20, MAX_INPUT_BYTES + 1 - held))  # type: ignore[attr-defined]
+        if not piece:
+            break
+        pieces.append(piece)
+        held += len(piece)
+    if held > MAX_INPUT_BYTES:
+        raise UsageError(f"{source} is larger than {MAX_INPUT_BYTES // 2**20} MiB, the most llmscope reads",
+                         hint="pass a shorter text, or split it")
+    return b"".join(pieces)
+
+
     """--threads, else $LLMSCOPE_THREADS, else None (torch's own choice); checked either way."""
     if option_value is not None:
         whole_number("--threads", option_value, 1, MAX_THREADS)
@@ -159,7 +193,7 @@ class BatchSettings:
             path = Path(self.path)
             if path.is_dir():
                 raise UsageError(f"--batch {self.path} is a folder", hint="pass a file with one prompt per line")
-            if not path.is_file():
+            if not path.exists():  # a pipe, /dev/stdin or <(cmd) is as good as a file
                 raise UsageError(f"--batch: no such file {self.path}", hint="pass a file, or - for stdin")
 
 

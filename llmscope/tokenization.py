@@ -3,7 +3,9 @@ It never loads model weights and never prints; the prompt/chat-template handling
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +121,53 @@ def apply_chat_template(tokenizer: Any, prompt: str, system: str | None = None) 
     if not has_chat_template(tokenizer):
         raise UsageError("this tokenizer has no chat template", hint="drop --chat (or pass --no-chat)")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    cap = MAX_TEMPLATE_CHARS + 2 * (len(prompt) + len(system or ""))
+    try:
+        with _capped_rendering(tokenizer, cap):
+            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except _TemplateTooLong:
+        raise UsageError(f"the model's chat template rendered more than {cap:,} characters (the cap is "
+                         f"{MAX_TEMPLATE_CHARS:,} plus twice the prompt)", hint=NO_CHAT_HINT) from None
+    except (OverflowError, RecursionError, MemoryError) as error:  # range(10**9), runaway recursion in jinja
+        raise UsageError(f"the model's chat template failed: {type(error).__name__}: {error}",
+                         hint=NO_CHAT_HINT) from None
+
+
+MAX_TEMPLATE_CHARS = 1_000_000  # what a chat template may add around the prompt and system message
+NO_CHAT_HINT = "pass --no-chat to use the raw prompt"
+
+
+class _TemplateTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _capped_rendering(tokenizer: Any, cap: int) -> Iterator[None]:
+    """While the template renders, stop it once its output passes `cap` characters, before it fills the memory
+    (transformers joins the whole output at once). Without transformers' compiled template, no cap."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        template = tokenizer.get_chat_template()
+        compiled = _compile_jinja_template(template)
+    except Exception:  # another transformers, or a template that does not compile (reported by the render)
+        yield
+        return
+
+    def render(*args: Any, **kwargs: Any) -> str:
+        pieces, held = [], 0
+        for piece in compiled.generate(*args, **kwargs):
+            held += len(piece)
+            if held > cap:
+                raise _TemplateTooLong
+            pieces.append(piece)
+        return "".join(pieces)
+
+    compiled.render = render
+    try:
+        yield
+    finally:
+        del compiled.render
 
 
 def prompt_ids(tokenizer: Any, prompt: str, chat: bool = False, system: str | None = None,

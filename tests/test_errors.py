@@ -261,17 +261,15 @@ def test_ctrl_c_during_generate_exits_130_with_partial_output(cli, tiny_model_di
 
 def test_sigint_to_a_real_process_exits_130(tiny_model_dir: Path, tmp_path: Path) -> None:
     import signal
-    import time
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, "-m", "llmscope", "bench-cache", "-m", str(tiny_model_dir), "-n",
                                 "150", "--repeat", "50", "--warmup", "0", "--no-chat"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert process.stderr is not None
-    for line in process.stderr:  # wait until the model is loaded and the timed runs have started
-        if line.startswith("loaded "):
+    for line in process.stderr:  # wait until a timed run has finished (one line per run): runs are in progress
+        if " run 1: " in line:
             break
-    time.sleep(2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == INTERRUPTED, stderr

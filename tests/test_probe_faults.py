@@ -4,6 +4,10 @@ what a template or an input may hold, signals, closed stdin. Each test failed be
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,221 @@ def test_one_failing_record_does_not_abort_the_batch() -> None:
     outcomes = list(run_batch(items, 4, prepare=lambda item: item.prompt, run_chunk=run_chunk))
     assert [o.result for o in outcomes] == ["A", None, "C", "D"]
     assert outcomes[1].error is not None and "IndexError" in outcomes[1].error and outcomes[1].exit_code == RUNTIME
+
+
+# ------------------------------------------------------------------------------------- raw text into pipes (16)
+
+LONG_PROMPT = "See https://example.com/" + "a" * 70 + " and\tthen   more words " * 3  # > 80 columns, a tab
+
+
+def test_generated_text_goes_into_a_pipe_byte_for_byte(cli, tiny_model_dir: Path) -> None:
+    plain = cli("generate", LONG_PROMPT, "-m", tiny_model_dir, "-n", "40", "--no-chat", "--full-text", "-q")
+    document = cli("generate", LONG_PROMPT, "-m", tiny_model_dir, "-n", "40", "--no-chat", "--full-text",
+                   "--json").json()
+    assert plain.exit_code == 0, plain.stderr
+    assert plain.stdout == document["full_text"] + "\n"
+    streamed = cli("generate", LONG_PROMPT, "-m", tiny_model_dir, "-n", "40", "--no-chat", "--full-text", "-q",
+                   "--stream")
+    assert streamed.stdout == plain.stdout
+    scored = cli("score", LONG_PROMPT, "-m", tiny_model_dir, "-q")
+    first_line = scored.stdout.split("\n")[0]  # the text with each token's [p] marker, on one line
+    assert re.sub(r"\[\d\.\d\d\]", "", first_line) == LONG_PROMPT
+
+
+@pytest.mark.parametrize("command", [("generate", "Hello", "-n", "3", "--no-chat"), ("tokenize", "Hello"),
+                                     ("architecture",)])
+def test_columns_zero_still_prints(cli, tiny_model_dir: Path, command: tuple[str, ...]) -> None:
+    result = cli(*command, "-m", tiny_model_dir, env={"COLUMNS": "0"})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip()
+
+
+# ------------------------------------------------------------------------------------- caps on memory (18)
+
+
+def _tokenizer_with_template(folder: Path, template: str):
+    from conftest import build_tokenizer
+
+    tokenizer = build_tokenizer(folder)
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def test_a_chat_template_that_renders_without_end_is_stopped_at_the_cap(tmp_path: Path) -> None:
+    from llmscope.errors import UsageError
+    from llmscope.tokenization import MAX_TEMPLATE_CHARS, apply_chat_template
+
+    # 5,000 x 100,000 characters: 500 MB if rendered whole; the cap stops it after about 1 MB
+    huge = "{% set s = 'x' * 100000 %}{% for i in range(5000) %}{{ s }}{% endfor %}"
+    tokenizer = _tokenizer_with_template(tmp_path / "huge", huge)
+    with pytest.raises(UsageError) as refused:
+        apply_chat_template(tokenizer, "Hello")
+    assert f"{MAX_TEMPLATE_CHARS:,}" in str(refused.value) and "--no-chat" in str(refused.value)
+    tokenizer.chat_template = "{% for i in range(10**9) %}{{ i }}{% endfor %}"
+    with pytest.raises(UsageError) as too_big:
+        apply_chat_template(tokenizer, "Hello")
+    assert "chat template" in str(too_big.value) and "--no-chat" in str(too_big.value)
+    tokenizer.chat_template = "{{ messages[0]['content'] * 2 }}"  # an ordinary template still renders
+    assert apply_chat_template(tokenizer, "ab") == "abab"
+
+
+def test_an_endless_input_ends_with_one_line_naming_the_cap(cli, tiny_model_dir: Path) -> None:
+    result = cli("score", "--file", "/dev/zero", "-m", tiny_model_dir)
+    assert result.exit_code == USAGE
+    assert "--file /dev/zero is larger than 32 MiB" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------- odd inputs (24)
+
+
+def run_llmscope(*args: object, stdin_text: str | None = None, close_stdin: bool = False,
+                 env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """llmscope in a real process (stdin a pipe, or closed)."""
+    return subprocess.run([sys.executable, "-m", "llmscope", *map(str, args)], input=stdin_text,
+                          stdin=None if stdin_text is not None else subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          preexec_fn=(lambda: os.close(0)) if close_stdin else None)
+
+
+def test_batch_reads_dev_stdin_and_a_closed_stdin_is_one_line(tiny_model_dir: Path) -> None:
+    result = run_llmscope("tokenize", "-m", tiny_model_dir, "--batch", "/dev/stdin", stdin_text="Hello\nworld\n")
+    assert result.returncode == 0, result.stderr
+    assert [line["text"] for line in records(result.stdout)] == ["Hello", "world"]
+    empty = run_llmscope("tokenize", "-m", tiny_model_dir, "--batch", "/dev/null")
+    assert empty.returncode == USAGE and "holds no prompts" in empty.stderr
+    for args in (("tokenize", "-"), ("tokenize", "--batch", "-")):
+        closed = run_llmscope(*args, "-m", tiny_model_dir, close_stdin=True)
+        assert closed.returncode == USAGE, closed.stderr
+        assert "stdin is closed" in closed.stderr and "Traceback" not in closed.stderr
+
+
+# ------------------------------------------------------------------------------------- signals (13, 23)
+
+
+@pytest.fixture
+def signal_handlers():
+    """Signal handlers and flags as they were before the test (entry.main installs its own)."""
+    import signal
+
+    from llmscope import errors
+
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    flags = dict(errors._signals)
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    errors._signals.update(flags)
+
+
+def test_sigterm_outside_a_command_is_one_line_and_143(monkeypatch: pytest.MonkeyPatch, capsys,
+                                                       signal_handlers) -> None:
+    import typer
+
+    from llmscope import errors
+    from llmscope.entry import main
+
+    def stopped(*args: object, **kwargs: object) -> None:  # SIGTERM while Typer runs an option callback
+        errors._signals["terminated"] = True
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(typer, "echo", stopped)
+    with pytest.raises(SystemExit) as leaving:
+        main(["--version"])
+    assert leaving.value.code == 143
+    assert capsys.readouterr().err == "error: terminated\n"
+
+
+def test_a_swallowed_interrupt_still_stops_the_run(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   signal_handlers) -> None:
+    import signal
+
+    import llmscope.benchrun as benchrun
+    from llmscope.errors import handle_sigterm
+
+    handle_sigterm()
+    real = benchrun.one_run
+    calls = {"n": 0}
+
+    def losing_the_interrupt(*args: object, **kwargs: object):  # as CPython does when it arrives in a finalizer
+        calls["n"] += 1
+        if calls["n"] == 3:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("llmscope.benchmark._one_run", losing_the_interrupt)
+    result = cli("bench-cache", "-m", tiny_model_dir, "-n", "4", "--repeat", "20", "--warmup", "0", "--no-chat")
+    assert result.exit_code == 130, result.stderr
+    assert calls["n"] < 40 and "interrupted" in result.stderr
+
+
+def test_an_interrupt_while_the_package_imports_is_one_line() -> None:
+    # SIGINT is held back while llmscope.entry imports, then let through before main() runs
+    code = ("import os, signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}); "
+            "os.kill(os.getpid(), signal.SIGINT); import llmscope.entry; "
+            "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); print('not stopped')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr, result.stdout) == (130, "error: interrupted\n", "")
+    light = subprocess.run([sys.executable, "-c", "import sys, llmscope; print('typing' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert light.stdout.strip() == "False"  # the package itself imports nothing that takes time
+
+
+# ------------------------------------------------------------------------------------- a hub that never answers (17)
+
+
+@pytest.fixture
+def silent_listener():
+    """A TCP port on 127.0.0.1 that accepts connections and never sends a byte."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+def test_a_hub_that_never_answers_fails_in_seconds_with_the_cause(silent_listener: int, tmp_path: Path) -> None:
+    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{silent_listener}", "HF_HOME": str(tmp_path),
+           "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    result = run_llmscope("architecture", "-m", "someone/some-model", env=env, timeout=60)
+    assert result.returncode == RUNTIME, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Retrying" not in result.stderr, result.stderr
+    assert f"unreachable (127.0.0.1:{silent_listener}: no answer within" in errors[0]
+
+
+def test_a_refusing_proxy_is_named_as_the_cause(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: the proxy refuses
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path), "HTTPS_PROXY": f"http://127.0.0.1:{port}",
+           "HTTP_PROXY": f"http://127.0.0.1:{port}", "NO_PROXY": "", "no_proxy": ""}
+    result = run_llmscope("architecture", "-m", "someone/some-model", env=env, timeout=60)
+    assert result.returncode == RUNTIME, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Retrying" not in result.stderr, result.stderr
+    assert f"unreachable (proxy 127.0.0.1:{port}: Connection refused)" in errors[0]

@@ -36,10 +36,17 @@ class ResultConsole(Console):
         raise BrokenPipeError
 
 
+def _width() -> int | None:
+    """The width to force on a console: 80 when $COLUMNS is 0 (Rich would print nothing at all), else None (Rich's
+    own choice: $COLUMNS, the terminal's width, or 80)."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    return 80 if columns.isdigit() and int(columns) < 1 else None
+
+
 def _stderr_console() -> Console:
     """stderr: at a terminal, lines wrap at word boundaries to its width (no word broken at 80 columns); into a
     pipe or a file, each message stays one line, so that scripts can read `error: ...` lines whole."""
-    console = Console(stderr=True, highlight=False, no_color=_no_color())
+    console = Console(stderr=True, highlight=False, no_color=_no_color(), width=_width())
     console.soft_wrap = not console.is_terminal
     return console
 
@@ -51,7 +58,7 @@ class Display:
     quiet: bool = False
     mode: OutputMode = OutputMode.HUMAN
     out: Console = field(default_factory=lambda: ResultConsole(highlight=False, no_color=_no_color(),
-                                                                soft_wrap=False))
+                                                                soft_wrap=False, width=_width()))
     err: Console = field(default_factory=lambda: _stderr_console())
     model_info: ModelInfo | None = None  # the model this run loaded, for error messages
 
@@ -110,6 +117,15 @@ class Display:
         """Raw text on stdout (streaming), flushed at once."""
         self.out.file.write(text)
         self.out.file.flush()
+
+    def text(self, content: Text, end: str = "") -> None:
+        """Text a model wrote or read, on stdout: styled and wrapped by Rich at a terminal; into a pipe or a file,
+        the plain text byte for byte (no wrapping, no trailing spaces, tabs kept)."""
+        if self.out.is_terminal:
+            self.out.print(content, end=end)
+            self.out.file.flush()
+        else:
+            self.write(content.plain + end)
 
     def spinner(self, message: str) -> Any:
         """A transient spinner on stderr while something slow runs (a no-op context when quiet or piped)."""

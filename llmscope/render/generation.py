@@ -83,8 +83,7 @@ def stream_printer(display: Display, show_probs: str | None) -> Callable[[Genera
     def print_token(token: GeneratedToken) -> None:
         piece = token_markup(token, show_probs, colour)
         if piece.plain:
-            display.out.print(piece, end="")
-            display.out.file.flush()
+            display.text(piece)
 
     return print_token
 
@@ -92,16 +91,15 @@ def stream_printer(display: Display, show_probs: str | None) -> Callable[[Genera
 def show_text(display: Display, result: GenerationResult, show_probs: str | None, full_text: bool) -> None:
     """Print the whole continuation at once (when not streaming)."""
     if full_text:
-        display.out.print(Text(result.prompt_text), end="")
+        display.text(Text(result.prompt_text))
     colour = colours_on(display)
     if show_probs:
         line = Text()
         for token in result.tokens:
             line.append_text(token_markup(token, show_probs, colour))
-        display.out.print(line, end="")
+        display.text(line, end="\n")
     else:
-        display.out.print(Text(result.text), end="")
-    display.out.print()
+        display.text(Text(result.text), end="\n")
 
 
 def summary(display: Display, result: GenerationResult, show_probs: str | None) -> None:
