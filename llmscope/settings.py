@@ -16,8 +16,8 @@ MAX_THREADS = 1024
 MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 MAX_TOP = 1_000_000  # --top-k / --logprobs: checked against the vocabulary after loading
 MAX_BATCH_SIZE = 4096
-
 MAX_INPUT_BYTES = 32 * 2**20  # one text input (stdin, --file, --batch): millions of tokens, past any context
+
 
 class OutputMode(str, Enum):
     """How results are written to stdout."""
@@ -92,7 +92,6 @@ def utf8_text(data: bytes, source: str) -> str:
                          hint="convert it with `iconv -t utf-8`") from None
 
 
-def threads_from(option_value: int | None) -> int | None:
 def read_bytes(path: str | None, source: str) -> bytes:
     """The bytes of a text input: stdin (path None or '-') or a file, a pipe, /dev/stdin or a process substitution.
 
@@ -126,6 +125,21 @@ def _read_capped(stream: object, source: str) -> bytes:
     return b"".join(pieces)
 
 
+def threads_from(option_value: int | None) -> int | None:
+    """--threads, else $LLMSCOPE_THREADS, else None (torch's own choice); checked either way."""
+    if option_value is not None:
+        whole_number("--threads", option_value, 1, MAX_THREADS)
+        return option_value
+    raw = os.environ.get("LLMSCOPE_THREADS", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdecimal()):
+        raise UsageError(f"LLMSCOPE_THREADS must be a whole number (got {raw!r})")
+    whole_number("LLMSCOPE_THREADS", int(raw), 1, MAX_THREADS)
+    return int(raw)
+
+
+def threads_from(option_value: int | None) -> int | None:
     """--threads, else $LLMSCOPE_THREADS, else None (torch's own choice); checked either way."""
     if option_value is not None:
         whole_number("--threads", option_value, 1, MAX_THREADS)
