@@ -139,20 +139,6 @@ def threads_from(option_value: int | None) -> int | None:
     return int(raw)
 
 
-def threads_from(option_value: int | None) -> int | None:
-    """--threads, else $LLMSCOPE_THREADS, else None (torch's own choice); checked either way."""
-    if option_value is not None:
-        whole_number("--threads", option_value, 1, MAX_THREADS)
-        return option_value
-    raw = os.environ.get("LLMSCOPE_THREADS", "").strip()
-    if not raw:
-        return None
-    if not (raw.isascii() and raw.isdecimal()):
-        raise UsageError(f"LLMSCOPE_THREADS must be a whole number (got {raw!r})")
-    whole_number("LLMSCOPE_THREADS", int(raw), 1, MAX_THREADS)
-    return int(raw)
-
-
 # ---------------------------------------------------------------------------------------------- shared parts
 
 
