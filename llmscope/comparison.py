@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from llmscope.errors import InputMismatchError, UsageError
-from llmscope.scoring import ScoreSettings, logprob_chunks, nll_summary, prepare_scoring, text_deltas, token_figures
+from llmscope.scoring import (
+    LogprobChunk,
+    ScoreSettings,
+    logprob_chunks,
+    nll_summary,
+    prepare_scoring,
+    text_deltas,
+    token_figures,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -26,13 +35,15 @@ class CompareSettings:
     score: ScoreSettings = field(default_factory=ScoreSettings)
     against: str | None = None  # model B's spec; None: model A again (in against_dtype)
     against_dtype: str | None = None
+    against_quantize: str | None = None  # model B's --quantize (auto, none, int8, int4)
     worst: int = 10  # positions named where the models part most
     next_token: bool = False
     top_k: int = 10  # rows of the next-token tables
 
     def __post_init__(self) -> None:
-        if self.against is None and self.against_dtype is None:
-            raise UsageError("compare needs a second model", hint="add --against MODEL or --against-dtype bfloat16")
+        if self.against is None and self.against_dtype is None and self.against_quantize is None:
+            raise UsageError("compare needs a second model",
+                             hint="add --against MODEL, --against-dtype bfloat16 or --against-quantize none")
         if self.against_dtype is not None and self.against_dtype not in DTYPES:
             raise UsageError(f"--against-dtype must be one of {', '.join(DTYPES)} (got {self.against_dtype!r})")
         if self.worst < 0:
@@ -144,26 +155,35 @@ def _check_same_tokens(a: LoadedModel, b: LoadedModel, text: str, settings: Scor
         hint="compare models that share a tokenizer (`llmscope tokenize TEXT -m A -m B` shows both)")
 
 
-def compare_texts(a: LoadedModel, b: LoadedModel, text: str, settings: CompareSettings) -> CompareResult:
+def compare_texts(a: LoadedModel, b: LoadedModel, text: str, settings: CompareSettings,
+                  b_chunks: Callable[[tuple[int, ...], list[tuple[int, int, int]], bool], Iterator[LogprobChunk]]
+                  | None = None) -> CompareResult:
     """Run both models over the same tokens and measure how their next-token distributions differ.
 
     KL(A‖B) = Σ p_A (log p_A − log p_B) over the vocabulary, in float32, at each scored position (the positions
     `score` scores, with the same window and stride). Raises InputMismatchError when the tokenizers disagree.
+    b_chunks(ids, plan, next_token) gives B's log-probability rows from elsewhere (a server, which checks the
+    tokens itself); b then only names B (spec.name, dtype) and A's window plan is used.
     """
     import torch
 
     started = time.perf_counter()
-    _check_same_tokens(a, b, text, settings.score)
+    if b_chunks is None:
+        _check_same_tokens(a, b, text, settings.score)
     prepared, plan_a, window_a, stride_a = prepare_scoring(a, text, settings.score)
-    _, plan_b, window_b, stride_b = prepare_scoring(b, text, settings.score)
+    if b_chunks is None:
+        _, plan_b, window_b, stride_b = prepare_scoring(b, text, settings.score)
+    else:
+        plan_b, window_b, stride_b = plan_a, window_a, stride_a
     plan, window, stride = (plan_a, window_a, stride_a) if window_a <= window_b else (plan_b, window_b, stride_b)
     ids = prepared.ids
     deltas = text_deltas(a.tokenizer, ids, prepared.first_target)
     positions: list[ComparedPosition] = []
     next_rows: tuple[NextTokenRow, ...] = ()
     next_kl = None
-    chunks = zip(logprob_chunks(a, ids, plan, next_token=settings.next_token),
-                 logprob_chunks(b, ids, plan, next_token=settings.next_token))
+    chunks_b = b_chunks(ids, plan, settings.next_token) if b_chunks is not None else logprob_chunks(
+        b, ids, plan, next_token=settings.next_token)
+    chunks = zip(logprob_chunks(a, ids, plan, next_token=settings.next_token), chunks_b)
     for chunk_a, chunk_b in chunks:
         logp_a, logp_b = chunk_a.logprobs, chunk_b.logprobs.to(chunk_a.logprobs.device)
         if logp_a.shape[-1] != logp_b.shape[-1]:

@@ -117,3 +117,19 @@ def test_llmscope_endpoint_variable(cli, server: Server) -> None:
     result = cli("next-token", PROMPT, "-k", "2", "--json", env={"LLMSCOPE_ENDPOINT": server.url})
     assert result.exit_code == 0, result.stderr
     assert len(result.json()["steps"][0]["top"]) == 2
+
+
+def test_compare_against_the_server_is_the_local_compare(cli, server: Server, tiny_model_dir: Path) -> None:
+    text = "The capital of France is Paris. The capital of Italy is Rome."
+    args = ["compare", text, "-m", tiny_model_dir, "--window", "8", "--stride", "4", "--next-token", "-k", "3",
+            "--json"]
+    remote = cli(*args, "--against-endpoint", server.url)
+    local = cli(*args, "--against", tiny_model_dir)
+    assert remote.exit_code == 0, remote.stderr
+    a, b = remote.json(), local.json()
+    assert a["window"]["forward_passes"] > 1 and a["model_b"] == b["model_b"]  # several windows: chunks pair up
+    assert a["summary"]["kl_max"] < 1e-4 and a["summary"]["tokens_compared"] == b["summary"]["tokens_compared"]
+    assert a["summary"]["perplexity_b"] == pytest.approx(b["summary"]["perplexity_b"], abs=1e-4)
+    assert [r["b_id"] for r in a["next_token"]["rows"]] == [r["b_id"] for r in b["next_token"]["rows"]]
+    other = cli("compare", text, "-m", tiny_model_dir, "--against-endpoint", server.url, "--against-dtype", "bfloat16")
+    assert other.exit_code == 2

@@ -19,6 +19,7 @@ from llmscope.clikit import (
     JsonlOpt,
     JsonOpt,
     ModelOpt,
+    QuantizeOpt,
     QuietOpt,
     SystemOpt,
     ThreadsOpt,
@@ -37,7 +38,7 @@ from llmscope.clikit import (
 )
 from llmscope.endpoint_cli import ApiKeyOpt, EndpointOpt, endpoint_settings
 from llmscope.errors import UsageError
-from llmscope.settings import output_mode
+from llmscope.settings import PromptSettings, output_mode
 
 # ------------------------------------------------------------------------------------ bench-cache
 
@@ -87,13 +88,14 @@ def bench_cache(
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Time greedy generation with and without the KV cache: speed-up, TTFT/decode split, cache size, same output.
 
-    Raw prompt by default (no chat template), like the book's model.generate call. The two modes alternate run by
-    run. Ctrl-C stops and shows the runs that finished.
+    Raw prompt by default (no chat template: --chat), like the book's model.generate call. The two modes alternate
+    run by run. Ctrl-C stops and shows the runs that finished.
     """
     with command(quiet) as display:
         display.mode = output_mode(json=json_output, csv=csv_output)
@@ -114,13 +116,14 @@ def bench_cache(
             benchchart.check_plot_path(plot_path)
             benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
-        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None),
+        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None, quantize),
                       fit_threads=False)
         busy = benchmark.busy_cpu_percent()
         show.warn_if_busy(display, busy, loaded.device, threads)
         with show.progress(display, settings.planned_tokens(), depth is not None) as (on_progress, on_run):
             result = benchmark.bench_cache(
-                loaded, text, settings.lengths, warmup=warmup, repeat=settings.runs, chat=bool(chat), system=system,
+                loaded, text, settings.lengths, warmup=warmup, repeat=settings.runs,
+                chat=PromptSettings(chat=chat, system=system).applies_template, system=system,
                 sweep=sweep is not None, threads=threads, busy_percent=busy, on_progress=on_progress, on_run=on_run,
                 static_cache=static_cache, compile=compile_model, depths=settings.depths,
                 max_time=settings.time_budget)
@@ -177,6 +180,7 @@ def score(
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     threads: ThreadsOpt = None,
     endpoint: EndpointOpt = None,
     api_key: ApiKeyOpt = None,
@@ -197,12 +201,12 @@ def score(
         settings = ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
                                  max_tokens=max_tokens, top_k=top_k, worst=worst)
         batch_settings = batch_from_options(batch, batch_format, 8)
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
         display.mode = output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None)
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        remote = endpoint_settings(endpoint, api_key, model, batch_settings)
+        remote = endpoint_settings(endpoint, api_key, model, batch_settings, {"--quantize": quantize is not None})
         if remote is not None:
             from llmscope.endpoint_cli import run_score
 
@@ -236,6 +240,10 @@ def compare(
     against_dtype: Annotated[str | None, typer.Option(
         "--against-dtype", help="Load B in this dtype (float32 | bfloat16 | float16), e.g. A in another precision.",
         show_default=False)] = None,
+    against_quantize: Annotated[str | None, typer.Option(
+        "--against-quantize", metavar="auto|none|int8|int4", help="Load B with this --quantize, e.g. none to "
+        "measure what a GGUF's packed 4-bit weights cost against their exact dequantization.",
+        show_default=False)] = None,
     prompt: ContextOpt = None,
     chat: ScoreChatOpt = False,
     system: SystemOpt = None,
@@ -246,10 +254,15 @@ def compare(
     next_token: Annotated[bool, typer.Option(
         "--next-token", help="Also the two top-k tables for the token after the text, side by side.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rows of the --next-token tables.")] = 10,
+    against_endpoint: Annotated[str | None, typer.Option(
+        "--against-endpoint", metavar="URL", help="Model B is the one `llmscope serve` serves at URL (it must "
+        "tokenize TEXT like model A).", show_default=False)] = None,
+    api_key: ApiKeyOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     jsonl_output: JsonlOpt = False,
@@ -267,17 +280,28 @@ def compare(
         settings = CompareSettings(
             score=ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
                                 max_tokens=max_tokens),
-            against=against, against_dtype=against_dtype, worst=worst, next_token=next_token, top_k=top_k)
-        settings_a = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+            against=against if against_endpoint is None else against_endpoint, against_dtype=against_dtype,
+            against_quantize=against_quantize, worst=worst, next_token=next_token, top_k=top_k)
+        remote = endpoint_settings(against_endpoint, api_key, None, None, {
+            "--against": against is not None, "--against-dtype": against_dtype is not None,
+            "--against-quantize": against_quantize is not None})
+        settings_a = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
         settings_b = model_settings(against if against is not None else model, device, against_dtype or dtype,
-                                    device_map, trust_remote_code, threads)
+                                    device_map, trust_remote_code, threads,
+                                    against_quantize if against_quantize is not None else quantize)
         display.mode = output_mode(json=json_output, jsonl=jsonl_output)
         source = read_text(text, file)
         from llmscope.comparison import compare_texts
         from llmscope.render import scoring as show
 
         model_a = load(display, settings_a)
+        if remote is not None:
+            from llmscope.endpoint_compare import remote_chunks
+
+            model_b, chunks_b = remote_chunks(remote, source, settings.score)
+            show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings, chunks_b))
+            return
         model_b = load(display, settings_b, fit_threads=False)  # torch's threads are per process: fitted with A
-        if model_a.spec == model_b.spec and model_a.dtype == model_b.dtype:
+        if model_a.spec == model_b.spec and model_a.dtype == model_b.dtype and model_a.quantize == model_b.quantize:
             display.warning("A and B are the same model in the same dtype: expect KL 0")
         show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings))

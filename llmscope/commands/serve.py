@@ -16,6 +16,7 @@ from llmscope.clikit import (
     DtypeOpt,
     JsonOpt,
     ModelOpt,
+    QuantizeOpt,
     QuietOpt,
     ThreadsOpt,
     TrustOpt,
@@ -54,6 +55,7 @@ def serve(
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
     threads: ThreadsOpt = None,
+    quantize: QuantizeOpt = None,
     json_output: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -67,7 +69,7 @@ def serve(
 
         settings = ServeSettings(host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
                                  shutdown_timeout=shutdown_timeout)
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
         display.mode = output_mode(json=json_output)
         warn_all(display, settings.warnings())
         from llmscope.server.run import require_server_packages

@@ -21,6 +21,7 @@ from llmscope.clikit import (
     JsonOpt,
     ModelOpt,
     OptionalPromptArg,
+    QuantizeOpt,
     QuietOpt,
     SystemOpt,
     ThreadsOpt,
@@ -83,6 +84,7 @@ def generate(
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     threads: ThreadsOpt = None,
     endpoint: EndpointOpt = None,
     api_key: ApiKeyOpt = None,
@@ -100,11 +102,11 @@ def generate(
                 max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p,
                 seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model),
             prompt=PromptSettings(chat=chat, system=system),
-            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
+            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
             mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
-        remote = endpoint_settings(endpoint, api_key, model, batch_settings,
-                                   {"--static-cache": static_cache, "--compile": compile_model})
+        remote = endpoint_settings(endpoint, api_key, model, batch_settings, {
+            "--static-cache": static_cache, "--compile": compile_model, "--quantize": quantize is not None})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
@@ -122,15 +124,13 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
     from llmscope.generation import generate_encoded
     from llmscope.prompts import check_top, encode_prompt
     from llmscope.render import generation as show
-    from llmscope.tokenization import has_chat_template
-
     generation = settings.generation
     loaded = load(display, settings.model)
     if generation.top_k:
         check_top("--top-k", generation.top_k, loaded)
     if generation.logprobs:
         check_top("--logprobs", generation.logprobs, loaded)
-    chat = settings.prompt.chat if settings.prompt.chat is not None else has_chat_template(loaded.tokenizer)
+    chat = settings.prompt.applies_template
     logprobs = generation.logprobs > 0
     if items is not None:
         from llmscope.batch import run_batch
@@ -178,7 +178,8 @@ def tokenize(
         "--decode", help='Decode ids back to text, e.g. "504 3575 282"; "-" reads them from stdin.',
         show_default=False)] = None,
     special: Annotated[bool, typer.Option("--special/--no-special", help="Add BOS/EOS as the model does.")] = True,
-    chat: Annotated[bool, typer.Option("--chat", help="Tokenize after the chat template.")] = False,
+    chat: Annotated[bool, typer.Option(
+        "--chat", help="Tokenize after the chat template (default: off, the raw text; on with --system).")] = False,
     system: SystemOpt = None,
     batch: BatchOpt = None,
     batch_format: BatchFormatOpt = "auto",
@@ -228,7 +229,7 @@ def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[A
     from llmscope.tokenization import tokenize_text
 
     specs = [resolve_model_spec(m) for m in settings.models]
-    chat = bool(settings.prompt.chat)
+    chat = settings.prompt.applies_template
     light = not chat  # the conversion cache's tokenizer.json can be read without torch / transformers
     tokenizers = [load_tokenizer(spec, settings.trust_remote_code, light=light) for spec in specs]
     info = ModelInfo(model=", ".join(spec.name for spec in specs), source=",".join(s.kind for s in specs))
@@ -265,9 +266,7 @@ def next_token(
         show_default=False)] = None,
     lens: Annotated[bool, typer.Option(
         "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
-    chat: Annotated[bool | None, typer.Option(
-        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt; on with "
-        "--system).", show_default=False)] = None,
+    chat: ChatOpt = None,
     system: SystemOpt = None,
     batch: BatchOpt = None,
     batch_format: BatchFormatOpt = "auto",
@@ -276,6 +275,7 @@ def next_token(
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     threads: ThreadsOpt = None,
     endpoint: EndpointOpt = None,
     api_key: ApiKeyOpt = None,
@@ -290,12 +290,12 @@ def next_token(
         batch_settings = batch_from_options(batch, batch_format, batch_size)
         settings = NextTokenCommand(
             inspect=NextTokenSettings(top_k=top_k, steps=steps, temperature=temperature, top_p=top_p, lens=lens),
-            prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
-                                  system=system),
-            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads),
+            prompt=PromptSettings(chat=chat, system=system),
+            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
             mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
             batch=batch_settings)
-        remote = endpoint_settings(endpoint, api_key, model, batch_settings, {"--lens": lens})
+        remote = endpoint_settings(endpoint, api_key, model, batch_settings,
+                                   {"--lens": lens, "--quantize": quantize is not None})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
@@ -314,7 +314,7 @@ def _run_next_token(display: Any, settings: Any, text: str | None, items: list[A
     from llmscope.render import inspection as show
 
     loaded = load(display, settings.model)
-    chat = bool(settings.prompt.chat)
+    chat = settings.prompt.applies_template
     steps = settings.inspect.steps
 
     def encode(prompt: str) -> Any:

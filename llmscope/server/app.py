@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
 import json
 import time
@@ -21,11 +20,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmscope.errors import LlmscopeError, UsageError
-from llmscope.results import to_plain
 from llmscope.server import openai_shapes as shapes
 from llmscope.server.compute import encode_messages, prompt_logprobs
 from llmscope.server.config import MAX_BODY_BYTES, ServeSettings
 from llmscope.server.engine import Engine, GenerateWork, Job, call_job
+from llmscope.server.native import native_routes
 from llmscope.server.openai_shapes import ApiError, TokenLogprob
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -230,75 +229,6 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
                                                    shapes.finish_reason(result.finish_reason), logprobs,
                                                    len(encoded.ids), result.new_tokens))
 
-    # ------------------------------------------------------------------------------------------ llmscope's own
-
-    def envelope(result: Any) -> JSONResponse:
-        return JSONResponse({"model_info": to_plain(loaded.info), "result": to_plain(result)})
-
-    async def tokenize(request: Request) -> Response:
-        from llmscope.tokenization import tokenize_text
-
-        body = await body_of(request)
-        text = shapes._text(body, "text", required=True) or ""
-        special = bool(shapes._field(body, "add_special_tokens", (bool,), True))
-        chat_on = bool(shapes._field(body, "chat", (bool,), False))
-        system = shapes._text(body, "system")
-        job = submit(call_job(asyncio.get_running_loop(), lambda: tokenize_text(
-            loaded.tokenizer, text, name, add_special_tokens=special, chat=chat_on, system=system)))
-        return envelope((await _wait(request, [job]))[0])
-
-    async def next_token(request: Request) -> Response:
-        from llmscope.prompts import check_top, encode_prompt
-        from llmscope.settings import NextTokenSettings
-
-        parsed = shapes.parse_next_token(await body_of(request))
-        inspect = NextTokenSettings(top_k=parsed.top_k, steps=parsed.steps, temperature=parsed.temperature,
-                                    top_p=parsed.top_p)
-        check_top("top_k", inspect.top_k, loaded)
-        encoded = encode_prompt(loaded, parsed.prompt, chat=parsed.chat, system=parsed.system,
-                                new_tokens=parsed.steps - 1, budget_option="steps")
-        loop = asyncio.get_running_loop()
-        job = submit(Job(kind="next_token", key=("next_token", inspect), payload=encoded, loop=loop,
-                         future=loop.create_future()))
-        return envelope((await _wait(request, [job]))[0])
-
-    async def score(request: Request) -> Response:
-        from llmscope.scoring import ScoreSettings, score_text
-
-        body = await body_of(request)
-        text = shapes._text(body, "text", required=True) or ""
-        options = shapes.parse_options(body, [f.name for f in dataclasses.fields(ScoreSettings)])
-        scoring = ScoreSettings(**options)
-        if scoring.top_k:
-            from llmscope.prompts import check_top
-
-            check_top("top_k", scoring.top_k, loaded)
-        job = submit(call_job(asyncio.get_running_loop(), lambda: score_text(loaded, text, scoring)))
-        return envelope((await _wait(request, [job]))[0])
-
-    async def generate(request: Request) -> Response:
-        from llmscope.generation import TokenDetail, generate_encoded
-        from llmscope.prompts import check_top, encode_prompt
-        from llmscope.settings import GenerationSettings
-
-        body = await body_of(request)
-        prompt = shapes._text(body, "prompt", required=True) or ""
-        options = shapes.parse_options(body, [f.name for f in dataclasses.fields(GenerationSettings)
-                                              if f.name != "compile"])
-        generation = GenerationSettings(**options)
-        detail = TokenDetail(**shapes.parse_options(body, ["texts", "entropy", "alternatives"], "detail"))
-        for option, value in (("top_k", generation.top_k), ("logprobs", generation.logprobs)):
-            if value:
-                check_top(option, value, loaded)
-        from llmscope.tokenization import has_chat_template
-
-        chat_on = shapes._field(body, "chat", (bool,), None)  # None: the template when the model has one
-        encoded = encode_prompt(loaded, prompt, chat=has_chat_template(loaded.tokenizer) if chat_on is None
-                                else chat_on, system=shapes._text(body, "system"), new_tokens=generation.max_new_tokens)
-        job = submit(call_job(asyncio.get_running_loop(),
-                              lambda: generate_encoded(loaded, [encoded], generation, detail=detail)[0]))
-        return envelope((await _wait(request, [job]))[0])
-
     async def not_found(request: Request, error: Exception) -> Response:
         status = getattr(error, "status_code", 404)
         message = f"no route {request.method} {request.url.path}" if status == 404 else str(
@@ -310,10 +240,8 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/v1/completions", guarded(completions), methods=["POST"]),
         Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
-        Route("/llmscope/v1/tokenize", guarded(tokenize), methods=["POST"]),
-        Route("/llmscope/v1/next-token", guarded(next_token), methods=["POST"]),
-        Route("/llmscope/v1/score", guarded(score), methods=["POST"]),
-        Route("/llmscope/v1/generate", guarded(generate), methods=["POST"]),
+        *(Route(path, guarded(handler), methods=["POST"])
+          for path, handler in native_routes(loaded, submit, body_of, _wait).items()),
     ]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log)],
                      exception_handlers={HTTPException: not_found})

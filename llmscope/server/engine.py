@@ -16,7 +16,7 @@ from typing import Any
 from llmscope.server.openai_shapes import ApiError
 
 
-@dataclass
+@dataclass(eq=False)  # jobs compare by identity
 class Job:
     """One request's work. `key`: jobs with equal keys may run in one batch. Results and streamed items go back
     to the request's event loop; `cancelled` (a client gone, a shutdown) stops the job at its next token."""

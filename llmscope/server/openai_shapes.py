@@ -34,7 +34,7 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
 # ---------------------------------------------------------------------------------------------- field readers
 
 
-def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+def field_of(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = None) -> Any:
     value = body.get(name, default)
     if value is None:
         return default
@@ -46,14 +46,14 @@ def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: An
 
 
 def _integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = _field(body, name, (int,), default)
+    value = field_of(body, name, (int,), default)
     if value is not None and not low <= value <= high:
         raise ApiError(400, f"'{name}' must be between {low} and {high} (got {value})", param=name)
     return value
 
 
 def _number(body: dict[str, Any], name: str, default: float | None, low: float, high: float) -> float | None:
-    value = _field(body, name, (int, float), default)
+    value = field_of(body, name, (int, float), default)
     if value is None:
         return None
     if not math.isfinite(value) or not low <= value <= high:
@@ -61,8 +61,8 @@ def _number(body: dict[str, Any], name: str, default: float | None, low: float, 
     return float(value)
 
 
-def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None:
-    value = _field(body, name, (str,))
+def text_of(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = field_of(body, name, (str,))
     if required and (value is None or not value.strip()):
         raise ApiError(400, f"'{name}' is required and must be a non-empty string", param=name)
     return value
@@ -129,11 +129,11 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
         raise ApiError(400, "'prompt' must be a non-empty string or a list of them (token ids are not supported)",
                        param="prompt")
     _only_one_choice(body)
-    echo = bool(_field(body, "echo", (bool,), False))
+    echo = bool(field_of(body, "echo", (bool,), False))
     sampling = _sampling(body, 16, least=0 if echo else 1)  # echo with max_tokens 0 scores the prompt only
-    return CompletionRequest(model=_text(body, "model"), prompts=tuple(prompts), sampling=sampling,
+    return CompletionRequest(model=text_of(body, "model"), prompts=tuple(prompts), sampling=sampling,
                              logprobs=_integer(body, "logprobs", None, 0, MAX_LOGPROBS), echo=echo,
-                             stream=bool(_field(body, "stream", (bool,), False)))
+                             stream=bool(field_of(body, "stream", (bool,), False)))
 
 
 @dataclass(frozen=True)
@@ -170,12 +170,12 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
             raise ApiError(400, f"unsupported message role {role!r}", param="messages")
         pairs.append(("system" if role == "developer" else role, _content(message)))
     _only_one_choice(body)
-    logprobs = bool(_field(body, "logprobs", (bool,), False))
+    logprobs = bool(field_of(body, "logprobs", (bool,), False))
     top = _integer(body, "top_logprobs", 0, 0, MAX_LOGPROBS) or 0
     if top and not logprobs:
         raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
-    return ChatRequest(model=_text(body, "model"), messages=tuple(pairs), sampling=_sampling(body, 256),
-                       logprobs=logprobs, top_logprobs=top, stream=bool(_field(body, "stream", (bool,), False)))
+    return ChatRequest(model=text_of(body, "model"), messages=tuple(pairs), sampling=_sampling(body, 256),
+                       logprobs=logprobs, top_logprobs=top, stream=bool(field_of(body, "stream", (bool,), False)))
 
 
 # ---------------------------------------------------------------------------------------------- llmscope's own
@@ -195,12 +195,12 @@ class NextTokenRequest:
 
 
 def parse_next_token(body: dict[str, Any]) -> NextTokenRequest:
-    return NextTokenRequest(prompt=_text(body, "prompt", required=True) or "",
+    return NextTokenRequest(prompt=text_of(body, "prompt", required=True) or "",
                             top_k=_integer(body, "top_k", 10, 1, 1_000_000) or 10,
                             steps=_integer(body, "steps", 1, 1, 4096) or 1,
                             temperature=_number(body, "temperature", None, 1e-9, 1e6),
                             top_p=_number(body, "top_p", None, 1e-9, 1.0),
-                            chat=bool(_field(body, "chat", (bool,), False)), system=_text(body, "system"))
+                            chat=bool(field_of(body, "chat", (bool,), False)), system=text_of(body, "system"))
 
 
 def parse_options(body: dict[str, Any], names: Sequence[str], key: str = "options") -> dict[str, Any]:
