@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/llmscope generate "$(PROMPT)"
+	HF_HUB_OFFLINE=1 $(BIN)/llmscope generate --chat "$(PROMPT)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmscope tests benchmarks

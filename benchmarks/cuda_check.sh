@@ -113,7 +113,7 @@ esac
 
 # ---------------------------------------------------------------------------------------------- commands
 GPU=(--device cuda --dtype bfloat16)
-step "generate (first: converts the GGUF)" "${LLMSCOPE[@]}" generate "What is the capital of France?" -n 20 "${GPU[@]}"
+step "generate (first: converts the GGUF)" "${LLMSCOPE[@]}" generate --chat "What is the capital of France?" -n 20 "${GPU[@]}"
 STEP_STDOUT="$LOG_DIR/generate.json" step "generate, 100 tokens, --json" \
     "${LLMSCOPE[@]}" generate "$EMAIL" --no-chat -n 100 "${GPU[@]}" --json -q
 if has_option generate --static-cache && has_option generate --compile; then

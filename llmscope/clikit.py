@@ -58,7 +58,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdo
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="JSON on one line (JSON Lines; what --batch writes).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
 ChatOpt = Annotated[bool | None, typer.Option(
-    "--chat/--no-chat", help="Apply the tokenizer's chat template.", show_default=False)]
+    "--chat/--no-chat", help="Wrap the prompt in the tokenizer's chat template as one user turn (default: off, "
+    "the raw prompt, as in every command; on with --system).", show_default=False)]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System message for the chat template.",
                                                show_default=False)]
 PromptArg = Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.", show_default=False)]

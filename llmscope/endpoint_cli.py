@@ -39,7 +39,7 @@ def run_next_token(display: Any, endpoint: Any, text: str, settings: Any) -> Non
     from llmscope import endpoint as remote
     from llmscope.render import inspection as show
 
-    info, result, limits = remote.next_token(endpoint, text, settings.inspect, bool(settings.prompt.chat),
+    info, result, limits = remote.next_token(endpoint, text, settings.inspect, settings.prompt.applies_template,
                                              settings.prompt.system)
     if limits:
         display.warning(f"{endpoint.base} is not `llmscope serve`: it cannot give {', '.join(limits)}")
@@ -67,7 +67,8 @@ def run_generate(display: Any, endpoint: Any, text: str, settings: Any) -> None:
     logprobs = generation.logprobs > 0
     detail = TokenDetail(texts=bool(settings.show_probs) or logprobs,
                          entropy=settings.show_probs == "entropy" or logprobs, alternatives=generation.logprobs)
-    info, result = remote.generate(endpoint, text, settings.prompt.chat, settings.prompt.system, generation, detail)
+    info, result = remote.generate(endpoint, text, settings.prompt.applies_template, settings.prompt.system, generation,
+                                   detail)
     display.model_info = info
     show.legend(display, settings.show_probs)
     show.show_generation(display, info, result, settings.show_probs, settings.full_text, logprobs, streamed=False)

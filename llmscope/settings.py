@@ -176,6 +176,12 @@ class PromptSettings:
         if self.system is not None and self.chat is False:
             object.__setattr__(self, "warnings", (*self.warnings, "--system is ignored with --no-chat"))
 
+    @property
+    def applies_template(self) -> bool:
+        """The chat-template rule of every command: the raw prompt, unless --chat (or --system: a system message
+        exists only inside a chat template) asks for the tokenizer's template."""
+        return self.chat if self.chat is not None else self.system is not None
+
 
 @dataclass(frozen=True)
 class BatchSettings:
@@ -357,7 +363,4 @@ class TokenizeCommand:
             raise UsageError("--batch takes one --model")
 
     def warnings(self) -> tuple[str, ...]:
-        notes = []
-        if self.prompt.system is not None and not self.prompt.chat:
-            notes.append("--system is ignored without --chat")
-        return tuple(notes)
+        return self.prompt.warnings

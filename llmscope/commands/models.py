@@ -10,6 +10,7 @@ import typer
 from llmscope.cliapp import app
 from llmscope.clikit import (
     EXIT_CODES_HELP,
+    ChatOpt,
     DeviceMapOpt,
     DeviceOpt,
     DtypeOpt,
@@ -28,7 +29,7 @@ from llmscope.clikit import (
     read_prompt,
 )
 from llmscope.errors import UsageError
-from llmscope.settings import ModelSettings, output_mode
+from llmscope.settings import ModelSettings, PromptSettings, output_mode
 
 if TYPE_CHECKING:
     from llmscope.attentionpick import AttentionSettings
@@ -63,9 +64,7 @@ def attention(
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "
         "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
-    chat: Annotated[bool | None, typer.Option(
-        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt).",
-        show_default=False)] = None,
+    chat: ChatOpt = None,
     system: SystemOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -92,7 +91,7 @@ def attention(
         models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
         settings = AttentionSettings(layer=layer, head=head, query=query, keys=keys, matrix=matrix,
                                      all_queries=plot is not None, max_weights=max_weights,
-                                     chat=chat if chat is not None else bool(system), system=system)
+                                     chat=PromptSettings(chat=chat, system=system).applies_template, system=system)
         for message in settings.ignored():
             display.warning(message)
         plot_path = Path(plot) if plot is not None else None

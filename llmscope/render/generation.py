@@ -108,8 +108,9 @@ def summary(display: Display, result: GenerationResult, show_probs: str | None) 
     prompt_rate = f" ({result.prompt_tokens_per_s:.0f} prompt tok/s)" if result.prompt_tokens_per_s else ""
     rate = f"{result.decode_tokens_per_s:.1f} tok/s" if result.decode_tokens_per_s else "-"
     peak = f", peak memory {human_bytes(result.peak_memory_bytes)}" if result.peak_memory_bytes else ""
-    display.status(f"{result.prompt_tokens} prompt tokens, {result.new_tokens} new tokens; time to first token "
-                   f"{ttft}{prompt_rate}, decode {rate}, total {result.total_seconds:.2f} s{peak}; stopped: "
+    template = " (chat template applied)" if result.chat_template_applied else ""
+    display.status(f"{result.prompt_tokens} prompt tokens{template}, {result.new_tokens} new tokens; time to first "
+                   f"token {ttft}{prompt_rate}, decode {rate}, total {result.total_seconds:.2f} s{peak}; stopped: "
                    f"{FINISH_WORDS.get(result.finish_reason, result.finish_reason)}"
                    + (" (cache off)" if not result.settings.use_cache else ""))
     if show_probs and result.tokens:

@@ -41,7 +41,9 @@ def context_note(display: Display, result: ScoreResult | CompareResult, max_toke
     elif result.bos_prepended and result.context_tokens == 1:
         display.status(f"scored after the tokenizer's BOS token {result.context_text!r}: every text token counts")
     else:
-        display.status(f"{result.context_tokens} context tokens (prompt) before the scored text")
+        template = ", the chat template applied: TEXT is the assistant's answer" if getattr(
+            result, "chat_template_applied", False) else ""
+        display.status(f"{result.context_tokens} context tokens (prompt{template}) before the scored text")
     if result.truncated:
         display.warning(f"--max-tokens {max_tokens}: the text's tokens after the first {max_tokens} are not scored")
     if result.windows > 1:
