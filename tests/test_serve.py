@@ -263,3 +263,29 @@ def test_a_full_queue_is_503_and_a_cancelled_job_stops(local: Any) -> None:
 
     result = asyncio.run(run())
     assert result.finish_reason == "cancelled" and result.new_tokens == 1
+
+
+def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
+    """SIGTERM while a stream runs: the server stops accepting, the stream finishes (or is cut after the shutdown
+    time) and the process exits 0."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    running = start_server(tiny_model_dir, "--shutdown-timeout", "2")
+    address = urlsplit(running.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    connection.request("POST", "/v1/completions", body=json.dumps(
+        {"prompt": "Hi", "max_tokens": 240, "temperature": 0, "stream": True}),
+        headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    first = response.readline()
+    assert first.startswith(b"data: {")
+    assert stop_server(running) == 0, "".join(running.log)
+    try:
+        rest = response.read()  # the rest of the stream, or what came before the cut: never an error
+    except http.client.IncompleteRead as cut:
+        rest = cut.partial
+    assert b'"error"' not in rest
+    with pytest.raises(OSError):
+        urllib.request.urlopen(running.url + "/health", timeout=10)
