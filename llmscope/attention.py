@@ -255,6 +255,7 @@ def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSetti
 
     from llmscope.layerkinds import attention_layout
     from llmscope.modelconfig import text_config
+    from llmscope.prompts import check_ids_fit
     from llmscope.tokenization import prompt_ids
 
     settings = settings or AttentionSettings()
@@ -266,6 +267,7 @@ def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSetti
     prompt_text, ids = prompt_ids(tokenizer, prompt, chat=settings.chat, system=settings.system)
     if not ids:
         raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+    check_ids_fit(model, ids)
     tokens = tuple(AttentionToken(i, t, tokenizer.decode([t])) for i, t in enumerate(ids))
     n = len(tokens)
     query = resolve_query(settings, tokens)

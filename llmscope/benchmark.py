@@ -239,10 +239,11 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: t
     import torch
 
     from llmscope.kvcache import held_cache_bytes, kv_cache_bytes_per_token
-    from llmscope.prompts import check_lengths
+    from llmscope.prompts import check_ids_fit, check_lengths
     from llmscope.tokenization import prompt_ids
 
     prompt_text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)
+    check_ids_fit(loaded.model, ids)
     prompts = [depth_ids(ids, depth) for depth in depths] if depths else [ids]
     try:
         check_lengths(loaded.model.config, max(len(p) for p in prompts) if ids else 0, max(lengths))

@@ -185,7 +185,8 @@ def next_token_distribution(loaded: LoadedModel, prompt: str, top_k: int = 10, s
         UsageError for bad option values or a prompt that does not fit the context.
     """
     settings = NextTokenSettings(top_k=top_k, steps=steps, temperature=temperature, top_p=top_p, lens=lens)
-    encoded = encode_prompt(loaded, prompt, chat=chat, system=system, new_tokens=steps - 1, budget_option="--steps")
+    encoded = encode_prompt(loaded, prompt, chat=chat, system=system, new_tokens=steps - 1, budget_option="--steps",
+                           budget_offset=1)
     return next_token_encoded(loaded, [encoded], settings)[0]
 
 

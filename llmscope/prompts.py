@@ -25,9 +25,11 @@ class EncodedPrompt:
     chat: bool
 
 
-def check_lengths(config: Any, prompt_tokens: int, new_tokens: int, budget_option: str = "--max-new-tokens") -> None:
+def check_lengths(config: Any, prompt_tokens: int, new_tokens: int, budget_option: str = "--max-new-tokens",
+                  budget_offset: int = 0) -> None:
     """Refuse an empty prompt, a prompt past the context, or a token budget that does not fit beside it; the
-    message names the option the user typed (budget_option)."""
+    message names the option the user typed (budget_option) with the value typed: new_tokens + budget_offset
+    (--steps N feeds N - 1 new tokens back, so its offset is 1)."""
     if prompt_tokens == 0:
         raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
     limit = context_length(config)
@@ -37,8 +39,9 @@ def check_lengths(config: Any, prompt_tokens: int, new_tokens: int, budget_optio
         raise UsageError(f"the prompt has {prompt_tokens} tokens but the model's context is {limit}",
                          hint="shorten the prompt")
     if prompt_tokens + new_tokens > limit:
-        raise UsageError(f"{prompt_tokens} prompt tokens + {budget_option} {new_tokens} exceed the "
-                         f"model's context of {limit}", hint=f"use {budget_option} {limit - prompt_tokens} or less")
+        raise UsageError(f"{prompt_tokens} prompt tokens + {budget_option} {new_tokens + budget_offset} exceed the "
+                         f"model's context of {limit}",
+                         hint=f"use {budget_option} {limit - prompt_tokens + budget_offset} or less")
 
 
 def check_ids_fit(model: Any, ids: Sequence[int]) -> None:
@@ -65,11 +68,12 @@ def check_top(option: str, value: int, loaded: LoadedModel) -> None:
 
 
 def encode_prompt(loaded: LoadedModel, prompt: str, chat: bool = False, system: str | None = None,
-                  new_tokens: int = 1, budget_option: str = "--max-new-tokens") -> EncodedPrompt:
+                  new_tokens: int = 1, budget_option: str = "--max-new-tokens", budget_offset: int = 0
+                  ) -> EncodedPrompt:
     """Template and tokenize a prompt, then check it against the model's context and embedding."""
     if not prompt.strip():
         raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
     text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)
-    check_lengths(loaded.model.config, len(ids), new_tokens, budget_option)
+    check_lengths(loaded.model.config, len(ids), new_tokens, budget_option, budget_offset)
     check_ids_fit(loaded.model, ids)
     return EncodedPrompt(prompt=prompt, text=text, ids=tuple(ids), chat=chat)

@@ -284,7 +284,10 @@ def _alternatives(tokenizer: Any, row: torch.Tensor, count: int) -> tuple[TokenA
 def prepare_scoring(loaded: LoadedModel, text: str, settings: ScoreSettings
                     ) -> tuple[PreparedText, list[tuple[int, int, int]], int, int]:
     """Tokens, the window plan, the window and the stride: the model-dependent checks of score and compare."""
+    from llmscope.prompts import check_ids_fit
+
     prepared = prepare_ids(loaded.tokenizer, text, settings)
+    check_ids_fit(loaded.model, prepared.ids)
     if len(prepared.ids) < 2:
         raise UsageError("the text is a single token with nothing before it: there is nothing to predict it from",
                          hint="pass a longer text, or --prompt with the context")

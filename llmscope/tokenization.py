@@ -301,6 +301,7 @@ def _added_special_tokens(tokenizer: Any, text: str, ids: list[int]) -> tuple[st
 
 
 _ID_SEPARATORS = re.compile(r"[\s,]+")
+_ASCII_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def parse_id_list(text: str, vocab_size: int) -> list[int]:
@@ -312,11 +313,12 @@ def parse_id_list(text: str, vocab_size: int) -> list[int]:
     for item in _ID_SEPARATORS.split(body):
         if not item:
             continue
-        if not item.lstrip("-").isdigit():
+        if not _ASCII_INTEGER.fullmatch(item):  # str.isdigit and int() take ² and ٣ too
             raise UsageError(f"--decode: {item!r} is not a token id", hint='pass integers like "504 3575 282"')
-        value = int(item)
+        value = int(item) if len(item) <= 20 else vocab_size  # int() refuses 4,300 digits and more
         if not 0 <= value < vocab_size:
-            raise UsageError(f"--decode: id {value} is outside the vocabulary (0 to {vocab_size - 1})")
+            shown = item if len(item) <= 20 else f"{item[:8]}… ({len(item)} digits)"
+            raise UsageError(f"--decode: id {shown} is outside the vocabulary (0 to {vocab_size - 1})")
         ids.append(value)
     return ids
 

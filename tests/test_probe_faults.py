@@ -291,3 +291,73 @@ def test_a_refusing_proxy_is_named_as_the_cause(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Retrying" not in result.stderr, result.stderr
     assert f"unreachable (proxy 127.0.0.1:{port}: Connection refused)" in errors[0]
+
+
+# ------------------------------------------------------------------------------------- token ids (11, 22)
+
+
+@pytest.mark.parametrize("ids", ["²", "1,²", "٣ ٤", "１２"])
+def test_decode_takes_ascii_digits_only(ids: str) -> None:
+    from llmscope.errors import UsageError
+    from llmscope.tokenization import parse_id_list
+
+    with pytest.raises(UsageError, match="is not a token id"):
+        parse_id_list(ids, 1000)
+
+
+def test_decode_of_a_huge_id_is_outside_the_vocabulary(cli, tiny_model_dir: Path) -> None:
+    from llmscope.tokenization import parse_id_list
+
+    assert parse_id_list(" 3, 4 ", 1000) == [3, 4]
+    result = cli("tokenize", "-m", tiny_model_dir, "--decode", "9" * 5000)
+    assert result.exit_code == USAGE and "outside the vocabulary" in result.stderr and "5000 digits" in result.stderr
+    superscript = cli("tokenize", "-m", tiny_model_dir, "--decode", "1,²")
+    assert superscript.exit_code == USAGE and "'²' is not a token id" in superscript.stderr
+
+
+@pytest.fixture(scope="module")
+def overgrown_tokenizer_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a tokenizer that has one token more than the embedding has rows."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("overgrown")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.add_tokens(["zqzqzq"])
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("command", [("score", "Hello zqzqzq world"), ("attention", "Hello zqzqzq world"),
+                                     ("compare", "Hello zqzqzq world", "--against-dtype", "bfloat16"),
+                                     ("bench-cache", "Hello zqzqzq", "-n", "2", "--repeat", "1", "--warmup", "0")])
+def test_ids_beyond_the_embedding_are_a_usage_error(cli, overgrown_tokenizer_model: Path,
+                                                    command: tuple[str, ...]) -> None:
+    result = cli(*command, "-m", overgrown_tokenizer_model)
+    assert result.exit_code == USAGE, result.stderr
+    assert "but the model's embedding has only" in result.stderr and "IndexError" not in result.stderr
+
+
+def test_score_batch_goes_on_past_a_record_beyond_the_embedding(cli, overgrown_tokenizer_model: Path) -> None:
+    result = cli("score", "-m", overgrown_tokenizer_model, "--batch", "-", input="Hello world\nzqzqzq x\nThe capital\n")
+    lines = records(result.stdout)
+    assert [("error" in line) for line in lines] == [False, True, False]
+    assert "embedding has only" in lines[1]["error"]
+
+
+def test_the_steps_hint_is_the_largest_value_that_works(cli, tiny_model_dir: Path) -> None:
+    refused = cli("next-token", "Hello", "-m", tiny_model_dir, "--steps", "300", "-k", "1")
+    assert refused.exit_code == USAGE
+    hint = re.search(r"use --steps (\d+) or less", refused.stderr)
+    assert hint and "--steps 300 exceed" in refused.stderr
+    largest = int(hint.group(1))
+    assert cli("next-token", "Hello", "-m", tiny_model_dir, "--steps", str(largest), "-k", "1", "--json"
+               ).exit_code == 0
+    assert cli("next-token", "Hello", "-m", tiny_model_dir, "--steps", str(largest + 1), "-k", "1").exit_code == USAGE
+
+
+def test_an_empty_prompt_option_is_named(cli, tiny_model_dir: Path) -> None:
+    result = cli("score", "Hello", "--prompt", "", "-m", tiny_model_dir)
+    assert result.exit_code == USAGE and "--prompt is empty" in result.stderr

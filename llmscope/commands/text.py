@@ -319,7 +319,7 @@ def _run_next_token(display: Any, settings: Any, text: str | None, items: list[A
 
     def encode(prompt: str) -> Any:
         return encode_prompt(loaded, prompt, chat=chat, system=settings.prompt.system, new_tokens=steps - 1,
-                             budget_option="--steps")
+                             budget_option="--steps", budget_offset=1)
 
     if items is None:
         result = next_token_encoded(loaded, [encode(text)], settings.inspect)[0]
