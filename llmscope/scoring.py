@@ -135,6 +135,8 @@ def prepare_ids(tokenizer: Any, text: str, settings: ScoreSettings) -> PreparedT
         text_ids = text_ids[: settings.max_tokens]
     bos_prepended = skipped = False
     if settings.prompt is not None:
+        if not settings.prompt.strip():
+            raise UsageError("--prompt is empty", hint="pass the context the text follows, or leave --prompt out")
         context_text, context = prompt_ids(tokenizer, settings.prompt, chat=settings.chat, system=settings.system)
     else:
         bos = getattr(tokenizer, "bos_token_id", None)
