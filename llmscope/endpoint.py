@@ -6,6 +6,7 @@ named, not invented. It uses urllib only: no torch, no transformers, nothing to 
 from __future__ import annotations
 
 import json
+import math
 import os
 import urllib.error
 import urllib.request
@@ -163,8 +164,9 @@ def next_token_openai(client: Client, prompt: str, inspect: Any, chat: bool, sys
     return info, result, tuple(limits)
 
 
-def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInfo, Any]:
-    """(model info, ScoreResult) from `llmscope serve`'s score route."""
+def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInfo, Any, tuple[str, ...]]:
+    """(model info, ScoreResult, what the server could not give): `llmscope serve`'s score route, else the
+    prompt's log-probabilities from an OpenAI-compatible server."""
     from llmscope.endpoint_results import from_plain
     from llmscope.scoring import ScoreResult
 
@@ -173,11 +175,33 @@ def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInf
     try:
         document = client.call("/llmscope/v1/score", body)
     except NoSuchRoute:
-        raise EndpointError(
-            "score --endpoint needs `llmscope serve`: plain OpenAI-compatible servers do not send every token's "
-            "rank, entropy and top choice", hint="for a vLLM server, its completions with echo and logprobs "
-            "(see README, 'Beyond one machine')") from None
-    return _info(document), from_plain(ScoreResult, document["result"])
+        return score_openai(client, text, options)
+    return _info(document), from_plain(ScoreResult, document["result"]), ()
+
+
+def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, Any, tuple[str, ...]]:
+    """score from any OpenAI-compatible server that echoes the prompt's log-probabilities (vLLM, llmscope serve)."""
+    from llmscope.endpoint_results import SCORE_LIMITS, completion_entries, score_from_openai
+    from llmscope.server.openai_shapes import MAX_LOGPROBS
+
+    asked = [name for name, value in (("--prompt", options.prompt), ("--window", options.window),
+                                      ("--stride", options.stride), ("--max-tokens", options.max_tokens)) if value]
+    if asked:
+        raise UsageError(f"{', '.join(asked)} with --endpoint need `llmscope serve`",
+                         hint="an OpenAI-compatible server scores the whole text in one pass")
+    model = client.model_name()
+    top = min(max(options.top_k, 1), MAX_LOGPROBS)
+    answer = client.call("/v1/completions", {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0,
+                                             "echo": True, "logprobs": top})
+    prompt_tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
+    entries = completion_entries((answer.get("choices") or [{}])[0].get("logprobs") or {})[:prompt_tokens]
+    if len(entries) < 2 or entries[1].get("logprob") in (None, -math.inf):
+        raise EndpointError("the endpoint sent no log-probabilities for the prompt (echo with logprobs)",
+                            hint="vLLM answers them; llama.cpp and ollama do not: score with a local model")
+    limits = list(SCORE_LIMITS)
+    if options.top_k > top:
+        limits.append(f"more than {top} alternatives (top_logprobs is capped at {MAX_LOGPROBS})")
+    return ModelInfo(model=model, source="endpoint"), score_from_openai(model, text, entries, options), tuple(limits)
 
 
 def generate(settings: EndpointSettings, prompt: str, chat: bool | None, system: str | None, generation: Any,

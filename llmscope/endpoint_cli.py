@@ -51,9 +51,12 @@ def run_score(display: Any, endpoint: Any, text: str, settings: Any, colour_by: 
     from llmscope import endpoint as remote
     from llmscope.render import scoring as show
 
-    info, result = remote.score(endpoint, text, settings)
+    info, result, limits = remote.score(endpoint, text, settings)
+    if limits:
+        display.warning(f"{endpoint.base} is not `llmscope serve`: it cannot give {', '.join(limits)}")
     display.model_info = info
-    show.show_score(display, info, result, colour_by, table)
+    show.show_score(display, info, result, colour_by, table,
+                    **({"endpoint_cannot_give": list(limits)} if limits else {}))
 
 
 def run_generate(display: Any, endpoint: Any, text: str, settings: Any) -> None:

@@ -97,3 +97,42 @@ def completion_entries(logprobs: dict[str, Any]) -> list[dict[str, Any]]:
     tops = logprobs.get("top_logprobs") or [None] * len(tokens)
     return [{"token": t, "logprob": -math.inf if v is None else v, "top_logprobs": top or {}}
             for t, v, top in zip(tokens, values, tops)]
+
+
+# What a plain OpenAI-compatible server cannot give score.
+SCORE_LIMITS = ("entropy over the full vocabulary", "token ids", "ranks beyond the top log-probabilities")
+
+
+def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], settings: Any) -> Any:
+    """score's result from the prompt's own log-probabilities (completions with echo: the first token has none).
+    A first token that does not start the text is a BOS the server added; ids are -1, entropy NaN, and a rank is
+    0 when the token is not among the top log-probabilities sent."""
+    from llmscope.generation import TokenAlternative
+    from llmscope.scoring import ScoredToken, ScoreResult, nll_summary
+
+    first, rest = entries[0], entries[1:]
+    bos = not text.startswith(first.get("token", ""))
+    tokens = []
+    for position, entry in enumerate(rest, start=1):
+        text_piece, logprob = entry.get("token", ""), float(entry.get("logprob", -math.inf))
+        alternatives = sorted(_alternatives(entry), key=lambda a: -a[1])
+        rank = next((r for r, (t, _, _) in enumerate(alternatives, start=1) if t == text_piece), 0)
+        best = alternatives[0] if alternatives else (text_piece, logprob, -1)
+        tokens.append(ScoredToken(
+            position=position, token_id=-1, text=text_piece, delta=text_piece, probability=math.exp(logprob),
+            logprob=logprob, rank=rank, top_id=best[2], top_text=best[0], top_probability=math.exp(best[1]),
+            entropy=math.nan, context=position,
+            top=tuple(TokenAlternative(token_id=i, text=t, probability=math.exp(lp), logprob=lp,
+                                       bytes=tuple(t.encode())) for t, lp, i in alternatives[: settings.top_k]),
+            bytes=tuple(text_piece.encode())))
+    scored_bytes = len("".join(t.delta for t in tokens).encode())
+    total, mean, perplexity, bits = nll_summary([t.logprob for t in tokens], scored_bytes)
+    return ScoreResult(
+        model=model, text=text, prompt=None, context_text=first.get("token", ""), chat_template_applied=False,
+        bos_prepended=bos, first_token_skipped=not bos, token_ids=tuple(-1 for _ in entries), context_tokens=1,
+        tokens=tuple(tokens), tokens_scored=len(tokens), text_tokens=len(rest) + (0 if bos else 1), truncated=False,
+        total_nll=total, mean_nll=mean, perplexity=perplexity, scored_bytes=scored_bytes, bits_per_byte=bits,
+        window=len(entries), stride=len(entries), windows=1, min_context=1 if tokens else 0,
+        mean_context=sum(t.context for t in tokens) / len(tokens) if tokens else 0.0,
+        most_surprising=tuple(sorted(tokens, key=lambda t: t.logprob)[: settings.worst]), seconds=0.0,
+        settings=settings)

@@ -133,3 +133,17 @@ def test_compare_against_the_server_is_the_local_compare(cli, server: Server, ti
     assert [r["b_id"] for r in a["next_token"]["rows"]] == [r["b_id"] for r in b["next_token"]["rows"]]
     other = cli("compare", text, "-m", tiny_model_dir, "--against-endpoint", server.url, "--against-dtype", "bfloat16")
     assert other.exit_code == 2
+
+
+def test_score_from_openai_echo_logprobs_alone(server: Server, tiny_model_dir: Path) -> None:
+    from llmscope.endpoint import Client, EndpointSettings, score_openai
+    from llmscope.loader import load_model
+    from llmscope.scoring import ScoreSettings, score_text
+
+    text = "Attention heads share keys and values."
+    info, result, limits = score_openai(Client(EndpointSettings(url=server.url)), text, ScoreSettings(top_k=3))
+    local = score_text(load_model(str(tiny_model_dir), device="cpu"), text, ScoreSettings(top_k=3))
+    assert "entropy over the full vocabulary" in limits and result.first_token_skipped == local.first_token_skipped
+    assert result.perplexity == pytest.approx(local.perplexity, abs=1e-4)
+    assert [t.text for t in result.tokens] == [t.text for t in local.tokens]
+    assert [t.rank for t in result.tokens if t.rank] == [t.rank for t in local.tokens if t.rank <= 3]

@@ -3,6 +3,7 @@ colouring), the summaries and tables for people, and the JSON documents (OpenAI-
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich import box
@@ -17,6 +18,11 @@ from llmscope.results import ModelInfo
 from llmscope.scoring import ScoredToken, ScoreResult
 
 DIFFERENT = "≠"  # marks a row whose top tokens differ, with or without colour
+
+
+def _rank(rank: int) -> str:
+    """A rank, or "-" for 0: not known (a server sent only the top log-probabilities, and not this token's)."""
+    return f"{rank:,}" if rank else "-"
 
 
 def _figure(value: float | None, digits: int = 3) -> str:
@@ -83,8 +89,9 @@ def token_table(result: ScoreResult) -> Any:
                         overflow="ellipsis")
     for token in result.tokens:
         grid.add_row(str(token.position), quoted(token.text), probability_text(token.probability),
-                     f"{token.logprob:.3f}", str(token.rank), quoted(token.top_text),
-                     probability_text(token.top_probability), f"{token.entropy:.2f}")
+                     f"{token.logprob:.3f}", _rank(token.rank), quoted(token.top_text),
+                     probability_text(token.top_probability),
+                     "-" if math.isnan(token.entropy) else f"{token.entropy:.2f}")
     return titled(f"Every scored token ({result.tokens_scored})", grid)
 
 
@@ -112,13 +119,13 @@ def surprise_table(tokens: tuple[ScoredToken, ...]) -> Any:
     grid.add_column("its prob", justify="right")
     for token in tokens:
         grid.add_row(str(token.position), quoted(token.text), probability_text(token.probability),
-                     f"{token.rank:,}", quoted(token.top_text), probability_text(token.top_probability))
+                     _rank(token.rank), quoted(token.top_text), probability_text(token.top_probability))
     return titled(f"The {len(tokens)} most surprising token{'s' if len(tokens) != 1 else ''}", grid)
 
 
 def _record(token: ScoredToken) -> dict[str, Any]:
     return {"token": token.text, "id": token.token_id, "logprob": token.logprob, "probability": token.probability,
-            "rank": token.rank, "bytes": list(token.bytes),
+            "rank": token.rank or None, "bytes": list(token.bytes),
             "top": {"token": token.top_text, "id": token.top_id, "probability": token.top_probability},
             "entropy": token.entropy, "context": token.context,
             "top_logprobs": [{"token": alt.text, "id": alt.token_id, "logprob": alt.logprob,
@@ -145,7 +152,7 @@ def score_payload(result: ScoreResult) -> dict[str, Any]:
         "window": {"size": result.window, "stride": result.stride, "forward_passes": result.windows,
                    "min_context": result.min_context, "mean_context": result.mean_context},
         "most_surprising": [{"position": t.position, "token": t.text, "id": t.token_id, "probability": t.probability,
-                             "rank": t.rank, "expected": t.top_text, "expected_probability": t.top_probability}
+                             "rank": t.rank or None, "expected": t.top_text, "expected_probability": t.top_probability}
                             for t in result.most_surprising],
         "prompt_logprobs": {"content": content},
         "settings": result.settings,
