@@ -1,0 +1,139 @@
+"""Commands that explain a prediction: attribute (which input tokens made the model say its tokens).
+They parse and check options, then call the library and the renderer; they compute nothing themselves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from llmscope.cliapp import app
+from llmscope.clikit import (
+    EXIT_CODES_HELP,
+    BatchFormatOpt,
+    BatchOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonlOpt,
+    JsonOpt,
+    ModelOpt,
+    OptionalPromptArg,
+    QuantizeOpt,
+    QuietOpt,
+    SystemOpt,
+    ThreadsOpt,
+    TrustOpt,
+    batch_from_options,
+    command,
+    example,
+    load,
+    model_settings,
+    prompt_or_batch,
+    read_batch,
+    warn_all,
+    write_batch,
+)
+from llmscope.settings import PromptSettings, output_mode
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("Hello world", "-m", "{model}", "--steps", "4", "--target", " again")
+def attribute(
+    prompt: OptionalPromptArg = None,
+    model: ModelOpt = None,
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", help="occlusion | input-x-gradient | integrated-gradients | attention-rollout (ig, ixg, rollout); "
+        "repeat it or give a comma list. Default: all four, side by side.", show_default=False)] = None,
+    target: Annotated[str | None, typer.Option(
+        "--target", help="Attribute this continuation instead of the model's own next token (each of its tokens, "
+        "teacher-forced), e.g. ' Paris'.", show_default=False)] = None,
+    new_tokens: Annotated[int, typer.Option(
+        "--new-tokens", "-n", help="Attribute the model's next N greedy tokens (a targets x inputs matrix).")] = 1,
+    contrast: Annotated[str | None, typer.Option(
+        "--contrast", help="Attribute log p(target) - log p(this): why the target and not this (one token per "
+        "target token).", show_default=False)] = None,
+    occlude_with: Annotated[str | None, typer.Option(
+        "--occlude-with", metavar="TOKEN", help="Occlusion replaces each input token with TOKEN instead of leaving it "
+        "out.", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Integrated-gradients steps (Gauss-Legendre points). Default: 32, doubled up to 256 until "
+        "the completeness error is under 1%.", show_default=False)] = None,
+    baseline: Annotated[str, typer.Option(
+        "--baseline", help="eos | zero | mean: the integrated-gradients baseline embedding of every input but the "
+        "first (held: it is the attention sink).")] = "eos",
+    top: Annotated[int, typer.Option("--top", help="Inputs ranked per target in the table.")] = 5,
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", help="Refuse prompts whose input + target tokens exceed this (gradient methods cost a "
+        "forward and backward pass per step and token).")] = 256,
+    plot: Annotated[str | None, typer.Option(
+        "--plot", metavar="FILE", help="Also write the targets x inputs heatmaps, one per method (.png or .svg).",
+        show_default=False)] = None,
+    chat: Annotated[bool | None, typer.Option(
+        "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt; on with "
+        "--system).", show_default=False)] = None,
+    system: SystemOpt = None,
+    batch: BatchOpt = None,
+    batch_format: BatchFormatOpt = "auto",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    device_map: DeviceMapOpt = None,
+    trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
+    threads: ThreadsOpt = None,
+    json_output: JsonOpt = False,
+    jsonl_output: JsonlOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Show which input tokens made the model say its next token (or --target, -n N): occlusion, input x gradient,
+    integrated gradients (with its completeness check) and attention rollout, side by side."""
+    with command(quiet) as display:
+        from llmscope.attribution_settings import AttributeCommand, AttributionSettings, method_list
+
+        batch_settings = batch_from_options(batch, batch_format, 8)
+        settings = AttributeCommand(
+            attribution=AttributionSettings(
+                methods=method_list(method), target=target, new_tokens=new_tokens, contrast=contrast,
+                occlude_with=occlude_with, steps=steps, baseline=baseline, max_tokens=max_tokens, top=top),
+            prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
+                                  system=system),
+            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
+            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
+            plot=plot, batch=batch_settings)
+        if plot is not None:
+            from pathlib import Path
+
+            from llmscope.render.benchchart import check_plot_path, require_matplotlib
+
+            require_matplotlib()
+            check_plot_path(Path(plot))
+        text = prompt_or_batch(prompt, batch_settings)
+        display.mode = settings.mode
+        warn_all(display, settings.warnings())
+        items = read_batch(batch_settings)
+        _run_attribute(display, settings, text, items)
+
+
+def _run_attribute(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+    from llmscope.attribution import attribute_encoded
+    from llmscope.prompts import encode_prompt
+    from llmscope.render import attribution as show
+
+    loaded = load(display, settings.model)
+    chat = bool(settings.prompt.chat)
+    options = settings.attribution
+
+    def encode(prompt: str) -> Any:
+        return encode_prompt(loaded, prompt, chat=chat, system=settings.prompt.system,
+                             new_tokens=options.new_tokens, budget_option="-n")
+
+    if items is None:
+        result = attribute_encoded(loaded, encode(text), options)
+        show.show_attribution(display, loaded.info, result, top=options.top, plot=settings.plot)
+        return
+    from llmscope.batch import run_batch
+
+    outcomes = run_batch(items, 1, prepare=lambda item: encode(item.prompt),
+                         run_chunk=lambda encoded: [attribute_encoded(loaded, e, options) for e in encoded])
+    write_batch(display, items, outcomes, lambda result, keys: show.show_attribution(
+        display, loaded.info, result, top=options.top, **keys))
