@@ -1,11 +1,12 @@
 """Device and dtype choice: auto|cpu|cuda|cuda:N|mps and auto|float32|bfloat16|float16 -> what runs here,
-checked with a tiny probe; and the out-of-memory message. It loads no model and never prints."""
+checked with a tiny probe (the out-of-memory message lives in errors.py). It loads no model and never prints."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from llmscope.errors import DeviceError, UsageError
+from llmscope.errors import out_of_memory_error as out_of_memory_error
 from llmscope.load_errors import first_line
 
 if TYPE_CHECKING:
@@ -82,27 +83,3 @@ def _check_dtype_runs(dtype: torch.dtype, device: str) -> None:
 
 def dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def out_of_memory_error(device: str | None, model_name: str, parameters: int | None = None,
-                        dtype: str | None = None) -> DeviceError:
-    """A DeviceError that says how large the model is and how much memory the device has free."""
-    import torch
-
-    size_text = ""
-    if parameters:
-        bytes_per = {"float32": 4, "bfloat16": 2, "float16": 2}.get(dtype or "", 4)
-        size_text = f" ({parameters / 1e6:.1f}M parameters, {parameters * bytes_per / 2**30:.2f} GiB of weights" + (
-            f" in {dtype})" if dtype else ")")
-    free_text = ""
-    if device and device.startswith("cuda") and torch.cuda.is_available():
-        free, total = torch.cuda.mem_get_info(torch.device(device))
-        free_text = f"; {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
-    elif device == "cpu":
-        import psutil
-
-        memory = psutil.virtual_memory()
-        free_text = f"; {memory.available / 2**30:.1f} GiB free of {memory.total / 2**30:.1f} GiB RAM"
-    return DeviceError(f"out of memory on {device or 'the device'} running {model_name}{size_text}{free_text}",
-                       hint="use a smaller --dtype (bfloat16/float16), --device-map auto for CPU offload, "
-                            "or a shorter prompt")

@@ -1,5 +1,5 @@
-"""Exceptions that llmscope turns into one readable line and an exit code.
-Library code raises these; only the CLI decides how they are shown."""
+"""Exceptions that llmscope turns into one readable line and an exit code (library code raises them; only the CLI
+shows them). It imports no other llmscope module at run time: every module may import it, so no circle closes."""
 
 from __future__ import annotations
 
@@ -81,6 +81,30 @@ class DeviceError(LlmscopeError):
     """The requested device or dtype cannot run here, or it ran out of memory."""
 
 
+def out_of_memory_error(device: str | None, model_name: str, parameters: int | None = None,
+                        dtype: str | None = None) -> DeviceError:
+    """A DeviceError that says how large the model is and how much memory the device has free."""
+    import torch  # only when memory ran out: torch is loaded by then
+
+    size_text = ""
+    if parameters:
+        bytes_per = {"float32": 4, "bfloat16": 2, "float16": 2}.get(dtype or "", 4)
+        size_text = f" ({parameters / 1e6:.1f}M parameters, {parameters * bytes_per / 2**30:.2f} GiB of weights" + (
+            f" in {dtype})" if dtype else ")")
+    free_text = ""
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(torch.device(device))
+        free_text = f"; {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
+    elif device == "cpu":
+        import psutil
+
+        memory = psutil.virtual_memory()
+        free_text = f"; {memory.available / 2**30:.1f} GiB free of {memory.total / 2**30:.1f} GiB RAM"
+    return DeviceError(f"out of memory on {device or 'the device'} running {model_name}{size_text}{free_text}",
+                       hint="use a smaller --dtype (bfloat16/float16), --device-map auto for CPU offload, "
+                            "or a shorter prompt")
+
+
 # ---------------------------------------------------------------------------------------------- by type
 
 # Exceptions from the libraries under llmscope, keyed by type: (module, class name) -> message and hint. A type is
@@ -94,8 +118,6 @@ def _first_line(error: BaseException) -> str:
 
 
 def _out_of_memory(error: BaseException, info: ModelInfo | None) -> LlmscopeError:
-    from llmscope.loader import out_of_memory_error
-
     return out_of_memory_error(info.device if info else None, info.model if info else "the model",
                                info.parameters if info else None, info.dtype if info else None)
 

@@ -14,25 +14,14 @@ from rich.text import Text
 from llmscope.benchresults import CACHE, BenchResult, GrowthFit, LengthResult, ModeSummary
 from llmscope.benchrun import RunTiming
 from llmscope.render import Display, human_bytes
+from llmscope.render.benchchart import MODE_LABELS, MODE_STYLES, seconds_text, text_chart
 from llmscope.results import ModelInfo
 from llmscope.stats import Stats
 
-MODE_LABELS = {CACHE: "with KV cache", "no-cache": "without cache"}
-MODE_STYLES = {CACHE: "#56B4E9", "no-cache": "#E69F00"}  # Okabe-Ito blue / orange
-MODE_MARKERS = {CACHE: "●", "no-cache": "■"}
 CSV_FIELDS = ("mode", "new_tokens", "run", "seconds", "ttft_s", "decode_ms_per_token", "tokens_per_s",
               "peak_memory_bytes", "peak_over_start_bytes", "prompt_tokens")
 
 # ---------------------------------------------------------------------------------------------- numbers
-
-
-def seconds_text(value: float | None) -> str:
-    """412 ms, 4.21 s, 83.0 s: three significant figures, in ms below one second."""
-    if value is None:
-        return "-"
-    if abs(value) < 1:
-        return f"{value * 1000:.3g} ms" if value * 1000 >= 100 else f"{value * 1000:.1f} ms"
-    return f"{value:.3g} s" if value < 100 else f"{value:.0f} s"
 
 
 def mean_std_text(stats: Stats | None, scale: float = 1.0, unit: str = "s") -> str:
@@ -235,7 +224,6 @@ def kv_text(length: LengthResult) -> Text:
 def show_bench(display: Display, info: ModelInfo, result: BenchResult) -> None:
     """bench-cache's one render entry: the document (--json / --jsonl), one CSV row per timed run (--csv), or the
     people's view: one table per length (or one sweep/depth table, growth fits and a chart)."""
-    from llmscope.render.benchchart import text_chart
     from llmscope.settings import OutputMode
 
     if display.mode == OutputMode.CSV:

@@ -10,7 +10,22 @@ from rich.text import Text
 
 from llmscope.benchresults import CACHE, BenchResult
 from llmscope.errors import UsageError
-from llmscope.render.bench import MODE_LABELS, MODE_MARKERS, MODE_STYLES, seconds_text
+
+# The modes' names, colours and markers, and the seconds format: shared with the tables of render/bench.py, which
+# imports them from here (the arrows run one way: bench -> benchchart).
+MODE_LABELS = {CACHE: "with KV cache", "no-cache": "without cache"}
+MODE_STYLES = {CACHE: "#56B4E9", "no-cache": "#E69F00"}  # Okabe-Ito blue / orange
+MODE_MARKERS = {CACHE: "●", "no-cache": "■"}
+
+
+def seconds_text(value: float | None) -> str:
+    """412 ms, 4.21 s, 83.0 s: three significant figures, in ms below one second."""
+    if value is None:
+        return "-"
+    if abs(value) < 1:
+        return f"{value * 1000:.3g} ms" if value * 1000 >= 100 else f"{value * 1000:.1f} ms"
+    return f"{value:.3g} s" if value < 100 else f"{value:.0f} s"
+
 
 PLOT_SUFFIXES = (".png", ".svg")
 PLOT_INSTALL_HINT = "pip install 'llmscope[plot]'"
