@@ -289,3 +289,37 @@ def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     assert b'"error"' not in rest
     with pytest.raises(OSError):
         urllib.request.urlopen(running.url + "/health", timeout=10)
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": "Hi", "n": 2}, "n"),
+    ({"prompt": "Hi", "logprobs": 21}, "logprobs"),
+    ({"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"prompt": "Hi", "max_tokens": 0}, "max_tokens"),  # 0 only with echo
+    ({"prompt": "Hi", "top_p": 0}, "top_p"),
+    ({"prompt": "Hi", "seed": -1}, "seed"),
+    ({"prompt": "Hi", "stream": "yes"}, "stream"),
+    ({"prompt": [1, 2, 3]}, "prompt"),
+])
+def test_completion_requests_are_checked(body: dict[str, Any], param: str) -> None:
+    from llmscope.server.openai_shapes import ApiError, parse_completion
+
+    with pytest.raises(ApiError) as refused:
+        parse_completion(body)
+    assert refused.value.status == 400 and refused.value.param == param
+
+
+def test_request_shapes_read_openai_fields() -> None:
+    from llmscope.server.openai_shapes import ApiError, parse_chat, parse_completion
+
+    echo = parse_completion({"prompt": ["a", "b"], "max_tokens": 0, "echo": True, "logprobs": 2, "stop": "x"})
+    assert echo.prompts == ("a", "b") and echo.sampling.max_tokens == 0 and echo.sampling.stop == ("x",)
+    chat = parse_chat({"messages": [{"role": "developer", "content": "Be brief."},
+                                    {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                       "max_completion_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 3})
+    assert chat.messages == (("system", "Be brief."), ("user", "Hi")) and chat.sampling.max_tokens == 5
+    assert chat.sampling.greedy and chat.top_logprobs == 3
+    with pytest.raises(ApiError):
+        parse_chat({"messages": [{"role": "tool", "content": "x"}]})
+    with pytest.raises(ApiError):
+        parse_chat({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})  # needs logprobs
