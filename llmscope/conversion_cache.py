@@ -212,6 +212,8 @@ def touch(entry: Path) -> None:
     """Record a use of the entry (the marker's mtime is its last use); a read-only cache is fine."""
     with contextlib.suppress(OSError):
         os.utime(entry / CACHE_MARKER)
+    with contextlib.suppress(OSError):
+        remove_stale_staging(entry.parent)
 
 
 def remove_entry(entry: Path, why: str) -> None:

@@ -4,7 +4,6 @@ It reads the environment and installed packages; it loads no model and never pri
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -72,7 +71,8 @@ def collect_environment() -> EnvReport:
     conversions_dir = cache_root() / "gguf"
     conversions = tuple(sorted(p.name for p in conversions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
                                )) if conversions_dir.is_dir() else ()
-    hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    from huggingface_hub import constants as hub  # what transformers really uses ($HF_HUB_CACHE, $HF_HOME, XDG)
+
     return EnvReport(
         llmscope_version=__version__,
         python=sys.version.split()[0],
@@ -85,8 +85,8 @@ def collect_environment() -> EnvReport:
         default_device=resolve_device("auto"),
         cpu_threads=torch.get_num_threads(),
         llmscope_cache=str(cache_root()),
-        hf_cache=os.environ.get("HF_HUB_CACHE") or os.path.join(hf_home, "hub"),
-        hf_offline=os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"),
+        hf_cache=str(hub.HF_HUB_CACHE),
+        hf_offline=bool(hub.HF_HUB_OFFLINE),
         default_model=default_model_spec(),
         embedded_model_installed=embedded is not None,
         embedded_model_path=embedded,

@@ -361,3 +361,34 @@ def test_the_steps_hint_is_the_largest_value_that_works(cli, tiny_model_dir: Pat
 def test_an_empty_prompt_option_is_named(cli, tiny_model_dir: Path) -> None:
     result = cli("score", "Hello", "--prompt", "", "-m", tiny_model_dir)
     assert result.exit_code == USAGE and "--prompt is empty" in result.stderr
+
+
+# ------------------------------------------------------------------------------------- env (14)
+
+
+def test_env_shows_the_hub_cache_huggingface_hub_uses(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
+    result = subprocess.run([sys.executable, "-m", "llmscope", "env", "--json"], capture_output=True, text=True,
+                            timeout=120, env={**clean, "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["hf_cache"] == str(tmp_path / "xdg" / "huggingface" / "hub")
+
+
+# ------------------------------------------------------------------------------------- the conversion cache (12)
+
+
+def test_a_dead_process_staging_folder_goes_on_the_next_load(tiny_gguf: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmscope import loader
+
+    monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "cache"))
+    loaded = loader.load_model(str(tiny_gguf), device="cpu")  # converts: the entry is whole from here on
+    entry = loader.gguf_cache_dir(loaded.spec)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead = int(finished.stdout)  # a process id whose process has ended
+    leftover = entry.parent / f".tmp-{entry.name}-{dead}-0123abcd"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"\0" * 4096)
+    loader.load_model(str(tiny_gguf), device="cpu")  # a plain load of the valid entry
+    assert not leftover.exists()
