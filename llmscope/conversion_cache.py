@@ -209,7 +209,8 @@ def entry_is_whole(entry: Path) -> bool:
 
 
 def touch(entry: Path) -> None:
-    """Record a use of the entry (the marker's mtime is its last use); a read-only cache is fine."""
+    """Record a use of the entry (the marker's mtime is its last use) and remove staging folders that dead
+    processes left beside it (hundreds of MB, else kept until the next conversion); a read-only cache is fine."""
     with contextlib.suppress(OSError):
         os.utime(entry / CACHE_MARKER)
     with contextlib.suppress(OSError):
