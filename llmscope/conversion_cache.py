@@ -337,6 +337,7 @@ class CacheReport:
     total_bytes: int
     removed: tuple[str, ...] = ()  # names cleared by this call
     freed_bytes: int = 0
+    cleared: bool = False  # the report of a --clear (which may have found nothing to remove)
 
 
 def folder_size(path: Path) -> int:
@@ -381,12 +382,14 @@ def cache_size() -> int:
 def clear(names: tuple[str, ...] = ()) -> CacheReport:
     """Remove the named entries, or all of them. A name that is not an entry's exact name clears every entry
     that starts with it or was converted from a file of that name."""
-    from llmscope.errors import UsageError
+    from llmscope.errors import LlmscopeError, UsageError
 
     before = list_entries()
     if names:
         chosen = []
         for wanted in names:
+            if not wanted.strip():  # a script's empty variable must not mean "every entry"
+                raise UsageError("--clear got an empty entry name", hint="give no name to clear every entry")
             matches = ([e for e in before.entries if e.name == wanted]
                        or [e for e in before.entries if e.name.startswith(wanted)
                            or (e.source and Path(e.source).name == wanted)])
@@ -396,12 +399,20 @@ def clear(names: tuple[str, ...] = ()) -> CacheReport:
     else:
         chosen = list(before.entries)
     freed = 0
-    removed = []
-    for entry in {e.name: e for e in chosen}.values():
-        shutil.rmtree(conversions_dir() / entry.name, ignore_errors=True)
-        if not (conversions_dir() / entry.name).exists():
+    removed, failed = [], []
+    chosen = list({e.name: e for e in chosen}.values())
+    for entry in chosen:
+        path = conversions_dir() / entry.name
+        try:  # a symlink is the entry itself: its target is not the cache's to delete
+            path.unlink() if path.is_symlink() else shutil.rmtree(path)
+        except OSError as error:
+            failed.append(f"{entry.name} ({error.strerror or type(error).__name__})")
+        if not os.path.lexists(path):
             removed.append(entry.name)
             freed += entry.size_bytes
+    if failed:
+        raise LlmscopeError(f"could not remove {', '.join(failed)}; removed {len(removed)} of {len(chosen)}",
+                            hint=f"check that you may write to {conversions_dir()}")
     after = list_entries()
     return CacheReport(root=after.root, entries=after.entries, total_bytes=after.total_bytes,
-                       removed=tuple(removed), freed_bytes=freed)
+                       removed=tuple(removed), freed_bytes=freed, cleared=True)

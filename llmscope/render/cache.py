@@ -24,6 +24,8 @@ def show_cache(display: Display, report: CacheReport) -> None:
     if report.removed:
         display.status(f"removed {len(report.removed)} entr{'y' if len(report.removed) == 1 else 'ies'}, "
                        f"{human_bytes(report.freed_bytes)} freed")
+    elif report.cleared:
+        display.status("nothing to remove: the cache holds no entries")
     damaged = any(entry.problem for entry in report.entries)
     table = Table(title=f"conversion cache: {report.root} ({human_bytes(report.total_bytes)})",
                   title_justify="left", caption_justify="left",
