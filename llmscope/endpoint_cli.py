@@ -28,35 +28,79 @@ def endpoint_settings(url: str | None, api_key: str | None, model: str | None, b
             raise UsageError("--api-key is for --endpoint", hint="add --endpoint URL, or drop --api-key")
         return None
     if batch is not None:
-        raise UsageError("--batch runs a local model", hint="loop over the prompts: a warm server answers each fast")
+        raise UsageError("--batch with --endpoint is for next-token and score",
+                         hint="loop over the prompts: a warm server answers each fast")
     for option, given in (local_only or {}).items():
         if given:
             raise UsageError(f"{option} needs a local model, not --endpoint", hint=f"drop {option} or --endpoint")
     return settings
 
 
-def run_next_token(display: Any, endpoint: Any, text: str, settings: Any) -> None:
+def _limits_note(display: Any, endpoint: Any, limits: tuple[str, ...]) -> dict[str, Any]:
+    """Say once what the server could not give; the --json key that says it too."""
+    if not limits:
+        return {}
+    display.warning(f"{endpoint.base} is not `llmscope serve`: it cannot give {', '.join(limits)}")
+    return {"endpoint_cannot_give": list(limits)}
+
+
+def _each(display: Any, endpoint: Any, items: list[Any], size: int, ask: Any, show: Any) -> None:
+    """--batch through the endpoint: each chunk's prompts sent at once (the server batches them), one record per
+    prompt in input order, as a local --batch writes them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmscope.batch import run_batch
+    from llmscope.clikit import require_text, write_batch
+
+    noted: dict[str, Any] = {}
+
+    def run_chunk(texts: list[str]) -> list[Any]:
+        with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+            answers = list(pool.map(ask, texts))
+        if "keys" not in noted:
+            noted["keys"] = _limits_note(display, endpoint, answers[0][2])
+            display.model_info = answers[0][0]
+        return answers
+
+    outcomes = run_batch(items, size, prepare=lambda item: require_text(item.prompt), run_chunk=run_chunk)
+    write_batch(display, items, outcomes, lambda answer, keys: show(answer[0], answer[1], {**noted["keys"], **keys}))
+
+
+def run_next_token(display: Any, endpoint: Any, text: str | None, settings: Any, items: list[Any] | None = None
+                   ) -> None:
     from llmscope import endpoint as remote
     from llmscope.render import inspection as show
 
-    info, result, limits = remote.next_token(endpoint, text, settings.inspect, settings.prompt.applies_template,
-                                             settings.prompt.system)
-    if limits:
-        display.warning(f"{endpoint.base} is not `llmscope serve`: it cannot give {', '.join(limits)}")
+    def ask(prompt: str) -> Any:
+        return remote.next_token(endpoint, prompt, settings.inspect, settings.prompt.applies_template,
+                                 settings.prompt.system)
+
+    if items is not None:
+        _each(display, endpoint, items, settings.batch.batch_size, ask,
+              lambda info, result, keys: show.show_next_token(display, info, result, **keys))
+        return
+    info, result, limits = ask(text or "")
+    keys = _limits_note(display, endpoint, limits)
     display.model_info = info
-    show.show_next_token(display, info, result, **({"endpoint_cannot_give": list(limits)} if limits else {}))
+    show.show_next_token(display, info, result, **keys)
 
 
-def run_score(display: Any, endpoint: Any, text: str, settings: Any, colour_by: str, table: bool) -> None:
+def run_score(display: Any, endpoint: Any, text: str | None, settings: Any, colour_by: str, table: bool,
+              items: list[Any] | None = None) -> None:
     from llmscope import endpoint as remote
     from llmscope.render import scoring as show
 
-    info, result, limits = remote.score(endpoint, text, settings)
-    if limits:
-        display.warning(f"{endpoint.base} is not `llmscope serve`: it cannot give {', '.join(limits)}")
+    def ask(source: str) -> Any:
+        return remote.score(endpoint, source, settings)
+
+    if items is not None:
+        _each(display, endpoint, items, 8, ask,
+              lambda info, result, keys: show.show_score(display, info, result, **keys))
+        return
+    info, result, limits = ask(text or "")
+    keys = _limits_note(display, endpoint, limits)
     display.model_info = info
-    show.show_score(display, info, result, colour_by, table,
-                    **({"endpoint_cannot_give": list(limits)} if limits else {}))
+    show.show_score(display, info, result, colour_by, table, **keys)
 
 
 def run_generate(display: Any, endpoint: Any, text: str, settings: Any) -> None:

@@ -104,7 +104,7 @@ def test_endpoint_usage_errors(cli, server: Server, tmp_path: Path) -> None:
     assert lens.exit_code == 2 and "--lens needs a local model" in lens.stderr
     batch_file = tmp_path / "prompts.txt"
     batch_file.write_text("a\nb\n")
-    assert cli("next-token", "--batch", batch_file, "--endpoint", server.url).exit_code == 2
+    assert cli("generate", "--batch", batch_file, "--endpoint", server.url).exit_code == 2
     assert cli("next-token", PROMPT, "--api-key", "k").exit_code == 2  # a key without an endpoint
     assert cli("next-token", PROMPT, "--endpoint", "localhost:1").exit_code == 2
     gone = cli("next-token", PROMPT, "--endpoint", "http://127.0.0.1:9")
@@ -142,8 +142,27 @@ def test_score_from_openai_echo_logprobs_alone(server: Server, tiny_model_dir: P
 
     text = "Attention heads share keys and values."
     info, result, limits = score_openai(Client(EndpointSettings(url=server.url)), text, ScoreSettings(top_k=3))
+    assert info.source == "endpoint"
     local = score_text(load_model(str(tiny_model_dir), device="cpu"), text, ScoreSettings(top_k=3))
     assert "entropy over the full vocabulary" in limits and result.first_token_skipped == local.first_token_skipped
     assert result.perplexity == pytest.approx(local.perplexity, abs=1e-4)
     assert [t.text for t in result.tokens] == [t.text for t in local.tokens]
     assert [t.rank for t in result.tokens if t.rank] == [t.rank for t in local.tokens if t.rank <= 3]
+
+
+def test_batch_through_the_server_writes_the_local_records(cli, server: Server, tiny_model_dir: Path,
+                                                           tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "The capital of France is"}\n{"id": "b", "prompt": ""}\n'
+                       '{"id": "c", "prompt": "Hello world"}\n')
+    remote = cli("next-token", "--batch", prompts, "-k", "3", "--endpoint", server.url)
+    local = cli("next-token", "--batch", prompts, "-k", "3", "-m", tiny_model_dir)
+    assert remote.exit_code == local.exit_code == 1  # the empty prompt is an error record in both
+    a, b = ([json.loads(line) for line in run.stdout.splitlines()] for run in (remote, local))
+    assert [(r["id"], r.get("error") is None) for r in a] == [(r["id"], r.get("error") is None) for r in b]
+    for record_a, record_b in zip(a, b):
+        if record_a.get("error") is None:
+            assert [t["probability"] for t in record_a["steps"][0]["top"]] == pytest.approx(
+                [t["probability"] for t in record_b["steps"][0]["top"]], abs=1e-5)
+    scored = cli("score", "--batch", prompts, "--endpoint", server.url)
+    assert scored.exit_code == 1 and len(scored.stdout.splitlines()) == 3

@@ -79,9 +79,7 @@ def bench_cache(
     compile_model: Annotated[bool, typer.Option(
         "--compile", help="Also torch.compile the cached mode's decode step (with a static cache; compiled during "
         "the warm-up).")] = False,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", "-t", help="CPU threads for torch (torch.set_num_threads). Default: torch's own choice.",
-        show_default=False)] = None,
+    threads: ThreadsOpt = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
     device: DeviceOpt = "auto",
@@ -99,14 +97,16 @@ def bench_cache(
     """
     with command(quiet) as display:
         display.mode = output_mode(json=json_output, csv=csv_output)
+        from dataclasses import replace
         from pathlib import Path
 
         from llmscope import benchmark
         from llmscope.render import bench as show
         from llmscope.render import benchchart
 
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
         settings = benchmark.BenchSettings(max_new_tokens=max_new_tokens, sweep=sweep, depth=depth, warmup=warmup,
-                                           repeat=repeat, max_time=max_time, threads=threads,
+                                           repeat=repeat, max_time=max_time, threads=models.threads,
                                            static_cache=static_cache, compile=compile_model)
         plot_path = Path(plot) if plot is not None else None
         if plot_path is not None:
@@ -116,9 +116,11 @@ def bench_cache(
             benchchart.check_plot_path(plot_path)
             benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
-        loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None, quantize),
-                      fit_threads=False)
-        busy = benchmark.busy_cpu_percent()
+        loaded = load(display, replace(models, threads=None), fit_threads=False)  # the threads are set per run
+        from llmscope.cputhreads import choose_threads
+
+        busy = benchmark.busy_cpu_percent()  # like every command: the cores other processes leave free
+        threads = choose_threads(models.threads, busy).threads if loaded.device == "cpu" else models.threads
         show.warn_if_busy(display, busy, loaded.device, threads)
         with show.progress(display, settings.planned_tokens(), depth is not None) as (on_progress, on_run):
             result = benchmark.bench_cache(
@@ -131,6 +133,8 @@ def bench_cache(
             display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
         show.show_bench(display, loaded.info, result)
         show.warn_differences(display, result)
+        if result.budget_note:
+            display.warning(result.budget_note)
         if plot_path is not None and result.results:
             benchchart.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")
@@ -206,13 +210,13 @@ def score(
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        remote = endpoint_settings(endpoint, api_key, model, batch_settings, {"--quantize": quantize is not None})
+        remote = endpoint_settings(endpoint, api_key, model, None, {"--quantize": quantize is not None})
+        items = read_batch(batch_settings)
         if remote is not None:
             from llmscope.endpoint_cli import run_score
 
-            run_score(display, remote, source, settings, colour_by, table)
+            run_score(display, remote, source, settings, colour_by, table, items)
             return
-        items = read_batch(batch_settings)
         from llmscope.render import scoring as show
         from llmscope.scoring import score_text
 

@@ -294,17 +294,16 @@ def next_token(
             model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
             mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
             batch=batch_settings)
-        remote = endpoint_settings(endpoint, api_key, model, batch_settings,
-                                   {"--lens": lens, "--quantize": quantize is not None})
+        remote = endpoint_settings(endpoint, api_key, model, None, {"--lens": lens, "--quantize": quantize is not None})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
+        items = read_batch(batch_settings)
         if remote is not None:
             from llmscope.endpoint_cli import run_next_token
 
-            run_next_token(display, remote, text, settings)
+            run_next_token(display, remote, text, settings, items)
             return
-        items = read_batch(batch_settings)
         _run_next_token(display, settings, text, items)
 
 
