@@ -92,8 +92,9 @@ def embedding_function(loaded: LoadedModel, target: AttributionTarget) -> Callab
 
 
 @contextlib.contextmanager
-def gradients_through(model: Any) -> Iterator[None]:
-    """Gradients for the inputs only: the weights are frozen for the duration (less memory, no weight grads)."""
+def gradients_through(model: Any, quantize: str | None = None) -> Iterator[None]:
+    """Gradients for the inputs only: the weights are frozen for the duration (less memory, no weight grads).
+    On packed weights (quantize not none) a backward that cannot run becomes one line naming --quantize none."""
     import torch
 
     frozen = [p for p in model.parameters() if p.requires_grad]
@@ -102,6 +103,12 @@ def gradients_through(model: Any) -> Iterator[None]:
     try:
         with torch.enable_grad():
             yield
+    except (RuntimeError, NotImplementedError) as error:
+        if quantize in (None, "none"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"gradients cannot run through this model's packed --quantize {quantize} weights ({first})",
+                         hint="pass --quantize none, or --method occlusion,attention-rollout") from None
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
@@ -169,7 +176,7 @@ def _input_x_gradient(problem: Problem) -> tuple[list[list[float | None]], list[
     loaded = problem.loaded
     embeddings = input_embeddings(loaded, problem.ids)
     rows: list[list[float | None]] = []
-    with gradients_through(loaded.model):
+    with gradients_through(loaded.model, loaded.info.quantize):
         for target in problem.targets:
             x = embeddings[:, : target.position].clone()
             attributions = InputXGradient(embedding_function(loaded, target)).attribute(x)
@@ -222,7 +229,7 @@ def _integrated_gradients(problem: Problem) -> tuple[list[list[float | None]], l
     embeddings = input_embeddings(loaded, problem.ids)
     rows: list[list[float | None]] = []
     checks: list[Completeness | None] = []
-    with gradients_through(loaded.model):
+    with gradients_through(loaded.model, loaded.info.quantize):
         for target in problem.targets:
             x = embeddings[:, : target.position].clone()
             baseline = baseline_embeddings(loaded, x, settings.baseline)

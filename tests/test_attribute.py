@@ -223,6 +223,16 @@ def test_batch_and_people_view(cli, tiny_model_dir: Path, tmp_path: Path) -> Non
     assert "integrated gradients" in bad.stdout and "steps" in bad.stdout
 
 
+def test_gradients_run_through_packed_int8_weights(cli, tiny_model_dir: Path) -> None:
+    result = cli("attribute", PROMPT, "-m", tiny_model_dir, "--quantize", "int8", "--method", "ig,ixg", "--steps",
+                 "8", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["model_info"]["quantize"] == "int8"
+    (check,) = document["methods"][0]["completeness"]
+    assert check["attribution_sum"] == pytest.approx(check["expected"], rel=0.05)
+
+
 @pytest.mark.slow
 def test_capital_of_france_on_the_embedded_model(embedded_model: Any) -> None:
     result = attribute(embedded_model, PROMPT, AttributionSettings())

@@ -29,7 +29,10 @@ def token_label(text: str, width: int = 12) -> str:
 
 
 def number(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.3f}"
+    """Three decimals, or two significant digits for the tiny values (attention rollout's far-off inputs)."""
+    if value is None:
+        return "-"
+    return f"{value:+.1e}" if 0 < abs(value) < 5e-4 else f"{value:+.3f}"
 
 
 def scale(row: tuple[float | None, ...]) -> float:

@@ -1,0 +1,81 @@
+"""How fast `llmscope attribute --method integrated-gradients` runs on a 20-token prompt after loading (default steps),
+beside the raw cost of the same number of batched forward + backward passes, taking turns. Target: at most 3 s.
+
+    .venv/bin/python benchmarks/attribute_speed.py [--tokens 20] [--repeat 3] [--quantize none] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+PROMPT = ("The Eiffel Tower stands in the city of Paris, which is the capital of France, and the Colosseum stands "
+          "in the city of")
+TARGET_SECONDS = 3.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model spec (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--tokens", type=int, default=20, help="prompt tokens (the prompt above, cut)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quantize", default="none", help="none (float32, the default here) | auto | int8 | int4")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from llmscope.attribution import attribute
+    from llmscope.attribution_methods import TOKENS_PER_PASS, embedding_function, gradients_through, input_embeddings
+    from llmscope.attribution_settings import AttributionSettings
+    from llmscope.loader import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, device="cpu", dtype="float32", quantize=args.quantize)
+    ids = loaded.tokenizer(PROMPT, add_special_tokens=False)["input_ids"][: args.tokens]
+    prompt = loaded.tokenizer.decode(ids)
+    settings = AttributionSettings(methods=("integrated-gradients",))
+    result = attribute(loaded, prompt, settings)  # warm-up (and the steps the default settles on)
+    check = result.methods[0].completeness[0]
+    assert check is not None
+    steps = check.steps
+    x = input_embeddings(loaded, result.ids)
+    function = embedding_function(loaded, result.targets[0])
+    per_pass = max(1, TOKENS_PER_PASS // x.shape[1])
+
+    def raw_passes() -> None:  # the integral's passes alone: no Captum, no baseline, no bookkeeping
+        with gradients_through(loaded.model):
+            for start in range(0, steps, per_pass):
+                points = x.expand(min(per_pass, steps - start), -1, -1).clone().requires_grad_(True)
+                torch.autograd.grad(function(points).sum(), points)
+
+    ours, raw = [], []
+    for round_ in range(args.repeat):
+        for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):  # take turns, so that machine load hits both
+            started = time.perf_counter()
+            if which == 0:
+                result = attribute(loaded, prompt, settings)
+                ours.append(time.perf_counter() - started)
+            else:
+                raw_passes()
+                raw.append(time.perf_counter() - started)
+    seconds = statistics.median(ours)
+    figures = {
+        "model": loaded.spec.name, "quantize": args.quantize, "threads": torch.get_num_threads(),
+        "prompt_tokens": len(result.ids), "target": result.targets[0].text, "steps": steps,
+        "completeness_error": check.relative_error, "seconds": seconds, "raw_passes_seconds": statistics.median(raw),
+        "overhead": seconds / statistics.median(raw), "target_seconds": TARGET_SECONDS,
+        "meets_target": seconds <= TARGET_SECONDS, "runs": ours,
+    }
+    print(f"integrated gradients, {len(result.ids)} tokens, {steps} steps (completeness error "
+          f"{check.relative_error:.2%}): {seconds:.2f} s after load (target {TARGET_SECONDS:.0f} s; the raw "
+          f"forward + backward passes alone {statistics.median(raw):.2f} s)")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
