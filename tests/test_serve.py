@@ -271,7 +271,7 @@ def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     import http.client
     from urllib.parse import urlsplit
 
-    running = start_server(tiny_model_dir, "--shutdown-timeout", "2")
+    running = start_server(tiny_model_dir, "--shutdown-timeout", "2", "--json")
     address = urlsplit(running.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
     connection.request("POST", "/v1/completions", body=json.dumps(
@@ -289,6 +289,9 @@ def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     assert b'"error"' not in rest
     with pytest.raises(OSError):
         urllib.request.urlopen(running.url + "/health", timeout=10)
+    assert running.process.stdout is not None
+    summary = json.loads(running.process.stdout.read())  # --json: what was served, once it stopped
+    assert summary["command"] == "serve" and summary["url"] == running.url and summary["requests"] == 1
 
 
 @pytest.mark.parametrize("body, param", [

@@ -88,5 +88,7 @@ def serve(
             sys.stderr.write(LISTENING.format(url=url) + "\n")
             sys.stderr.flush()
 
-        run_server(loaded, settings, display.status, listening)
-        display.status("stopped")
+        summary = run_server(loaded, settings, display.status, listening)
+        from llmscope.render.serve import show_summary
+
+        show_summary(display, loaded.info, summary)

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from llmscope.render import Display, titled
 from llmscope.results import ModelInfo
-from llmscope.server.config import ServePlan
+from llmscope.server.config import ServePlan, ServeSummary
 
 
 def show_plan(display: Display, info: ModelInfo, plan: ServePlan) -> None:
@@ -27,3 +27,12 @@ def show_plan(display: Display, info: ModelInfo, plan: ServePlan) -> None:
     for method, route, what in plan.routes:
         table.add_row(method, route, what)
     display.result(titled("Routes", table))
+
+
+def show_summary(display: Display, info: ModelInfo, summary: ServeSummary) -> None:
+    """serve's render entry once it stops: the document (--json) or one line on stderr."""
+    if not display.for_people:
+        display.document("serve", info, summary)
+        return
+    display.status(f"stopped: {summary.requests:,} requests in {summary.batches:,} batches (largest "
+                   f"{summary.largest_batch}) over {summary.seconds:,.0f} s")

@@ -65,3 +65,15 @@ def plan_for(settings: ServeSettings, model: str, port: int | None = None) -> Se
     return ServePlan(url=f"http://{host}:{settings.port if port is None else port}", model=model,
                      api_key_required=settings.api_key is not None, max_batch=settings.max_batch,
                      max_queue=settings.max_queue, shutdown_timeout=settings.shutdown_timeout)
+
+
+@dataclass(frozen=True)
+class ServeSummary:
+    """What a server served, from start to stop (serve's result when it exits)."""
+
+    url: str
+    seconds: float
+    requests: int  # handed to the model worker (refused and malformed requests are not counted)
+    batches: int
+    rows: int
+    largest_batch: int

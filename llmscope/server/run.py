@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from llmscope.errors import UsageError
-from llmscope.server.config import ServeSettings
+from llmscope.server.config import ServeSettings, ServeSummary, plan_for
 
 
 def require_server_packages() -> None:
@@ -39,8 +40,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(loaded: Any, settings: ServeSettings, log: Callable[[str], None],
-          on_listening: Callable[[int], None]) -> None:
-    """Serve `loaded` until a signal; on_listening(port) runs once connections are accepted."""
+          on_listening: Callable[[int], None]) -> ServeSummary:
+    """Serve `loaded` until a signal; on_listening(port) runs once connections are accepted. Returns what was
+    served."""
     require_server_packages()
     import uvicorn
 
@@ -60,11 +62,17 @@ def serve(loaded: Any, settings: ServeSettings, log: Callable[[str], None],
                             lifespan="off", timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
                             timeout_keep_alive=5)
     server = Server(config)
+    port = sock.getsockname()[1]
+    started = time.perf_counter()
     try:
-        on_listening(sock.getsockname()[1])
+        on_listening(port)
         server.run(sockets=[sock])
     finally:
         log("stopping: finishing in-flight work")
         engine.close(settings.shutdown_timeout)
         sock.close()
         sys.stderr.flush()
+    stats = engine.stats
+    return ServeSummary(url=plan_for(settings, loaded.spec.name, port).url, seconds=time.perf_counter() - started,
+                        requests=stats.requests, batches=stats.batches, rows=stats.rows,
+                        largest_batch=stats.largest_batch)
