@@ -255,8 +255,10 @@ def write_record(display: Display, outcome: BatchOutcome[Any], show: Callable[[A
 def batch_from_options(path: str | None, input_format: str, size: int) -> BatchSettings | None:
     """--batch FILE with its format and size as settings, or None; the two options alone are a usage error."""
     if path is None:
-        if (input_format, size) != ("auto", 8):
-            raise UsageError("--batch-format and --batch-size need --batch FILE")
+        given = [name for name, changed in (("--batch-format", input_format != "auto"), ("--batch-size", size != 8))
+                 if changed]
+        if given:
+            raise UsageError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --batch FILE")
         return None
     return BatchSettings(path=path, input_format=input_format, batch_size=size)
 

@@ -124,11 +124,41 @@ def _is_causal_lm(config: Any) -> bool:
 
 
 def require_causal_lm(config: Any, spec: ModelSpec) -> None:
-    """Raise a ModelLoadError when the config describes a model that is not a causal LM."""
+    """Raise a ModelLoadError when the config describes a model that is not a causal LM, or sizes that cannot be
+    (a layer count below 1); warn when config.json gives no size at all (every figure is a library default)."""
     if not _is_causal_lm(config):
         kind = ", ".join(getattr(config, "architectures", None) or [type(config).__name__])
         raise ModelLoadError(f"{spec.name} is not a causal language model ({kind})",
                              hint="llmscope inspects decoder-only models that predict the next token")
+    check_config_sizes(config, spec)
+
+
+SIZE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+               "vocab_size", "max_position_embeddings", "head_dim", "n_layer", "n_embd", "n_head", "n_positions",
+               "num_layers", "d_model")
+
+
+def check_config_sizes(config: Any, spec: ModelSpec) -> None:
+    """Refuse a size below 1 in the (text) config; warn when config.json sets none (all are defaults)."""
+    from llmscope.modelconfig import text_config
+
+    for part in {id(config): config, id(text_config(config)): text_config(config)}.values():
+        for name in SIZE_FIELDS:
+            value = getattr(part, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 1:
+                raise ModelLoadError(f"{spec.name}'s config sets {name} to {value}: a size must be at least 1",
+                                     hint="fix config.json")
+    if spec.is_gguf:  # the GGUF header always gives the sizes
+        return
+    try:  # config.json as written (transformers fills in its defaults when it builds the config object)
+        from transformers import PretrainedConfig
+
+        given = set(PretrainedConfig.get_config_dict(spec.location)[0])
+    except Exception:  # unreadable as a plain file here: nothing to say
+        return
+    if not given & {*SIZE_FIELDS, "text_config"}:
+        log.warning("%s's config.json sets no size: every figure shown is transformers' default for %s",
+                    spec.name, getattr(config, "model_type", "this model type"))
 
 
 def warn_remote_code(spec: ModelSpec, trust_remote_code: bool) -> None:

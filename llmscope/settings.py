@@ -290,10 +290,11 @@ class GenerateCommand:
         notes = list(self.prompt.warnings) + list(self.generation.ignored())
         if self.generation.logprobs and not self.json_like:
             notes.append("--logprobs is ignored without --json (try --show-probs for people)")
+        writes = "--batch" if self.batch is not None else f"--{self.mode.value}"  # the option the user typed
         if self.show_probs and self.json_like:
-            notes.append("--show-probs is ignored with --json (use --logprobs K)")
+            notes.append(f"--show-probs is ignored with {writes} (use --logprobs K)")
         if self.stream and self.json_like:
-            notes.append("--stream is ignored with --json and --batch")
+            notes.append(f"--stream is ignored with {writes}")
         return tuple(notes)
 
 

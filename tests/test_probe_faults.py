@@ -436,3 +436,44 @@ def test_clear_that_cannot_remove_says_so(cli, fake_cache: Path, monkeypatch: py
     assert "could not remove aaaa1111 (Permission denied)" in result.stderr
     empty = cli("cache", "--clear", env={"LLMSCOPE_CACHE": str(fake_cache.parent.parent / "none")})
     assert empty.exit_code == 0 and "nothing to remove" in empty.stderr
+
+
+# ------------------------------------------------------------------------------------- nonsense configs (21)
+
+
+def test_a_negative_layer_count_is_refused(cli, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": -3, "hidden_size": 64,
+        "intermediate_size": 128, "num_attention_heads": 4, "vocab_size": 100}))
+    result = cli("architecture", "-m", tmp_path)
+    assert result.exit_code == RUNTIME, result.stdout
+    assert "num_hidden_layers to -3" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_config_of_defaults_only_says_so(cli, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    result = cli("architecture", "-m", tmp_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "sets no size" in result.stderr and "default for llama" in result.stderr
+    sized = tmp_path / "sized"
+    sized.mkdir()
+    (sized / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64,
+                                                   "num_hidden_layers": 2, "intermediate_size": 128}))
+    assert "sets no size" not in cli("architecture", "-m", sized, "--json").stderr
+
+
+# ------------------------------------------------------------------------------- messages name what was typed (25)
+
+
+def test_messages_name_only_the_options_given(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
+    alone = cli("next-token", "Hello", "-m", tiny_model_dir, "--batch-size", "4")
+    assert alone.exit_code == USAGE and "--batch-size needs --batch FILE" in alone.stderr
+    assert "--batch-format" not in alone.stderr
+    against = cli("compare", "Hello world", "-m", tiny_model_dir, "--against", "")
+    assert against.exit_code == USAGE and "--against is empty" in against.stderr and "--model" not in against.stderr
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("Hello\nThe capital\n\n\n")  # blank lines at the end start no record
+    shown = cli("generate", "-m", tiny_model_dir, "--batch", batch, "-n", "2", "--show-probs")
+    assert shown.exit_code == 0, shown.stderr
+    assert "--show-probs is ignored with --batch" in shown.stderr and "--json" not in shown.stderr
+    assert len(records(shown.stdout)) == 2
