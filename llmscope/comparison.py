@@ -44,6 +44,9 @@ class CompareSettings:
         if self.against is None and self.against_dtype is None and self.against_quantize is None:
             raise UsageError("compare needs a second model",
                              hint="add --against MODEL, --against-dtype bfloat16 or --against-quantize none")
+        if self.against is not None and not self.against.strip():
+            raise UsageError("--against is empty", hint="pass model B (a hub id, folder, .gguf file or alias), or "
+                             "leave --against out to compare model A with itself in --against-dtype")
         if self.against_dtype is not None and self.against_dtype not in DTYPES:
             raise UsageError(f"--against-dtype must be one of {', '.join(DTYPES)} (got {self.against_dtype!r})")
         if self.worst < 0:
