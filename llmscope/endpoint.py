@@ -94,10 +94,15 @@ class Client:
 
 
 def _http_error(error: urllib.error.HTTPError, url: str) -> EndpointError | UsageError:
+    code = None
     try:
-        message = json.loads(error.read()).get("error", {}).get("message") or error.reason
+        detail = json.loads(error.read()).get("error", {})
+        message, code = detail.get("message") or error.reason, detail.get("code")
     except (ValueError, AttributeError, OSError):
         message = error.reason
+    if error.code == 404 and code == "model_not_found":
+        return EndpointError(f"the endpoint does not serve that model: {message}",
+                             hint="pass -m with a name its /v1/models lists, or leave -m out")
     if error.code == 404:
         return NoSuchRoute(f"the endpoint has no {url} ({message})")
     if error.code == 401:
@@ -127,7 +132,8 @@ def next_token(settings: EndpointSettings, prompt: str, inspect: Any, chat: bool
         raise UsageError("--lens needs the model's hidden states, which no endpoint sends",
                          hint="run next-token --lens with a local model (-m)")
     client = Client(settings)
-    body = {"prompt": prompt, "top_k": inspect.top_k, "steps": inspect.steps, "temperature": inspect.temperature,
+    body = {"model": settings.model, "prompt": prompt, "top_k": inspect.top_k, "steps": inspect.steps,
+            "temperature": inspect.temperature,
             "top_p": inspect.top_p, "chat": chat, "system": system}
     try:
         document = client.call("/llmscope/v1/next-token", body)
@@ -171,7 +177,7 @@ def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInf
     from llmscope.scoring import ScoreResult
 
     client = Client(settings)
-    body = {"text": text, "options": asdict(options)}
+    body = {"model": settings.model, "text": text, "options": asdict(options)}
     try:
         document = client.call("/llmscope/v1/score", body)
     except NoSuchRoute:
@@ -212,7 +218,8 @@ def generate(settings: EndpointSettings, prompt: str, chat: bool | None, system:
 
     client = Client(settings)
     options = {k: v for k, v in asdict(generation).items() if k != "compile"}
-    body = {"prompt": prompt, "chat": chat, "system": system, "options": options, "detail": asdict(detail)}
+    body = {"model": settings.model, "prompt": prompt, "chat": chat, "system": system, "options": options,
+            "detail": asdict(detail)}
     try:
         document = client.call("/llmscope/v1/generate", body)
     except NoSuchRoute:

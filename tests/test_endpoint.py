@@ -109,6 +109,8 @@ def test_endpoint_usage_errors(cli, server: Server, tmp_path: Path) -> None:
     assert cli("next-token", PROMPT, "--endpoint", "localhost:1").exit_code == 2
     gone = cli("next-token", PROMPT, "--endpoint", "http://127.0.0.1:9")
     assert gone.exit_code == 1 and "cannot reach the endpoint" in gone.stderr
+    other_model = cli("next-token", PROMPT, "--endpoint", server.url, "-m", "another-model")
+    assert other_model.exit_code == 1 and "does not serve that model" in other_model.stderr
     too_long = cli("next-token", "Hi " * 400, "--endpoint", server.url)
     assert too_long.exit_code == 2 and "context" in too_long.stderr
 

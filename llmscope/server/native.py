@@ -24,13 +24,22 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
     """Path -> handler for llmscope's own routes (the caller adds the key check)."""
     name = loaded.spec.name
 
+    async def read(request: Request) -> dict[str, Any]:
+        """The body, with its optional "model" checked against the served one (404 for another)."""
+        body = await body_of(request)
+        model = body.get("model")
+        if model not in (None, "", name):
+            raise shapes.ApiError(404, f"The model `{model}` does not exist; this server serves `{name}`",
+                                  param="model", code="model_not_found")
+        return body
+
     def envelope(result: Any) -> JSONResponse:
         return JSONResponse({"model_info": to_plain(loaded.info), "result": to_plain(result)})
 
     async def tokenize(request: Request) -> Response:
         from llmscope.tokenization import tokenize_text
 
-        body = await body_of(request)
+        body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
         special = bool(shapes.field_of(body, "add_special_tokens", (bool,), True))
         chat_on = bool(shapes.field_of(body, "chat", (bool,), False))
@@ -43,7 +52,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         from llmscope.prompts import check_top, encode_prompt
         from llmscope.settings import NextTokenSettings
 
-        parsed = shapes.parse_next_token(await body_of(request))
+        parsed = shapes.parse_next_token(await read(request))
         inspect = NextTokenSettings(top_k=parsed.top_k, steps=parsed.steps, temperature=parsed.temperature,
                                     top_p=parsed.top_p)
         check_top("top_k", inspect.top_k, loaded)
@@ -57,7 +66,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
     async def score(request: Request) -> Response:
         from llmscope.scoring import ScoreSettings, score_text
 
-        body = await body_of(request)
+        body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
         options = shapes.parse_options(body, [f.name for f in dataclasses.fields(ScoreSettings)])
         scoring = ScoreSettings(**options)
@@ -73,7 +82,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         from llmscope.prompts import check_top, encode_prompt
         from llmscope.settings import GenerationSettings
 
-        body = await body_of(request)
+        body = await read(request)
         prompt = shapes.text_of(body, "prompt", required=True) or ""
         options = shapes.parse_options(body, [f.name for f in dataclasses.fields(GenerationSettings)
                                               if f.name != "compile"])
@@ -95,7 +104,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
     async def logprobs(request: Request) -> Response:
         from llmscope.scoring import ScoreSettings, prepare_ids
 
-        body = await body_of(request)
+        body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
         scoring = ScoreSettings(**shapes.parse_options(body, [f.name for f in dataclasses.fields(ScoreSettings)]))
         ids, plan = body.get("ids"), body.get("plan")
