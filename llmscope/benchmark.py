@@ -195,8 +195,8 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
                 system: str | None = None, sweep: bool = False, threads: int | None = None,
                 busy_percent: float | None = None, on_progress: ProgressCallback | None = None,
                 on_run: RunCallback | None = None, static_cache: bool = False, compile: bool = False,
-                depths: Sequence[int] = (), max_time: float | None = None, target_ci: float = TARGET_CI
-                ) -> BenchResult:
+                depths: Sequence[int] = (), max_time: float | None = None, target_ci: float = TARGET_CI,
+                clock: Callable[[], float] | None = None) -> BenchResult:
     """Time greedy generation with and without the KV cache at each point: each output length, or with depths
     given, each prompt length (the prompt's tokens repeated to it) generating lengths[0] new tokens.
 
@@ -204,8 +204,10 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
     shared machine hits both alike; `warmup` untimed pairs at the first point come first (WARMUP_TOKENS tokens, the
     full length with a static cache). With repeat=None the pairs at each point continue until the 95% confidence
     interval of the per-pair speed-up is within ±target_ci of it (at least MIN_PAIRS pairs), or until the next pair
-    would overrun the point's share of max_time (default DEFAULT_MAX_TIME seconds, warm-up included); a given
-    repeat forces that many pairs. threads sets torch.set_num_threads for the process; busy_percent (from
+    would overrun the point's share of max_time (default DEFAULT_MAX_TIME seconds, warm-up included); a run that
+    reaches the end of max_time stops inside (it is left out; budget_note says what it had done); a given
+    repeat forces that many pairs. clock (seconds; default perf_counter) measures the budget.
+    threads sets torch.set_num_threads for the process; busy_percent (from
     busy_cpu_percent) is only recorded. static_cache runs the cached mode with a preallocated static KV cache;
     compile adds torch.compile of its decode step (compiled during the warm-up, which it therefore needs). Ctrl-C
     stops and returns the runs that finished (interrupted=True).
@@ -227,7 +229,7 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
     try:
         return _bench(loaded, prompt, lengths, depths, warmup, repeat, None if repeat is not None else (
             max_time or DEFAULT_MAX_TIME), target_ci, chat, system, sweep, busy_percent, on_progress, on_run,
-            cache_options)
+            cache_options, clock)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -235,7 +237,7 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
 def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: tuple[int, ...], warmup: int,
            repeat: int | None, budget: float | None, target_ci: float, chat: bool, system: str | None, sweep: bool,
            busy_percent: float | None, on_progress: ProgressCallback | None, on_run: RunCallback | None,
-           cache_options: dict[str, Any]) -> BenchResult:
+           cache_options: dict[str, Any], clock: Callable[[], float] | None = None) -> BenchResult:
     import torch
 
     from llmscope.kvcache import held_cache_bytes, kv_cache_bytes_per_token
@@ -265,17 +267,25 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: t
     raws: dict[tuple[str, int, int, int], Any] = {}
     stops: dict[tuple[int, int], str] = {}
     spent: dict[tuple[int, int], float] = {}
-    started = time.perf_counter()
+    clock = clock or time.perf_counter
+    started = clock()
+    deadline = None if budget is None else started + budget
+    within_budget = {} if deadline is None else {"stop": lambda: clock() > deadline}
     interrupted = False
+    budget_note = None
     try:
         first = tensors(points[0][0])
         for index in range(warmup):
             for mode in _order(index + 1):
                 progress(f"warm-up {index + 1}/{warmup}, {mode}", 0)
-                _one_run(loaded, *first, warm, mode == CACHE, lambda: progress("", 1), cache_options)
+                raw = _one_run(loaded, *first, warm, mode == CACHE, lambda: progress("", 1), cache_options,
+                               **within_budget)[3]
+                if len(raw.ids) < warm:
+                    raise _OutOfTime(f"the {mode} warm-up run was stopped after {len(raw.ids)} of {warm} tokens: "
+                                     f"the --max-time budget of {budget:g} s ran out before any timed run")
         for number, (prompt_list, new_tokens) in enumerate(points):
             key = (len(prompt_list), new_tokens)
-            point_started = time.perf_counter()
+            point_started = clock()
             share = None if budget is None else (budget - (point_started - started)) / (len(points) - number)
             input_ids, attention_mask = tensors(prompt_list)
             where = f"{key[0]}-token prompt, {new_tokens} tokens" if depths else f"{new_tokens} tokens"
@@ -285,17 +295,27 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: t
                 for mode in _order(run):
                     progress(f"{where}, {mode} run {run}{'' if repeat is None else f'/{repeat}'}", 0)
                     seconds, times, memory, raw = _one_run(loaded, input_ids, attention_mask, new_tokens,
-                                                           mode == CACHE, lambda: progress("", 1), cache_options)
+                                                           mode == CACHE, lambda: progress("", 1), cache_options,
+                                                           **within_budget)
+                    if len(raw.ids) < new_tokens:
+                        stops[key] = "time budget"
+                        spent[key] = clock() - point_started
+                        raise _OutOfTime(
+                            f"the {mode} run {run} at {where} was stopped after {len(raw.ids)} of {new_tokens} tokens "
+                            f"({seconds:.1f} s): the --max-time budget of {budget:g} s ran out, so it is left out"
+                            + ("" if runs else " and no run finished"))
                     timing = run_timing(mode, new_tokens, run, seconds, times, *memory, prompt_tokens=key[0])
                     runs.append(timing)
                     raws[(mode, key[0], new_tokens, run)] = raw
                     if on_run is not None:
                         on_run(timing)
-                spent[key] = time.perf_counter() - point_started
+                spent[key] = clock() - point_started
                 stop = _stop_reason(run, repeat, runs, key, target_ci, spent[key], share)
                 if stop is not None:
                     stops[key] = stop
                     break
+    except _OutOfTime as stopped:
+        budget_note = str(stopped)
     except KeyboardInterrupt:
         interrupted = True
 
@@ -305,7 +325,8 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: t
         length_result(new_tokens, runs, raws, len(prompt_list), per_token, bytes_per_value, loaded.tokenizer,
                        stops.get((len(prompt_list), new_tokens), "interrupted"),
                        spent.get((len(prompt_list), new_tokens), 0.0),
-                       formula=lambda held: held_cache_bytes(loaded.model.config, held, loaded.dtype))
+                       formula=lambda held: held_cache_bytes(loaded.model.config, held, loaded.dtype),
+                       same_prefill=not cache_options)
         for prompt_list, new_tokens in points
         if any(r.new_tokens == new_tokens and r.prompt_tokens == len(prompt_list) for r in runs))
     growth = depth_growth(results) if depths else (sweep_growth(results) if sweep else ())
@@ -319,7 +340,7 @@ def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: t
         complete_pairs=sum(1 for (mode, p, n, run) in raws if mode == CACHE and (NO_CACHE, p, n, run) in raws),
         depths=depths, max_time_s=budget, target_ci=None if budget is None else target_ci,
         min_pairs=None if budget is None else MIN_PAIRS, warmup_tokens=warm if warmup else 0,
-        seconds=time.perf_counter() - started, machine=machine)
+        seconds=clock() - started, machine=machine, budget_note=budget_note)
 
 
 def _stop_reason(run: int, repeat: int | None, runs: Sequence[RunTiming], key: tuple[int, int], target_ci: float,
@@ -334,6 +355,10 @@ def _stop_reason(run: int, repeat: int | None, runs: Sequence[RunTiming], key: t
     if share is not None and spent + spent / run > share:  # the next pair, as long as the mean pair, would overrun
         return "time budget"
     return "pair limit" if run >= MAX_PAIRS else None
+
+
+class _OutOfTime(Exception):
+    """A run stopped inside because the time budget ran out; the message says what it had done."""
 
 
 def _order(run: int) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from llmscope.stats import (
 CACHE, NO_CACHE = "cache", "no-cache"
 MODES = (CACHE, NO_CACHE)
 STOP_REASONS = ("repeat", "converged", "time budget", "pair limit", "interrupted")
+TTFT_GAP = 0.25  # the two modes' times to first token differ by more than this share: the machine, not the cache
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
@@ -105,6 +106,7 @@ class LengthResult:
     prompt_tokens: int = 0
     stop_reason: str = "repeat"  # why the pairs stopped: one of STOP_REASONS
     seconds: float = 0.0  # wall time spent on this point's timed runs
+    ttft_note: str | None = None  # words when the two modes' identical prefills took visibly different times
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class BenchResult:
     warmup_tokens: int = 0  # new tokens per warm-up run
     seconds: float = 0.0  # warm-up and timed runs, wall time
     machine: RunInfo | None = None  # when and on what it ran (llama-bench style)
+    budget_note: str | None = None  # a run stopped inside because it would overrun --max-time: what it had done
 
 
 def _mine(runs: Sequence[RunTiming], mode: str, new_tokens: int, prompt_tokens: int | None) -> list[RunTiming]:
@@ -188,9 +191,23 @@ def speedup(runs: Sequence[RunTiming], new_tokens: int, prompt_tokens: int | Non
                    interval=interval, note=interval_note(interval, pairs.n))
 
 
+def ttft_gap_note(cache: ModeSummary | None, no_cache: ModeSummary | None, prompt_tokens: int) -> str | None:
+    """Words when the cached and uncached runs' times to first token differ by more than TTFT_GAP: both modes run
+    the same prefill over the same prompt (the cache only changes the steps after it), so a gap is noise."""
+    if cache is None or no_cache is None:
+        return None
+    low, high = sorted((cache.ttft_s.mean, no_cache.ttft_s.mean))
+    if low <= 0 or high / low - 1 <= TTFT_GAP:
+        return None
+    return (f"noise: time to first token was {cache.ttft_s.mean * 1000:.0f} ms with the cache and "
+            f"{no_cache.ttft_s.mean * 1000:.0f} ms without, though both modes run the same {prompt_tokens}-token "
+            f"prefill: a {high / low - 1:.0%} gap is the machine (other processes), not the cache")
+
+
 def length_result(length: int, runs: list[RunTiming], raws: dict[tuple[str, int, int, int], Any],
                    prompt_tokens: int, per_token: int, bytes_per_value: int, tokenizer: Any, stop_reason: str,
-                   seconds: float, formula: Callable[[int], tuple[int, str | None]] | None = None) -> LengthResult:
+                   seconds: float, formula: Callable[[int], tuple[int, str | None]] | None = None,
+                   same_prefill: bool = True) -> LengthResult:
     check = None
     pairs = sorted(run for (mode, p, n, run) in raws
                    if mode == CACHE and p == prompt_tokens and n == length and (NO_CACHE, p, n, run) in raws)
@@ -216,10 +233,12 @@ def length_result(length: int, runs: list[RunTiming], raws: dict[tuple[str, int,
                          bytes_per_token=per_token, bytes_per_value=bytes_per_value, cache_class=raw.cache_class,
                          note=note)
         text = tokenizer.decode(raw.ids, skip_special_tokens=True)
-    return LengthResult(new_tokens=length, cache=summarize_mode(CACHE, length, runs, prompt_tokens),
-                        no_cache=summarize_mode(NO_CACHE, length, runs, prompt_tokens),
+    cache, no_cache = summarize_mode(CACHE, length, runs, prompt_tokens), summarize_mode(NO_CACHE, length, runs,
+                                                                                          prompt_tokens)
+    return LengthResult(new_tokens=length, cache=cache, no_cache=no_cache,
                         speedup=speedup(runs, length, prompt_tokens), check=check, kv_cache=kv, text=text,
-                        prompt_tokens=prompt_tokens, stop_reason=stop_reason, seconds=seconds)
+                        prompt_tokens=prompt_tokens, stop_reason=stop_reason, seconds=seconds,
+                        ttft_note=ttft_gap_note(cache, no_cache, prompt_tokens) if same_prefill else None)
 
 
 def mode_summary(result: LengthResult, mode: str) -> ModeSummary | None:

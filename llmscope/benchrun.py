@@ -132,10 +132,25 @@ def cache_kind_name(options: dict[str, Any]) -> str:
     return "static + torch.compile" if "compile_config" in options else "static"
 
 
+def _stop_when(stop: Callable[[], bool]) -> Any:
+    """transformers stopping criteria that end generate after the token during which stop() turned true."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopWhen(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), stop(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopWhen()])
+
+
 def one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_tokens: int, use_cache: bool,
-             on_token: Callable[[], None], cache_options: dict[str, Any] | None = None
-             ) -> tuple[float, list[float], tuple[int | None, int | None], _Raw]:
-    """One generate call: (seconds, per-token times from its start, (peak memory, memory at start), raw outputs)."""
+             on_token: Callable[[], None], cache_options: dict[str, Any] | None = None,
+             stop: Callable[[], bool] | None = None) -> tuple[float, list[float], tuple[int | None, int | None], _Raw]:
+    """One generate call: (seconds, per-token times from its start, (peak memory, memory at start), raw outputs).
+
+    stop() is asked after every token; when it says True the run ends early with fewer than new_tokens ids (a time
+    budget that this run would overrun)."""
     import torch
 
     device = str(loaded.input_device)
@@ -153,7 +168,8 @@ def one_run(loaded: LoadedModel, input_ids: Any, attention_mask: Any, new_tokens
         output = loaded.model.generate(
             input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
             do_sample=False, use_cache=use_cache, pad_token_id=pad_id(loaded), streamer=clock,
-            return_dict_in_generate=True, **((cache_options or {}) if use_cache else {}))
+            return_dict_in_generate=True, **((cache_options or {}) if use_cache else {}),
+            **({"stopping_criteria": _stop_when(stop)} if stop is not None else {}))
     sync()
     finished = time.perf_counter()
     peak = peak_memory(on_cuda)

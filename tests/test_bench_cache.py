@@ -393,7 +393,7 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, ratios: list[float]) -> list[tupl
     calls: list[tuple[bool, int]] = []
     monkeypatch.setattr(benchmark, "time", clock)
 
-    def run(loaded, input_ids, mask, new_tokens, use_cache, on_token, cache_options=None):
+    def run(loaded, input_ids, mask, new_tokens, use_cache, on_token, cache_options=None, stop=None):
         pair = sum(1 for cached, _ in calls if cached == use_cache)
         seconds = 1.0 if use_cache else ratios[pair % len(ratios)]
         calls.append((use_cache, new_tokens))

@@ -187,10 +187,14 @@ def notes_text(length: LengthResult) -> Text | None:
     """The noise warnings of one point (speed-up interval, per-mode spread), each on its own line, or None."""
     notes = [note for note in (length.speedup.note if length.speedup else None,
                                length.cache.note if length.cache else None,
-                               length.no_cache.note if length.no_cache else None) if note]
+                               length.no_cache.note if length.no_cache else None, length.ttft_note) if note]
     if not notes:
         return None
     return Text("\n".join(f"⚠ {note}" for note in notes), style="yellow")
+
+
+TTFT_GAP_WORDS = ("noise: time to first token differs between the modes though both run the same prefill: the "
+                  "machine (other processes), not the cache")
 
 
 def series_notes(result: BenchResult) -> Text | None:
@@ -199,7 +203,7 @@ def series_notes(result: BenchResult) -> Text | None:
     for length in result.results:
         point = f"{length.prompt_tokens}" if result.depths else f"{length.new_tokens}"
         for note in (length.speedup.note if length.speedup else None, length.cache.note if length.cache else None,
-                     length.no_cache.note if length.no_cache else None):
+                     length.no_cache.note if length.no_cache else None, length.ttft_note and TTFT_GAP_WORDS):
             if note:
                 where.setdefault(note, []).append(point)
     if not where:
@@ -266,10 +270,11 @@ BUSY_PERCENT = 25.0
 
 
 def warn_if_busy(display: Display, busy_percent: float | None, device: str, threads: int | None = None) -> None:
-    """Say so when other processes keep the CPUs busy: the timings will be noisy (and torch's threads thrash)."""
+    """Say so when other processes keep the CPUs busy: the timings will be noisy (threads: what the runs use)."""
     if busy_percent is not None and busy_percent >= BUSY_PERCENT and device == "cpu":
-        advice = ("" if threads == 1 else
-                  "; when torch's threads compete for cores they slow down sharply (try --threads 1)")
+        advice = ("; when torch's threads compete for cores they slow down sharply (try --threads 1)" if threads is None
+                  else f"; timing on {threads} torch thread{'s' if threads != 1 else ''}, the cores they leave free "
+                  "(--threads N to choose)")
         display.warning(f"other processes kept the CPUs {busy_percent:.0f}% busy just before timing: expect noisy "
                         f"times{advice}")
 
