@@ -46,8 +46,8 @@ def serve(
     max_queue: Annotated[int, typer.Option(
         "--max-queue", help="Requests waiting beyond this get 503 (busy).")] = 64,
     shutdown_timeout: Annotated[float, typer.Option(
-        "--shutdown-timeout", metavar="SECONDS", help="After SIGTERM or Ctrl-C: time in-flight requests get to "
-        "finish before they are cancelled; then the server exits 0.")] = 10.0,
+        "--shutdown-timeout", metavar="SECONDS", help="After SIGTERM or Ctrl-C: time (1 s or more) in-flight "
+        "requests get to finish before they are cancelled; then the server exits 0.")] = 10.0,
     check: Annotated[bool, typer.Option(
         "--check", help="Load the model, print what would be served, and exit without listening.")] = False,
     device: DeviceOpt = "auto",

@@ -37,7 +37,7 @@ class ServeSettings:
         whole_number("--port", self.port, 0, 65535)
         whole_number("--max-batch", self.max_batch, 1, 256)
         whole_number("--max-queue", self.max_queue, 1, 100_000)
-        real_number("--shutdown-timeout", self.shutdown_timeout, 0.0, 3600.0)
+        real_number("--shutdown-timeout", self.shutdown_timeout, 1.0, 3600.0)
         if self.api_key is not None and not self.api_key.strip():
             raise UsageError("--api-key is empty", hint="leave it out to serve without a key")
 
