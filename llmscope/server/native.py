@@ -17,6 +17,7 @@ from llmscope.server import openai_shapes as shapes
 from llmscope.server.engine import Job, call_job
 
 Handler = Callable[[Request], Awaitable[Response]]
+MAX_ROW_VALUES = 1 << 26  # full-vocabulary log-probabilities in one logprobs answer (256 MiB of float32)
 
 
 def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[Request], Awaitable[dict[str, Any]]],
@@ -115,6 +116,11 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
             raise shapes.ApiError(400, f"{name} tokenizes the text differently from the local model",
                                   param="ids", code="tokenizer_mismatch")
         check_windows(plan, len(ids))
+        rows = sum(end - first for _, end, first in plan) + 1
+        vocab = int(loaded.model.get_output_embeddings().weight.shape[0])
+        if rows * vocab > MAX_ROW_VALUES:
+            raise shapes.ApiError(413, f"{rows:,} rows of {vocab:,} log-probabilities are more than one answer "
+                                  f"carries ({MAX_ROW_VALUES:,} values)", code="too_large")
         job = submit(call_job(asyncio.get_running_loop(), lambda: logprob_rows(
             loaded, tuple(ids), [tuple(w) for w in plan], bool(body.get("next_token")))))
         return envelope((await wait(request, [job]))[0])
