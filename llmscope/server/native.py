@@ -117,7 +117,9 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
                                   param="ids", code="tokenizer_mismatch")
         check_windows(plan, len(ids))
         rows = sum(end - first for _, end, first in plan) + 1
-        vocab = int(loaded.model.get_output_embeddings().weight.shape[0])
+        from llmscope.prompts import vocabulary_rows
+
+        vocab = vocabulary_rows(loaded)
         if rows * vocab > MAX_ROW_VALUES:
             raise shapes.ApiError(413, f"{rows:,} rows of {vocab:,} log-probabilities are more than one answer "
                                   f"carries ({MAX_ROW_VALUES:,} values)", code="too_large")
