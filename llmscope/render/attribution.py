@@ -129,7 +129,7 @@ def ranked_table(result: AttributionResult, target: int, top: int) -> Any:
 
 def grid(result: AttributionResult, method: MethodAttribution, width: int, colour: bool) -> Any:
     """Targets x inputs for one method, fitted to `width` columns: the last inputs kept, the cut named."""
-    label_width = min(12, max(len(token_label(t.text)) for t in result.targets))
+    label_width = max(6, min(12, max(len(token_label(t.text)) for t in result.targets)))
     room = max(1, (width - label_width - 2) // (GRID_CELL + 1))
     total = len(result.ids)
     first = max(0, total - room)
@@ -145,8 +145,9 @@ def grid(result: AttributionResult, method: MethodAttribution, width: int, colou
                       style=cell_style(row[p], largest) if colour and row[p] is not None else "")
                  for p in range(first, total)]
         table.add_row(token_label(item.text), *cells)
-    cut = (f"the first {first} of {total} inputs are cut to fit {width} columns ({token_label(result.tokens[0])} … "
-           f"{token_label(result.tokens[first - 1])}); --json or --plot has them all") if first else None
+    names = token_label(result.tokens[0]) + (f" … {token_label(result.tokens[first - 1])}" if first > 1 else "")
+    cut = (f"the first {first} of {total} inputs ({names}) are cut to fit {width} columns; --json or --plot has "
+           "them all") if first else None
     return titled(f"{method.method}: targets x inputs", table, cut)
 
 
@@ -168,7 +169,8 @@ def disagreement_lines(result: AttributionResult) -> list[str]:
             continue
         picks = ", ".join(f"{m.method} {token_label(result.tokens[m.top[index]]) if m.top[index] is not None else '-'}"
                           for m in result.methods)
-        lines.append(f"the methods disagree on the top input for {result.targets[index].text!r}: {picks}")
+        which = f"target {index + 1} " if len(result.targets) > 1 else ""
+        lines.append(f"the methods disagree on the top input for {which}{result.targets[index].text!r}: {picks}")
     return lines
 
 
@@ -193,6 +195,10 @@ def show_attribution(display: Display, info: ModelInfo, result: AttributionResul
                      plot: str | None = None, **extra: Any) -> None:
     """attribute's one render entry: JSON (extra keys first), or the views for people; --plot writes the image."""
     warn_completeness(display, result)
+    low = getattr(info, "activations", None) or (info.dtype if info.dtype in ("bfloat16", "float16") else None)
+    if low in ("bfloat16", "float16"):
+        display.warning(f"the model computes in {low}: log-probabilities, and so attributions, are rounded to about "
+                        "3 significant digits; pass --quantize none (and --dtype float32) for float32 figures")
     if plot is not None:
         write_plot(result, Path(plot))
         display.status(f"wrote {plot}")
@@ -209,10 +215,16 @@ def show_attribution(display: Display, info: ModelInfo, result: AttributionResul
             display.result(grid(result, method, display.out.width, colour))
         display.result(top_per_target(result, min(top, 3)))
     for method in result.methods:
-        for index, check in enumerate(method.completeness):
-            if check is not None:
-                where = f" for {result.targets[index].text!r}" if len(result.targets) > 1 else ""
-                display.result(Text(f"integrated gradients{where}: {completeness_text(check)}"))
+        checks = [c for c in method.completeness if c is not None]
+        if len(checks) == 1:
+            display.result(Text(f"integrated gradients: {completeness_text(checks[0])}"))
+        elif checks:
+            worst = max(checks, key=lambda c: c.relative_error)
+            low, high = min(c.steps for c in checks), max(c.steps for c in checks)
+            steps = str(low) if low == high else f"{low} to {high}"
+            display.result(Text(f"integrated gradients, {len(checks)} targets: the largest completeness error is "
+                                f"{worst.relative_error:.2%}, at {steps} steps "
+                                f"({sum(not c.converged for c in checks)} not converged)"))
     for line in disagreement_lines(result):
         display.result(Text(line, style="yellow"))
     if colour:
@@ -258,11 +270,15 @@ def write_plot(result: AttributionResult, path: Path) -> None:
     for axis, method in zip(axes[:, 0], result.methods):
         values = numpy.array([[numpy.nan if v is None else v for v in row] for row in method.matrix], dtype=float)
         largest = float(numpy.nanmax(numpy.abs(values))) if numpy.isfinite(values).any() else 1.0
-        image = axis.imshow(numpy.ma.masked_invalid(values), cmap="RdBu_r", vmin=-largest, vmax=largest,
+        colours = matplotlib.colormaps["RdBu_r"].copy()
+        colours.set_bad("#d0d0d0")  # grey: not in that target's context (or held, for integrated gradients)
+        image = axis.imshow(numpy.ma.masked_invalid(values), cmap=colours, vmin=-largest, vmax=largest,
                             aspect="auto")
         axis.set_xticks(range(len(inputs)), inputs, rotation=90, fontsize=8)
         axis.set_yticks(range(len(targets)), targets, fontsize=8)
-        axis.set_title(f"{method.method} ({result.target_function})", fontsize=9)
+        what = "attention weight; the same for any target" if method.method == "attention-rollout" else (
+            result.target_function)
+        axis.set_title(f"{method.method} ({what})", fontsize=9)
         figure.colorbar(image, ax=axis, shrink=0.8)
     figure.savefig(path)
     pyplot.close(figure)
