@@ -24,6 +24,10 @@ from llmscope.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, hand
 def main(args: list[str] | None = None) -> None:
     """Run llmscope; an interrupt outside a command's own handling exits 130 (143 for SIGTERM) with one line."""
     handle_sigterm()
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 locale (PYTHONIOENCODING=ascii): \u2423, not an error
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         from llmscope.cli import main as run
 

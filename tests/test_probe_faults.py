@@ -477,3 +477,30 @@ def test_messages_name_only_the_options_given(cli, tiny_model_dir: Path, tmp_pat
     assert shown.exit_code == 0, shown.stderr
     assert "--show-probs is ignored with --batch" in shown.stderr and "--json" not in shown.stderr
     assert len(records(shown.stdout)) == 2
+
+
+# ------------------------------------------------------------------------------------- odd outputs (24)
+
+
+def test_a_full_disk_leaves_no_empty_plot(cli, tiny_model_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    def full_disk(self: Figure, target: object, *args: object, **kwargs: object) -> None:
+        with open(target, "wb") as handle:  # type: ignore[arg-type]
+            handle.write(b"\x89PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    path = tmp_path / "grid.png"
+    result = cli("attention", "Hello world", "-m", tiny_model_dir, "--layer", "0", "--plot", path, "-q")
+    assert result.exit_code == RUNTIME
+    assert "could not write" in result.stderr and "No space left on device" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_ascii_locale_escapes_instead_of_failing(tiny_model_dir: Path) -> None:
+    result = run_llmscope("tokenize", "café ☕", "-m", tiny_model_dir, "--ids", env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    shown = run_llmscope("tokenize", "café ☕", "-m", tiny_model_dir, env={"PYTHONIOENCODING": "ascii"})
+    assert shown.returncode == 0 and "\\u2423" in shown.stdout, shown.stderr

@@ -318,6 +318,8 @@ def write_plot(result: AttentionResult, path: Path) -> None:
     import numpy
     from matplotlib import pyplot
 
+    from llmscope.render.benchchart import save_figure
+
     rows, cols = len(result.layers), len(result.heads)
     if rows * cols > MAX_PLOT_PANELS:
         raise UsageError(f"a plot of {rows} layers x {cols} heads would hold {rows * cols} panels, too small to read "
@@ -350,6 +352,6 @@ def write_plot(result: AttentionResult, path: Path) -> None:
                         fontsize=9)
         if image is not None:
             figure.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-        figure.savefig(path)
+        save_figure(figure, path)  # no empty or half-written file on a full disk
     finally:
         pyplot.close(figure)

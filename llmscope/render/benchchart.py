@@ -143,6 +143,26 @@ def check_plot_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def save_figure(figure: object, path: Path) -> None:
+    """figure.savefig into a temporary file beside `path`, renamed over it when whole: a full disk or a failing
+    writer leaves no empty or half-written image, only one line naming the file and the cause."""
+    import os
+    import tempfile
+
+    from llmscope.errors import LlmscopeError
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, format=path.suffix.lstrip(".").lower())  # type: ignore[attr-defined]
+        os.replace(temporary, path)
+    except OSError as error:
+        raise LlmscopeError(f"--plot: could not write {str(path)!r}: {error.strerror or error}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
 def write_plot(result: BenchResult, path: Path) -> None:
     """The same chart as an image (PNG or SVG by the file's suffix), with matplotlib's Agg backend."""
     import matplotlib
@@ -167,6 +187,6 @@ def write_plot(result: BenchResult, path: Path) -> None:
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        figure.savefig(path)
+        save_figure(figure, path)
     finally:
         pyplot.close(figure)
