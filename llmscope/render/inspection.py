@@ -105,7 +105,7 @@ def step_table(result: NextTokenResult, step: NextTokenStep) -> Group:
     table.add_column("", no_wrap=True, style="green", min_width=width)
     marked = len(result.steps) > 1
     for row in step.top:
-        rank = f"▸{row.rank}" if marked and row.token_id == step.chosen.token_id else str(row.rank)
+        rank = f"▸{row.rank}" if marked and row == step.chosen else str(row.rank)
         cells = [rank, token_text(row.text), str(row.token_id) if row.token_id >= 0 else "-",
                  f"{row.probability:.4f}", "-" if math.isnan(row.logit) else f"{row.logit:.2f}",
                  f"{row.cumulative:.4f}"]
