@@ -303,6 +303,8 @@ def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     ({"prompt": "Hi", "seed": -1}, "seed"),
     ({"prompt": "Hi", "stream": "yes"}, "stream"),
     ({"prompt": [1, 2, 3]}, "prompt"),
+    ({"prompt": "Hi", "frequency_penalty": 0.5}, "frequency_penalty"),  # refused, not silently ignored
+    ({"prompt": "Hi", "logit_bias": {"50": 10}}, "logit_bias"),
 ])
 def test_completion_requests_are_checked(body: dict[str, Any], param: str) -> None:
     from llmscope.server.openai_shapes import ApiError, parse_completion

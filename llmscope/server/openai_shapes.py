@@ -79,8 +79,14 @@ def _stops(body: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _only_one_choice(body: dict[str, Any]) -> None:
+    """n=1, and no field that would change the answer in a way this server does not do (refused, not ignored)."""
     if _integer(body, "n", 1, 1, 128) != 1:
         raise ApiError(400, "only n=1 is supported", param="n")
+    for name in ("presence_penalty", "frequency_penalty", "logit_bias", "suffix", "tools", "response_format"):
+        if body.get(name) not in (None, 0, 0.0, "", {}, []):
+            raise ApiError(400, f"'{name}' is not supported by llmscope serve", param=name)
+    if body.get("best_of") not in (None, 1):
+        raise ApiError(400, "only best_of=1 is supported", param="best_of")
 
 
 # ---------------------------------------------------------------------------------------------- requests
