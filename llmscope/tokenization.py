@@ -196,7 +196,8 @@ def tokenize_text(tokenizer: Any, text: str, model_name: str = "", add_special_t
     added_positions = _added_positions(tokenizer, source, ids) if added else set()
     pieces = tokenizer.convert_ids_to_tokens(ids)
     raw = [_token_bytes(tokenizer, str(piece)) for piece in pieces]
-    spans = _split_shared_spans(source, spans, raw)
+    spans = _no_overlaps(source, _split_shared_spans(source, spans, raw), [str(piece) for piece in pieces],
+                         added_positions)
     tokens = []
     for position, (token_id, piece) in enumerate(zip(ids, pieces)):
         span = spans[position]
@@ -284,6 +285,25 @@ def _split_shared_spans(text: str, spans: list, raw: list[bytes | None]) -> list
                     result[index] = (start + done_chars, start + completed)
                     done_chars = completed
         position = group_end
+    return result
+
+
+def _no_overlaps(text: str, spans: list, pieces: list[str], skipped: set[int]) -> list:
+    """Spans that never overlap, in token order: a word-boundary marker the tokenizer added ("▁" before the first
+    word, which reports that word's first character) gets an empty span where it stands; any other token that
+    starts inside the one before starts where that one ends."""
+    result = list(spans)
+    end = 0
+    for position, span in enumerate(spans):
+        if span is None or position in skipped:
+            continue
+        start, stop = int(span[0]), int(span[1])
+        if not pieces[position].strip("▁Ġ") and not text[start:stop].isspace():
+            start = stop = max(start, end)
+        elif start < end:
+            start = min(end, stop)
+        result[position] = (start, max(start, stop))
+        end = max(end, result[position][1])
     return result
 
 

@@ -3,6 +3,7 @@ what a template or an input may hold, signals, closed stdin. Each test failed be
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -504,3 +505,28 @@ def test_an_ascii_locale_escapes_instead_of_failing(tiny_model_dir: Path) -> Non
     assert result.returncode == 0, result.stderr
     shown = run_llmscope("tokenize", "café ☕", "-m", tiny_model_dir, env={"PYTHONIOENCODING": "ascii"})
     assert shown.returncode == 0 and "\\u2423" in shown.stdout, shown.stderr
+
+
+def test_tokenize_spans_never_overlap_with_a_byte_fallback_tokenizer(tmp_path: Path) -> None:
+    from conftest import CORPUS
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from llmscope.tokenization import tokenize_text
+
+    backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))  # as Llama's converts
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>", "<s>", "</s>",
+                                                                  *(f"<0x{i:02X}>" for i in range(256))],
+                                  show_progress=False, initial_alphabet=["▁"])
+    backend.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>")
+    text = "Hi 🙂 中文 x\u0301y 𝔘"
+    result = tokenize_text(tokenizer, text, add_special_tokens=False)
+    spans = [(t.start, t.end) for t in result.tokens]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    assert "".join(text[start:end] for start, end in spans) == text  # every character in exactly one token
+    assert result.tokens[0].piece == "▁" and spans[0] == (0, 0) and spans[1] == (0, 1)  # the added word marker
