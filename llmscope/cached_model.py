@@ -57,6 +57,18 @@ def _assign_into_meta_model(entry: Path, dtype: torch.dtype, device: str) -> Any
     model.tie_weights()
     if any(parameter.is_meta for parameter in model.parameters()):
         raise _NotCovered("weights missing from the file")
+    if not make_missing_buffers(model, device):
+        raise _NotCovered("a buffer the model's initialisation did not make")
+    if (entry / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(entry))
+    return model.eval()
+
+
+def make_missing_buffers(model: Any, device: str) -> bool:
+    """Fill the buffers a meta-built model still lacks (rotary tables and the like) by the model's own
+    initialisation, which leaves loaded tensors alone. False when some buffer is still missing afterwards."""
+    import torch
+
     for tensor in model.state_dict(keep_vars=True).values():
         if not tensor.is_meta:
             tensor._is_hf_initialized = True
@@ -68,8 +80,4 @@ def _assign_into_meta_model(entry: Path, dtype: torch.dtype, device: str) -> Any
                 needs_init = True
     if needs_init:
         model.initialize_weights()  # the model's own init fills only what was not loaded: rotary tables etc.
-    if any(buffer.is_meta for buffer in model.buffers()):
-        raise _NotCovered("a buffer the model's initialisation did not make")
-    if (entry / "generation_config.json").is_file():
-        model.generation_config = GenerationConfig.from_pretrained(str(entry))
-    return model.eval()
+    return not any(buffer.is_meta for buffer in model.buffers())

@@ -17,7 +17,7 @@ from llmscope.devices import dtype_name as dtype_name
 from llmscope.devices import out_of_memory_error as out_of_memory_error
 from llmscope.devices import resolve_device as resolve_device
 from llmscope.devices import resolve_dtype as resolve_dtype
-from llmscope.errors import DeviceError, ModelLoadError
+from llmscope.errors import DeviceError, ModelLoadError, UsageError
 from llmscope.load_errors import check_hub_reachable, first_line, warn_remote_code
 from llmscope.load_errors import require_causal_lm as require_causal_lm
 from llmscope.load_errors import translate_load_error as _translate_load_error
@@ -28,6 +28,7 @@ from llmscope.modelspec import ModelSpec as ModelSpec
 from llmscope.modelspec import default_model_spec as default_model_spec
 from llmscope.modelspec import embedded_gguf_path as embedded_gguf_path
 from llmscope.modelspec import resolve_model_spec as resolve_model_spec
+from llmscope.quant import QUANTIZE_CHOICES
 from llmscope.results import ModelInfo
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class LoadedModel:
     parameters: int
     load_seconds: float
     from_cache: bool | None
+    quantize: str = "none"  # the --quantize mode that ran: none, auto, int8 or int4
+    weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
+    activations: str | None = None  # the dtype packed matmuls take their input in
 
     @property
     def info(self) -> ModelInfo:
@@ -60,12 +64,17 @@ class LoadedModel:
             parameters=self.parameters,
             load_seconds=round(self.load_seconds, 3),
             from_cache=self.from_cache,
+            quantize=self.quantize,
+            weights=self.weights,
+            activations=self.activations,
         )
 
     @property
     def input_device(self) -> torch.device:
         """The device that input ids must live on (the embedding's device under a device map)."""
-        return self.model.get_input_embeddings().weight.device
+        from llmscope.quant.modules import layer_placement
+
+        return layer_placement(self.model.get_input_embeddings())[0]
 
 
 
@@ -73,9 +82,15 @@ class LoadedModel:
 
 
 def gguf_cache_dir(spec: ModelSpec, part: str = "model") -> Path:
-    """The cache entry for a GGUF source: part "model" holds model + tokenizer, "tokenizer" the tokenizer only."""
+    """The cache entry for a GGUF source: part "model" holds model + tokenizer (float), "tokenizer" the tokenizer
+    only, "packed-MODE" the weights packed as --quantize MODE (auto, int8, int4) with the config."""
     assert spec.gguf_path is not None
     return conversion_cache.entry_dir(spec.gguf_path, part)
+
+
+def gguf_entry_for(spec: ModelSpec, quantize: str) -> Path:
+    """The entry a load of this GGUF under --quantize `quantize` (already resolved) reads or writes."""
+    return gguf_cache_dir(spec, "model" if quantize == "none" else f"packed-{quantize}")
 
 
 def cache_entry_is_whole(entry: Path) -> bool:
@@ -122,12 +137,13 @@ def load_config(spec: ModelSpec | str | None, trust_remote_code: bool = False) -
     check_hub_reachable(spec)
     try:
         if spec.is_gguf:
-            entry = gguf_cache_dir(spec)
-            if _usable_entry(entry):
-                try:
-                    return AutoConfig.from_pretrained(str(entry))
-                except Exception as error:  # a damaged config.json: drop the entry, read the GGUF header
-                    conversion_cache.remove_entry(entry, f"config.json: {first_line(error)}")
+            for mode in ("none", *PACKED_MODES):  # any entry of this file holds its config.json
+                entry = gguf_entry_for(spec, mode)
+                if entry.is_dir() and _usable_entry(entry):
+                    try:
+                        return AutoConfig.from_pretrained(str(entry))
+                    except Exception as error:  # a damaged config.json: drop the entry, read the GGUF header
+                        conversion_cache.remove_entry(entry, f"config.json: {first_line(error)}")
             return AutoConfig.from_pretrained(spec.location, gguf_file=spec.gguf_file)
         return AutoConfig.from_pretrained(spec.location, trust_remote_code=trust_remote_code)
     except Exception as error:  # transformers / huggingface_hub raise many kinds; all become one line
@@ -164,7 +180,8 @@ def load_tokenizer(spec: ModelSpec | str | None, trust_remote_code: bool = False
             _require_tokenizer_files(spec)
             return _prepare_tokenizer(AutoTokenizer.from_pretrained(spec.location,
                                                                     trust_remote_code=trust_remote_code))
-        log.info("reading the tokenizer from %s (first use; it is cached afterwards)", spec.gguf_file)
+        log.info("reading the tokenizer from %s (not in the conversion cache; it is cached afterwards)",
+                 spec.gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(spec.location, gguf_file=spec.gguf_file)
         _write_entry(gguf_cache_dir(spec, "tokenizer"), spec, "tokenizer", tokenizer.save_pretrained)
         return _prepare_tokenizer(tokenizer)
@@ -205,7 +222,7 @@ def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any, bool]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    log.info("converting %s to safetensors (first use of this file; later loads read the cache)", spec.gguf_file)
+    log.info("converting %s to safetensors (not in the conversion cache; later loads read it)", spec.gguf_file)
     tokenizer = load_tokenizer(spec)
     model = AutoModelForCausalLM.from_pretrained(spec.location, gguf_file=spec.gguf_file, dtype=torch.float32)
     # The weights are dense float32 now; the GGUF quantizer only blocks save_pretrained.
@@ -225,14 +242,16 @@ def hide_library_progress_bars() -> None:
 
 
 def count_parameters(model: Any) -> int:
-    """Unique parameters (tied weights counted once)."""
+    """Unique parameters (tied weights counted once), a packed weight counted as the matrix it stands for."""
+    from llmscope.quant.modules import packed_parameters
+
     seen: set[int] = set()
     total = 0
     for parameter in model.parameters():
         if id(parameter) not in seen:
             seen.add(id(parameter))
             total += parameter.numel()
-    return total
+    return total + packed_parameters(model)
 
 
 def load_model(
@@ -241,6 +260,7 @@ def load_model(
     dtype: str = "auto",
     device_map: str | None = None,
     trust_remote_code: bool = False,
+    quantize: str = "auto",
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer on the chosen device and dtype.
 
@@ -248,8 +268,11 @@ def load_model(
         spec: hub id, folder, .gguf file, alias, or None for the default ($LLMSCOPE_MODEL or embedded).
         device: auto|cpu|cuda|cuda:N|mps; auto picks CUDA, then MPS, then CPU.
         dtype: auto|float32|bfloat16|float16; auto is bfloat16/float16 on CUDA, float16 on MPS, float32 on CPU.
+            With packed weights it is the dtype of everything else (norms, attention, the residual stream).
         device_map: "auto" hands placement to accelerate (several GPUs, CPU offload).
         trust_remote_code: run Python code shipped with the model (off unless asked for).
+        quantize: auto|none|int8|int4 (see llmscope.quant): auto keeps a GGUF's 4/8-bit blocks packed and loads
+            other models as stored; none dequantizes a GGUF exactly; int8/int4 pack every linear layer at load.
     Returns:
         LoadedModel with the model in eval mode.
     Raises:
@@ -265,6 +288,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, target if device_map is None else "cpu")
     if dtype in ("auto", None) and device_map == "auto" and torch.cuda.is_available():
         torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    mode = resolve_quantize(quantize, spec, target, device_map)
     started = time.perf_counter()
     if not spec.is_gguf:  # a GGUF file always holds a causal LM; reading its header first would cost seconds
         config = load_config(spec, trust_remote_code)
@@ -273,7 +297,9 @@ def load_model(
     placement: dict[str, Any] = {"device_map": device_map} if device_map else (
         {"device_map": target} if target != "cpu" else {})
     try:
-        if spec.is_gguf:
+        if spec.is_gguf and mode != "none":
+            model, tokenizer, from_cache = _load_packed_gguf(spec, mode, torch_dtype, target)
+        elif spec.is_gguf:
             entry = gguf_cache_dir(spec)
             model = tokenizer = None
             if _usable_entry(entry):
@@ -297,6 +323,10 @@ def load_model(
             tokenizer = load_tokenizer(spec, trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
                 spec.location, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement)
+            if mode in ("int8", "int4"):
+                from llmscope.quant.modules import quantize_linears
+
+                quantize_linears(model, mode)
     except (ModelLoadError, DeviceError):
         raise
     except torch.OutOfMemoryError as error:
@@ -309,9 +339,70 @@ def load_model(
     if device_map:
         placed = sorted({str(where) for where in (getattr(model, "hf_device_map", None) or {}).values()})
         device_label = f"{device_map} ({', '.join(placed)})" if placed else str(device_map)
+    from llmscope.quant.modules import packed_summary
+
+    held = packed_summary(model)
+    weights = ", ".join(f"{form} x{count}" for form, count in held.items()) or None
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device_label,
                        dtype=dtype_name(torch_dtype), parameters=count_parameters(model),
-                       load_seconds=time.perf_counter() - started, from_cache=from_cache)
+                       load_seconds=time.perf_counter() - started, from_cache=from_cache, quantize=mode,
+                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None)
+
+
+PACKED_MODES = ("auto", "int8", "int4")
+KERNEL_DTYPE_NAME = "bfloat16"
+
+
+def resolve_quantize(requested: str, spec: ModelSpec, device: str, device_map: str | None) -> str:
+    """The --quantize mode that will run: auto on a non-GGUF model is none (as stored); auto falls back to none
+    where no packed kernel runs (MPS, a device map), and an explicit int8/int4 there is refused."""
+    mode = (requested or "auto").strip().lower()
+    if mode not in QUANTIZE_CHOICES:
+        raise UsageError(f"unknown --quantize {requested!r}", hint="use one of: " + ", ".join(QUANTIZE_CHOICES))
+    if mode == "auto" and not spec.is_gguf:
+        return "none"
+    if mode == "auto" and not _has_quantized_matrices(spec):
+        return "none"  # a float GGUF: nothing to keep packed, and `none` is the same weights
+    if mode == "none":
+        return mode
+    blocker = ("--device-map" if device_map else f"the {device} device" if device.split(":")[0] not in ("cpu", "cuda")
+               else None)
+    if blocker is None:
+        return mode
+    if mode == "auto":
+        log.info("%s has no packed 4/8-bit kernels: the GGUF weights are dequantized (--quantize none)", blocker)
+        return "none"
+    raise UsageError(f"--quantize {mode} cannot run with {blocker}", hint="use --quantize none")
+
+
+def _has_quantized_matrices(spec: ModelSpec) -> bool:
+    from llmscope.quant.ggufheader import quantized_matrices
+
+    assert spec.gguf_path is not None
+    try:
+        return quantized_matrices(spec.gguf_path) > 0
+    except (OSError, ValueError):
+        return False  # the dequantizing path reports what is wrong with the file
+
+
+def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> tuple[Any, Any, bool | None]:
+    """A GGUF model with packed weights: from its cache entry, else built from the file and cached."""
+    from llmscope.quant.packedmodel import build_from_gguf, load_packed, save_packed
+
+    tokenizer = load_tokenizer(spec)
+    entry = gguf_entry_for(spec, mode)
+    if _usable_entry(entry):
+        try:
+            return load_packed(entry, dtype, device), tokenizer, True
+        except (ModelLoadError, DeviceError, MemoryError):
+            raise
+        except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
+            conversion_cache.remove_entry(entry, first_line(error))
+    log.info("packing %s's weights (first use of this file with --quantize %s; later loads read the cache)",
+             spec.gguf_file, mode)
+    model = build_from_gguf(spec.gguf_path, load_config(spec), mode, dtype, device)
+    written = _write_entry(entry, spec, "packed model", lambda folder: save_packed(model, Path(folder)))
+    return model, tokenizer, False if written else None
 
 
 def _warn_if_pickle_weights(spec: ModelSpec) -> None:
