@@ -262,13 +262,17 @@ def summarize(model: Any, config: Any, source: str = "config") -> ArchitectureSu
     sliding = sum(1 for kind in types if "sliding" in kind)
     moe = moe_fields(config)
     if source == "weights":
-        dtypes = sorted({_dtype_text(p.dtype) for p in model.parameters()})
-        devices = tuple(sorted({str(p.device) for p in model.parameters()}))
+        from llmscope.quant.modules import packed_weights
+
+        packed = packed_weights(model)
+        dtypes = sorted({_dtype_text(p.dtype) for p in model.parameters()} | {w.kind for w in packed})
+        devices = tuple(sorted({str(p.device) for p in model.parameters()} | {str(w.device) for w in packed}))
         dtype = ", ".join(d for d in dtypes if d)
     else:
         dtype, devices = _dtype_text(config_value(config, "dtype", "torch_dtype")), ("meta",)
-    output = model.get_output_embeddings()
-    tied = output is not None and output.weight is model.get_input_embeddings().weight
+    from llmscope.quant.modules import shares_weight
+
+    tied = shares_weight(model.get_output_embeddings(), model.get_input_embeddings())
     return ArchitectureSummary(
         model_class=type(model).__name__, model_type=str(getattr(config, "model_type", "")),
         layers=int(text.num_hidden_layers), hidden_size=int(text.hidden_size),
@@ -321,11 +325,15 @@ def parameter_breakdown(model: Any, config: Any = None) -> ParameterBreakdown:
     counts = dict.fromkeys(PARAMETER_GROUPS, 0)
     seen: set[int] = set()
     for path, module in modules.items():
-        for parameter in module.parameters(recurse=False):
-            if id(parameter) in seen:
+        held = [(id(p), p.numel()) for p in module.parameters(recurse=False)]
+        packed = getattr(module, "packed", None)  # a packed layer stands for its whole weight matrix
+        if packed is not None and hasattr(module, "logical_parameters"):
+            held.append((id(packed.data), module.logical_parameters))
+        for identity, count in held:
+            if identity in seen:
                 continue
-            seen.add(id(parameter))
-            counts[_group_of(path, modules, module, inputs, output)] += parameter.numel()
+            seen.add(identity)
+            counts[_group_of(path, modules, module, inputs, output)] += count
     total = sum(counts.values())
     memory = {name: int(total * size) for name, size in BYTES_PER_PARAMETER.items()}
     moe = moe_fields(config if config is not None else model.config)

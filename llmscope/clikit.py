@@ -28,6 +28,7 @@ from llmscope.settings import (
     ModelSettings,
     OutputMode,
     plain_text,
+    quantize_from,
     read_bytes,
     threads_from,
     utf8_text,
@@ -49,6 +50,10 @@ DtypeOpt = Annotated[str, typer.Option(
     "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU).")]
 DeviceMapOpt = Annotated[str | None, typer.Option(
     "--device-map", help="'auto' lets accelerate place a model too large for one device.", show_default=False)]
+QuantizeOpt = Annotated[str | None, typer.Option(
+    "--quantize", metavar="auto|none|int8|int4", help="How weights are held: auto keeps a GGUF file's 4/8-bit "
+    "blocks packed (else as stored); none dequantizes to --dtype (the exact reference); int8 / int4 pack every "
+    "linear layer at load. Default: $LLMSCOPE_QUANTIZE, else auto.", show_default=False)]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Run Python code shipped with the model (off unless given).")]
 ThreadsOpt = Annotated[int | None, typer.Option(
@@ -172,9 +177,10 @@ def require_text(text: str, what: str = "prompt") -> str:
 
 
 def model_settings(model: str | None, device: str, dtype: str, device_map: str | None, trust_remote_code: bool,
-                   threads: int | None) -> ModelSettings:
+                   threads: int | None, quantize: str | None = None) -> ModelSettings:
     return ModelSettings(model=model, device=device, dtype=dtype, device_map=device_map,
-                         trust_remote_code=trust_remote_code, threads=threads_from(threads))
+                         trust_remote_code=trust_remote_code, threads=threads_from(threads),
+                         quantize=quantize_from(quantize))
 
 
 def load(display: Display, settings: ModelSettings, fit_threads: bool = True) -> Any:  # -> LoadedModel
@@ -193,14 +199,14 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
     from llmscope.render import model_summary
 
     spec = resolve_model_spec(settings.model)
-    converting = spec.is_gguf and not cache_entry_is_whole(gguf_cache_dir(spec))
+    converting = spec.is_gguf and settings.quantize == "none" and not cache_entry_is_whole(gguf_cache_dir(spec))
     show_bars = converting and display.err.is_terminal and not display.quiet
     if not show_bars:
         hide_library_progress_bars()
     # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
     with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
         loaded = load_model(spec, device=settings.device, dtype=settings.dtype, device_map=settings.device_map,
-                            trust_remote_code=settings.trust_remote_code)
+                            trust_remote_code=settings.trust_remote_code, quantize=settings.quantize)
     model_summary(display, loaded.info)
     display.model_info = loaded.info
     if loaded.device == "cpu" and (fit_threads or settings.threads is not None):

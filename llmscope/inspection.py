@@ -142,7 +142,10 @@ def _logit_lens(model: Any, tokenizer: Any, hidden_states: tuple[torch.Tensor, .
                 answer_id: int) -> tuple[tuple[LensLayer, ...], str | None]:
     import torch
 
+    from llmscope.quant.modules import layer_placement
+
     head = model.get_output_embeddings()
+    head_device, head_dtype = layer_placement(head)
     norm = _find_final_norm(model.get_decoder())
     note = None if norm is not None else "no final norm found: the lens reads the raw hidden states"
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
@@ -153,7 +156,7 @@ def _logit_lens(model: Any, tokenizer: Any, hidden_states: tuple[torch.Tensor, .
             pass  # transformers hands back the last hidden state after the final norm already
         elif norm is not None:
             vector = norm(vector.to(_device_of(norm, vector)))
-        logits = head(vector.to(device=head.weight.device, dtype=head.weight.dtype))[0]
+        logits = head(vector.to(device=head_device, dtype=head_dtype or vector.dtype))[0]
         if cap:  # Gemma 2's final-logit softcapping, as the model applies it after its LM head
             logits = torch.tanh(logits / cap) * cap
         logits = logits.float()

@@ -46,7 +46,9 @@ def check_lengths(config: Any, prompt_tokens: int, new_tokens: int, budget_optio
 
 def check_ids_fit(model: Any, ids: Sequence[int]) -> None:
     """Refuse token ids the embedding has no row for (a tokenizer that does not belong to its model)."""
-    rows = int(model.get_input_embeddings().weight.shape[0])
+    from llmscope.quant.modules import layer_rows
+
+    rows = layer_rows(model.get_input_embeddings())
     beyond = [i for i in ids if i >= rows]
     if beyond:
         raise UsageError(f"the tokenizer gave id {beyond[0]}, but the model's embedding has only {rows} rows",
@@ -55,8 +57,10 @@ def check_ids_fit(model: Any, ids: Sequence[int]) -> None:
 
 def vocabulary_rows(loaded: LoadedModel) -> int:
     """Rows of the LM head: how many tokens the model scores."""
+    from llmscope.quant.modules import layer_rows
+
     head = loaded.model.get_output_embeddings()
-    return int(head.weight.shape[0]) if head is not None else len(loaded.tokenizer)
+    return layer_rows(head) if head is not None else len(loaded.tokenizer)
 
 
 def check_top(option: str, value: int, loaded: LoadedModel) -> None:

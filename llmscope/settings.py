@@ -10,6 +10,7 @@ from enum import Enum
 from pathlib import Path
 
 from llmscope.errors import UsageError
+from llmscope.quant import QUANTIZE_CHOICES
 
 MAX_NEW_TOKENS = 1_000_000
 MAX_THREADS = 1024
@@ -139,6 +140,16 @@ def threads_from(option_value: int | None) -> int | None:
     return int(raw)
 
 
+def quantize_from(option_value: str | None) -> str:
+    """--quantize, else $LLMSCOPE_QUANTIZE, else auto; lower-cased and checked."""
+    raw = option_value if option_value is not None else os.environ.get("LLMSCOPE_QUANTIZE", "").strip() or "auto"
+    value = raw.strip().lower()
+    if value not in QUANTIZE_CHOICES:
+        where = "--quantize" if option_value is not None else "LLMSCOPE_QUANTIZE"
+        raise UsageError(f"{where} takes {' | '.join(QUANTIZE_CHOICES)} (got {raw!r})")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------- shared parts
 
 
@@ -152,8 +163,11 @@ class ModelSettings:
     device_map: str | None = None
     trust_remote_code: bool = False
     threads: int | None = None
+    quantize: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_CHOICES:
+            raise UsageError(f"--quantize takes {' | '.join(QUANTIZE_CHOICES)} (got {self.quantize!r})")
         if self.model is not None and not self.model.strip():
             raise UsageError("--model is empty", hint="pass a hub id, a folder, a .gguf file or an alias, "
                              "or leave --model out for the default")

@@ -18,6 +18,7 @@ from llmscope.clikit import (
     JsonOpt,
     ModelOpt,
     PromptArg,
+    QuantizeOpt,
     QuietOpt,
     SystemOpt,
     ThreadsOpt,
@@ -70,6 +71,7 @@ def attention(
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     threads: ThreadsOpt = None,
     json_output: JsonOpt = False,
     jsonl_output: JsonlOpt = False,
@@ -88,7 +90,7 @@ def attention(
         from llmscope.attention import AttentionSettings, attention_weights
         from llmscope.render import attention as show
 
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads)
+        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
         settings = AttentionSettings(layer=layer, head=head, query=query, keys=keys, matrix=matrix,
                                      all_queries=plot is not None, max_weights=max_weights,
                                      chat=PromptSettings(chat=chat, system=system).applies_template, system=system)
@@ -163,6 +165,7 @@ def architecture(
     dtype: DtypeOpt = "auto",
     device_map: DeviceMapOpt = None,
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = None,
     json_output: JsonOpt = False,
     jsonl_output: JsonlOpt = False,
     quiet: QuietOpt = False,
@@ -184,7 +187,7 @@ def architecture(
         from llmscope.render import human_count
 
         if weights:
-            loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None))
+            loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None, quantize))
             report = arch.describe_loaded_model(loaded, depth, plan)
             info = loaded.info
         else:

@@ -263,7 +263,9 @@ def titled(title: str, table: Any, caption: str | None = None) -> Any:
 def model_summary(display: Display, info: ModelInfo) -> None:
     """The one-line load summary on stderr."""
     where = " (from the conversion cache)" if info.from_cache else (
+        " (packed from GGUF and cached)" if info.from_cache is False and info.weights else
         " (converted from GGUF and cached)" if info.from_cache is False else
         " (converted from GGUF, not cached)" if info.source in ("gguf", "embedded") else "")
-    display.status(f"loaded {info.model} on {info.device}, {info.dtype}, {human_count(info.parameters)} parameters "
-                   f"in {info.load_seconds:.2f} s{where}")
+    held = f", weights {info.weights} ({info.activations} into packed matmuls)" if info.weights else ""
+    display.status(f"loaded {info.model} on {info.device}, {info.dtype}, {human_count(info.parameters)} parameters"
+                   f"{held} in {info.load_seconds:.2f} s{where}")
