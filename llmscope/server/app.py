@@ -162,8 +162,9 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
 
             seed = sampling.seed if sampling.seed is not None else random.getrandbits(63)
             generation = GenerationSettings(max_new_tokens=budget, do_sample=True, temperature=sampling.temperature,
-                                            top_p=sampling.top_p, seed=seed)
-        key = ("generate", generation.do_sample, generation.temperature, generation.top_p, generation.seed)
+                                            top_p=sampling.top_p, top_k=sampling.top_k, seed=seed)
+        key = ("generate", generation.do_sample, generation.temperature, generation.top_p, generation.top_k,
+               generation.seed)
         return Job(kind="generate", key=key, payload=GenerateWork(encoded, generation, sampling.stop, alternatives),
                    loop=loop, future=loop.create_future(), events=asyncio.Queue() if stream else None)
 

@@ -99,6 +99,7 @@ class Sampling:
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # vLLM's extension; 0 (or -1) keeps every token
     seed: int | None = None
     stop: tuple[str, ...] = ()
 
@@ -113,6 +114,7 @@ def _sampling(body: dict[str, Any], default_max: int, least: int = 1) -> Samplin
     return Sampling(max_tokens=default_max if chosen is None else chosen,
                     temperature=_number(body, "temperature", 1.0, 0.0, 2.0) or 0.0,
                     top_p=_number(body, "top_p", 1.0, 1e-9, 1.0) or 1.0,
+                    top_k=max(_integer(body, "top_k", 0, -1, 1_000_000) or 0, 0),
                     seed=_integer(body, "seed", None, 0, 2**63 - 1), stop=_stops(body))
 
 
