@@ -218,6 +218,9 @@ def touch(entry: Path) -> None:
 
 
 def remove_entry(entry: Path, why: str) -> None:
+    if not entry.exists():  # `llmscope cache --clear` or another process removed it: no library text to show
+        log.warning("conversion cache entry %s was removed while in use: rebuilding it", entry.name)
+        return
     log.warning("conversion cache entry %s is broken (%s): rebuilding it from the GGUF file", entry.name, why)
     shutil.rmtree(entry, ignore_errors=True)
 

@@ -530,3 +530,39 @@ def test_tokenize_spans_never_overlap_with_a_byte_fallback_tokenizer(tmp_path: P
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
     assert "".join(text[start:end] for start, end in spans) == text  # every character in exactly one token
     assert result.tokens[0].piece == "▁" and spans[0] == (0, 0) and spans[1] == (0, 1)  # the added word marker
+
+
+def test_an_entry_cleared_while_in_use_is_rebuilt_without_library_text(tiny_gguf: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+    import shutil
+
+    from llmscope import loader
+
+    monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "cache"))
+    loader.load_tokenizer(str(tiny_gguf))  # the tokenizer entry now exists
+    real = loader._cached_tokenizer
+
+    def cleared_meanwhile(entry: Path, light: bool) -> object:  # `cache --clear` from another shell, mid-load
+        shutil.rmtree(entry)
+        return real(entry, light)
+
+    said: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("llmscope")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    monkeypatch.setattr(loader, "_cached_tokenizer", cleared_meanwhile)
+    try:
+        tokenizer = loader.load_tokenizer(str(tiny_gguf))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert tokenizer("Hello")["input_ids"]
+    assert any("was removed while in use" in line for line in said), said
+    assert not any("Couldn't instantiate" in line or "first use" in line for line in said), said
