@@ -196,6 +196,27 @@ def test_wrong_key_is_401_for_the_openai_client(server: Server) -> None:
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
 
 
+def test_a_client_that_goes_away_stops_its_generation(server: Server) -> None:
+    import http.client
+    import time
+    from urllib.parse import urlsplit
+
+    before = server.request("/health", key=None)[1]["cancelled"]
+    address = urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    connection.request("POST", "/v1/completions", body=json.dumps(
+        {"prompt": "Hi", "max_tokens": 240, "temperature": 0, "stream": True}),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    response = connection.getresponse()
+    assert response.readline().startswith(b"data: {")
+    connection.sock.shutdown(2)  # the client goes away after its first token
+    connection.close()
+    deadline = time.monotonic() + 60  # wait for the server to say so (no fixed sleep)
+    while server.request("/health", key=None)[1]["cancelled"] == before:
+        assert time.monotonic() < deadline, "the generation was not cancelled"
+        time.sleep(0.05)
+
+
 def test_requests_are_logged_on_stderr(server: Server) -> None:
     server.request("/health", key=None)
     assert any('"GET /health" 200' in line for line in server.log)

@@ -178,7 +178,8 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
     async def health(request: Request) -> Response:
         stats = engine.stats
         return JSONResponse({"status": "ok", "model": name, "queued": engine.queued, "requests": stats.requests,
-                             "batches": stats.batches, "rows": stats.rows, "largest_batch": stats.largest_batch})
+                             "batches": stats.batches, "rows": stats.rows, "largest_batch": stats.largest_batch,
+                             "cancelled": stats.cancelled})
 
     async def models(request: Request) -> Response:
         return JSONResponse(shapes.models_list(name, created))

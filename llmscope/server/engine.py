@@ -73,6 +73,7 @@ class EngineStats:
     batches: int = 0
     rows: int = 0
     largest_batch: int = 0
+    cancelled: int = 0  # rows cut short because their client went away (or the server stopped)
 
 
 class Engine:
@@ -196,8 +197,9 @@ class Engine:
                 jobs[row].emit(("text", "", token))
 
         def stop_row(row: int) -> bool:
-            if jobs[row].cancelled.is_set():
-                rows[row].reason = rows[row].reason or "cancelled"
+            if jobs[row].cancelled.is_set() and rows[row].reason is None:
+                rows[row].reason = "cancelled"
+                self.stats.cancelled += 1
             return rows[row].reason is not None
 
         results = generate_encoded(self.loaded, [work.encoded for work in works], settings, detail=detail,
