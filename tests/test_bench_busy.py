@@ -73,3 +73,20 @@ def test_a_ttft_gap_on_identical_prefills_is_called_noise() -> None:
     assert "same 21-token prefill" in gap and "100% gap" in gap
     edge = ttft_gap_note(_mode("cache", [0.100]), _mode("no-cache", [0.100 * (1 + TTFT_GAP) - 1e-9]), 5)
     assert edge is None
+
+
+@pytest.mark.parametrize("columns", [80, 64])
+def test_depth_view_cuts_no_figure_and_wraps_fits_under_themselves(cli, tiny_model_dir: Path, columns: int) -> None:
+    """Issue 21 item 7: at 80 columns (and narrower) no number or header is cut with '…': columns are left out
+    (the pair count then said in a caption), and the growth fits wrap under their own text, never to column 0."""
+    result = cli("bench-cache", "Hello world", "-m", tiny_model_dir, "--depth", "6,24", "-n", "3", "--repeat", "1",
+                 "--warmup", "0", "-q", env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and max(len(line) for line in lines) <= columns
+    assert ("pairs per prompt length: 1" in result.stdout) == (columns < 80)
+    start = next(i for i, line in enumerate(lines) if line.startswith("  time to first token:"))
+    end = next(i for i, line in enumerate(lines) if "mean decode ms/token against prompt tokens" in line)
+    fits = [line for line in lines[start:end] if line.strip()]
+    assert fits and all(line.startswith(" ") for line in fits), fits
+    assert any("⚠" in line for line in fits)  # the two-point notes, wrapped under their text

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -183,21 +184,31 @@ def speedup_text(length: LengthResult) -> Text:
     return text
 
 
-def notes_text(length: LengthResult) -> Text | None:
+def notes_text(length: LengthResult) -> Any:
     """The noise warnings of one point (speed-up interval, per-mode spread), each on its own line, or None."""
     notes = [note for note in (length.speedup.note if length.speedup else None,
                                length.cache.note if length.cache else None,
                                length.no_cache.note if length.no_cache else None, length.ttft_note) if note]
+    return warning_lines(notes)
+
+
+def warning_lines(notes: list[str]) -> Any:
+    """Each note after a ⚠, wrapping under its own text rather than back to column 0; None without notes."""
     if not notes:
         return None
-    return Text("\n".join(f"⚠ {note}" for note in notes), style="yellow")
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, style="yellow")
+    grid.add_column(overflow="fold", style="yellow")
+    for note in notes:
+        grid.add_row("⚠", note)
+    return grid
 
 
 TTFT_GAP_WORDS = ("noise: time to first token differs between the modes though both run the same prefill: the "
                   "machine (other processes), not the cache")
 
 
-def series_notes(result: BenchResult) -> Text | None:
+def series_notes(result: BenchResult) -> Any:
     """The noise warnings of a sweep or depth series, each said once with the points it applies to."""
     where: dict[str, list[str]] = {}
     for length in result.results:
@@ -209,9 +220,8 @@ def series_notes(result: BenchResult) -> Text | None:
     if not where:
         return None
     unit = "prompt tokens" if result.depths else "new tokens"
-    lines = [f"⚠ {'every point' if len(points) == len(result.results) else 'at ' + ', '.join(points) + ' ' + unit}: "
-             f"{note}" for note, points in where.items()]
-    return Text("\n".join(lines), style="yellow")
+    return warning_lines([("every point" if len(points) == len(result.results) else f"at {', '.join(points)} {unit}")
+                          + f": {note}" for note, points in where.items()])
 
 
 def kv_text(length: LengthResult) -> Text:
@@ -243,7 +253,7 @@ def show_bench(display: Display, info: ModelInfo, result: BenchResult) -> None:
         return
     width = max(20, min(60, display.out.width - 12))
     if result.sweep or result.depths:
-        display.result(depth_table(result) if result.depths else sweep_table(result))
+        display.result(depth_table(result, display.out.width) if result.depths else sweep_table(result))
         display.result(sweep_check_text(result))
         notes = series_notes(result)
         if notes is not None:
@@ -320,52 +330,70 @@ def sweep_check_text(result: BenchResult) -> Text:
 QUANTITY_WORDS = {"seconds": "generate time", "ttft_s": "time to first token", "decode_ms_per_token": "decode ms/token"}
 
 
-def growth_text(result: BenchResult) -> Text:
+def growth_text(result: BenchResult) -> Any:
+    """The growth fits, one per line under their quantity; a line too long for the screen wraps under itself,
+    never back to column 0."""
     if not result.growth:
         return Text("growth: fewer than two points finished, no fit", style="yellow")
     against = "prompt tokens" if result.depths else "new tokens"
-    text = Text(f"growth with {against} (least-squares fit of log time on log length):")
+    parts: list[Any] = [Text(f"growth with {against} (least-squares fit of log time on log length):")]
     for quantity in ("seconds", "ttft_s", "decode_ms_per_token"):
         fits = [growth for growth in result.growth if growth.quantity == quantity]
-        if not fits:
-            continue
-        text.append(f"\n  {QUANTITY_WORDS[quantity]}: ")
+        grid = Table.grid(padding=(0, 1))  # one per quantity: its fits start right after its own label
+        parts.append(grid)
         for index, growth in enumerate(fits):
-            text.append("; " if index else "")
-            text.append(f"{MODE_LABELS[growth.mode]} ∝ n^{growth.fit.exponent:.2f}", style=MODE_STYLES[growth.mode])
-            text.append(f" (R² {growth.fit.r_squared:.3f})")
+            line = Text(f"{MODE_LABELS[growth.mode]} ∝ n^{growth.fit.exponent:.2f}", style=MODE_STYLES[growth.mode])
+            line.append(f" (R² {growth.fit.r_squared:.3f})")
+            grid.add_row(f"  {QUANTITY_WORDS[quantity]}:" if index == 0 else "", line)
         notes = {growth.note for growth in fits if growth.note}
-        if len(fits) > 1 and len(notes) == 1 and all(growth.note for growth in fits):
-            text.append(f"\n    ⚠ both: {notes.pop()}", style="yellow")
-        else:
-            for growth in fits:
-                if growth.note:
-                    text.append(f"\n    ⚠ {MODE_LABELS[growth.mode]}: {growth.note}", style="yellow")
-    return text
+        both = len(fits) > 1 and len(notes) == 1 and all(growth.note for growth in fits)
+        for growth in fits[:1] if both else fits:
+            if growth.note:
+                who = "both" if both else MODE_LABELS[growth.mode]
+                grid.add_row("", Text(f"⚠ {who}: {growth.note}", style="yellow"))
+    return Group(*(part for part in parts if not isinstance(part, Table) or part.row_count))
 
 
 def fit_for(result: BenchResult, mode: str, quantity: str) -> GrowthFit | None:
     return next((g for g in result.growth if g.mode == mode and g.quantity == quantity), None)
 
 
-def depth_table(result: BenchResult) -> Table:
-    """One row per prompt length: prefill and decode with and without the cache, and the whole-run speed-up."""
-    table = Table(show_edge=False, pad_edge=False)
-    for name in ("prompt\ntokens", "TTFT cache\n(mean)", "TTFT no cache\n(mean)", "cache\nms/token",
-                 "no-cache\nms/token", "decode\nratio", "speed-\nup", "pairs"):
-        table.add_column(name, justify="right", no_wrap=True)
+DEPTH_DROPS = ("pairs", "decode\nratio")  # columns left out, in this order, when the table is wider than the screen
+
+
+def depth_table(result: BenchResult, width: int = 80) -> Table:
+    """One row per prompt length: prefill and decode with and without the cache, and the whole-run speed-up.
+    No figure is ever cut: when the columns are wider than `width`, the pair count (said in the caption) and then
+    the decode ratio (no-cache over cache ms/token, both shown) are left out."""
+    columns: dict[str, list[Text]] = {name: [] for name in (
+        "prompt\ntokens", "TTFT cache\n(mean)", "TTFT no\ncache", "cache\nms/token", "no-cache\nms/token",
+        "decode\nratio", "speed-\nup", "pairs")}
     for length in result.results:
         cached, uncached = length.cache, length.no_cache
         decode_ratio = (_ratio(uncached.decode_ms_per_token.mean, cached.decode_ms_per_token.mean)
                         if cached and uncached and cached.decode_ms_per_token and uncached.decode_ms_per_token else "-")
-        table.add_row(
-            str(length.prompt_tokens),
-            Text(seconds_text(cached.ttft_s.mean) if cached else "-", style=MODE_STYLES[CACHE]),
-            Text(seconds_text(uncached.ttft_s.mean) if uncached else "-", style=MODE_STYLES["no-cache"]),
-            Text(_decode_mean(cached), style=MODE_STYLES[CACHE]),
-            Text(_decode_mean(uncached), style=MODE_STYLES["no-cache"]), decode_ratio or "-",
-            ratio_text(length.speedup.of_means) if length.speedup else "-",
-            str(length.speedup.pairs.n) if length.speedup else "0")
+        cells = (Text(str(length.prompt_tokens)),
+                 Text(seconds_text(cached.ttft_s.mean) if cached else "-", style=MODE_STYLES[CACHE]),
+                 Text(seconds_text(uncached.ttft_s.mean) if uncached else "-", style=MODE_STYLES["no-cache"]),
+                 Text(_decode_mean(cached), style=MODE_STYLES[CACHE]),
+                 Text(_decode_mean(uncached), style=MODE_STYLES["no-cache"]), Text(decode_ratio or "-"),
+                 Text(ratio_text(length.speedup.of_means) if length.speedup else "-"),
+                 Text(str(length.speedup.pairs.n) if length.speedup else "0"))
+        for name, cell in zip(columns, cells):
+            columns[name].append(cell)
+
+    def needed() -> int:  # each column as wide as its widest line; " │ " between columns
+        return sum(max(len(line) for text in (Text(name), *cells) for line in text.plain.split("\n"))
+                   for name, cells in columns.items()) + 3 * (len(columns) - 1)
+
+    dropped = [columns.pop(name) and name for name in DEPTH_DROPS if needed() > width]
+    pairs = sorted({length.speedup.pairs.n if length.speedup else 0 for length in result.results})
+    table = Table(show_edge=False, pad_edge=False, caption_justify="left", caption=(
+        f"pairs per prompt length: {', '.join(map(str, pairs))}" if "pairs" in dropped else None))
+    for name in columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in zip(*columns.values()):
+        table.add_row(*row)
     return table
 
 
