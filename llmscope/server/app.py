@@ -122,6 +122,13 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
                 return _error(_library_error(error))
             except ClientGone:
                 return Response(status_code=499)
+            except Exception as error:  # still OpenAI's shape; the library's known errors keep their words
+                from llmscope.errors import translate
+
+                known = translate(error, loaded.info)
+                text = str(known) if known is not None else f"{type(error).__name__}: {error}".splitlines()[0]
+                log(f"error: {text}")
+                return _error(ApiError(500, text, kind="server_error"))
         return run
 
     async def body_of(request: Request) -> dict[str, Any]:
@@ -149,6 +156,17 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
     def submit(job: Job) -> Job:
         engine.submit(job)
         return job
+
+    def submit_all(jobs: list[Job]) -> list[Job]:
+        """Submit every job, or none: one refused (503) cancels those already queued."""
+        try:
+            for job in jobs:
+                engine.submit(job)
+        except ApiError:
+            for job in jobs:
+                job.cancelled.set()
+            raise
+        return jobs
 
     def generation_job(loop: asyncio.AbstractEventLoop, encoded: Any, sampling: shapes.Sampling, alternatives: int,
                        stream: bool) -> Job:
@@ -195,10 +213,10 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
                    for p in parsed.prompts]
         echoes: list[Job] = []
         if parsed.echo and k is not None:
-            echoes = [submit(call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, k))) for e in encoded]
-        generating = sampling.max_tokens > 0
-        jobs = [submit(generation_job(loop, e, sampling, k or 0, parsed.stream)) for e in encoded] if generating \
-            else []
+            echoes = [call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, k)) for e in encoded]
+        jobs = [generation_job(loop, e, sampling, k or 0, parsed.stream) for e in encoded] if (
+            sampling.max_tokens > 0) else []
+        submit_all(echoes + jobs)
         request_id = shapes.new_id("cmpl")
         if parsed.stream:
             return _sse(_completion_stream(request_id, name, parsed, encoded, jobs, echoes, k, token_logprobs))
