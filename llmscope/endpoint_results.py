@@ -91,7 +91,10 @@ def next_token_from_openai(model: str, prompt: str, prompt_text: str, prompt_tok
 
 
 def completion_entries(logprobs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The legacy completions logprobs object as chat-style entries: [{token, logprob, top_logprobs}]."""
+    """The legacy completions logprobs object as chat-style entries: [{token, logprob, top_logprobs}] (a server
+    that already answers chat-style entries under "content", as llama.cpp's does, is read as it is)."""
+    if isinstance(logprobs.get("content"), list):
+        return list(logprobs["content"])
     tokens = logprobs.get("tokens") or []
     values = logprobs.get("token_logprobs") or []
     tops = logprobs.get("top_logprobs") or [None] * len(tokens)
