@@ -187,7 +187,7 @@ def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInf
 
 def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, Any, tuple[str, ...]]:
     """score from any OpenAI-compatible server that echoes the prompt's log-probabilities (vLLM, llmscope serve)."""
-    from llmscope.endpoint_results import SCORE_LIMITS, completion_entries, score_from_openai
+    from llmscope.endpoint_results import SCORE_LIMITS, completion_entries, score_from_openai, with_prompt_logprobs
     from llmscope.server.openai_shapes import MAX_LOGPROBS
 
     asked = [name for name, value in (("--prompt", options.prompt), ("--window", options.window),
@@ -198,13 +198,15 @@ def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, An
     model = client.model_name()
     top = min(max(options.top_k, 1), MAX_LOGPROBS)
     answer = client.call("/v1/completions", {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0,
-                                             "echo": True, "logprobs": top})
+                                             "echo": True, "logprobs": top, "prompt_logprobs": top})
     prompt_tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
-    entries = completion_entries((answer.get("choices") or [{}])[0].get("logprobs") or {})[:prompt_tokens]
+    choice = (answer.get("choices") or [{}])[0]
+    entries = completion_entries(choice.get("logprobs") or {})[:prompt_tokens]
+    known = with_prompt_logprobs(entries, choice.get("prompt_logprobs"), top)
     if len(entries) < 2 or entries[1].get("logprob") in (None, -math.inf):
         raise EndpointError("the endpoint sent no log-probabilities for the prompt (echo with logprobs)",
                             hint="vLLM answers them; llama.cpp and ollama do not: score with a local model")
-    limits = list(SCORE_LIMITS)
+    limits = [limit for limit in SCORE_LIMITS if not (known and limit != SCORE_LIMITS[0])]
     if options.top_k > top:
         limits.append(f"more than {top} alternatives (top_logprobs is capped at {MAX_LOGPROBS})")
     return ModelInfo(model=model, source="endpoint"), score_from_openai(model, text, entries, options), tuple(limits)

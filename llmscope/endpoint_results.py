@@ -106,10 +106,32 @@ def completion_entries(logprobs: dict[str, Any]) -> list[dict[str, Any]]:
 SCORE_LIMITS = ("entropy over the full vocabulary", "token ids", "ranks beyond the top log-probabilities")
 
 
+def with_prompt_logprobs(entries: list[dict[str, Any]], prompt_logprobs: Any, top: int) -> bool:
+    """Add ids and ranks from vLLM's `prompt_logprobs` ({id: {logprob, rank, decoded_token}} per prompt token) to
+    the echoed entries, in place: the token is the entry whose text is the echoed one. True when every scored
+    token was found."""
+    if not isinstance(prompt_logprobs, list) or len(prompt_logprobs) != len(entries):
+        return False
+    found = 0
+    for entry, options in zip(entries[1:], prompt_logprobs[1:]):
+        if not isinstance(options, dict):
+            continue
+        ranked = sorted(((int(i), o) for i, o in options.items() if isinstance(o, dict)),
+                        key=lambda pair: pair[1].get("rank") or 1 << 30)
+        mine = next(((i, o) for i, o in ranked if o.get("decoded_token") == entry.get("token")), None)
+        if mine is not None:
+            entry["id"], entry["rank"] = mine[0], mine[1].get("rank")
+            found += 1
+        entry["top_logprobs"] = [{"token": o.get("decoded_token", ""), "logprob": o.get("logprob"), "id": i}
+                                 for i, o in ranked if (o.get("rank") or 1 << 30) <= top]
+    return found == len(entries) - 1
+
+
 def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], settings: Any) -> Any:
     """score's result from the prompt's own log-probabilities (completions with echo: the first token has none).
-    A first token that does not start the text is a BOS the server added; ids are -1, entropy NaN, and a rank is
-    0 when the token is not among the top log-probabilities sent."""
+    A first token that does not start the text is a BOS the server added; entropy is NaN; ids are -1 and a rank
+    0 (not known) unless vLLM's prompt_logprobs gave them (with_prompt_logprobs), or the token is among the top
+    log-probabilities sent (its rank)."""
     from llmscope.generation import TokenAlternative
     from llmscope.scoring import ScoredToken, ScoreResult, nll_summary
 
@@ -119,10 +141,12 @@ def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], sett
     for position, entry in enumerate(rest, start=1):
         text_piece, logprob = entry.get("token", ""), float(entry.get("logprob", -math.inf))
         alternatives = sorted(_alternatives(entry), key=lambda a: -a[1])
-        rank = next((r for r, (t, _, _) in enumerate(alternatives, start=1) if t == text_piece), 0)
+        rank = entry.get("rank") or next((r for r, (t, _, _) in enumerate(alternatives, start=1) if t == text_piece),
+                                         0)
         best = alternatives[0] if alternatives else (text_piece, logprob, -1)
         tokens.append(ScoredToken(
-            position=position, token_id=-1, text=text_piece, delta=text_piece, probability=math.exp(logprob),
+            position=position, token_id=int(entry.get("id", -1)), text=text_piece, delta=text_piece,
+            probability=math.exp(logprob),
             logprob=logprob, rank=rank, top_id=best[2], top_text=best[0], top_probability=math.exp(best[1]),
             entropy=math.nan, context=position,
             top=tuple(TokenAlternative(token_id=i, text=t, probability=math.exp(lp), logprob=lp,
@@ -132,7 +156,8 @@ def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], sett
     total, mean, perplexity, bits = nll_summary([t.logprob for t in tokens], scored_bytes)
     return ScoreResult(
         model=model, text=text, prompt=None, context_text=first.get("token", ""), chat_template_applied=False,
-        bos_prepended=bos, first_token_skipped=not bos, token_ids=tuple(-1 for _ in entries), context_tokens=1,
+        bos_prepended=bos, first_token_skipped=not bos, token_ids=tuple(int(e.get("id", -1)) for e in entries),
+        context_tokens=1,
         tokens=tuple(tokens), tokens_scored=len(tokens), text_tokens=len(rest) + (0 if bos else 1), truncated=False,
         total_nll=total, mean_nll=mean, perplexity=perplexity, scored_bytes=scored_bytes, bits_per_byte=bits,
         window=len(entries), stride=len(entries), windows=1, min_context=1 if tokens else 0,

@@ -137,20 +137,30 @@ def test_compare_against_the_server_is_the_local_compare(cli, server: Server, ti
     assert other.exit_code == 2
 
 
-def test_score_from_openai_echo_logprobs_alone(server: Server, tiny_model_dir: Path) -> None:
+def test_score_from_openai_prompt_logprobs(server: Server, tiny_model_dir: Path) -> None:
     from llmscope.endpoint import Client, EndpointSettings, score_openai
+    from llmscope.endpoint_results import completion_entries, score_from_openai
     from llmscope.loader import load_model
     from llmscope.scoring import ScoreSettings, score_text
 
     text = "Attention heads share keys and values."
-    info, result, limits = score_openai(Client(EndpointSettings(url=server.url)), text, ScoreSettings(top_k=3))
-    assert info.source == "endpoint"
     local = score_text(load_model(str(tiny_model_dir), device="cpu"), text, ScoreSettings(top_k=3))
-    assert "entropy over the full vocabulary" in limits and result.first_token_skipped == local.first_token_skipped
+    # vLLM's prompt_logprobs (llmscope serve answers them too): ids and every rank
+    info, result, limits = score_openai(Client(EndpointSettings(url=server.url)), text, ScoreSettings(top_k=3))
+    assert info.source == "endpoint" and limits == ("entropy over the full vocabulary",)
     assert result.perplexity == pytest.approx(local.perplexity, abs=1e-4)
-    assert [t.text for t in result.tokens] == [t.text for t in local.tokens]
-    assert [t.rank for t in result.tokens if t.rank] == [t.rank for t in local.tokens if t.rank <= 3]
-
+    assert [t.token_id for t in result.tokens] == [t.token_id for t in local.tokens]
+    assert [t.rank for t in result.tokens] == [t.rank for t in local.tokens]
+    assert [[a.token_id for a in t.top] for t in result.tokens] == [[a.token_id for a in t.top] for t in local.tokens]
+    # echo + logprobs alone (what other servers send): no ids, ranks only within the top 3
+    status, answer = server.request("/v1/completions", {"prompt": text, "max_tokens": 1, "temperature": 0,
+                                                        "echo": True, "logprobs": 3}, key=None)
+    assert status == 200
+    entries = completion_entries(answer["choices"][0]["logprobs"])[: answer["usage"]["prompt_tokens"]]
+    echoed = score_from_openai(str(tiny_model_dir), text, entries, ScoreSettings(top_k=3))
+    assert echoed.perplexity == pytest.approx(local.perplexity, abs=1e-4)
+    assert [t.text for t in echoed.tokens] == [t.text for t in local.tokens]
+    assert all(t.rank in (0, r.rank) for t, r in zip(echoed.tokens, local.tokens, strict=True))
 
 def test_batch_through_the_server_writes_the_local_records(cli, server: Server, tiny_model_dir: Path,
                                                            tmp_path: Path) -> None:

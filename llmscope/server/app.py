@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import time
@@ -212,8 +213,9 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         encoded = [encode_prompt(loaded, p, new_tokens=max(sampling.max_tokens, 1), budget_option="max_tokens")
                    for p in parsed.prompts]
         echoes: list[Job] = []
-        if parsed.echo and k is not None:
-            echoes = [call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, k)) for e in encoded]
+        wanted = max(k or 0, parsed.prompt_logprobs or 0)
+        if (parsed.echo and k is not None) or parsed.prompt_logprobs is not None:
+            echoes = [call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, wanted)) for e in encoded]
         jobs = [generation_job(loop, e, sampling, k or 0, parsed.stream) for e in encoded] if (
             sampling.max_tokens > 0) else []
         submit_all(echoes + jobs)
@@ -225,11 +227,17 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         choices = []
         for index, (prompt, result, echo) in enumerate(zip(encoded, results, echoed)):
             text = result.text if result is not None else ""
-            tokens = (echo or []) + (token_logprobs(result, k or 0) if result is not None and k is not None else [])
+            shown = [dataclasses.replace(t, top=(t.top or ())[: k or 0] if t.top is not None else None)
+                     for t in echo or []] if parsed.echo else []
+            tokens = shown + (token_logprobs(result, k or 0) if result is not None and k is not None else [])
             reason = shapes.finish_reason(result.finish_reason) if result is not None else "length"
             choices.append(shapes.completion_choice(
                 index, (prompt.text if parsed.echo else "") + text, reason,
                 shapes.completion_logprobs(tokens) if k is not None else None))
+            if parsed.prompt_logprobs is not None and echo is not None:
+                trimmed = [dataclasses.replace(t, top=(t.top or ())[: parsed.prompt_logprobs],
+                                               top_ids=t.top_ids[: parsed.prompt_logprobs]) for t in echo]
+                choices[-1]["prompt_logprobs"] = shapes.vllm_prompt_logprobs(trimmed)
         completion_tokens = sum(r.new_tokens for r in results if r is not None)
         return JSONResponse(shapes.completion(request_id, name, choices, sum(len(e.ids) for e in encoded),
                                               completion_tokens))
@@ -305,7 +313,8 @@ async def _completion_stream(request_id: str, model: str, parsed: shapes.Complet
         for index, prompt in enumerate(encoded):
             if parsed.echo:
                 echo = await echoes[index].future if echoes else None
-                logprobs = shapes.completion_logprobs(echo) if echo is not None else None
+                logprobs = None if echo is None or k is None else shapes.completion_logprobs(
+                    [dataclasses.replace(t, top=None if t.top is None else t.top[:k]) for t in echo])
                 yield shapes.completion_chunk(request_id, model, index, prompt.text, None, logprobs)
             if not jobs:
                 yield shapes.completion_chunk(request_id, model, index, "", "length")

@@ -39,19 +39,22 @@ def prompt_logprobs(loaded: LoadedModel, ids: tuple[int, ...], alternatives: int
     from llmscope.scoring import ScoreSettings, logprob_chunks, resolve_window, token_figures, window_plan
 
     tokenizer = loaded.tokenizer
-    first = TokenLogprob(text=tokenizer.decode([ids[0]]), logprob=None, top=None)
+    first = TokenLogprob(text=tokenizer.decode([ids[0]]), logprob=None, top=None, token_id=ids[0])
     if len(ids) < 2:
         return [first]
     window, stride = resolve_window(loaded, ScoreSettings(), len(ids))
     out = [first]
     for chunk in logprob_chunks(loaded, ids, window_plan(len(ids), 1, window, stride)):
         figures = token_figures(chunk.logprobs, [ids[p] for p in chunk.targets])
-        tops: list[Any] = [None] * len(chunk.targets)
+        tops: list[Any] = [()] * len(chunk.targets)
+        top_ids: list[Any] = [()] * len(chunk.targets)
         if alternatives:
             values, indices = torch.topk(chunk.logprobs, min(alternatives, chunk.logprobs.shape[-1]))
             tops = [tuple((tokenizer.decode([i]), v) for v, i in zip(vs, is_))
                     for vs, is_ in zip(values.tolist(), indices.tolist())]
+            top_ids = [tuple(row) for row in indices.tolist()]
         for row, position in enumerate(chunk.targets):
             out.append(TokenLogprob(text=tokenizer.decode([ids[position]]), logprob=figures.logprobs[row],
-                                    top=tops[row] if alternatives else ()))
+                                    top=tops[row], token_id=ids[position], rank=figures.ranks[row],
+                                    top_ids=top_ids[row]))
     return out

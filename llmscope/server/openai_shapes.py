@@ -128,6 +128,7 @@ class CompletionRequest:
     logprobs: int | None  # alternatives per token (0: only the chosen token's); None: no logprobs
     echo: bool
     stream: bool
+    prompt_logprobs: int | None = None  # vLLM's extension: the prompt's own, with ids and ranks
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionRequest:
@@ -141,7 +142,8 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     sampling = _sampling(body, 16, least=0 if echo else 1)  # echo with max_tokens 0 scores the prompt only
     return CompletionRequest(model=text_of(body, "model"), prompts=tuple(prompts), sampling=sampling,
                              logprobs=_integer(body, "logprobs", None, 0, MAX_LOGPROBS), echo=echo,
-                             stream=bool(field_of(body, "stream", (bool,), False)))
+                             stream=bool(field_of(body, "stream", (bool,), False)),
+                             prompt_logprobs=_integer(body, "prompt_logprobs", None, 0, MAX_LOGPROBS))
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,25 @@ class TokenLogprob:
     logprob: float | None
     top: tuple[tuple[str, float], ...] | None
     token_bytes: tuple[int, ...] = ()
+    token_id: int = -1
+    rank: int | None = None  # 1 = the model's top choice (known for prompt tokens)
+    top_ids: tuple[int, ...] = ()  # the ids of `top`, in its order
+
+
+def vllm_prompt_logprobs(tokens: Sequence[TokenLogprob]) -> list[dict[str, Any] | None]:
+    """vLLM's `prompt_logprobs`: per prompt token None (the first) or {id: {logprob, rank, decoded_token}} holding
+    the top alternatives and the token itself."""
+    out: list[dict[str, Any] | None] = []
+    for token in tokens:
+        if token.logprob is None:
+            out.append(None)
+            continue
+        entries = {str(i): {"logprob": _finite(lp), "rank": rank, "decoded_token": text}
+                   for rank, (i, (text, lp)) in enumerate(zip(token.top_ids, token.top or ()), start=1)}
+        entries.setdefault(str(token.token_id), {"logprob": _finite(token.logprob), "rank": token.rank,
+                                                 "decoded_token": token.text})
+        out.append(entries)
+    return out
 
 
 def _finite(value: float | None) -> float | None:
