@@ -150,7 +150,9 @@ fi
 if has_command cache; then
     step "cache (list)" "${LLMSCOPE[@]}" cache
 fi
-if has_command serve; then
+if has_command serve && ! "$PY" -c 'import starlette, uvicorn' >>"$LOG" 2>&1; then
+    say "serve: skipped (starlette and uvicorn are not installed: pip install 'llmscope[serve]', or carry their wheels)"
+elif has_command serve; then
     # serve on the GPU: wait for its "listening on URL" line, ask it over --endpoint, then SIGTERM must exit 0.
     "${LLMSCOPE[@]}" serve --port 0 "${GPU[@]}" -q 2>"$LOG_DIR/serve.err" &
     serve_pid=$!
