@@ -161,6 +161,8 @@ elif has_command serve; then
     STEP_STDOUT="$LOG_DIR/next-token-endpoint.json" step "next-token --endpoint (serve on CUDA)" \
         "${LLMSCOPE[@]}" next-token "The capital of France is" --endpoint "${serve_url:-http://127.0.0.1:9}" --json -q
     kill -TERM "$serve_pid" 2>/dev/null
+    for _ in $(seq 1 60); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$serve_pid" 2>/dev/null  # still there after a minute: a failed stop (exit 137)
     wait "$serve_pid"
     rc=$?
     say "$(printf '%-36s %-7s exit %3d' "serve: SIGTERM" "$([ "$rc" -eq 0 ] && echo ok || echo FAILED)" "$rc")"
