@@ -156,7 +156,11 @@ elif has_command serve; then
     # serve on the GPU: wait for its "listening on URL" line, ask it over --endpoint, then SIGTERM must exit 0.
     "${LLMSCOPE[@]}" serve --port 0 "${GPU[@]}" -q 2>"$LOG_DIR/serve.err" &
     serve_pid=$!
-    for _ in $(seq 1 "$STEP_TIMEOUT"); do grep -q '^listening on ' "$LOG_DIR/serve.err" && break; sleep 1; done
+    for _ in $(seq 1 "$STEP_TIMEOUT"); do
+        grep -q '^listening on ' "$LOG_DIR/serve.err" && break
+        kill -0 "$serve_pid" 2>/dev/null || break  # it exited before listening
+        sleep 1
+    done
     serve_url=$(sed -n 's/^listening on //p' "$LOG_DIR/serve.err" | head -n 1)
     STEP_STDOUT="$LOG_DIR/next-token-endpoint.json" step "next-token --endpoint (serve on CUDA)" \
         "${LLMSCOPE[@]}" next-token "The capital of France is" --endpoint "${serve_url:-http://127.0.0.1:9}" --json -q
