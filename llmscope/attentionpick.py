@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from llmscope.errors import UsageError
@@ -102,6 +103,27 @@ def layer_and_head_counts(config: Any) -> tuple[int, int]:
 
     text = text_config(config)
     return int(text.num_hidden_layers), attention_layout(text).heads
+
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+HEAD_KEYS = ("num_attention_heads", "n_head")
+
+
+def counts_from_config_file(path: Path) -> tuple[int, int] | None:
+    """(layers, heads) read straight from a config.json (no transformers import: a fraction of a second), or None
+    when the file is missing or does not name them plainly (then the caller asks transformers)."""
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    layers = next((config[key] for key in LAYER_KEYS if isinstance(config.get(key), int)), None)
+    heads = next((config[key] for key in HEAD_KEYS if isinstance(config.get(key), int)), None)
+    return (layers, heads) if layers and heads and layers > 0 and heads > 0 else None
 
 
 def _shown(tokens: Sequence[Token], count: int = 20) -> str:

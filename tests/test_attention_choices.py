@@ -140,3 +140,21 @@ def test_plot_cli_refuses_before_loading(cli, monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setattr(llmscope.loader, "load_model", refuse)
     result = cli("attention", "Hello", "-m", str(wide), "--plot", str(tmp_path / "grid.png"))
     assert result.exit_code == 2 and "44 panels" in result.stderr, result.stderr
+
+
+def test_layer_and_head_are_checked_from_config_json_without_transformers(tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from llmscope.attentionpick import counts_from_config_file
+
+    assert counts_from_config_file(tiny_model_dir / "config.json") == (2, 4)
+    assert counts_from_config_file(tmp_path / "missing.json") is None
+    (tmp_path / "odd.json").write_text('{"model_type": "llama"}')
+    assert counts_from_config_file(tmp_path / "odd.json") is None  # then transformers reads the config
+    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
+            "    print('EXIT', exit.code, [m for m in ('torch', 'transformers') if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code, "attention", "Hello", "-m", str(tiny_model_dir), "--layer",
+                             "5"], capture_output=True, text=True)
+    assert "EXIT 2 []" in result.stdout and "--layer 5 is past the model's 2 layers" in result.stderr, result

@@ -118,15 +118,26 @@ def check_attention_choices(display: Display, models: ModelSettings, settings: A
                             plot: bool) -> None:
     """--layer, --head and a plot's size against the config, --query and --keys against the prompt's tokens: all
     before the weights load (the config and the tokenizer take a fraction of the time)."""
-    from llmscope.attentionpick import check_against_config, layer_and_head_counts, resolve_keys, resolve_query
-    from llmscope.loader import load_config, load_tokenizer, resolve_model_spec
+    from pathlib import Path
+
+    from llmscope.attentionpick import (
+        check_against_config,
+        counts_from_config_file,
+        layer_and_head_counts,
+        resolve_keys,
+        resolve_query,
+    )
+    from llmscope.loader import gguf_cache_dir, load_config, load_tokenizer, resolve_model_spec
     from llmscope.tokenization import prompt_ids
 
     spec = resolve_model_spec(models.model)
     if settings.layer is not None or settings.head is not None or plot:
-        with display.spinner(f"reading the config of {spec.name}"):
-            check_against_config(settings, *layer_and_head_counts(load_config(spec, models.trust_remote_code)),
-                                 plot=plot)
+        folder = gguf_cache_dir(spec) if spec.is_gguf else Path(spec.location) if spec.kind == "folder" else None
+        counts = counts_from_config_file(folder / "config.json") if folder is not None else None
+        if counts is None:
+            with display.spinner(f"reading the config of {spec.name}"):
+                counts = layer_and_head_counts(load_config(spec, models.trust_remote_code))
+        check_against_config(settings, *counts, plot=plot)
     if settings.needs_tokens:
         from llmscope.attention import AttentionToken
 
