@@ -349,3 +349,12 @@ def test_request_shapes_read_openai_fields() -> None:
         parse_chat({"messages": [{"role": "tool", "content": "x"}]})
     with pytest.raises(ApiError):
         parse_chat({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})  # needs logprobs
+
+
+def test_llmscope_routes_check_their_options(server: Server) -> None:
+    assert server.request("/llmscope/v1/score", {"text": "Hi there", "options": {"window": "big"}})[0] == 400
+    assert server.request("/llmscope/v1/score", {"text": "Hi there", "options": {"colour": 1}})[0] == 400
+    assert server.request("/llmscope/v1/next-token", {"prompt": "Hi", "top_k": 100000})[0] == 400  # > vocabulary
+    status, body = server.request("/llmscope/v1/tokenize", {"text": "Hello world"})
+    assert status == 200 and body["result"]["token_count"] == len(body["result"]["tokens"]) > 0
+    assert body["model_info"]["device"] == "cpu"

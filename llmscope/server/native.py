@@ -69,8 +69,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
-        options = shapes.parse_options(body, [f.name for f in dataclasses.fields(ScoreSettings)])
-        scoring = ScoreSettings(**options)
+        scoring = settings_of(ScoreSettings, body)
         if scoring.top_k:
             from llmscope.prompts import check_top
 
@@ -85,10 +84,8 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
 
         body = await read(request)
         prompt = shapes.text_of(body, "prompt", required=True) or ""
-        options = shapes.parse_options(body, [f.name for f in dataclasses.fields(GenerationSettings)
-                                              if f.name != "compile"])
-        generation = GenerationSettings(**options)
-        detail = TokenDetail(**shapes.parse_options(body, ["texts", "entropy", "alternatives"], "detail"))
+        generation = settings_of(GenerationSettings, body, leave_out=("compile",))
+        detail = settings_of(TokenDetail, body, key="detail")
         for option, value in (("top_k", generation.top_k), ("logprobs", generation.logprobs)):
             if value:
                 check_top(option, value, loaded)
@@ -107,7 +104,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
-        scoring = ScoreSettings(**shapes.parse_options(body, [f.name for f in dataclasses.fields(ScoreSettings)]))
+        scoring = settings_of(ScoreSettings, body)
         ids, plan = body.get("ids"), body.get("plan")
         if not isinstance(ids, list) or not isinstance(plan, list) or not all(
                 isinstance(w, list) and len(w) == 3 and all(isinstance(v, int) for v in w) for w in plan):
@@ -140,6 +137,15 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
 
     return {"/llmscope/v1/tokenize": tokenize, "/llmscope/v1/next-token": next_token, "/llmscope/v1/score": score,
             "/llmscope/v1/generate": generate, "/llmscope/v1/logprobs": logprobs}
+
+
+def settings_of(kind: Any, body: dict[str, Any], key: str = "options", leave_out: tuple[str, ...] = ()) -> Any:
+    """A library settings object from the body's `key` object (the class checks the values; a wrong type is 400)."""
+    names = [f.name for f in dataclasses.fields(kind) if f.name not in leave_out]
+    try:
+        return kind(**shapes.parse_options(body, names, key))
+    except (TypeError, ValueError) as error:
+        raise shapes.ApiError(400, f"'{key}' holds a value of the wrong type ({error})", param=key) from None
 
 
 @dataclasses.dataclass(frozen=True)
