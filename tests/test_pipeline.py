@@ -88,7 +88,7 @@ def test_the_token_loop_exists_once() -> None:
     (["generate", "hi", "--batch", "conftest.py"], "give either PROMPT or --batch"),
     (["generate", "--batch", "/nonexistent/prompts.txt"], "no such file"),
     (["generate", "--batch", "-", "--batch-size", "0"], "--batch-size must be at least 1"),
-    (["generate", "hi", "--batch-size", "4"], "need --batch FILE"),
+    (["generate", "hi", "--batch-size", "4"], "--batch-size needs --batch FILE"),
     (["generate", "hi", "-m", ""], "--model is empty"),
     (["generate", "hi", "-m", "x", "--device-map", "balanced"], "--device-map takes 'auto'"),
     (["generate", "\ud800"], "not valid Unicode"),

@@ -136,6 +136,10 @@ def test_an_endless_input_ends_with_one_line_naming_the_cap(cli, tiny_model_dir:
     result = cli("score", "--file", "/dev/zero", "-m", tiny_model_dir)
     assert result.exit_code == USAGE
     assert "--file /dev/zero is larger than 32 MiB" in result.stderr and "Traceback" not in result.stderr
+    with open("/dev/zero", "rb") as zeros:  # stdin that never ends, in a real process
+        piped = subprocess.run([sys.executable, "-m", "llmscope", "score", "-", "-m", str(tiny_model_dir)],
+                               stdin=zeros, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == USAGE and "stdin is larger than 32 MiB" in piped.stderr, piped.stderr
 
 
 # ------------------------------------------------------------------------------------- odd inputs (24)
