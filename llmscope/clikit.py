@@ -57,8 +57,8 @@ QuantizeOpt = Annotated[str | None, typer.Option(
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Run Python code shipped with the model (off unless given).")]
 ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", "-t", help="CPU threads for torch. Default: $LLMSCOPE_THREADS, else torch's own choice.",
-    show_default=False)]
+    "--threads", "-t", help="CPU threads for torch. Default: $LLMSCOPE_THREADS, else one per core that other "
+    "processes leave free (torch's own choice on an idle machine).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="JSON on one line (JSON Lines; what --batch writes).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")]
