@@ -4,19 +4,23 @@ line, not a traceback, and are never turned into a silent exit by Typer), then t
 from __future__ import annotations
 
 import os
-import signal
 import sys
+
+try:  # the C module: `signal` first imports enum, which takes longer than a quick Ctrl-C
+    import _signal as signals
+except ImportError:  # another Python
+    import signal as signals
 
 
 def _stop_while_importing(signum: int, _frame: object) -> None:
     """Until main() installs the real handlers: nothing to clean up yet, so say it in one line and leave."""
-    terminated = signum == signal.SIGTERM
+    terminated = signum == signals.SIGTERM
     os.write(2, b"error: terminated\n" if terminated else b"error: interrupted\n")
     os._exit(143 if terminated else 130)
 
 
-signal.signal(signal.SIGINT, _stop_while_importing)
-signal.signal(signal.SIGTERM, _stop_while_importing)
+signals.signal(signals.SIGINT, _stop_while_importing)
+signals.signal(signals.SIGTERM, _stop_while_importing)
 
 from llmscope.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, handle_sigterm, terminated  # noqa: E402
 

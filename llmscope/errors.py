@@ -20,8 +20,9 @@ _signals = {"terminated": False, "interrupted": False}
 
 def handle_sigterm() -> None:
     """Make SIGTERM stop a run the way Ctrl-C does (clean-up runs, finished output stays), exiting 143; both signals
-    are also recorded, so that one whose KeyboardInterrupt was swallowed (CPython drops an exception raised inside
-    a finalizer) still stops the run at its next check (stop_if_signalled) and its exit code."""
+    are also recorded, so that one whose KeyboardInterrupt was swallowed (CPython prints and drops an exception
+    raised in a weakref callback or finalizer, e.g. importlib's module-lock clean-up during a lazy import) still
+    stops the run at its next check (stop_if_signalled) and sets its exit code."""
     import signal
 
     def on_signal(signum: int, _frame: object) -> None:
