@@ -99,10 +99,11 @@ def llmscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedded_model(llmscope_cache: Path) -> Any:
-    """The embedded SmolLM2-135M-Instruct, loaded once per session in float32 on the CPU."""
+    """The embedded SmolLM2-135M-Instruct, loaded once per session in float32 on the CPU, exactly dequantized
+    (--quantize none: the reference path; tests/test_quant.py covers the packed one)."""
     from llmscope.loader import load_model
 
-    return load_model(None, device="cpu", dtype="float32")
+    return load_model(None, device="cpu", dtype="float32", quantize="none")
 
 
 class CliResult:

@@ -102,18 +102,24 @@ def quantized_bytes(model: nn.Module) -> int:
     return total
 
 
-def quantize_linears(model: nn.Module, kind: str) -> None:
-    """Replace every nn.Linear of a loaded model (the LM head included) by a PackedLinear of `kind` (int8/int4).
-
-    The LM head and the embedding stay shared when they are tied: the head is packed, the embedding keeps its
-    dense table (a lookup reads one row; packing it would save memory but not time). Done in place.
-    """
+def quantize_linears(model: Any, kind: str) -> None:
+    """Replace every linear layer of a loaded model (the LM head included; transformers' Conv1D too) by a
+    PackedLinear of `kind` (int8 / int4). A head tied to the embedding stays tied: both read one packed weight,
+    the embedding dequantizing only the rows it looks up. Done in place."""
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = head is not None and isinstance(embedding, nn.Embedding) and head.weight is embedding.weight
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and module.weight.dim() == 2:
-            source = str(module.weight.dtype).removeprefix("torch.")
-            weight = quantize(module.weight.data, kind, f"{source} quantized")
-            bias = module.bias.data if module.bias is not None else None
-            set_module(model, name, PackedLinear(weight, bias))
+        conv1d = type(module).__name__ == "Conv1D"  # GPT-2's linear layers keep their weight as [in, out]
+        if not (isinstance(module, nn.Linear) or conv1d) or module.weight.dim() != 2:
+            continue
+        dense = module.weight.data.t() if conv1d else module.weight.data
+        source = str(dense.dtype).removeprefix("torch.")
+        weight = quantize(dense, kind, f"{source} quantized")
+        bias = module.bias.data if module.bias is not None else None
+        set_module(model, name, PackedLinear(weight, bias))
+        if tied and module is head:
+            embedding_name = next(n for n, m in model.named_modules() if m is embedding)
+            set_module(model, embedding_name, PackedEmbedding(weight, embedding.weight.dtype, embedding.padding_idx))
 
 
 def has_packed_layers(model: Any) -> bool:

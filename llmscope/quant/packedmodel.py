@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 from llmscope.cached_model import make_missing_buffers
-from llmscope.quant.ggufweights import dense_tensor, packed_tensor, processor_for, read_tensors, target_form
+from llmscope.quant.ggufweights import (
+    DENSE_TYPES,
+    FileTensor,
+    dense_tensor,
+    packed_tensor,
+    processor_for,
+    read_tensors,
+    target_form,
+)
 from llmscope.quant.modules import PackedEmbedding, PackedLinear, set_module
 from llmscope.quant.packing import PackedWeight
 
@@ -45,6 +53,7 @@ def build_from_gguf(path: Path, config: Any, mode: str, dtype: torch.dtype, devi
     processor = processor_for(architecture, config)
     dense: dict[str, torch.Tensor] = {}
     packed: dict[str, PackedWeight] = {}
+    blocks: dict[str, dict[str, Any]] = {}  # dense tensors that came from quantized blocks
     tables = (model.get_input_embeddings(), model.get_output_embeddings())
     for item in read_tensors(reader, model, processor):
         module_name, _, parameter = item.hf_name.rpartition(".")
@@ -55,10 +64,17 @@ def build_from_gguf(path: Path, config: Any, mode: str, dtype: torch.dtype, devi
             if weight is not None:
                 packed[module_name] = weight
                 continue
-        target = model.get_parameter(item.hf_name) if item.hf_name in dict(model.named_parameters()) else None
-        tensor = dense_tensor(item, processor, dtype)
-        dense[item.hf_name] = (tensor.reshape(target.shape) if target is not None else tensor).to(device)
-    return _assemble(model, dense, packed, dtype, device)
+        dense[item.hf_name] = _dense(model, item.hf_name, dense_tensor(item, processor, dtype)).to(device)
+        if item.ggml_type not in DENSE_TYPES:  # cached as the file's own blocks, dequantized again at load
+            blocks[item.hf_name] = {"gguf_name": item.gguf_name, "type": item.ggml_type, "raw": item.raw}
+    model = _assemble(model, dense, packed, dtype, device)
+    model.llmscope_file_blocks = {"architecture": architecture, "tensors": blocks}
+    return model
+
+
+def _dense(model: Any, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    target = dict(model.named_parameters()).get(name)
+    return tensor.reshape(target.shape) if target is not None else tensor
 
 
 def _assemble(model: Any, dense: dict[str, torch.Tensor], packed: dict[str, PackedWeight], dtype: torch.dtype,
@@ -98,15 +114,22 @@ def _head_bias(head: Any) -> torch.Tensor | None:
 
 def save_packed(model: Any, folder: Path) -> None:
     """Write the model into `folder`: config, generation config, packed.safetensors and the manifest."""
+    import numpy as np
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     seen: dict[int, str] = {}
+    file_blocks = getattr(model, "llmscope_file_blocks", {"architecture": None, "tensors": {}})
+    blocks = {}
+    for name, block in file_blocks["tensors"].items():  # the file's bytes: smaller than the dequantized tensor
+        tensors[f"{name}.file_blocks"] = torch.from_numpy(np.array(block["raw"], dtype=np.uint8))
+        blocks[name] = {"gguf_name": block["gguf_name"], "type": block["type"]}
     for name, tensor in model.state_dict().items():
         if tensor.data_ptr() in seen:
             continue  # a tied dense table is written once; loading ties it again
         seen[tensor.data_ptr()] = name
-        tensors[name] = tensor.detach().to("cpu").contiguous()
+        if name not in blocks:
+            tensors[name] = tensor.detach().to("cpu").contiguous()
     layers: dict[str, Any] = {}
     written: dict[int, str] = {}
     for name, module in model.named_modules():
@@ -126,7 +149,8 @@ def save_packed(model: Any, folder: Path) -> None:
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(str(folder))
     save_file(tensors, str(folder / WEIGHTS))
-    (folder / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "layers": layers}, indent=1))
+    (folder / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "layers": layers, "file_blocks": blocks,
+                                               "architecture": file_blocks["architecture"]}, indent=1))
 
 
 def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
@@ -149,6 +173,12 @@ def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
         weight = PackedWeight(layer["kind"], layer["rows"], layer["columns"], tensors.pop(f"{source}.packed_data"),
                               tensors.pop(f"{source}.packed_scales"), layer["source"])
         packed[name] = weight.to(device)
+    if manifest["file_blocks"]:
+        processor = processor_for(manifest["architecture"], config)
+        for name, block in manifest["file_blocks"].items():
+            raw = tensors.pop(f"{name}.file_blocks").numpy()
+            item = FileTensor(block["gguf_name"], name, block["type"], raw.shape[0], 0, raw)
+            tensors[name] = _dense(model, name, dense_tensor(item, processor, dtype))
     dense = {name: (tensor.to(dtype) if tensor.is_floating_point() else tensor).to(device)
              for name, tensor in tensors.items()}
     model = _assemble(model, dense, packed, dtype, device)

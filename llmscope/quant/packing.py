@@ -88,12 +88,17 @@ class PackedWeight:
         return ((values - 8) * scale + zero).to(dtype).reshape(*index.shape, self.columns)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., K] @ weight.T -> [..., N] in x's dtype."""
+        """x [..., K] @ weight.T -> [..., N] in x's dtype, computed from bfloat16 activations whatever the rows.
+
+        On the CPU the packed kernels cost time in proportion to the rows, so a prefill of more than DENSE_ROWS
+        rows dequantizes the weight to bfloat16 and runs one dense bfloat16 product instead: inputs and outputs in
+        the same precision as the kernel's, so a prompt's length does not change the precision the model runs in.
+        """
         flat = x.reshape(-1, self.columns)
-        if flat.device.type == "cpu" and flat.shape[0] > DENSE_ROWS:
-            dense = self.dequantize(flat.dtype)  # prefill: the packed kernels are made for few rows
-            return torch.nn.functional.linear(flat, dense).reshape(*x.shape[:-1], self.rows)
         kernel_input = flat.to(KERNEL_DTYPE)
+        if flat.device.type == "cpu" and flat.shape[0] > DENSE_ROWS:
+            out = torch.nn.functional.linear(kernel_input, self.dequantize(KERNEL_DTYPE))
+            return out.to(x.dtype).reshape(*x.shape[:-1], self.rows)
         if self.kind == "bfloat16":
             out = torch.nn.functional.linear(kernel_input, self.data)
         elif self.kind == "int8":
