@@ -26,9 +26,19 @@ def offline() -> bool:
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
-@functools.lru_cache(maxsize=1)
-def _hub_unreachable() -> str | None:
-    """None when the hub answers an HTTP request within HUB_PROBE_TIMEOUT_S (any status), else why not.
+_probe: dict[str, str | None] = {}  # the one probe of this process: {"result": None or why not}
+
+
+def _hub_unreachable(repo: str = "") -> str | None:
+    """The probe's answer, asked once per process (see _probe_hub)."""
+    if "result" not in _probe:
+        _probe["result"] = _probe_hub(repo)
+    return _probe["result"]
+
+
+def _probe_hub(repo: str) -> str | None:
+    """None when the hub answers a request for `repo`'s page of its API within HUB_PROBE_TIMEOUT_S (any status:
+    even a 404 is an answer), else why not.
 
     Asked once per process before the first hub request, so an unreachable network, a hub endpoint that accepts
     and never answers, or a refusing proxy costs seconds and one line naming the cause, instead of
@@ -48,7 +58,7 @@ def _hub_unreachable() -> str | None:
     if proxy and not urllib.request.proxy_bypass(host):
         where = f"proxy {urlparse(proxy).netloc or proxy}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(endpoint + "/", method="HEAD"),
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/api/models/{repo}", method="HEAD"),
                                     timeout=HUB_PROBE_TIMEOUT_S):
             return None
     except urllib.error.HTTPError:
@@ -63,12 +73,34 @@ def _hub_unreachable() -> str | None:
         return f"{where}: {text}"
 
 
+HUB_READ_TIMEOUT_S = 15.0  # the longest wait for a byte from the hub (per read: a long download goes on)
+
+
+@functools.lru_cache(maxsize=1)
+def _bound_hub_requests() -> None:
+    """Give every huggingface_hub request a timeout: some (model_info, ...) pass none, and its shared client has
+    none, so an endpoint that answers the first request and not the next one would be waited for without end."""
+    import huggingface_hub
+
+    def bounded(request: Any) -> None:
+        timeout = dict(request.extensions.get("timeout") or {})
+        request.extensions["timeout"] = {part: timeout.get(part) or HUB_READ_TIMEOUT_S
+                                         for part in ("connect", "read", "write", "pool")}
+
+    session = huggingface_hub.get_session()
+    hooks = dict(session.event_hooks)
+    hooks["request"] = [*hooks.get("request", []), bounded]
+    session.event_hooks = hooks
+
+
 def check_hub_reachable(spec: ModelSpec) -> None:
-    """For a hub model with downloads on: go offline (local cache only) when the hub cannot be reached."""
+    """For a hub model with downloads on: go offline (local cache only) when the hub cannot be reached, and bound
+    every later hub request in time."""
     if spec.kind != "hub" or offline():
         return
-    why = _hub_unreachable()
+    why = _hub_unreachable(spec.name)
     if why is None:
+        _bound_hub_requests()
         return
     from huggingface_hub import constants
 
@@ -94,7 +126,7 @@ def translate_load_error(error: Exception, spec: ModelSpec, what: str) -> Except
                               hint=f"read the code in {name} first, then pass --trust-remote-code")
     if spec.kind == "hub" and (isinstance(error, (hub_errors.LocalEntryNotFoundError, OSError))
                                and (offline() or "offline" in text.lower() or "connect" in text.lower())):
-        unreachable = _hub_unreachable() if _hub_unreachable.cache_info().currsize else None
+        unreachable = _probe.get("result")
         return ModelLoadError(
             f"{name} is not in the local Hugging Face cache and "
             + (f"the hub is unreachable ({unreachable})" if unreachable else "downloading is off"

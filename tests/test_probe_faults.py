@@ -568,3 +568,17 @@ def test_an_entry_cleared_while_in_use_is_rebuilt_without_library_text(tiny_gguf
     assert tokenizer("Hello")["input_ids"]
     assert any("was removed while in use" in line for line in said), said
     assert not any("Couldn't instantiate" in line or "first use" in line for line in said), said
+
+
+def test_every_hub_request_is_bounded_in_time(silent_listener: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    from llmscope import load_errors
+
+    monkeypatch.setattr(load_errors, "HUB_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # this request only: a local port
+    load_errors._bound_hub_requests()
+    with pytest.raises(Exception) as waited:  # model_info and others pass timeout=None: no limit at all before
+        huggingface_hub.get_session().get(f"http://127.0.0.1:{silent_listener}/api/models/x", timeout=None)
+    assert "Timeout" in type(waited.value).__name__
