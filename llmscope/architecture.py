@@ -125,7 +125,7 @@ def build_empty_model(config: Any, trust_remote_code: bool = False) -> Any:
 
 
 def describe_config_model(spec: Any, depth: int | None = None, trust_remote_code: bool = False,
-                          plan: PlannerSettings | None = None) -> ArchitectureReport:
+                          plan: PlannerSettings | None = None, quantize: str = "auto") -> ArchitectureReport:
     """Architecture from config.json alone (a hub id fetches only that file); the model is built on meta.
 
     spec is a loader.ModelSpec, or what resolve_model_spec takes (hub id, folder, .gguf file, alias, None).
@@ -143,18 +143,37 @@ def describe_config_model(spec: Any, depth: int | None = None, trust_remote_code
         raise
     require_causal_lm(config, spec)
     model = build_empty_model(config, trust_remote_code)
-    return describe_architecture(model, config, spec.name, source="config", depth=depth, plan=plan)
+    return describe_architecture(model, config, spec.name, source="config", depth=depth, plan=plan,
+                                 held=_file_weights(spec, quantize, plan))
+
+
+def _file_weights(spec: Any, quantize: str, plan: PlannerSettings | None) -> tuple[int, str] | None:
+    """A GGUF file's weights as --quantize would hold them, from its tensor table (None: not packed)."""
+    from llmscope.loader import resolve_quantize
+
+    if not spec.is_gguf or (plan and plan.weights_dtype):
+        return None
+    mode = resolve_quantize(quantize, spec, "cpu", None)
+    if mode == "none":
+        return None
+    from llmscope.quant.ggufweights import file_weight_bytes
+
+    return file_weight_bytes(spec.gguf_path, mode, 4)
 
 
 def describe_loaded_model(loaded: LoadedModel, depth: int | None = None,
                           plan: PlannerSettings | None = None) -> ArchitectureReport:
-    """Architecture of a loaded model, with its real dtypes and devices."""
+    """Architecture of a loaded model, with its real dtypes and devices (packed weights at their real size)."""
+    from llmscope.quant.modules import held_weight_bytes
+
+    held = (held_weight_bytes(loaded.model), loaded.weights) if loaded.weights else None
     return describe_architecture(loaded.model, loaded.config, loaded.spec.name, source="weights", depth=depth,
-                                 plan=plan)
+                                 plan=plan, held=held)
 
 
 def describe_architecture(model: Any, config: Any, name: str, source: str = "config",
-                          depth: int | None = None, plan: PlannerSettings | None = None) -> ArchitectureReport:
+                          depth: int | None = None, plan: PlannerSettings | None = None,
+                          held: tuple[int, str] | None = None) -> ArchitectureReport:
     """Summary, parameter split, KV-cache sizes, memory plan and folded module tree of a model (meta or loaded)."""
     check_depth(depth)
     settings = plan or PlannerSettings()
@@ -165,7 +184,8 @@ def describe_architecture(model: Any, config: Any, name: str, source: str = "con
     if source == "weights":  # the loaded dtype is what the weights really take
         settings = PlannerSettings(settings.context, settings.batch_size, settings.kv_dtype, None,
                                    settings.gpu_memory)
-    plan = plan_memory(config, parameters.total, settings, summary.dtype)  # the KV table uses the plan's KV dtype
+    # the KV table uses the plan's KV dtype
+    plan = plan_memory(config, parameters.total, settings, summary.dtype, held)
     return ArchitectureReport(model=name, source=source, summary=summary, parameters=parameters,
                               kv_cache=kv_cache_estimate(config, plan.kv_dtype, context=settings.context,
                                                          state_dtype=plan.weights_dtype),

@@ -93,6 +93,7 @@ class MemoryPlan:
     gpus: tuple[tuple[str, int], ...]  # (name, bytes)
     rows: tuple[PlanRow, ...]
     past_context: bool  # a planned length is longer than the model's context
+    weights_format: str | None = None  # packed weights: how they are held ("int4 x210, float32 x62")
 
 
 def _dtype_name(dtype: str | None) -> str | None:
@@ -100,15 +101,16 @@ def _dtype_name(dtype: str | None) -> str | None:
     return name if name in WEIGHT_DTYPE_BYTES else None
 
 
-def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_dtype: str | None = None
-                ) -> MemoryPlan:
+def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_dtype: str | None = None,
+                held: tuple[int, str] | None = None) -> MemoryPlan:
     """Weights + cache + state at a few context lengths up to settings.context (or the model's context).
 
     Counts the weights and the cache only: activations, the CUDA context and allocator slack come on top.
+    held: (bytes, format) of packed weights, which then replace parameters x the dtype's size.
     """
     weights_dtype = settings.weights_dtype or _dtype_name(stored_dtype) or "float32"
     kv_dtype = settings.kv_dtype or weights_dtype
-    weight_bytes = math.ceil(parameters * WEIGHT_DTYPE_BYTES[weights_dtype])
+    weight_bytes = held[0] if held else math.ceil(parameters * WEIGHT_DTYPE_BYTES[weights_dtype])
     limit = context_length(config)
     top = settings.context or limit or PLAN_LENGTHS[-1]
     lengths = sorted({n for n in PLAN_LENGTHS if n < top} | {top} | ({limit} if limit and limit < top else set()))
@@ -121,4 +123,4 @@ def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_
                             fits=tuple(total <= memory for _, memory in gpus)))
     return MemoryPlan(parameters=parameters, weights_dtype=weights_dtype, weight_bytes=weight_bytes, kv_dtype=kv_dtype,
                       batch_size=settings.batch_size, model_context=limit, gpus=gpus, rows=tuple(rows),
-                      past_context=bool(limit and top > limit))
+                      past_context=bool(limit and top > limit), weights_format=held[1] if held else None)

@@ -232,3 +232,17 @@ def test_embedded_gguf_keeps_its_blocks(cli) -> None:
     assert top["text"] == " Paris" and top["probability"] == pytest.approx(0.7725, abs=0.03)
     entry = gguf_entry_for(resolve_model_spec(None), "auto")
     assert folder_size(entry) <= 1.5 * embedded_gguf_path().stat().st_size
+
+
+@pytest.mark.parametrize("mode", ["auto", "int4", "int8"])
+def test_the_planner_counts_packed_weights_as_the_loader_holds_them(cli, quantized_gguf: Path, mode: str) -> None:
+    from llmscope.quant.ggufweights import file_weight_bytes
+    from llmscope.quant.modules import held_weight_bytes
+
+    loaded = load_model(str(quantized_gguf), device="cpu", dtype="float32", quantize=mode)
+    predicted, held_in = file_weight_bytes(quantized_gguf, mode, 4)
+    assert predicted == held_weight_bytes(loaded.model)
+    plan = cli("architecture", "-m", quantized_gguf, "--quantize", mode, "--json").json()["plan"]
+    assert plan["weight_bytes"] == predicted and plan["weights_format"] == held_in
+    loaded_plan = cli("architecture", "-m", quantized_gguf, "--quantize", mode, "--weights", "--json").json()["plan"]
+    assert loaded_plan["weight_bytes"] == predicted

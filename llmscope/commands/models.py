@@ -30,7 +30,7 @@ from llmscope.clikit import (
     read_prompt,
 )
 from llmscope.errors import UsageError
-from llmscope.settings import ModelSettings, PromptSettings, output_mode
+from llmscope.settings import ModelSettings, PromptSettings, output_mode, quantize_from
 
 if TYPE_CHECKING:
     from llmscope.attentionpick import AttentionSettings
@@ -209,7 +209,7 @@ def architecture(
                 display.warning("--device and --device-map only matter with --weights")
             spec = resolve_model_spec(model)
             with display.spinner(f"reading the config of {spec.name}"):
-                report = arch.describe_config_model(spec, depth, trust_remote_code, plan)
+                report = arch.describe_config_model(spec, depth, trust_remote_code, plan, quantize_from(quantize))
             info = ModelInfo(model=spec.name, source=spec.kind, device="meta", dtype=report.summary.dtype,
                              parameters=report.parameters.total)
             display.status(f"built {report.summary.model_class} from the config on the meta device (no weights): "

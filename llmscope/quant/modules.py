@@ -91,11 +91,12 @@ def packed_summary(model: nn.Module) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def quantized_bytes(model: nn.Module) -> int:
-    """Bytes of every weight as held: packed data and scales, plus dense parameters and buffers, counted once."""
+def held_weight_bytes(model: nn.Module) -> int:
+    """Bytes of every weight as held: packed data and scales plus dense parameters, each tensor counted once."""
+    tensors = list(model.parameters()) + [t for w in packed_weights(model) for t in (w.data, w.scales)]
     seen: set[int] = set()
     total = 0
-    for tensor in list(model.parameters()) + list(model.buffers()):
+    for tensor in tensors:
         if tensor.data_ptr() not in seen and not tensor.is_meta:
             seen.add(tensor.data_ptr())
             total += tensor.numel() * tensor.element_size()

@@ -19,6 +19,7 @@ import torch
 GROUP = 32  # values per int4 group (a GGUF Q4 block and a Q4_K sub-block are 32 values too)
 KERNEL_DTYPE = torch.bfloat16  # the activations' dtype the packed kernels are fast with (and on CUDA need)
 DENSE_ROWS = 16  # on the CPU, a matmul with more rows than this dequantizes the weight and runs dense
+PACK_ROWS = 4096  # rows packed at a time (the kernel's packer wants int32 values: 4 bytes for each 4 bits)
 
 
 def int4_shape_ok(rows: int, columns: int) -> bool:
@@ -119,9 +120,11 @@ def pack_int4_values(values: torch.Tensor, scale_zero: torch.Tensor, source: str
     if not int4_shape_ok(rows, columns):
         raise ValueError(f"an int4 weight needs rows divisible by 32 and columns by 64 (got {rows} x {columns})")
     scale_zero = scale_zero.to(KERNEL_DTYPE).contiguous()
-    if values.device.type == "cpu":
-        data = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values.to(torch.int32).contiguous(),
-                                                                  _inner_k_tiles(columns))
+    if values.device.type == "cpu":  # the layout is 32-row blocks one after another: pack a few thousand rows at once
+        tiles = _inner_k_tiles(columns)
+        data = torch.cat([torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            values[start:start + PACK_ROWS].to(torch.int32).contiguous(), tiles)
+            for start in range(0, rows, PACK_ROWS)])
         _check_cpu_layout()
         return PackedWeight("int4", rows, columns, data, scale_zero, source)
     pairs = (values[:, ::2] << 4 | values[:, 1::2]).to(torch.uint8).contiguous()

@@ -254,9 +254,11 @@ def plan_table(report: ArchitectureReport) -> Group:
         cells.append(Text(human_bytes(row.total_bytes), style="bold", no_wrap=True))
         cells += [Text("fits", style="green") if fits else Text("no", style="red") for fits in row.fits]
         table.add_row(*cells)
-    title = (f"Memory plan: batch {plan.batch_size}, weights in {plan.weights_dtype}, KV cache in {plan.kv_dtype}")
-    notes = [f"weights = {plan.parameters:,} parameters x {plan.weight_bytes / plan.parameters:g} bytes; "
-             "activations, the CUDA context and allocator slack come on top" if plan.parameters else ""]
+    held_in = f"packed ({plan.weights_format})" if plan.weights_format else plan.weights_dtype
+    title = f"Memory plan: batch {plan.batch_size}, weights {held_in}, KV cache in {plan.kv_dtype}"
+    per = f"{plan.weight_bytes / plan.parameters:.3g}" if plan.parameters else "0"
+    notes = [f"weights = {plan.parameters:,} parameters x {per} bytes on average; activations, the CUDA context "
+             "and allocator slack come on top" if plan.parameters else ""]
     if plan.past_context:
         notes.append(f"* past the model's context of {plan.model_context:,} tokens")
     return titled(title, table, "\n".join(notes) + "\n")
