@@ -147,6 +147,18 @@ if has_command compare; then
     STEP_STDOUT="$LOG_DIR/compare.json" step "compare bf16 vs float32" "${LLMSCOPE[@]}" compare "$EMAIL" --device cuda \
         --dtype float32 --against-dtype bfloat16 --json -q
 fi
+if has_option compare --against-quantize; then
+    # Packed weights on CUDA (tinygemm int4 / int8 kernels): what they cost against the exact dequantization, and
+    # decode speed per --quantize mode (auto keeps the GGUF's Q4_1 blocks as int4).
+    STEP_STDOUT="$LOG_DIR/compare-quantize.json" step "compare --quantize auto vs none" "${LLMSCOPE[@]}" compare \
+        "$EMAIL" "${GPU[@]}" --against-quantize none --json -q
+    for mode in none auto int8 int4; do
+        STEP_STDOUT="$LOG_DIR/generate-quantize-$mode.json" step "generate 100 tokens --quantize $mode" \
+            "${LLMSCOPE[@]}" generate "$EMAIL" --no-chat -n 100 "${GPU[@]}" --quantize "$mode" --json -q
+    done
+    step "next-token --lens --quantize int4" "${LLMSCOPE[@]}" next-token "The capital of France is" --lens \
+        --quantize int4 "${GPU[@]}"
+fi
 if has_command cache; then
     step "cache (list)" "${LLMSCOPE[@]}" cache
 fi
@@ -186,6 +198,25 @@ fi
 
 # ---------------------------------------------------------------------------------------------- figures
 say ""
+for mode in none auto int8 int4; do
+    [ -s "$LOG_DIR/generate-quantize-$mode.json" ] || continue
+    "$PY" -c '
+import json, sys
+doc = json.load(open(sys.argv[1]))
+timing = doc.get("timings") or {}
+decode, prompt = timing.get("decode_tokens_per_s") or 0, timing.get("prompt_tokens_per_s") or 0
+weights = doc["model_info"].get("weights")
+print(f"--quantize {sys.argv[2]:<5} decode {decode:7.1f} tok/s, prompt {prompt:7.0f} tok/s, weights {weights}")' \
+        "$LOG_DIR/generate-quantize-$mode.json" "$mode" | tee -a "$LOG" "$SUMMARY"
+done
+if [ -s "$LOG_DIR/compare-quantize.json" ]; then
+    "$PY" -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+kl, top1 = s["kl_mean"], s["top1_agreement_percent"]
+print(f"--quantize auto vs none: KL mean {kl:.5f} nats, top-1 {top1:.1f}%")' \
+        "$LOG_DIR/compare-quantize.json" | tee -a "$LOG" "$SUMMARY"
+fi
 if [ -s "$LOG_DIR/bench-cache.json" ]; then
     "$PY" - "$LOG_DIR/bench-cache.json" <<'EOF' | tee -a "$LOG" "$SUMMARY"
 import json, sys

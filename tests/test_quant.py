@@ -246,3 +246,32 @@ def test_the_planner_counts_packed_weights_as_the_loader_holds_them(cli, quantiz
     assert plan["weight_bytes"] == predicted and plan["weights_format"] == held_in
     loaded_plan = cli("architecture", "-m", quantized_gguf, "--quantize", mode, "--weights", "--json").json()["plan"]
     assert loaded_plan["weight_bytes"] == predicted
+
+
+# ------------------------------------------------------------------------------------------ CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q4_K"])
+def test_packed_int4_on_cuda_equals_the_dequantized_product(kind: str, weights: np.ndarray) -> None:
+    blocks = _blocks(kind, weights)
+    values, scale, zero = int4_blocks(blocks, kind, weights.shape[1])
+    scale_zero = torch.from_numpy(np.stack([scale.T, zero.T], axis=-1))
+    on_cpu = pack_int4_values(torch.from_numpy(values), scale_zero, kind)
+    on_gpu = on_cpu.to("cuda")  # repacked for tinygemm's tiles
+    assert torch.equal(unpack_int4(on_gpu).cpu(), torch.from_numpy(values))
+    exact = torch.from_numpy(_dequantized(kind, blocks)).cuda()
+    x = torch.randn(3, weights.shape[1], device="cuda")
+    assert _relative(on_gpu.matmul(x), x @ exact.T) < 0.015
+    assert torch.equal(on_gpu.to("cpu").data, on_cpu.data)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_packed_gguf_on_cuda_agrees_with_the_cpu(quantized_gguf: Path) -> None:
+    cpu = load_model(str(quantized_gguf), device="cpu", dtype="bfloat16", quantize="auto")
+    gpu = load_model(str(quantized_gguf), device="cuda", dtype="bfloat16", quantize="auto")
+    p = _next_token_probabilities(cpu)
+    q = _next_token_probabilities(gpu).cpu()
+    assert _kl(p, q) < 1e-3 and int(p.argmax()) == int(q.argmax())

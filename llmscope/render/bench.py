@@ -84,7 +84,7 @@ def progress(display: Display, total_tokens: int | None, depth: bool = False) ->
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def _header(result: BenchResult) -> Text:
+def _header(result: BenchResult, weights: str | None = None) -> Text:
     if result.depths:
         points = ("prompts of " + ", ".join(str(n) for n in result.depths) + " tokens (the prompt repeated), "
                   f"{result.lengths[0]} new tokens each")
@@ -94,7 +94,8 @@ def _header(result: BenchResult) -> Text:
         points = f"{result.prompt_tokens} prompt tokens, {result.lengths[0]} new tokens"
     chat = ", chat template" if result.chat_template_applied else ""
     threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.device == "cpu" else ""
-    return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}{threads}), {points}{chat}; "
+    held = f", weights {weights}" if weights else ""
+    return Text(f"bench-cache: {result.model} on {result.device} ({result.dtype}{held}{threads}), {points}{chat}; "
                 f"{repeat_text(result)}, greedy, modes interleaved"
                 + ("" if result.cache_kind == "dynamic" else f"; KV cache: {result.cache_kind}"), style="bold")
 
@@ -247,7 +248,7 @@ def show_bench(display: Display, info: ModelInfo, result: BenchResult) -> None:
         display.document("bench-cache", info, result)
         return
 
-    display.result(_header(result))
+    display.result(_header(result, info.weights))
     if not result.results:
         display.result(Text("no run finished", style="yellow"))
         return

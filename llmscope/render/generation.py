@@ -102,12 +102,13 @@ def show_text(display: Display, result: GenerationResult, show_probs: str | None
         display.text(Text(result.text), end="\n")
 
 
-def summary(display: Display, result: GenerationResult, show_probs: str | None) -> None:
-    """Counts, timings, peak memory and why generation stopped, on stderr."""
+def summary(display: Display, result: GenerationResult, show_probs: str | None, weights: str | None = None) -> None:
+    """Counts, timings, peak memory, the weights' format when packed, and why generation stopped, on stderr."""
     ttft = f"{result.time_to_first_token_s * 1000:.0f} ms" if result.time_to_first_token_s is not None else "-"
     prompt_rate = f" ({result.prompt_tokens_per_s:.0f} prompt tok/s)" if result.prompt_tokens_per_s else ""
     rate = f"{result.decode_tokens_per_s:.1f} tok/s" if result.decode_tokens_per_s else "-"
     peak = f", peak memory {human_bytes(result.peak_memory_bytes)}" if result.peak_memory_bytes else ""
+    peak += f" (weights {weights})" if weights else ""
     template = " (chat template applied)" if result.chat_template_applied else ""
     display.status(f"{result.prompt_tokens} prompt tokens{template}, {result.new_tokens} new tokens; time to first "
                    f"token {ttft}{prompt_rate}, decode {rate}, total {result.total_seconds:.2f} s{peak}; stopped: "
@@ -171,4 +172,4 @@ def show_generation(display: Display, info: ModelInfo, result: GenerationResult,
     else:
         show_text(display, result, show_probs, full_text)
     if not extra:  # a --batch record: the progress bar reports instead
-        summary(display, result, show_probs if display.for_people else None)
+        summary(display, result, show_probs if display.for_people else None, info.weights)
