@@ -186,7 +186,8 @@ def warn_completeness(display: Display, result: AttributionResult) -> None:
                 fix = (f"the automatic steps stopped at their budget of {check.steps}; try --steps {check.steps * 4} "
                        "or another --baseline")
             else:
-                fix = f"no steps up to {max(256, 2 * check.steps)} bring it under 1%; try another --baseline"
+                fix = (f"--steps {2 * check.steps} and {4 * check.steps} do not bring it under 1% either; try more, or "
+                       "another --baseline")
             display.warning(f"integrated gradients for {result.targets[index].text!r} did not converge: completeness "
                             f"error {check.relative_error:.1%} at {check.steps} steps; {fix}")
 
