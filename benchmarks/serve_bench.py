@@ -26,10 +26,9 @@ from benchlib import bench_env, interleaved_medians, venv_command
 PROMPT = "The capital of France is"
 
 
-def start(model: str | None, max_batch: int) -> tuple[subprocess.Popen[str], str]:
+def start(model_args: list[str], max_batch: int) -> tuple[subprocess.Popen[str], str]:
     """`llmscope serve` on a free port of 127.0.0.1; returns once it prints its address."""
-    argv = [sys.executable, "-m", "llmscope", "serve", "--port", "0", "--max-batch", str(max_batch), "-q"]
-    argv += ["-m", model] if model else []
+    argv = [sys.executable, "-m", "llmscope", "serve", "--port", "0", "--max-batch", str(max_batch), "-q", *model_args]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=bench_env())
     assert process.stderr is not None
     for line in process.stderr:
@@ -93,11 +92,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20, help="requests per client")
     parser.add_argument("--tokens", type=int, default=8, help="new tokens per request")
     parser.add_argument("--repeats", type=int, default=3, help="timed one-shot calls of each kind")
+    parser.add_argument("--quantize", default=None, help="the server's and the local call's --quantize")
     options = parser.parse_args()
     llmscope = venv_command("llmscope") or "llmscope"
-    model_args = ["-m", options.model] if options.model else []
+    model_args = (["-m", options.model] if options.model else []) + (
+        ["--quantize", options.quantize] if options.quantize else [])
 
-    process, url = start(options.model, 8)
+    process, url = start(model_args, 8)
     try:
         one_shot, _ = interleaved_medians({
             "endpoint": [llmscope, "next-token", PROMPT, "--endpoint", url, "--json", "-q"],
@@ -106,7 +107,7 @@ def main() -> None:
         batched = load_test(url, options.clients, options.requests, options.tokens)
     finally:
         exit_batched = stop(process)
-    process, url = start(options.model, 1)
+    process, url = start(model_args, 1)
     try:
         single = load_test(url, options.clients, options.requests, options.tokens)
     finally:
@@ -123,7 +124,8 @@ def main() -> None:
               f"p50 {figures['p50_s']:.3f} s, p99 {figures['p99_s']:.3f} s, {figures['batches']} batches "
               f"(largest {figures['largest_batch']})")
     print(f"batching speed-up: {speedup:.2f}x; servers exited {exit_batched} and {exit_single} on SIGTERM")
-    print(json.dumps({"one_shot_s": one_shot, "one_shot_ratio": ratio, "clients": options.clients,
+    print(json.dumps({"quantize": options.quantize, "one_shot_s": one_shot, "one_shot_ratio": ratio,
+                      "clients": options.clients,
                       "requests_per_client": options.requests, "tokens": options.tokens, "batched": batched,
                       "one_at_a_time": single, "batching_speedup": speedup,
                       "exit_codes": [exit_batched, exit_single]}))
