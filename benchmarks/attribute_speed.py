@@ -38,7 +38,7 @@ def main() -> None:
         input_embeddings,
         integrate,
     )
-    from llmscope.attribution_settings import DEFAULT_STEPS, AttributionSettings
+    from llmscope.attribution_settings import DEFAULT_BASELINE, DEFAULT_STEPS, AttributionSettings
     from llmscope.attribution_types import AttributionTarget
     from llmscope.loader import load_model
 
@@ -50,7 +50,7 @@ def main() -> None:
     target = AttributionTarget(position=len(ids), token_id=token, text=loaded.tokenizer.decode([token]), logprob=0.0)
     steps = DEFAULT_STEPS
     x = input_embeddings(loaded, ids)
-    baseline = baseline_embeddings(loaded, x, "eos")
+    baseline = baseline_embeddings(loaded, x, DEFAULT_BASELINE)
     function = embedding_function(loaded, target)
     per_pass = max(1, TOKENS_PER_PASS // x.shape[1])
 

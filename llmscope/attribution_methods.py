@@ -185,7 +185,7 @@ def _input_x_gradient(problem: Problem) -> tuple[list[list[float | None]], list[
 
 
 def baseline_embeddings(loaded: LoadedModel, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """The integrated-gradients baseline: every position but the first replaced (eos / zero / mean embedding)."""
+    """The integrated-gradients baseline: every position but the first replaced (mean / eos / zero embedding)."""
     import torch
 
     table = loaded.model.get_input_embeddings().weight

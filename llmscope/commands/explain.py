@@ -60,8 +60,8 @@ def attribute(
         "--steps", help="Integrated-gradients steps (Gauss-Legendre points). Default: 32, doubled up to 256 until "
         "the completeness error is under 1%.", show_default=False)] = None,
     baseline: Annotated[str, typer.Option(
-        "--baseline", help="eos | zero | mean: the integrated-gradients baseline embedding of every input but the "
-        "first (held: it is the attention sink).")] = "eos",
+        "--baseline", help="mean | eos | zero: the integrated-gradients baseline embedding (the vocabulary's mean, "
+        "EOS's, zeros) of every input but the first (held: it is the attention sink).")] = "mean",
     top: Annotated[int, typer.Option("--top", help="Inputs ranked per target in the table.")] = 5,
     max_tokens: Annotated[int, typer.Option(
         "--max-tokens", help="Refuse prompts whose input + target tokens exceed this (gradient methods cost a "
