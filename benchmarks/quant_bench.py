@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 PROMPT = "The capital of France is"
-DECODE_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+DECODE_PROMPT = "Once upon a time, in a small village by the sea, there lived"
 # A paragraph written for this benchmark; no test reads it.
 PARAGRAPH = (
     "The old bridge over the river had been closed to cars for a decade, but on Sunday mornings it filled with "
@@ -83,7 +83,7 @@ def decode_speed(rounds: int, new_tokens: int) -> dict[str, Any]:
     for _ in range(rounds):
         for mode, loaded in models.items():
             result = generate(loaded, DECODE_PROMPT, settings)
-            speeds[mode].append(result.timings.decode_tokens_per_s)
+            speeds[mode].append(result.decode_tokens_per_s)
             texts[mode] = result.text
     weight_bytes = {mode: held_weight_bytes(loaded.model) for mode, loaded in models.items()}
     from benchprobe import bandwidth
