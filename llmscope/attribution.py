@@ -134,7 +134,10 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
         contrast_logprob=lp[1] if contrast else None) for k, (p, t, lp) in enumerate(zip(positions, targets, logprobs)))
     inputs = ids[: positions[-1]]
     problem = Problem(loaded=loaded, ids=tuple(inputs), targets=rows, settings=settings)
-    methods = tuple(METHODS[name].run(problem) for name in settings.methods)
+    import torch
+
+    with torch.inference_mode(False):  # gradients need it off, even if a caller left it on
+        methods = tuple(METHODS[name].run(problem) for name in settings.methods)
     agree = tuple(len({m.top[k] for m in methods}) <= 1 for k in range(len(rows)))
     return AttributionResult(
         model=loaded.spec.name, prompt=encoded.prompt, text=encoded.text, chat=encoded.chat, ids=tuple(inputs),
@@ -153,9 +156,3 @@ def attribute(loaded: LoadedModel, prompt: str, settings: AttributionSettings | 
                             budget_option="-n")
     return attribute_encoded(loaded, encoded, settings)
 
-
-def disagreement(result: AttributionResult, target: int) -> dict[str, str] | None:
-    """Each method's top input token for one target, when the methods do not all pick the same one."""
-    if result.top_agree[target]:
-        return None
-    return {m.method: (result.tokens[m.top[target]] if m.top[target] is not None else "-") for m in result.methods}

@@ -72,3 +72,10 @@ def eos_ids(tokenizer: Any, config: Any) -> set[int]:
     eos = getattr(config, "eos_token_id", None)
     eos = eos if isinstance(eos, (list, tuple)) else [eos]
     return {int(i) for i in (*eos, getattr(tokenizer, "eos_token_id", None)) if i is not None}
+
+
+def disagreement(result: AttributionResult, target: int) -> dict[str, str] | None:
+    """Each method's top input token for one target, when the methods do not all pick the same one."""
+    if result.top_agree[target]:
+        return None
+    return {m.method: (result.tokens[m.top[target]] if m.top[target] is not None else "-") for m in result.methods}

@@ -171,6 +171,14 @@ def test_generated_targets_make_a_triangular_matrix(tiny32: Any) -> None:
     assert all(math.isclose(sum(v for v in row if v is not None), 1.0, rel_tol=1e-9) for row in rollout.matrix)
 
 
+def test_gradients_run_when_a_caller_left_inference_mode_on(tiny32: Any) -> None:
+    import torch
+
+    with torch.inference_mode():  # a partly consumed generator elsewhere can leave it on
+        result = attribute(tiny32, PROMPT, AttributionSettings(methods=("input-x-gradient",)))
+    assert all(v is not None for v in result.methods[0].matrix[0])
+
+
 def test_usage_guards(tiny32: Any) -> None:
     with pytest.raises(UsageError, match="not both"):
         AttributionSettings(target=" Paris", new_tokens=2)

@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.attribution_types import AttributionResult, Completeness, MethodAttribution
+from llmscope.attribution_types import AttributionResult, Completeness, MethodAttribution, disagreement
 from llmscope.render import Display, titled, visible
 from llmscope.render.generation import colours_on
 from llmscope.results import ModelInfo
@@ -164,13 +164,13 @@ def top_per_target(result: AttributionResult, top: int) -> Any:
 
 def disagreement_lines(result: AttributionResult) -> list[str]:
     lines = []
-    for index, agree in enumerate(result.top_agree):
-        if agree or len(result.methods) < 2:
+    for index in range(len(result.targets)):
+        picks = disagreement(result, index)
+        if picks is None:
             continue
-        picks = ", ".join(f"{m.method} {token_label(result.tokens[m.top[index]]) if m.top[index] is not None else '-'}"
-                          for m in result.methods)
+        named = ", ".join(f"{method} {token_label(token)}" for method, token in picks.items())
         which = f"target {index + 1} " if len(result.targets) > 1 else ""
-        lines.append(f"the methods disagree on the top input for {which}{result.targets[index].text!r}: {picks}")
+        lines.append(f"the methods disagree on the top input for {which}{result.targets[index].text!r}: {named}")
     return lines
 
 
