@@ -297,7 +297,7 @@ def test_batch_on_the_embedded_model_equals_single_runs(cli, embedded_model, tmp
     assert together[1].text == "The capital of France is Paris."
     batch_file = tmp_path / "prompts.txt"
     batch_file.write_text("\n".join(prompts) + "\n")
-    lines = records(cli("next-token", "--batch", batch_file, "--top-k", "3").stdout)
+    lines = records(cli("next-token", "--batch", batch_file, "--top-k", "3", "--quantize", "none").stdout)
     first = next_token_distribution(embedded_model, prompts[0], top_k=3).first
     assert lines[0]["steps"][0]["top"][0]["text"] == " Paris"
     assert lines[0]["steps"][0]["top"][0]["probability"] == pytest.approx(first.top[0].probability, abs=1e-4)

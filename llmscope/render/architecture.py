@@ -254,7 +254,7 @@ def plan_table(report: ArchitectureReport) -> Group:
         cells.append(Text(human_bytes(row.total_bytes), style="bold", no_wrap=True))
         cells += [Text("fits", style="green") if fits else Text("no", style="red") for fits in row.fits]
         table.add_row(*cells)
-    held_in = f"packed ({plan.weights_format})" if plan.weights_format else plan.weights_dtype
+    held_in = f"packed ({plan.weights_format})" if plan.weights_format else f"in {plan.weights_dtype}"
     title = f"Memory plan: batch {plan.batch_size}, weights {held_in}, KV cache in {plan.kv_dtype}"
     per = f"{plan.weight_bytes / plan.parameters:.3g}" if plan.parameters else "0"
     notes = [f"weights = {plan.parameters:,} parameters x {per} bytes on average; activations, the CUDA context "
