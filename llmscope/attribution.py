@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmscope.attribution_methods import METHODS, Problem
-from llmscope.attribution_settings import AttributionSettings
+from llmscope.attribution_settings import DEFAULT_STEPS, AttributionSettings
 from llmscope.attribution_types import (
     AttributionResult,
     AttributionTarget,
@@ -58,17 +58,17 @@ def check_cost(inputs: int, targets: int, settings: AttributionSettings) -> None
     """The --max-tokens guard: refuse a long prompt before any gradient runs, stating what it would cost."""
     if inputs + targets <= settings.max_tokens:
         return
-    steps = settings.steps or 32
+    steps = settings.steps or DEFAULT_STEPS
     passes = []
     if "integrated-gradients" in settings.methods:
-        passes.append(f"integrated gradients {steps}+ forward and backward passes")
+        passes.append(f"integrated gradients {steps} or more forward and backward passes")
     if "occlusion" in settings.methods:
-        passes.append(f"occlusion {inputs} forward passes")
-    cost = f"; each of the {targets} target{'s' if targets != 1 else ''} costs {' and '.join(passes)}" if (
-        passes) else ""
-    raise UsageError(f"{inputs} input tokens + {targets} targets exceed --max-tokens {settings.max_tokens}{cost}, "
-                     f"each over up to {inputs + targets} tokens",
-                     hint=f"shorten the prompt, or raise --max-tokens to {inputs + targets} to pay for it")
+        passes.append(f"occlusion {inputs + 1} forward passes")
+    plural = "s" if targets != 1 else ""
+    each = "the target" if targets == 1 else f"each of the {targets} targets"
+    cost = f"; {each} costs {' and '.join(passes)} over up to {inputs + targets} tokens" if passes else ""
+    raise UsageError(f"{inputs} prompt tokens + {targets} target{plural} exceed --max-tokens {settings.max_tokens}"
+                     f"{cost}", hint=f"shorten the prompt, or raise --max-tokens to {inputs + targets} to pay for it")
 
 
 def plan_targets(loaded: LoadedModel, prompt_ids: list[int], settings: AttributionSettings
