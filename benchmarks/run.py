@@ -45,7 +45,7 @@ from benchlib import (  # the folder is put on the path just above
 )
 
 SECTIONS = ("startup", "tokenize", "load", "decode", "compile", "nocache", "bandwidth", "bench-cache", "depth",
-            "batch")
+            "batch", "quant")
 DEPTHS = "128,512,2048"  # llama-bench's -d style: prompt lengths for bench-cache --depth
 TOKENIZE_TEXT = "The capital of France is"
 EXPECTED_IDS = "504 3575 282 4649 314"  # the embedded SmolLM2's ids for TOKENIZE_TEXT (no BOS)
@@ -410,13 +410,44 @@ class Suite:
                         f"batch of {data['batch_size']}; ids "
                         + ("identical" if data["identical"] else "DIFFER")))
 
+    # -------------------------------------------------------------------------------- 10. quantized weights
+
+    def quant(self) -> None:
+        """benchmarks/quant_bench.py (the embedded model only): --quantize auto against none in one run."""
+        if self.args.model:
+            self.add(not_available("quant", "quantized weights", "the embedded GGUF only"))
+            return
+        self.progress("quant: --quantize auto vs none (decode, memory, cache entry, KL)")
+        argv = [sys.executable, str(HERE / "quant_bench.py"), "--rounds", "1" if self.quick else "3",
+                "--new-tokens", "16" if self.quick else "48"]
+        done = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=3600)
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        self.details["quant"] = report
+        decode, memory, quality, targets = report["decode"], report["memory"], report["quality"], report["targets"]
+        auto, none = decode["tok_s"]["auto"], decode["tok_s"]["none"]
+        self.add(Figure("quant", "decode, 1 thread, packed (auto)", auto, "tok/s", none, "--quantize none",
+                        decode["ratio"], f">= {targets['decode_ratio']}x", at_least(decode["ratio"],
+                                                                               targets["decode_ratio"]),
+                        f"{decode['fraction_of_limit']['auto']:.0%} of the 4-bit bandwidth limit"),
+                 Figure("quant", "next-token peak RSS, packed", memory["auto"]["peak_rss"] / 2**20, "MiB",
+                        memory["none"]["peak_rss"] / 2**20, "--quantize none",
+                        memory["auto"]["peak_rss"] / memory["none"]["peak_rss"], "<= 0.5x",
+                        at_most(memory["auto"]["peak_rss"] / memory["none"]["peak_rss"], targets["rss_fraction"])),
+                 Figure("quant", "cache entry / GGUF size", memory["auto"]["entry_bytes"] / 2**20, "MiB",
+                        memory["gguf_bytes"] / 2**20, "the GGUF file", memory["auto"]["entry_bytes"]
+                        / memory["gguf_bytes"], "<= 1.5x", at_most(memory["auto"]["entry_bytes"]
+                                                                   / memory["gguf_bytes"], targets["entry_ratio"])),
+                 Figure("quant", "KL(auto || none), mean", quality["kl_mean"], "nats", target="<= 0.005",
+                        met=at_most(quality["kl_mean"], targets["kl_mean"]),
+                        note=f"top-1 {quality['top1_percent']:.1f}% over {quality['tokens']} tokens (>= 97%)"))
+
     # -------------------------------------------------------------------------------- driver
 
     def run(self) -> None:
         steps: dict[str, Callable[[], None]] = {
             "startup": self.startup, "tokenize": self.tokenize, "load": self.load, "bandwidth": self.bandwidth,
             "decode": self.decode, "nocache": self.nocache, "compile": self.compile, "bench-cache": self.bench_cache,
-            "depth": self.depth, "batch": self.batch}
+            "depth": self.depth, "batch": self.batch, "quant": self.quant}
         for section in SECTIONS:
             if section not in self.args.only:
                 continue
