@@ -126,6 +126,9 @@ def input_embeddings(loaded: LoadedModel, ids: tuple[int, ...]) -> torch.Tensor:
 def check_gradients_possible(loaded: LoadedModel) -> None:
     """Gradient methods need floating-point embeddings; packed (quantized) weights get one line naming the fix."""
     weight = getattr(loaded.model.get_input_embeddings(), "weight", None)
+    if any(t.is_inference() for t in (*loaded.model.parameters(), *loaded.model.buffers())):
+        raise UsageError("this model was loaded inside torch.inference_mode(): its tensors cannot take part in "
+                         "gradients", hint="load it outside inference mode (torch.inference_mode(False))")
     if weight is None or not weight.dtype.is_floating_point:
         raise UsageError("gradient methods cannot run on this model's packed (quantized) weights",
                          hint="pass --quantize none, or --method occlusion,attention-rollout")

@@ -17,21 +17,49 @@ from llmscope.errors import UsageError
 PROMPT = "The capital of France is"
 
 
+@pytest.fixture(autouse=True)
+def outside_inference_mode() -> Any:
+    """Every test here runs with inference mode off, even when an earlier test left it on."""
+    import torch
+
+    with torch.inference_mode(False):
+        yield
+
+
 @pytest.fixture(scope="module")
 def tiny64(tiny_model_dir: Path) -> Any:
     """The tiny llama in float64: finite differences and quadrature sums agree with autograd to ~1e-10."""
+    import torch
+
     from llmscope.loader import load_model
 
-    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
-    loaded.model.double()
+    with torch.inference_mode(False):  # another test may have left it on (see gradient_ready)
+        loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
+        loaded.model.double()
     return loaded
 
 
 @pytest.fixture(scope="module")
 def tiny32(tiny_model_dir: Path) -> Any:
+    import torch
+
     from llmscope.loader import load_model
 
-    return load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
+    with torch.inference_mode(False):
+        return load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
+
+
+def gradient_ready(loaded: Any) -> Any:
+    """The shared fixture's model, or a fresh load when it was loaded while a test had left inference mode on (a
+    partly consumed generator holding `with torch.inference_mode()` leaks it): such weights cannot take gradients."""
+    import torch
+
+    from llmscope.loader import load_model
+
+    if not any(p.is_inference() for p in loaded.model.parameters()):
+        return loaded
+    with torch.inference_mode(False):
+        return load_model(None, device="cpu", dtype="float32", quantize="none")
 
 
 def function_of(loaded: Any, target_id: int, contrast_id: int | None = None) -> Any:
@@ -243,7 +271,7 @@ def test_gradients_run_through_packed_int8_weights(cli, tiny_model_dir: Path) ->
 
 @pytest.mark.slow
 def test_capital_of_france_on_the_embedded_model(embedded_model: Any) -> None:
-    result = attribute(embedded_model, PROMPT, AttributionSettings())
+    result = attribute(gradient_ready(embedded_model), PROMPT, AttributionSettings())
     assert [t.text for t in result.targets] == [" Paris"]
     assert result.targets[0].logprob == pytest.approx(math.log(0.7725), abs=2e-3)
     check = method(result, "integrated-gradients").completeness[0]

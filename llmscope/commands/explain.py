@@ -115,6 +115,13 @@ def attribute(
 
 
 def _run_attribute(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+    import torch
+
+    with torch.inference_mode(False):  # gradients need tensors made outside inference mode, whatever the caller did
+        _attribute_loaded(display, settings, text, items)
+
+
+def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
     from llmscope.attribution import attribute_encoded
     from llmscope.prompts import encode_prompt
     from llmscope.render import attribution as show
