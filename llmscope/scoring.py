@@ -209,21 +209,23 @@ def logprob_chunks(loaded: LoadedModel, ids: tuple[int, ...], plan: list[tuple[i
 
     _, keep = forward_options(loaded.model)
     device = loaded.input_device
-    with torch.inference_mode():
-        for number, (begin, end, start) in enumerate(plan):
-            with_next = next_token and number == len(plan) - 1  # the last window ends at the last token
-            rows = end - start + 1  # the rows predicting start..end-1, and the one after the window's last token
-            extra = {"logits_to_keep": rows} if keep else {}
-            window_ids = torch.tensor([ids[begin:end]], device=device)
+    # Inference mode is entered around each computation and left before each yield: a generator that yields inside
+    # it leaves it switched on in its caller for as long as the generator is unfinished (compare zips two).
+    for number, (begin, end, start) in enumerate(plan):
+        with_next = next_token and number == len(plan) - 1  # the last window ends at the last token
+        rows = end - start + 1  # the rows predicting start..end-1, and the one after the window's last token
+        extra = {"logits_to_keep": rows} if keep else {}
+        window_ids = torch.tensor([ids[begin:end]], device=device)
+        with torch.inference_mode():
             logits = loaded.model(input_ids=window_ids, use_cache=False, **extra).logits[0, -rows:]
-            if not with_next:
-                logits = logits[:-1]
-            positions = list(range(start, end)) + ([len(ids)] if with_next else [])
-            for offset in range(0, len(positions), CHUNK_ROWS):
-                block = positions[offset:offset + CHUNK_ROWS]
-                block_logits = logits[offset:offset + len(block)].float()
-                yield LogprobChunk(targets=block, contexts=[p - begin for p in block],
-                                   logprobs=torch.log_softmax(block_logits, dim=-1))
+        if not with_next:
+            logits = logits[:-1]
+        positions = list(range(start, end)) + ([len(ids)] if with_next else [])
+        for offset in range(0, len(positions), CHUNK_ROWS):
+            block = positions[offset:offset + CHUNK_ROWS]
+            with torch.inference_mode():
+                logprobs = torch.log_softmax(logits[offset:offset + len(block)].float(), dim=-1)
+            yield LogprobChunk(targets=block, contexts=[p - begin for p in block], logprobs=logprobs)
 
 
 @dataclass(frozen=True)

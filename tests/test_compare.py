@@ -170,3 +170,17 @@ def test_embedded_float32_against_bfloat16(embedded_model) -> None:
     assert result.top1_agreement > 95 and result.tokens_compared == len(ids) - 1
     assert result.perplexity_a == pytest.approx(13.97, rel=0.01)
     assert abs(result.perplexity_b - result.perplexity_a) / result.perplexity_a < 0.02
+
+
+def test_compare_leaves_inference_mode_off(tiny_model_dir) -> None:
+    """scoring's generators yield outside inference mode: one left unfinished (compare zips two) must not switch it
+    on in the caller, where a later gradient (attribute) would fail."""
+    import torch
+
+    from llmscope.comparison import CompareSettings, compare_texts
+    from llmscope.loader import load_model
+
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    compare_texts(loaded, loaded, "The capital of France is Paris. The capital of Italy is Rome.",
+                  CompareSettings(against_dtype="float32"))
+    assert not torch.is_inference_mode_enabled()
