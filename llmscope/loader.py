@@ -387,6 +387,8 @@ def _has_quantized_matrices(spec: ModelSpec) -> bool:
 
 def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> tuple[Any, Any, bool | None]:
     """A GGUF model with packed weights: from its cache entry, else built from the file and cached."""
+    import torch
+
     from llmscope.quant.packedmodel import build_from_gguf, load_packed, save_packed
 
     tokenizer = load_tokenizer(spec)
@@ -394,8 +396,8 @@ def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> tu
     if _usable_entry(entry):
         try:
             return load_packed(entry, dtype, device), tokenizer, True
-        except (ModelLoadError, DeviceError, MemoryError):
-            raise
+        except (ModelLoadError, DeviceError, MemoryError, torch.OutOfMemoryError):
+            raise  # the device failed, not the entry
         except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
             conversion_cache.remove_entry(entry, first_line(error))
     log.info("packing %s's weights (first use of this file with --quantize %s; later loads read the cache)",
