@@ -379,6 +379,8 @@ def _has_quantized_matrices(spec: ModelSpec) -> bool:
     from llmscope.quant.ggufheader import quantized_matrices
 
     assert spec.gguf_path is not None
+    if gguf_entry_for(spec, "auto").is_dir():
+        return True  # packed before: no need to read the tensor table again
     try:
         return quantized_matrices(spec.gguf_path) > 0
     except (OSError, ValueError):
