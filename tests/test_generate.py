@@ -124,7 +124,7 @@ def test_generate_probability_equals_next_token(cli) -> None:
 
 @pytest.mark.slow
 def test_embedded_chat_answer(cli) -> None:
-    result = cli("generate", "What is the capital of France?", "-n", "20")
+    result = cli("generate", "What is the capital of France?", "--chat", "-n", "20")  # make demo's command
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "The capital of France is Paris."
     assert "end of sequence" in result.stderr
