@@ -35,7 +35,7 @@ log = logging.getLogger("llmscope")
 
 MANIFEST = "packed-weights.json"
 WEIGHTS = "packed.safetensors"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: Q8_0 / Q5 / Q6 tables kept exact (format 1 entries are rebuilt)
 
 
 def _meta_model(config: Any, dtype: torch.dtype) -> Any:
