@@ -23,6 +23,7 @@ from llmscope.quant.packing import GROUP, PackedWeight, int4_shape_ok, pack_int4
 
 log = logging.getLogger("llmscope")
 
+DEQUANTIZE_ROWS = 4096  # rows dequantized at a time into a dense tensor
 EXACT_INT4 = ("Q4_0", "Q4_1", "Q4_K")  # blocks that are int4 groups of 32 exactly
 DENSE_TYPES = ("F32", "F16", "BF16", "F64")
 LOW_BIT = ("Q2_K", "Q3_K", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0")
@@ -162,10 +163,20 @@ def dense_tensor(item: FileTensor, processor: Any, dtype: torch.dtype) -> torch.
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
-    weights = dequantize(np.asarray(item.raw).view(np.ndarray), GGMLQuantizationType[item.ggml_type])
-    weights = processor.process(weights=weights, name=item.gguf_name, tensor_key_mapping={},
-                                parsed_parameters={}).weights
-    return torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(dtype)  # no copy when already float32
+    kind = GGMLQuantizationType[item.ggml_type]
+    raw = np.asarray(item.raw).view(np.ndarray)
+    order = _row_order(processor, item.gguf_name, item.rows) if raw.ndim == 2 and item.rows > 1 else False
+    if order is False:  # a fix-up that is not a row order (or a 1-D tensor): the whole tensor at once
+        weights = dequantize(raw, kind)
+        weights = processor.process(weights=weights, name=item.gguf_name, tensor_key_mapping={},
+                                    parsed_parameters={}).weights
+        return torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(dtype)  # no copy when already float32
+    # Rows a few thousand at a time into the result, so that dequantizing a 49,152-row table does not hold two or
+    # three float32 copies of it at once.
+    out = torch.empty((raw.shape[0], *dequantize(raw[:1], kind).shape[1:]), dtype=dtype)
+    for start in range(0, raw.shape[0], DEQUANTIZE_ROWS):
+        out[start:start + DEQUANTIZE_ROWS] = torch.from_numpy(dequantize(raw[start:start + DEQUANTIZE_ROWS], kind))
+    return out if order is None else out[torch.from_numpy(order)]
 
 
 def packed_tensor(item: FileTensor, form: str, processor: Any, device: str) -> PackedWeight | None:
