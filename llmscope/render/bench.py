@@ -290,10 +290,14 @@ def warn_if_busy(display: Display, busy_percent: float | None, device: str, thre
                         f"times{advice}")
 
 
-def warn_differences(display: Display, result: BenchResult) -> None:
+def warn_differences(display: Display, result: BenchResult, packed: bool = False) -> None:
+    """One warning per length whose token ids differ; with packed weights, why that is expected."""
     for length in result.results:
         if length.check is not None and not length.check.identical:
-            display.warning(difference_text(length))
+            display.warning(difference_text(length) + (
+                "; expected with packed weights: the tiny float32 differences between computing one row (cache) and "
+                "the whole sequence (no cache) are rounded to bfloat16 at every packed layer, which can flip a near "
+                "tie (--quantize none compares exact weights)" if packed else ""))
 
 
 def sweep_table(result: BenchResult) -> Table:
