@@ -149,7 +149,7 @@ def describe_config_model(spec: Any, depth: int | None = None, trust_remote_code
 
 def _file_weights(spec: Any, quantize: str, plan: PlannerSettings | None) -> tuple[int, str] | None:
     """A GGUF file's weights as --quantize would hold them, from its tensor table (None: not packed)."""
-    from llmscope.loader import resolve_quantize
+    from llmscope.quant.mode import resolve_quantize
 
     if not spec.is_gguf or (plan and plan.weights_dtype):
         return None

@@ -17,7 +17,7 @@ from llmscope.devices import dtype_name as dtype_name
 from llmscope.devices import out_of_memory_error as out_of_memory_error
 from llmscope.devices import resolve_device as resolve_device
 from llmscope.devices import resolve_dtype as resolve_dtype
-from llmscope.errors import DeviceError, ModelLoadError, UsageError
+from llmscope.errors import DeviceError, ModelLoadError
 from llmscope.load_errors import check_hub_reachable, first_line, warn_remote_code
 from llmscope.load_errors import require_causal_lm as require_causal_lm
 from llmscope.load_errors import translate_load_error as _translate_load_error
@@ -28,7 +28,8 @@ from llmscope.modelspec import ModelSpec as ModelSpec
 from llmscope.modelspec import default_model_spec as default_model_spec
 from llmscope.modelspec import embedded_gguf_path as embedded_gguf_path
 from llmscope.modelspec import resolve_model_spec as resolve_model_spec
-from llmscope.quant import QUANTIZE_CHOICES
+from llmscope.quant.mode import PACKED_MODES, cache_part
+from llmscope.quant.mode import resolve_quantize as resolve_quantize
 from llmscope.results import ModelInfo
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def gguf_cache_dir(spec: ModelSpec, part: str = "model") -> Path:
 
 def gguf_entry_for(spec: ModelSpec, quantize: str) -> Path:
     """The entry a load of this GGUF under --quantize `quantize` (already resolved) reads or writes."""
-    return gguf_cache_dir(spec, "model" if quantize == "none" else f"packed-{quantize}")
+    return gguf_cache_dir(spec, cache_part(quantize))
 
 
 def cache_entry_is_whole(entry: Path) -> bool:
@@ -349,42 +350,7 @@ def load_model(
                        weights=weights, activations=KERNEL_DTYPE_NAME if held else None)
 
 
-PACKED_MODES = ("auto", "int8", "int4")
 KERNEL_DTYPE_NAME = "bfloat16"
-
-
-def resolve_quantize(requested: str, spec: ModelSpec, device: str, device_map: str | None) -> str:
-    """The --quantize mode that will run: auto on a non-GGUF model is none (as stored); auto falls back to none
-    where no packed kernel runs (MPS, a device map), and an explicit int8/int4 there is refused."""
-    mode = (requested or "auto").strip().lower()
-    if mode not in QUANTIZE_CHOICES:
-        raise UsageError(f"unknown --quantize {requested!r}", hint="use one of: " + ", ".join(QUANTIZE_CHOICES))
-    if mode == "auto" and not spec.is_gguf:
-        return "none"
-    if mode == "auto" and not _has_quantized_matrices(spec):
-        return "none"  # a float GGUF: nothing to keep packed, and `none` is the same weights
-    if mode == "none":
-        return mode
-    blocker = ("--device-map" if device_map else f"the {device} device" if device.split(":")[0] not in ("cpu", "cuda")
-               else None)
-    if blocker is None:
-        return mode
-    if mode == "auto":
-        log.info("%s has no packed 4/8-bit kernels: the GGUF weights are dequantized (--quantize none)", blocker)
-        return "none"
-    raise UsageError(f"--quantize {mode} cannot run with {blocker}", hint="use --quantize none")
-
-
-def _has_quantized_matrices(spec: ModelSpec) -> bool:
-    from llmscope.quant.ggufheader import quantized_matrices
-
-    assert spec.gguf_path is not None
-    if gguf_entry_for(spec, "auto").is_dir():
-        return True  # packed before: no need to read the tensor table again
-    try:
-        return quantized_matrices(spec.gguf_path) > 0
-    except (OSError, ValueError):
-        return False  # the dequantizing path reports what is wrong with the file
 
 
 def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> tuple[Any, Any, bool | None]:
