@@ -123,10 +123,6 @@ def quantize_linears(model: Any, kind: str) -> None:
             set_module(model, embedding_name, PackedEmbedding(weight, embedding.weight.dtype, embedding.padding_idx))
 
 
-def has_packed_layers(model: Any) -> bool:
-    return any(isinstance(module, (PackedLinear, PackedEmbedding)) for module in model.modules())
-
-
 # -------------------------------------------------------------------------------------- reading layers
 
 
