@@ -59,6 +59,7 @@ def build_from_gguf(path: Path, config: Any, mode: str, dtype: torch.dtype, devi
     blocks: dict[str, dict[str, Any]] = {}  # dense tensors that came from quantized blocks
     tables = (model.get_input_embeddings(), model.get_output_embeddings())
     for item in read_tensors(reader, model, processor):
+        _release_pages(reader)  # the previous tensor's pages: it is packed or copied by now
         module_name, _, parameter = item.hf_name.rpartition(".")
         module = model.get_submodule(module_name)
         form = target_form(item.ggml_type, mode, table=any(module is table for table in tables))
@@ -70,7 +71,7 @@ def build_from_gguf(path: Path, config: Any, mode: str, dtype: torch.dtype, devi
         dense[item.hf_name] = _dense(model, item.hf_name, dense_tensor(item, processor, dtype)).to(device)
         if item.ggml_type not in DENSE_TYPES:  # cached as the file's own blocks, dequantized again at load
             blocks[item.hf_name] = {"gguf_name": item.gguf_name, "type": item.ggml_type, "raw": np.array(item.raw)}
-        _release_pages(reader)
+    _release_pages(reader)
     model = _assemble(model, dense, packed, dtype, device)
     model.llmscope_file_blocks = {"architecture": architecture, "tensors": blocks}
     return model
