@@ -1,5 +1,5 @@
-"""Packed weight forms and their kernels: int4 in groups of 32 (torch's tinygemm form, w = (q - 8) * scale + zero)
-and int8 per output channel; packing, exact dequantization and the matmuls on CPU and CUDA. No model, no files.
+"""Packed weight forms and their kernels: int4 in groups of 32 (torch's tinygemm form, w = (q - 8) * scale + zero),
+int8 per output channel and bfloat16; packing, exact dequantization and the matmuls on CPU and CUDA. No model, no files.
 
 Layouts: int4 weights are kept in the layout of the device's kernel. On the CPU that is torch's
 `_convert_weight_to_int4pack_for_cpu` output, a [N/32, K, 16] byte array whose low nibble holds row 32b + j and
