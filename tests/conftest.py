@@ -78,6 +78,20 @@ def build_tiny_model(folder: Path, model_type: str = "llama", seed: int = 0) -> 
     return folder
 
 
+def write_config_folders(tmp_path_factory: pytest.TempPathFactory, families: dict[str, dict[str, Any]]
+                         ) -> dict[str, Path]:
+    """config.json alone for each model type in `families` (fields as transformers names them): what
+    `architecture -m folder` reads."""
+    from transformers import AutoConfig
+
+    folders = {}
+    for name, fields in families.items():
+        folder = tmp_path_factory.mktemp(f"config-{name}")
+        AutoConfig.for_model(name, **fields).save_pretrained(str(folder))
+        folders[name] = folder
+    return folders
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_config_folders
 
 from llmscope.architecture import describe_config_model
 from llmscope.errors import UsageError
@@ -53,13 +54,7 @@ def family_config(name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """config.json alone for each family (what `architecture -m folder` reads)."""
-    folders = {}
-    for name in FAMILIES:
-        folder = tmp_path_factory.mktemp(f"config-{name}")
-        family_config(name).save_pretrained(str(folder))
-        folders[name] = folder
-    return folders
+    return write_config_folders(tmp_path_factory, FAMILIES)
 
 
 @pytest.fixture(scope="module")
