@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check llmscope tests benchmarks
 
 docs: $(STAMP)
-	$(BIN)/python -m llmscope.reference > docs/cli.md
+	$(BIN)/python -m llmscope.cli.reference > docs/cli.md
 
 test: $(STAMP)
 	$(BIN)/ruff check llmscope tests benchmarks

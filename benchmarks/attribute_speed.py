@@ -29,8 +29,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from llmscope.attribution import plan_targets
-    from llmscope.attribution_methods import (
+    from llmscope.attribution.attribute import plan_targets
+    from llmscope.attribution.methods import (
         TOKENS_PER_PASS,
         baseline_embeddings,
         embedding_function,
@@ -38,9 +38,9 @@ def main() -> None:
         input_embeddings,
         integrate,
     )
-    from llmscope.attribution_settings import DEFAULT_BASELINE, DEFAULT_STEPS, AttributionSettings
-    from llmscope.attribution_types import AttributionTarget
-    from llmscope.loader import load_model
+    from llmscope.attribution.results import AttributionTarget
+    from llmscope.attribution.settings import DEFAULT_BASELINE, DEFAULT_STEPS, AttributionSettings
+    from llmscope.loading.loader import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

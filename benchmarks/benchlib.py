@@ -120,8 +120,8 @@ def gpu_names() -> list[str]:
 def machine() -> dict[str, Any]:
     """What the figures were measured on (llama-bench style), read without importing torch: when, the CPU and its
     flags, the GPUs, versions, the thread setting the measured processes inherit, and the load average."""
-    from llmscope.runinfo import cpu_model, usable_cpus, utc_timestamp
-    from llmscope.runinfo import load_average as load_averages
+    from llmscope.system.runinfo import cpu_model, usable_cpus, utc_timestamp
+    from llmscope.system.runinfo import load_average as load_averages
 
     flags = ""
     try:

@@ -33,14 +33,14 @@ def _median(values: list[float]) -> float | None:
 
 
 def probe_imports(options: dict[str, Any]) -> dict[str, Any]:
-    """Which heavy modules `import llmscope.cli` pulls in, and what running --help pulls in."""
+    """Which heavy modules `import llmscope.cli.main` pulls in, and what running --help pulls in."""
     started = time.perf_counter()
-    import llmscope.cli
+    import llmscope.cli.main
 
     import_seconds = time.perf_counter() - started
     after_import = [name for name in HEAVY if name in sys.modules]
     try:
-        llmscope.cli.main(["--help"])
+        llmscope.cli.main.main(["--help"])
     except SystemExit:
         pass
     after_help = [name for name in HEAVY if name in sys.modules]
@@ -62,7 +62,7 @@ def _weight_bytes(model: Any) -> int:
 
 def probe_prepare(options: dict[str, Any]) -> dict[str, Any]:
     """Load once through llmscope (converting a GGUF into the cache if needed) and say where the weights are."""
-    from llmscope.loader import gguf_cache_dir, load_model, resolve_model_spec
+    from llmscope.loading.loader import gguf_cache_dir, load_model, resolve_model_spec
 
     spec = resolve_model_spec(options.get("model"))
     loaded = load_model(spec, device=options.get("device", "cpu"), dtype=options.get("dtype", "auto"))
@@ -75,7 +75,7 @@ def probe_prepare(options: dict[str, Any]) -> dict[str, Any]:
 
 def probe_load(options: dict[str, Any]) -> dict[str, Any]:
     """One llmscope load_model; its own load_seconds (imports excluded) and whether the cache served it."""
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(options.get("model"), device=options.get("device", "cpu"), dtype=options.get("dtype", "auto"))
     return {"load_seconds": loaded.load_seconds, "from_cache": loaded.from_cache, "parameters": loaded.parameters}
@@ -142,7 +142,7 @@ def raw_generate(model: Any, tokenizer: Any, prompt_ids: list[int], device: Any,
 
 
 def _llmscope_generate(loaded: Any, prompt: str, new_tokens: int, **settings: Any) -> Any:
-    from llmscope.generation import GenerationSettings, generate
+    from llmscope.generation.generation import GenerationSettings, generate
 
     return generate(loaded, prompt, GenerationSettings(max_new_tokens=new_tokens, **settings), chat=False)
 
@@ -237,7 +237,7 @@ def bandwidth(weight_bytes: int, device: Any, repeats: int = 12) -> dict[str, An
 
 def probe_generation(options: dict[str, Any]) -> dict[str, Any]:
     """Decode speed against raw generate, the no-cache ratio and memory bandwidth, on one loaded model."""
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(options.get("model"), device=options.get("device", "cpu"), dtype=options.get("dtype", "auto"))
     device = loaded.input_device
@@ -259,8 +259,8 @@ def probe_compile(options: dict[str, Any]) -> dict[str, Any]:
     """GenerationSettings(static_cache=True, compile=True): compile time, same tokens, decode vs raw generate."""
     import dataclasses
 
-    from llmscope.generation import GenerationSettings
-    from llmscope.loader import load_model
+    from llmscope.generation.generation import GenerationSettings
+    from llmscope.loading.loader import load_model
 
     names = {field.name for field in dataclasses.fields(GenerationSettings)}
     if not {"static_cache", "compile"} <= names:
@@ -301,9 +301,9 @@ def probe_compile(options: dict[str, Any]) -> dict[str, Any]:
 
 def probe_batch_generate(options: dict[str, Any]) -> dict[str, Any]:
     """Greedy generation of the same prompts in padded batches vs one at a time, in one loaded process."""
-    from llmscope.generation import generate_many
-    from llmscope.loader import load_model
-    from llmscope.settings import GenerationSettings
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate_many
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(options.get("model"), device=options.get("device", "cpu"), dtype=options.get("dtype", "auto"))
     prompts = options["prompts"]

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=LAYERS)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from llmscope.modelspec import embedded_gguf_path
+    from llmscope.loading.modelspec import embedded_gguf_path
 
     write(args.path, args.layers, embedded_gguf_path())
     print(f"{args.path} {args.path.stat().st_size / 2**30:.2f} GiB")

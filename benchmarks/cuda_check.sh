@@ -93,7 +93,7 @@ if ! "$PY" -c 'import importlib.util, sys; sys.exit(0 if importlib.util.find_spe
         export PYTHONPATH="/tmp/llmscope-embedded${PYTHONPATH:+:$PYTHONPATH}"
     fi
 fi
-gguf_path=$("$PY" -c 'from llmscope.loader import embedded_gguf_path; print(embedded_gguf_path())') \
+gguf_path=$("$PY" -c 'from llmscope.loading.loader import embedded_gguf_path; print(embedded_gguf_path())') \
     || { say "llmscope cannot find the embedded model"; exit 1; }
 if [ "$(sha256sum "$gguf_path" | cut -d' ' -f1)" != "$GGUF_SHA256" ]; then
     say "the embedded model at $gguf_path has the wrong checksum (a part missing?)"; exit 1

@@ -36,7 +36,7 @@ def main() -> None:
     import torch.nn.functional as F
     from transformers import DynamicCache
 
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

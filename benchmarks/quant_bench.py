@@ -70,10 +70,10 @@ def decode_speed(rounds: int, new_tokens: int) -> dict[str, Any]:
     """Decode tok/s of --quantize auto and none at one thread, rounds interleaved, medians."""
     import torch
 
-    from llmscope.generation import generate
-    from llmscope.loader import load_model
-    from llmscope.quant.modules import held_weight_bytes
-    from llmscope.settings import GenerationSettings
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate
+    from llmscope.loading.loader import load_model
+    from llmscope.loading.quant.modules import held_weight_bytes
 
     torch.set_num_threads(1)
     models = {mode: load_model(None, device="cpu", dtype="float32", quantize=mode) for mode in ("auto", "none")}
@@ -98,8 +98,8 @@ def decode_speed(rounds: int, new_tokens: int) -> dict[str, Any]:
 
 
 def quality() -> dict[str, Any]:
-    from llmscope.comparison import CompareSettings, compare_texts
-    from llmscope.loader import load_model
+    from llmscope.inspection.comparison import CompareSettings, compare_texts
+    from llmscope.loading.loader import load_model
 
     auto = load_model(None, device="cpu", dtype="float32", quantize="auto")
     none = load_model(None, device="cpu", dtype="float32", quantize="none")
@@ -110,8 +110,8 @@ def quality() -> dict[str, Any]:
 
 
 def memory_and_cache() -> dict[str, Any]:
-    from llmscope.conversion_cache import folder_size
-    from llmscope.loader import embedded_gguf_path, gguf_entry_for, resolve_model_spec
+    from llmscope.loading.conversion_cache import folder_size
+    from llmscope.loading.loader import embedded_gguf_path, gguf_entry_for, resolve_model_spec
 
     out: dict[str, Any] = {}
     for mode in ("auto", "none"):

@@ -123,7 +123,7 @@ class Suite:
         imports = run_probe("imports", {}, self.env)
         self.details["imports"] = imports
         heavy = sorted(set(imports["heavy_after_import"]) | set(imports["heavy_after_help"]))
-        self.add(Figure("start-up", "import llmscope.cli, --help: heavy modules", ", ".join(heavy) or "none", "",
+        self.add(Figure("start-up", "import llmscope.cli.main, --help: heavy modules", ", ".join(heavy) or "none", "",
                         target="none of torch, transformers, numpy", met=not heavy,
                         note=f"import {imports['import_seconds'] * 1000:.0f} ms in-process"))
 

@@ -30,8 +30,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from llmscope.loader import load_model
-    from llmscope.scoring import ScoreSettings, score_text
+    from llmscope.inspection.scoring import ScoreSettings, score_text
+    from llmscope.loading.loader import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from llmscope.cli import run_generate
+from llmscope.cli.main import run_generate
 from llmscope.render import Display
-from llmscope.settings import GenerateCommand, GenerationSettings, ModelSettings, PromptSettings
+from llmscope.core.settings import GenerateCommand, GenerationSettings, ModelSettings, PromptSettings
 
 PROMPT = "Write a haiku about the sea."
 

@@ -10,22 +10,22 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "llmscope.loader",
-    "load_tokenizer": "llmscope.loader",
-    "load_config": "llmscope.loader",
-    "resolve_model_spec": "llmscope.loader",
-    "generate": "llmscope.generation",
-    "generate_many": "llmscope.generation",
-    "decode_steps": "llmscope.decoding",
-    "tokenize_text": "llmscope.tokenization",
-    "decode_ids": "llmscope.tokenization",
-    "next_token_distribution": "llmscope.inspection",
-    "score_text": "llmscope.scoring",
-    "compare_texts": "llmscope.comparison",
-    "attention_weights": "llmscope.attention",
-    "describe_config_model": "llmscope.architecture",
-    "bench_cache": "llmscope.benchmark",
-    "collect_environment": "llmscope.environment",
+    "load_model": "llmscope.loading.loader",
+    "load_tokenizer": "llmscope.loading.loader",
+    "load_config": "llmscope.loading.loader",
+    "resolve_model_spec": "llmscope.loading.loader",
+    "generate": "llmscope.generation.generation",
+    "generate_many": "llmscope.generation.generation",
+    "decode_steps": "llmscope.generation.decoding",
+    "tokenize_text": "llmscope.loading.tokenization",
+    "decode_ids": "llmscope.loading.tokenization",
+    "next_token_distribution": "llmscope.inspection.inspection",
+    "score_text": "llmscope.inspection.scoring",
+    "compare_texts": "llmscope.inspection.comparison",
+    "attention_weights": "llmscope.attention.weights",
+    "describe_config_model": "llmscope.architecture.describe",
+    "bench_cache": "llmscope.bench.benchmark",
+    "collect_environment": "llmscope.system.environment",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -22,7 +22,7 @@ def _stop_while_importing(signum: int, _frame: object) -> None:
 signals.signal(signals.SIGINT, _stop_while_importing)
 signals.signal(signals.SIGTERM, _stop_while_importing)
 
-from llmscope.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, handle_sigterm, terminated  # noqa: E402
+from llmscope.core.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, handle_sigterm, terminated  # noqa: E402
 
 
 def main(args: list[str] | None = None) -> None:
@@ -33,14 +33,14 @@ def main(args: list[str] | None = None) -> None:
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
     try:
-        from llmscope.cli import main as run
+        from llmscope.cli.main import main as run
 
         run(args)
     except (KeyboardInterrupt, Interrupted):
         sys.stderr.write(f"error: {'terminated' if terminated() else 'interrupted'}\n")
         sys.exit(EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED)
     except BrokenPipeError:  # the reader of stdout went away (`| head`): not a failure
-        from llmscope.clikit import silence_stdout
+        from llmscope.cli.kit import silence_stdout
 
         silence_stdout()
         sys.exit(0)

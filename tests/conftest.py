@@ -115,7 +115,7 @@ def llmscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedded_model(llmscope_cache: Path) -> Any:
     """The embedded SmolLM2-135M-Instruct, loaded once per session in float32 on the CPU, exactly dequantized
     (--quantize none: the reference path; tests/test_quant.py covers the packed one)."""
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     return load_model(None, device="cpu", dtype="float32", quantize="none")
 
@@ -136,7 +136,7 @@ def cli(monkeypatch: pytest.MonkeyPatch):
     """Run llmscope in-process: cli("tokenize", "hi", "--json") -> CliResult with stdout/stderr apart."""
     from typer.testing import CliRunner
 
-    from llmscope.cli import app
+    from llmscope.cli.main import app
 
     monkeypatch.delenv("LLMSCOPE_MODEL", raising=False)
     runner = CliRunner()

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.architecture import (
+from llmscope.architecture.describe import (
     build_empty_model,
     describe_config_model,
     describe_loaded_model,
     kv_cache_bytes_per_token,
 )
-from llmscope.loader import count_parameters, load_config, load_model
+from llmscope.loading.loader import count_parameters, load_config, load_model
 from llmscope.render.architecture import tree_text
 
 PHI3_MINI_4K = {

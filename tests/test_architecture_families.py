@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from conftest import write_config_folders
 
-from llmscope.architecture import describe_config_model
-from llmscope.errors import UsageError
-from llmscope.kvcache import cache_size
-from llmscope.planner import PlannerSettings, parse_memory, parse_tokens, plan_memory
+from llmscope.architecture.describe import describe_config_model
+from llmscope.architecture.kvcache import cache_size
+from llmscope.architecture.planner import PlannerSettings, parse_memory, parse_tokens, plan_memory
+from llmscope.core.errors import UsageError
 
 COMMON = dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
               max_position_embeddings=128)
@@ -114,7 +114,7 @@ def _walk(node: Any) -> list[Any]:
 def test_cache_bytes_equal_transformers_cache_after_a_forward(name: str, family_models: dict[str, Any]) -> None:
     import torch
 
-    from llmscope.benchmark import cache_bytes
+    from llmscope.bench.benchmark import cache_bytes
 
     model = family_models[name]
     tokens, batch = 21, 2  # past every window (8)
@@ -245,8 +245,8 @@ def test_gemma_lens_applies_final_logit_softcapping(tmp_path: Path) -> None:
     from conftest import build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llmscope.inspection import next_token_distribution
-    from llmscope.loader import load_model
+    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.loading.loader import load_model
 
     tokenizer = build_tokenizer(tmp_path)
     fields = dict(FAMILIES["gemma2"], vocab_size=len(tokenizer), final_logit_softcapping=0.2,
@@ -268,8 +268,8 @@ def test_gemma_lens_applies_final_logit_softcapping(tmp_path: Path) -> None:
 
 
 def test_bench_cache_formula_counts_the_window(tiny_models: dict[str, Path]) -> None:
-    from llmscope import benchmark
-    from llmscope.loader import load_model
+    from llmscope.bench import benchmark
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(str(tiny_models["mistral"]), device="cpu")  # sliding window 32 on both layers
     result = benchmark.bench_cache(loaded, "The capital of France is Paris. " * 6, (4,), warmup=0, repeat=1)

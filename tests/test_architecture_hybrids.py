@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from conftest import write_config_folders
 
-from llmscope.architecture import describe_config_model
-from llmscope.kvcache import cache_size
-from llmscope.planner import PlannerSettings
+from llmscope.architecture.describe import describe_config_model
+from llmscope.architecture.kvcache import cache_size
+from llmscope.architecture.planner import PlannerSettings
 from llmscope.render import human_bytes
 
 COMMON = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -95,7 +95,7 @@ def test_cache_bytes_at_40_tokens_equal_transformers_cache(name: str, dtype: str
                                                            family_models: dict[str, Any]) -> None:
     import torch
 
-    from llmscope.benchrun import cache_bytes
+    from llmscope.bench.run import cache_bytes
 
     model = family_models[name] if dtype == "float32" else copy.deepcopy(family_models[name]).to(torch.bfloat16)
     with torch.no_grad():
@@ -198,8 +198,8 @@ def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path
     from conftest import build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llmscope import benchmark
-    from llmscope.loader import load_model
+    from llmscope.bench import benchmark
+    from llmscope.loading.loader import load_model
 
     tokenizer = build_tokenizer(tmp_path)
     fields = dict(FAMILIES[name], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,

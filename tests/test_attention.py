@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.attention import AttentionSettings, attention_weights, masked
-from llmscope.errors import UsageError
-from llmscope.loader import load_model
+from llmscope.attention.weights import AttentionSettings, attention_weights, masked
+from llmscope.core.errors import UsageError
+from llmscope.loading.loader import load_model
 
 PROMPT = "The capital of France is Paris. " * 3  # 42 tokens on the tiny tokenizer: past mistral's window of 32
 SEED_SENTENCE = "The dog chased the squirrel because it"
@@ -167,12 +167,12 @@ def test_settings_refuse_bad_values() -> None:
     ["--layer", "-1"], ["--keys", ","], ["--matrix"], ["--matrix", "--layer", "0"], ["--max-weights", "0"],
     ["--query", ""], ["--plot", "out.txt"], ["--plot", "/no/such/folder/out.png"], ["--layer", "x"]])
 def test_bad_options_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
-    import llmscope.loader
+    import llmscope.loading.loader
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(llmscope.loader, "load_model", refuse)
+    monkeypatch.setattr(llmscope.loading.loader, "load_model", refuse)
     result = cli("attention", "Hello", *args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert "the model was loaded" not in result.stderr
@@ -183,7 +183,7 @@ def test_bad_options_are_refused_without_importing_torch(args: list[str]) -> Non
     import subprocess
     import sys
 
-    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
+    code = ("import sys\nfrom llmscope.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
             "    print('EXIT', exit.code, [m for m in ('torch', 'transformers') if m in sys.modules])\n")
     result = subprocess.run([sys.executable, "-c", code, "attention", "Hello", *args], capture_output=True, text=True)
     assert "EXIT 2 []" in result.stdout, (result.stdout, result.stderr)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.attention import AttentionSettings, attention_weights
-from llmscope.attentionpick import MAX_PLOT_PANELS, check_against_config, strongest_keys
-from llmscope.errors import UsageError
-from llmscope.loader import load_model
+from llmscope.attention.pick import MAX_PLOT_PANELS, check_against_config, strongest_keys
+from llmscope.attention.weights import AttentionSettings, attention_weights
+from llmscope.core.errors import UsageError
+from llmscope.loading.loader import load_model
 
 PROMPT = "The capital of France is Paris. The capital of Italy is Rome. Write an email to Sarah."
 
@@ -45,12 +45,12 @@ def _render(result, width: int = 80) -> str:
 ])
 def test_choices_are_checked_before_the_weights_load(cli, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path,
                                                      args: list[str], words: str) -> None:
-    import llmscope.loader
+    import llmscope.loading.loader
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(llmscope.loader, "load_model", refuse)
+    monkeypatch.setattr(llmscope.loading.loader, "load_model", refuse)
     result = cli("attention", PROMPT, "-m", str(tiny_model_dir), *args)
     assert result.exit_code == 2 and words in result.stderr, (args, result.stderr)
 
@@ -123,7 +123,7 @@ def test_plot_cli_refuses_before_loading(cli, monkeypatch: pytest.MonkeyPatch, t
                                          tmp_path: Path) -> None:
     import json
 
-    import llmscope.loader
+    import llmscope.loading.loader
 
     folder = tiny_models["llama"]
     config = json.loads((folder / "config.json").read_text())
@@ -137,7 +137,7 @@ def test_plot_cli_refuses_before_loading(cli, monkeypatch: pytest.MonkeyPatch, t
     def refuse(*_args, **_kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(llmscope.loader, "load_model", refuse)
+    monkeypatch.setattr(llmscope.loading.loader, "load_model", refuse)
     result = cli("attention", "Hello", "-m", str(wide), "--plot", str(tmp_path / "grid.png"))
     assert result.exit_code == 2 and "44 panels" in result.stderr, result.stderr
 
@@ -147,13 +147,13 @@ def test_layer_and_head_are_checked_from_config_json_without_transformers(tiny_m
     import subprocess
     import sys
 
-    from llmscope.attentionpick import counts_from_config_file
+    from llmscope.attention.pick import counts_from_config_file
 
     assert counts_from_config_file(tiny_model_dir / "config.json") == (2, 4)
     assert counts_from_config_file(tmp_path / "missing.json") is None
     (tmp_path / "odd.json").write_text('{"model_type": "llama"}')
     assert counts_from_config_file(tmp_path / "odd.json") is None  # then transformers reads the config
-    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
+    code = ("import sys\nfrom llmscope.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
             "    print('EXIT', exit.code, [m for m in ('torch', 'transformers') if m in sys.modules])\n")
     result = subprocess.run([sys.executable, "-c", code, "attention", "Hello", "-m", str(tiny_model_dir), "--layer",
                              "5"], capture_output=True, text=True)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from llmscope.attribution import attribute
-from llmscope.attribution_settings import AttributionSettings
-from llmscope.errors import UsageError
+from llmscope.attribution.attribute import attribute
+from llmscope.attribution.settings import AttributionSettings
+from llmscope.core.errors import UsageError
 
 PROMPT = "The capital of France is"
 
@@ -31,7 +31,7 @@ def tiny64(tiny_model_dir: Path) -> Any:
     """The tiny llama in float64: finite differences and quadrature sums agree with autograd to ~1e-10."""
     import torch
 
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     with torch.inference_mode(False):  # another test may have left it on (see gradient_ready)
         loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
@@ -43,7 +43,7 @@ def tiny64(tiny_model_dir: Path) -> Any:
 def tiny32(tiny_model_dir: Path) -> Any:
     import torch
 
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     with torch.inference_mode(False):
         return load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
@@ -54,7 +54,7 @@ def gradient_ready(loaded: Any) -> Any:
     partly consumed generator holding `with torch.inference_mode()` leaks it): such weights cannot take gradients."""
     import torch
 
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     if not any(p.is_inference() for p in loaded.model.parameters()):
         return loaded
@@ -143,7 +143,7 @@ def test_integrated_gradients_equals_a_hand_written_riemann_sum(tiny64: Any) -> 
 
 
 def test_occlusion_equals_score_log_probabilities(tiny32: Any) -> None:
-    from llmscope.scoring import logprob_chunks
+    from llmscope.inspection.scoring import logprob_chunks
 
     result = attribute(tiny32, PROMPT, AttributionSettings(methods=("occlusion",)))
     target = result.targets[0]
@@ -214,7 +214,7 @@ def test_usage_guards(tiny32: Any) -> None:
         attribute(tiny32, PROMPT, AttributionSettings(max_tokens=4))
     with pytest.raises(UsageError, match="--contrast"):
         attribute(tiny32, PROMPT, AttributionSettings(contrast=" Paris is a city"))
-    from llmscope.attribution_settings import method_list
+    from llmscope.attribution.settings import method_list
 
     assert method_list(["ig,occlusion", "rollout"]) == ("integrated-gradients", "occlusion", "attention-rollout")
     with pytest.raises(UsageError, match="unknown method"):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.batch import BatchItem, BatchOutcome, parse_items
-from llmscope.errors import UsageError
-from llmscope.settings import OutputMode, output_mode
+from llmscope.cli.batch import BatchItem, BatchOutcome, parse_items
+from llmscope.core.errors import UsageError
+from llmscope.core.settings import OutputMode, output_mode
 
 
 def test_batch_with_json_writes_json_lines(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def _terminal_lines(raw: str) -> list[str]:
 def test_progress_bar_steps_aside_for_records_at_a_terminal() -> None:
     from rich.console import Console
 
-    from llmscope.clikit import write_batch
+    from llmscope.cli.kit import write_batch
     from llmscope.render import Display
 
     screen = io.StringIO()

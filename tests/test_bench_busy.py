@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.benchmark import bench_cache
-from llmscope.benchresults import TTFT_GAP, ModeSummary, ttft_gap_note
-from llmscope.loader import load_model
-from llmscope.stats import summarize
+from llmscope.bench.benchmark import bench_cache
+from llmscope.bench.results import TTFT_GAP, ModeSummary, ttft_gap_note
+from llmscope.core.stats import summarize
+from llmscope.loading.loader import load_model
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,9 @@ def tiny(tiny_model_dir: Path):
 
 
 def test_threads_fit_the_free_cores(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmscope.benchmark
+    import llmscope.bench.benchmark
 
-    monkeypatch.setattr(llmscope.benchmark, "busy_cpu_percent", lambda interval=0.25: 75.0)
+    monkeypatch.setattr(llmscope.bench.benchmark, "busy_cpu_percent", lambda interval=0.25: 75.0)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)  # 3 of 4 cores busy: 1 left free
     monkeypatch.delenv("LLMSCOPE_THREADS", raising=False)
     result = cli("bench-cache", "Hello", "-m", tiny_model_dir, "-n", "2", "--repeat", "1", "--warmup", "0", "--json")

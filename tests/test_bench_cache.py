@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from llmscope import benchmark, benchrun
-from llmscope.benchmark import parse_sweep
-from llmscope.benchresults import CACHE, NO_CACHE, first_difference, speedup, summarize_mode
-from llmscope.benchrun import RunTiming, run_timing
-from llmscope.errors import UsageError
-from llmscope.loader import load_model
-from llmscope.stats import (
+from llmscope.bench import benchmark
+from llmscope.bench import run as benchrun
+from llmscope.bench.benchmark import parse_sweep
+from llmscope.bench.results import CACHE, NO_CACHE, first_difference, speedup, summarize_mode
+from llmscope.bench.run import RunTiming, run_timing
+from llmscope.core.errors import UsageError
+from llmscope.core.stats import (
     PowerFit,
     Stats,
     fit_note,
@@ -31,6 +31,7 @@ from llmscope.stats import (
     summarize,
     t_quantile_975,
 )
+from llmscope.loading.loader import load_model
 
 TINY = ("-n", "3", "--repeat", "2", "--warmup", "0")
 SMOLLM2_KV_BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # K and V x layers x KV heads x head dim x float32

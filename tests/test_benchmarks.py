@@ -98,7 +98,7 @@ def _run_suite(tmp_path: Path, *args: str) -> tuple[dict, dict]:
 def test_quick_startup_section(tmp_path: Path) -> None:
     document, figures = _run_suite(tmp_path, "--only", "startup")
     assert document["sections"] == ["startup"]
-    heavy = figures["import llmscope.cli, --help: heavy modules"]
+    heavy = figures["import llmscope.cli.main, --help: heavy modules"]
     assert heavy["value"] == "none" and heavy["met"] is True
     for name in ("llmscope --help", "llmscope --version"):
         assert figures[name]["value"] > 0 and figures[name]["baseline"] > 0

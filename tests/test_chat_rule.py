@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.settings import PromptSettings
+from llmscope.core.settings import PromptSettings
 
 PROMPT = "The capital of France is"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.comparison import CompareSettings, compare_texts, first_difference, percentile
-from llmscope.errors import InputMismatchError, UsageError
-from llmscope.loader import load_model
-from llmscope.scoring import ScoreSettings, score_text
+from llmscope.core.errors import InputMismatchError, UsageError
+from llmscope.inspection.comparison import CompareSettings, compare_texts, first_difference, percentile
+from llmscope.inspection.scoring import ScoreSettings, score_text
+from llmscope.loading.loader import load_model
 
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
 
@@ -142,12 +142,12 @@ def test_settings_refuse_bad_values(options: dict) -> None:
 @pytest.mark.parametrize("arguments", [[], ["--against-dtype", "int4"], ["--against", "x", "--stride", "0"],
                                        ["--against", "x", "-k", "0"], ["--against", "x", "--chat"]])
 def test_cli_bad_values_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch, arguments: list[str]) -> None:
-    import llmscope.loader
+    import llmscope.loading.loader
 
     def no_loading(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(llmscope.loader, "load_model", no_loading)
+    monkeypatch.setattr(llmscope.loading.loader, "load_model", no_loading)
     result = cli("compare", "some text", *arguments)
     assert result.exit_code == 2, result.stderr
     assert "Traceback" not in result.stderr and "must not load" not in result.stderr
@@ -177,8 +177,8 @@ def test_compare_leaves_inference_mode_off(tiny_model_dir) -> None:
     on in the caller, where a later gradient (attribute) would fail."""
     import torch
 
-    from llmscope.comparison import CompareSettings, compare_texts
-    from llmscope.loader import load_model
+    from llmscope.inspection.comparison import CompareSettings, compare_texts
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     compare_texts(loaded, loaded, "The capital of France is Paris. The capital of Italy is Rome.",

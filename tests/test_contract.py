@@ -20,7 +20,7 @@ def app_commands() -> dict[str, object]:
     """Every command of the Typer app, by name, with its callback: found from the app, not listed here."""
     import typer.main
 
-    from llmscope.cli import app
+    from llmscope.cli.main import app
 
     return {typer.main.get_command_name(c.name or c.callback.__name__): c.callback for c in app.registered_commands}
 
@@ -46,7 +46,7 @@ def test_every_command_has_an_example_and_is_named_in_the_root_help(cli) -> None
 def test_every_command_has_json_and_quiet() -> None:
     import typer.main
 
-    from llmscope.cli import app
+    from llmscope.cli.main import app
 
     group = typer.main.get_command(app)
     for name, sub in group.commands.items():  # type: ignore[attr-defined]
@@ -99,7 +99,7 @@ def test_colours_follow_the_terminal_and_no_color(cli, tiny_model_dir: Path) -> 
 
 
 def test_reference_page_is_current() -> None:
-    from llmscope.reference import reference_page
+    from llmscope.cli.reference import reference_page
 
     page = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
     assert page.read_text() == reference_page(), "docs/cli.md is stale: run `make docs`"
@@ -119,7 +119,7 @@ FUZZ_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), ma
 
 @pytest.fixture(scope="module")
 def tiny_loaded(tiny_model_dir: Path):
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
 
@@ -127,7 +127,7 @@ def tiny_loaded(tiny_model_dir: Path):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=FUZZ_TEXT)
 def test_fuzz_tokenize_round_trip(tiny_loaded, text: str) -> None:
-    from llmscope.tokenization import decode_ids, tokenize_text
+    from llmscope.loading.tokenization import decode_ids, tokenize_text
 
     result = tokenize_text(tiny_loaded.tokenizer, text, "tiny", add_special_tokens=False)
     assert result.token_count == len(result.ids)
@@ -152,8 +152,8 @@ def test_fuzz_cli_ids_then_decode(cli, tiny_model_dir: Path, text: str) -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300))
 def test_fuzz_next_token_never_crashes(tiny_loaded, text: str) -> None:
-    from llmscope.errors import UsageError
-    from llmscope.inspection import next_token_distribution
+    from llmscope.core.errors import UsageError
+    from llmscope.inspection.inspection import next_token_distribution
 
     try:
         result = next_token_distribution(tiny_loaded, text, top_k=5)
@@ -167,8 +167,8 @@ def test_fuzz_next_token_never_crashes(tiny_loaded, text: str) -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=FUZZ_TEXT)
 def test_fuzz_score_never_crashes(tiny_loaded, text: str) -> None:
-    from llmscope.errors import UsageError
-    from llmscope.scoring import score_text
+    from llmscope.core.errors import UsageError
+    from llmscope.inspection.scoring import score_text
 
     try:
         result = score_text(tiny_loaded, text)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from llmscope import conversion_cache, loader
+from llmscope.loading import conversion_cache, loader
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_a_copied_entry_is_hashed_once_then_trusted_by_its_signature(cache: Path
 
 KILL_MID_WRITE = textwrap.dedent("""
     import os, signal, sys
-    from llmscope import conversion_cache, loader
+    from llmscope.loading import conversion_cache, loader
     real = conversion_cache._fsync_path
     def die(path):  # the files are written, nothing is fsynced or renamed yet: kill -9 here
         os.kill(os.getpid(), signal.SIGKILL)
@@ -289,7 +289,7 @@ def test_fast_cached_load_matches_from_pretrained_on_every_architecture(tiny_mod
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmscope.cached_model import _assign_into_meta_model
+    from llmscope.loading.cached_model import _assign_into_meta_model
 
     torch_dtype = getattr(torch, dtype)
     ids = torch.tensor([[1, 7, 42, 99, 3, 250, 8]])

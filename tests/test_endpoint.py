@@ -48,10 +48,10 @@ def test_next_token_over_the_server_is_the_local_document(cli, server: Server, t
 
 
 def test_next_token_from_openai_logprobs_alone(server: Server, tiny_model_dir: Path) -> None:
-    from llmscope.endpoint import Client, EndpointSettings, next_token_openai
-    from llmscope.inspection import next_token_distribution
-    from llmscope.loader import load_model
-    from llmscope.settings import NextTokenSettings
+    from llmscope.core.settings import NextTokenSettings
+    from llmscope.endpoint.client import Client, EndpointSettings, next_token_openai
+    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.loading.loader import load_model
 
     client = Client(EndpointSettings(url=server.url + "/v1"))
     info, result, limits = next_token_openai(client, PROMPT, NextTokenSettings(top_k=5, steps=2), False, None)
@@ -88,7 +88,7 @@ def test_generate_over_the_server_gives_the_local_tokens(cli, server: Server, ti
 
 
 def test_an_endpoint_call_imports_neither_torch_nor_transformers(server: Server) -> None:
-    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+    code = ("import sys\nfrom llmscope.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    code = e.code\nheavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
             "print(json.dumps({'exit': code, 'heavy': heavy}), file=sys.stderr)\n").replace(
         "import sys", "import json, sys", 1)
@@ -138,10 +138,10 @@ def test_compare_against_the_server_is_the_local_compare(cli, server: Server, ti
 
 
 def test_score_from_openai_prompt_logprobs(server: Server, tiny_model_dir: Path) -> None:
-    from llmscope.endpoint import Client, EndpointSettings, score_openai
-    from llmscope.endpoint_results import completion_entries, score_from_openai
-    from llmscope.loader import load_model
-    from llmscope.scoring import ScoreSettings, score_text
+    from llmscope.endpoint.client import Client, EndpointSettings, score_openai
+    from llmscope.endpoint.results import completion_entries, score_from_openai
+    from llmscope.inspection.scoring import ScoreSettings, score_text
+    from llmscope.loading.loader import load_model
 
     text = "Attention heads share keys and values."
     local = score_text(load_model(str(tiny_model_dir), device="cpu"), text, ScoreSettings(top_k=3))

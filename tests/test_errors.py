@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmscope import loader
-from llmscope.errors import ModelLoadError
-from llmscope.generation import GenerationSettings, generate
+from llmscope.core.errors import ModelLoadError
+from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.loading import loader
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.decoding import sampler_distribution
-from llmscope.generation import GenerationSettings, generate
-from llmscope.loader import load_model
+from llmscope.generation.decoding import sampler_distribution
+from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.loading.loader import load_model
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_embedded_chat_answer(cli) -> None:
 
 @pytest.mark.parametrize("text", ["Ünïcödé 🙂 text, tabs\tand\nnewlines", "The capital of France is Paris.", "🙂🙂🙂"])
 def test_incremental_text_adds_up_to_the_whole_decode(tiny, text: str) -> None:
-    from llmscope.generation import IncrementalText
+    from llmscope.generation.generation import IncrementalText
 
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
     window = IncrementalText(tiny.tokenizer)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.cli import app
+from llmscope.cli.main import app
 
 
 def _commands() -> list[tuple[str, object]]:
@@ -49,9 +49,9 @@ def test_score_tables_quote_token_text(cli, tiny_model_dir: Path) -> None:
 
 def test_compare_marks_different_tops_without_colour_and_warns_once(cli, tiny_models: dict[str, Path],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmscope.cputhreads
+    import llmscope.loading.cputhreads
 
-    monkeypatch.setattr(llmscope.cputhreads, "others_busy_percent", lambda interval=0.1: 100.0)
+    monkeypatch.setattr(llmscope.loading.cputhreads, "others_busy_percent", lambda interval=0.1: 100.0)
     result = cli("compare", "The capital of France is Paris. The capital of Italy is Rome.", "-m",
                  tiny_models["llama"], "--against", tiny_models["qwen2"], "--worst", "8",
                  env={"COLUMNS": "80", "NO_COLOR": "1"})
@@ -64,7 +64,7 @@ def test_compare_marks_different_tops_without_colour_and_warns_once(cli, tiny_mo
 def test_cache_table_keeps_entry_names_whole_at_80_columns() -> None:
     from rich.console import Console
 
-    from llmscope.conversion_cache import CacheEntry, CacheReport
+    from llmscope.loading.conversion_cache import CacheEntry, CacheReport
     from llmscope.render import Display
     from llmscope.render.cache import show_cache
 
@@ -83,8 +83,8 @@ def test_cache_table_keeps_entry_names_whole_at_80_columns() -> None:
 
 def test_tokenize_records_a_use_of_the_tokenizer_entry(cli, tiny_gguf: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmscope import conversion_cache
-    from llmscope.loader import load_model
+    from llmscope.loading import conversion_cache
+    from llmscope.loading.loader import load_model
 
     monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "cache"))
     assert cli("tokenize", "Hello", "-m", tiny_gguf, "-q").exit_code == 0  # the tokenizer entry

@@ -82,5 +82,48 @@ def test_the_circle_finder_finds_a_circle() -> None:
 def test_no_llmscope_module_imports_itself_through_others() -> None:
     modules = module_names()
     graph = {name: imports_of(path, modules) - {name} for name, path in modules.items()}
-    assert "llmscope.errors" in graph and not graph["llmscope.errors"]  # the bottom: everyone may import it
+    assert "llmscope.core.errors" in graph and not graph["llmscope.core.errors"]  # the bottom: everyone may import it
     assert circles(graph) == []
+
+
+# The layers, top to bottom (README "Layout"): a module may import its own layer and any layer below, never above.
+LAYERS = (
+    ("llmscope.entry", "llmscope.__main__", "llmscope.cli", "llmscope.commands"),
+    ("llmscope.render",),
+    ("llmscope.server", "llmscope.endpoint"),
+    ("llmscope.generation", "llmscope.inspection", "llmscope.attention", "llmscope.attribution", "llmscope.bench",
+     "llmscope.architecture", "llmscope.system"),
+    ("llmscope.loading",),
+    ("llmscope.core", "llmscope"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The rank of a module's package (0 = top); the package's own __init__ (`llmscope`) sits at the bottom."""
+    for rank, packages in enumerate(LAYERS):
+        if any(module == package or module.startswith(package + ".") for package in packages if package != "llmscope"):
+            return rank
+    if module == "llmscope":
+        return len(LAYERS) - 1
+    raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS")
+
+
+def test_every_module_sits_in_a_package_of_one_layer() -> None:
+    loose = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py", "entry.py"]  # everything else lives in a package
+    for package in PACKAGE.rglob("__init__.py"):
+        assert package.read_text().startswith('"""'), f"{package} has no docstring saying what it holds"
+    for name in module_names():
+        layer_of(name)
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    modules = module_names()
+    upward = sorted(f"{name} -> {other}" for name, path in modules.items()
+                    for other in imports_of(path, modules) if layer_of(other) < layer_of(name))
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    assert layer_of("llmscope.loading.loader") > layer_of("llmscope.render.tokens") > layer_of("llmscope.cli.kit")
+    assert layer_of("llmscope.core.errors") == layer_of("llmscope")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmscope import conversion_cache, loader
-from llmscope.errors import DeviceError, ModelLoadError, UsageError
+from llmscope.core.errors import DeviceError, ModelLoadError, UsageError
+from llmscope.loading import conversion_cache, loader
 
 
 def test_aliases_and_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmscope import loader
-from llmscope.errors import ModelLoadError, UsageError
+from llmscope.core.errors import ModelLoadError, UsageError
+from llmscope.loading import loader
 
 USAGE, RUNTIME = 2, 1
 

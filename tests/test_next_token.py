@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.errors import UsageError
-from llmscope.generation import GenerationSettings, generate
-from llmscope.inspection import next_token_distribution
-from llmscope.loader import load_model
+from llmscope.core.errors import UsageError
+from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.inspection.inspection import next_token_distribution
+from llmscope.loading.loader import load_model
 
 PROMPT = "The capital of France is"
 

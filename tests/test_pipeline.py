@@ -24,7 +24,7 @@ def records(stdout: str) -> list[dict]:
 @pytest.fixture
 def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to load a model or tokenizer fails the test."""
-    import llmscope.loader as loader
+    import llmscope.loading.loader as loader
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the model was loaded before the settings were checked")
@@ -37,8 +37,8 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir: Path) -> None:
-    from llmscope.decoding import decode_steps, pad_token_id, prompt_batch
-    from llmscope.loader import load_model
+    from llmscope.generation.decoding import decode_steps, pad_token_id, prompt_batch
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     rows = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS]
@@ -64,7 +64,7 @@ def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir
 def test_the_token_loop_exists_once() -> None:
     """generate and next-token both run on decoding.decode_steps; neither calls the model itself."""
     root = Path(__file__).resolve().parent.parent / "llmscope"
-    for module in ("generation.py", "inspection.py"):
+    for module in ("generation/generation.py", "inspection/inspection.py"):
         source = (root / module).read_text()
         assert "decode_steps(" in source and "model(input_ids" not in source, module
 
@@ -152,7 +152,7 @@ def test_errors_are_recognised_by_type() -> None:
     import jinja2.exceptions
     import safetensors
 
-    from llmscope.errors import DeviceError, ModelLoadError, UsageError, translate
+    from llmscope.core.errors import DeviceError, ModelLoadError, UsageError, translate
 
     template = translate(jinja2.exceptions.SecurityError("access to attribute 'x' is unsafe"))
     assert isinstance(template, UsageError) and "chat template" in str(template) and "--no-chat" in str(template)
@@ -260,7 +260,7 @@ def test_bad_records_become_error_records_and_the_rest_go_on(cli, tiny_model_dir
 
 def test_an_interrupt_keeps_the_finished_records(cli, tiny_model_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmscope.inspection as inspection
+    import llmscope.inspection.inspection as inspection
 
     real = inspection.next_token_encoded
     calls = {"n": 0}
@@ -282,9 +282,9 @@ def test_an_interrupt_keeps_the_finished_records(cli, tiny_model_dir: Path, tmp_
 
 @pytest.mark.slow
 def test_batch_on_the_embedded_model_equals_single_runs(cli, embedded_model, tmp_path: Path) -> None:
-    from llmscope.generation import generate, generate_many
-    from llmscope.inspection import next_token_distribution
-    from llmscope.settings import GenerationSettings
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate, generate_many
+    from llmscope.inspection.inspection import next_token_distribution
 
     prompts = ["The capital of France is", "What is the capital of France?", "1, 2, 3,"]
     settings = GenerationSettings(max_new_tokens=8)
@@ -354,7 +354,7 @@ def test_an_interrupt_while_importing_is_one_line(monkeypatch: pytest.MonkeyPatc
         def __getattr__(self, name: str) -> object:
             raise KeyboardInterrupt
 
-    monkeypatch.setitem(sys.modules, "llmscope.cli", Importing("llmscope.cli"))
+    monkeypatch.setitem(sys.modules, "llmscope.cli.main", Importing("llmscope.cli.main"))
     with pytest.raises(SystemExit) as stopped:
         entry.main(["--help"])
     assert stopped.value.code == INTERRUPTED
@@ -362,8 +362,8 @@ def test_an_interrupt_while_importing_is_one_line(monkeypatch: pytest.MonkeyPatc
 
 
 def test_token_bytes_are_each_tokens_own_bytes(tiny_model_dir: Path) -> None:
-    from llmscope.loader import load_tokenizer
-    from llmscope.tokenization import token_bytes
+    from llmscope.loading.loader import load_tokenizer
+    from llmscope.loading.tokenization import token_bytes
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     for text in ("héllo wörld 👋 東京", "emoji 🙂 and tabs\t", "plain"):
@@ -386,14 +386,14 @@ def test_logprobs_json_lists_no_impossible_alternatives(cli, tiny_model_dir: Pat
 
 
 def test_non_finite_figures_are_null_in_json() -> None:
-    from llmscope.results import to_plain
+    from llmscope.core.results import to_plain
 
     assert to_plain({"logprob": float("-inf"), "x": float("nan"), "ok": -1.5}) == {"logprob": None, "x": None,
                                                                                   "ok": -1.5}
 
 
 def test_show_probs_without_colour_explains_the_figures_and_ends_newline_tokens() -> None:
-    from llmscope.generation import GeneratedToken
+    from llmscope.generation.generation import GeneratedToken
     from llmscope.render.generation import confidence_legend, token_markup
 
     newline = GeneratedToken(index=0, token_id=1, probability=0.36, logprob=-1.02, seconds=0.0, text="\n", delta="\n")
@@ -425,7 +425,7 @@ def test_a_tokenizer_larger_than_its_model_is_a_usage_error(cli, tiny_model_dir:
 
 
 def test_threads_fit_the_cores_other_processes_leave() -> None:
-    from llmscope.cputhreads import choose_threads
+    from llmscope.loading.cputhreads import choose_threads
 
     assert choose_threads(3, 90.0, cores=2).threads == 3  # asked for: kept
     assert choose_threads(None, 60.0, cores=2).threads == 1  # one of two cores busy elsewhere
@@ -439,7 +439,7 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Pa
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import llmscope.cputhreads as cputhreads
+    import llmscope.loading.cputhreads as cputhreads
 
     before = torch.get_num_threads()
     monkeypatch.setattr(cputhreads, "others_busy_percent", lambda interval=0.1: 75.0)
@@ -457,9 +457,9 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Pa
 
 @pytest.mark.parametrize("mode", [{"use_cache": False}, {"static_cache": True}])
 def test_padded_batches_match_single_runs_without_a_dynamic_cache(tiny_model_dir: Path, mode: dict) -> None:
-    from llmscope.generation import generate_many
-    from llmscope.loader import load_model
-    from llmscope.settings import GenerationSettings
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate_many
+    from llmscope.loading.loader import load_model
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     settings = GenerationSettings(max_new_tokens=5, **mode)

@@ -24,7 +24,7 @@ def records(stdout: str) -> list[dict]:
 
 
 def test_batch_format_is_decided_by_the_first_line_and_bad_json_lines_are_errors() -> None:
-    from llmscope.batch import parse_items
+    from llmscope.cli.batch import parse_items
 
     truncated = '{"id": 1, "prompt": "The capital of France is"}\n{"id": 2, "prompt": "The capital of It'
     items = parse_items(truncated)
@@ -41,7 +41,7 @@ def test_batch_format_is_decided_by_the_first_line_and_bad_json_lines_are_errors
 
 
 def test_records_whose_id_cannot_be_written_are_errors_not_aborts() -> None:
-    from llmscope.batch import parse_items
+    from llmscope.cli.batch import parse_items
 
     nested = '{"prompt": "a", "id": ' + "[" * 100_000 + "]" * 100_000 + "}"
     lines = ['{"prompt": "a", "id": 1e400}', '{"prompt": "a", "id": ' + "7" * 5000 + "}", nested,
@@ -62,7 +62,7 @@ def test_next_token_batch_with_a_truncated_last_line(cli, tiny_model_dir: Path) 
 
 
 def test_one_failing_record_does_not_abort_the_batch() -> None:
-    from llmscope.batch import BatchItem, run_batch
+    from llmscope.cli.batch import BatchItem, run_batch
 
     items = [BatchItem(i, p) for i, p in enumerate(["a", "bad", "c", "d"])]
 
@@ -115,8 +115,8 @@ def _tokenizer_with_template(folder: Path, template: str):
 
 
 def test_a_chat_template_that_renders_without_end_is_stopped_at_the_cap(tmp_path: Path) -> None:
-    from llmscope.errors import UsageError
-    from llmscope.tokenization import MAX_TEMPLATE_CHARS, apply_chat_template
+    from llmscope.core.errors import UsageError
+    from llmscope.loading.tokenization import MAX_TEMPLATE_CHARS, apply_chat_template
 
     # 5,000 x 100,000 characters: 500 MB if rendered whole; the cap stops it after about 1 MB
     huge = "{% set s = 'x' * 100000 %}{% for i in range(5000) %}{{ s }}{% endfor %}"
@@ -174,7 +174,7 @@ def signal_handlers():
     """Signal handlers and flags as they were before the test (entry.main installs its own)."""
     import signal
 
-    from llmscope import errors
+    from llmscope.core import errors
 
     saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     flags = dict(errors._signals)
@@ -188,7 +188,7 @@ def test_sigterm_outside_a_command_is_one_line_and_143(monkeypatch: pytest.Monke
                                                        signal_handlers) -> None:
     import typer
 
-    from llmscope import errors
+    from llmscope.core import errors
     from llmscope.entry import main
 
     def stopped(*args: object, **kwargs: object) -> None:  # SIGTERM while Typer runs an option callback
@@ -206,8 +206,8 @@ def test_a_swallowed_interrupt_still_stops_the_run(cli, tiny_model_dir: Path, mo
                                                    signal_handlers) -> None:
     import signal
 
-    import llmscope.benchrun as benchrun
-    from llmscope.errors import handle_sigterm
+    import llmscope.bench.run as benchrun
+    from llmscope.core.errors import handle_sigterm
 
     handle_sigterm()
     real = benchrun.one_run
@@ -222,7 +222,7 @@ def test_a_swallowed_interrupt_still_stops_the_run(cli, tiny_model_dir: Path, mo
                 pass
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("llmscope.benchmark._one_run", losing_the_interrupt)
+    monkeypatch.setattr("llmscope.bench.benchmark._one_run", losing_the_interrupt)
     result = cli("bench-cache", "-m", tiny_model_dir, "-n", "4", "--repeat", "20", "--warmup", "0", "--no-chat")
     assert result.exit_code == 130, result.stderr
     assert calls["n"] < 40 and "interrupted" in result.stderr
@@ -303,15 +303,15 @@ def test_a_refusing_proxy_is_named_as_the_cause(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ids", ["²", "1,²", "٣ ٤", "１２"])
 def test_decode_takes_ascii_digits_only(ids: str) -> None:
-    from llmscope.errors import UsageError
-    from llmscope.tokenization import parse_id_list
+    from llmscope.core.errors import UsageError
+    from llmscope.loading.tokenization import parse_id_list
 
     with pytest.raises(UsageError, match="is not a token id"):
         parse_id_list(ids, 1000)
 
 
 def test_decode_of_a_huge_id_is_outside_the_vocabulary(cli, tiny_model_dir: Path) -> None:
-    from llmscope.tokenization import parse_id_list
+    from llmscope.loading.tokenization import parse_id_list
 
     assert parse_id_list(" 3, 4 ", 1000) == [3, 4]
     result = cli("tokenize", "-m", tiny_model_dir, "--decode", "9" * 5000)
@@ -384,7 +384,7 @@ def test_env_shows_the_hub_cache_huggingface_hub_uses(tmp_path: Path) -> None:
 
 def test_a_dead_process_staging_folder_goes_on_the_next_load(tiny_gguf: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmscope import loader
+    from llmscope.loading import loader
 
     monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "cache"))
     loaded = loader.load_model(str(tiny_gguf), device="cpu")  # converts: the entry is whole from here on
@@ -514,7 +514,7 @@ def test_tokenize_spans_never_overlap_with_a_byte_fallback_tokenizer(tmp_path: P
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from llmscope.tokenization import tokenize_text
+    from llmscope.loading.tokenization import tokenize_text
 
     backend = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))  # as Llama's converts
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
@@ -539,7 +539,7 @@ def test_an_entry_cleared_while_in_use_is_rebuilt_without_library_text(tiny_gguf
     import logging
     import shutil
 
-    from llmscope import loader
+    from llmscope.loading import loader
 
     monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "cache"))
     loader.load_tokenizer(str(tiny_gguf))  # the tokenizer entry now exists
@@ -574,7 +574,7 @@ def test_every_hub_request_is_bounded_in_time(silent_listener: int, monkeypatch:
     import huggingface_hub
     import huggingface_hub.constants
 
-    from llmscope import load_errors
+    from llmscope.loading import load_errors
 
     monkeypatch.setattr(load_errors, "HUB_READ_TIMEOUT_S", 0.5)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # this request only: a local port

@@ -13,10 +13,10 @@ import pytest
 import torch
 from tinygguf import encode_q4_k, write_tiny_gguf
 
-from llmscope.loader import load_model
-from llmscope.quant.ggufweights import int4_blocks
-from llmscope.quant.modules import PackedEmbedding, PackedLinear, packed_summary
-from llmscope.quant.packing import (
+from llmscope.loading.loader import load_model
+from llmscope.loading.quant.ggufweights import int4_blocks
+from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, packed_summary
+from llmscope.loading.quant.packing import (
     pack_int4_values,
     packed_linear,
     quantize_int4,
@@ -218,8 +218,8 @@ def test_quantize_option_is_checked(cli, tiny_model_dir: Path, args: list[str], 
 
 @pytest.mark.slow
 def test_embedded_gguf_keeps_its_blocks(cli) -> None:
-    from llmscope.conversion_cache import folder_size
-    from llmscope.loader import embedded_gguf_path, gguf_entry_for, resolve_model_spec
+    from llmscope.loading.conversion_cache import folder_size
+    from llmscope.loading.loader import embedded_gguf_path, gguf_entry_for, resolve_model_spec
 
     result = cli("next-token", PROMPT, "-k", "3", "--json")
     assert result.exit_code == 0, result.stderr
@@ -236,8 +236,8 @@ def test_embedded_gguf_keeps_its_blocks(cli) -> None:
 
 @pytest.mark.parametrize("mode", ["auto", "int4", "int8"])
 def test_the_planner_counts_packed_weights_as_the_loader_holds_them(cli, quantized_gguf: Path, mode: str) -> None:
-    from llmscope.quant.ggufweights import file_weight_bytes
-    from llmscope.quant.modules import held_weight_bytes
+    from llmscope.loading.quant.ggufweights import file_weight_bytes
+    from llmscope.loading.quant.modules import held_weight_bytes
 
     loaded = load_model(str(quantized_gguf), device="cpu", dtype="float32", quantize=mode)
     predicted, held_in = file_weight_bytes(quantized_gguf, mode, 4)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.errors import UsageError
-from llmscope.loader import load_model
-from llmscope.scoring import ScoreSettings, score_text, window_plan
+from llmscope.core.errors import UsageError
+from llmscope.inspection.scoring import ScoreSettings, score_text, window_plan
+from llmscope.loading.loader import load_model
 
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
 PARAGRAPH = (
@@ -199,12 +199,12 @@ def test_cli_text_from_a_file_and_plain_output(cli, tiny_model_dir: Path, tmp_pa
     ["--top-k", "-1"], ["--chat"], ["--colour-by", "size"], ["--file", "/nonexistent/file.txt"],
     ["--file", "x.txt", "--system", "s"]])
 def test_cli_bad_values_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch, arguments: list[str]) -> None:
-    import llmscope.loader
+    import llmscope.loading.loader
 
     def no_loading(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(llmscope.loader, "load_model", no_loading)
+    monkeypatch.setattr(llmscope.loading.loader, "load_model", no_loading)
     text = [] if "--file" in arguments else ["some text"]
     result = cli("score", *text, *arguments)
     assert result.exit_code == 2, result.stderr

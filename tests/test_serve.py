@@ -73,7 +73,7 @@ def server(tiny_model_dir: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def local(tiny_model_dir: Path) -> Any:
-    from llmscope.loader import load_model
+    from llmscope.loading.loader import load_model
 
     return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
@@ -92,8 +92,8 @@ def test_models_lists_the_served_model(client: Any, tiny_model_dir: Path) -> Non
 
 
 def test_greedy_completion_is_the_library_generation(client: Any, local: Any, tiny_model_dir: Path) -> None:
-    from llmscope.generation import generate
-    from llmscope.settings import GenerationSettings
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate
 
     answer = client.completions.create(model=str(tiny_model_dir), prompt="The capital of France is", max_tokens=6,
                                        temperature=0, logprobs=3)
@@ -133,7 +133,7 @@ def test_stop_strings_end_the_text_before_them(client: Any, tiny_model_dir: Path
 
 
 def test_echo_gives_the_prompt_log_probabilities_of_score(client: Any, local: Any, tiny_model_dir: Path) -> None:
-    from llmscope.scoring import score_text
+    from llmscope.inspection.scoring import score_text
 
     answer = client.completions.create(model=str(tiny_model_dir), prompt="Hello world", max_tokens=0, echo=True,
                                        logprobs=1)
@@ -226,9 +226,9 @@ def test_requests_are_logged_on_stderr(server: Server) -> None:
 
 
 def _generate_jobs(local: Any, loop: asyncio.AbstractEventLoop, prompts: list[str], tokens: int) -> list[Any]:
-    from llmscope.prompts import encode_prompt
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.prompts import encode_prompt
     from llmscope.server.engine import GenerateWork, Job
-    from llmscope.settings import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=tokens)
     return [Job(kind="generate", key=("generate", False), loop=loop, future=loop.create_future(),
@@ -236,9 +236,9 @@ def _generate_jobs(local: Any, loop: asyncio.AbstractEventLoop, prompts: list[st
 
 
 def test_queued_requests_run_as_one_batch_with_single_run_answers(local: Any) -> None:
-    from llmscope.generation import generate
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate
     from llmscope.server.engine import Engine
-    from llmscope.settings import GenerationSettings
 
     prompts = ["Hello", "The capital of Italy is", "Write an email to Sarah."]
 

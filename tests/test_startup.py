@@ -7,7 +7,7 @@ import sys
 
 
 def test_help_does_not_import_torch() -> None:
-    code = ("import sys\nfrom llmscope.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom llmscope.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]\n"
             "print('HEAVY', heavy)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.errors import UsageError
-from llmscope.loader import load_tokenizer
-from llmscope.tokenization import decode_ids, parse_id_list, tokenize_text
+from llmscope.core.errors import UsageError
+from llmscope.loading.loader import load_tokenizer
+from llmscope.loading.tokenization import decode_ids, parse_id_list, tokenize_text
 
 
 def test_tokenize_text_spans_round_trip(tiny_model_dir: Path) -> None:
@@ -84,7 +84,7 @@ LIGHT_SAMPLES = ["The capital of France is", "  two  spaces\tand a tab\nnew line
 @pytest.mark.slow
 def test_light_tokenizer_matches_transformers(embedded_model) -> None:
     """The torch-free tokenizer on the cached tokenizer.json gives transformers' ids, pieces, spans and text."""
-    from llmscope.tokenization import LightTokenizer
+    from llmscope.loading.tokenization import LightTokenizer
 
     light = load_tokenizer(embedded_model.spec, light=True)
     full = embedded_model.tokenizer

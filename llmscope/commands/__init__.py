@@ -1,2 +1,2 @@
 """The commands of the llmscope app, one module per family; importing a module registers its commands on
-llmscope.cliapp.app. Each command reads settings -> loads -> runs -> shows, and nothing more."""
+llmscope.cli.app.app. Each command reads settings -> loads -> runs -> shows, and nothing more."""

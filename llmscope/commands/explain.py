@@ -7,38 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
-from llmscope.cliapp import app
-from llmscope.clikit import (
+from llmscope.cli.app import app
+from llmscope.cli.groups import Shared, grouped
+from llmscope.cli.kit import (
     EXIT_CODES_HELP,
-    BatchFormatOpt,
-    BatchOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonlOpt,
-    JsonOpt,
     ModelOpt,
     OptionalPromptArg,
-    QuantizeOpt,
-    QuietOpt,
     SystemOpt,
-    ThreadsOpt,
-    TrustOpt,
-    batch_from_options,
     command,
     example,
     load,
-    model_settings,
     prompt_or_batch,
     read_batch,
     warn_all,
     write_batch,
 )
-from llmscope.settings import PromptSettings, output_mode
+from llmscope.core.settings import PromptSettings
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("Hello world", "-m", "{model}", "--steps", "4", "--target", " again")
+@grouped(load=True, batch=True)
 def attribute(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
@@ -73,32 +62,23 @@ def attribute(
         "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt; on with "
         "--system).", show_default=False)] = None,
     system: SystemOpt = None,
-    batch: BatchOpt = None,
-    batch_format: BatchFormatOpt = "auto",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    threads: ThreadsOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Show which input tokens made the model say its next token (or --target, -n N): occlusion, input x gradient,
     integrated gradients (with its completeness check) and attention rollout, side by side."""
-    with command(quiet) as display:
-        from llmscope.attribution_settings import AttributeCommand, AttributionSettings, method_list
+    with command(shared.output.quiet) as display:
+        from llmscope.attribution.settings import AttributeCommand, AttributionSettings, method_list
 
-        batch_settings = batch_from_options(batch, batch_format, 8)
+        batch_settings = shared.batch.settings(8)
         settings = AttributeCommand(
             attribution=AttributionSettings(
                 methods=method_list(method), target=target, new_tokens=new_tokens, contrast=contrast,
                 occlude_with=occlude_with, steps=steps, baseline=baseline, max_tokens=max_tokens, top=top),
             prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
                                   system=system),
-            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
-            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
+            model=shared.load.settings(model),
+            mode=shared.output.mode(batch=batch_settings is not None),
             plot=plot, batch=batch_settings)
         if plot is not None:
             from pathlib import Path
@@ -122,8 +102,8 @@ def _run_attribute(display: Any, settings: Any, text: str | None, items: list[An
 
 
 def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
-    from llmscope.attribution import attribute_encoded
-    from llmscope.prompts import encode_prompt
+    from llmscope.attribution.attribute import attribute_encoded
+    from llmscope.generation.prompts import encode_prompt
     from llmscope.render import attribution as show
 
     loaded = load(display, settings.model)
@@ -138,7 +118,7 @@ def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list
         result = attribute_encoded(loaded, encode(text), options)
         show.show_attribution(display, loaded.info, result, top=options.top, plot=settings.plot)
         return
-    from llmscope.batch import run_batch
+    from llmscope.cli.batch import run_batch
 
     outcomes = run_batch(items, 1, prepare=lambda item: encode(item.prompt),
                          run_chunk=lambda encoded: [attribute_encoded(loaded, e, options) for e in encoded])

@@ -7,44 +7,34 @@ from typing import Annotated
 
 import typer
 
-from llmscope.cliapp import app
-from llmscope.clikit import (
+from llmscope.cli.app import app
+from llmscope.cli.groups import EndpointOptions, Shared, grouped
+from llmscope.cli.kit import (
     EXIT_CODES_HELP,
-    BatchFormatOpt,
-    BatchOpt,
+    ApiKeyOpt,
     ChatOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonlOpt,
-    JsonOpt,
     ModelOpt,
-    QuantizeOpt,
-    QuietOpt,
     SystemOpt,
-    ThreadsOpt,
-    TrustOpt,
-    batch_from_options,
     command,
     example,
     interrupted_exit,
     load,
-    model_settings,
     read_batch,
     read_prompt,
     read_text,
     require_text,
     write_batch,
 )
-from llmscope.endpoint_cli import ApiKeyOpt, EndpointOpt, endpoint_settings
-from llmscope.errors import UsageError
-from llmscope.settings import PromptSettings, output_mode
+from llmscope.commands.remote import endpoint_settings
+from llmscope.core.errors import UsageError
+from llmscope.core.settings import PromptSettings
 
 # ------------------------------------------------------------------------------------ bench-cache
 
 
 @app.command("bench-cache", epilog=EXIT_CODES_HELP)
 @example("Hello", "-m", "{model}", "-n", "3", "--repeat", "2", "--warmup", "0")
+@grouped(load=True)
 def bench_cache(
     prompt: Annotated[str | None, typer.Argument(
         help="The prompt; '-' reads it from stdin. Default: the book's 'Write a very long email apologizing to "
@@ -79,32 +69,26 @@ def bench_cache(
     compile_model: Annotated[bool, typer.Option(
         "--compile", help="Also torch.compile the cached mode's decode step (with a static cache; compiled during "
         "the warm-up).")] = False,
-    threads: ThreadsOpt = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Time greedy generation with and without the KV cache: speed-up, TTFT/decode split, cache size, same output.
 
     Raw prompt by default (no chat template: --chat), like the book's model.generate call. The two modes alternate
     run by run. Ctrl-C stops and shows the runs that finished.
     """
-    with command(quiet) as display:
-        display.mode = output_mode(json=json_output, csv=csv_output)
+    with command(shared.output.quiet) as display:
+        display.mode = shared.output.mode(csv=csv_output)
         from dataclasses import replace
         from pathlib import Path
 
-        from llmscope import benchmark
+        from llmscope.bench import benchmark
         from llmscope.render import bench as show
         from llmscope.render import benchchart
 
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
+        models = shared.load.settings(model)
         settings = benchmark.BenchSettings(max_new_tokens=max_new_tokens, sweep=sweep, depth=depth, warmup=warmup,
                                            repeat=repeat, max_time=max_time, threads=models.threads,
                                            static_cache=static_cache, compile=compile_model)
@@ -117,7 +101,7 @@ def bench_cache(
             benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
         loaded = load(display, replace(models, threads=None), fit_threads=False)  # the threads are set per run
-        from llmscope.cputhreads import choose_threads
+        from llmscope.loading.cputhreads import choose_threads
 
         busy = benchmark.busy_cpu_percent()  # like every command: the cores other processes leave free
         threads = choose_threads(models.threads, busy).threads if loaded.device == "cpu" else models.threads
@@ -147,84 +131,56 @@ def bench_cache(
 TextArg = Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)]
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (UTF-8).",
                                              show_default=False)]
-ContextOpt = Annotated[str | None, typer.Option(
-    "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
-ScoreChatOpt = Annotated[bool, typer.Option(
-    "--chat", help="Score TEXT as the assistant's answer to --prompt under the chat template.")]
-WindowOpt = Annotated[int | None, typer.Option(
-    "--window", help="Tokens per forward pass (default: the model's context length).", show_default=False)]
-StrideOpt = Annotated[int | None, typer.Option(
-    "--stride", help="Tokens the window moves for texts longer than it (default: half the window).",
-    show_default=False)]
-MaxTokensOpt = Annotated[int | None, typer.Option(
-    "--max-tokens", help="Score at most this many tokens of the text.", show_default=False)]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("Hello world", "-m", "{model}")
+@grouped(load=True, text=True, batch=True, endpoint=True)
 def score(
     text: TextArg = None,
     file: FileOpt = None,
     model: ModelOpt = None,
-    prompt: ContextOpt = None,
-    chat: ScoreChatOpt = False,
-    system: SystemOpt = None,
-    window: WindowOpt = None,
-    stride: StrideOpt = None,
-    max_tokens: MaxTokensOpt = None,
     top_k: Annotated[int, typer.Option(
         "--top-k", "-k", help="With --json: each token's K most likely alternatives (top_logprobs).")] = 0,
     worst: Annotated[int, typer.Option("--worst", help="Name the N most surprising tokens.")] = 5,
     colour_by: Annotated[str, typer.Option(
         "--colour-by", help="Colour tokens by 'probability' or the distribution's 'entropy'.")] = "probability",
     table: Annotated[bool, typer.Option("--table", help="A table of every scored token instead of the text.")] = False,
-    batch: BatchOpt = None,
-    batch_format: BatchFormatOpt = "auto",
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    threads: ThreadsOpt = None,
-    endpoint: EndpointOpt = None,
-    api_key: ApiKeyOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """How likely is TEXT under the model? Per-token probability, rank and top choice; perplexity, bits per byte.
 
     Teacher-forced: one forward pass reads the text (a sliding window when it is longer than the context). The
     first token is scored after BOS when the tokenizer adds one; otherwise it has no prediction and is skipped.
     """
-    with command(quiet) as display:
-        from llmscope.scoring import ScoreSettings
+    with command(shared.output.quiet) as display:
+        from llmscope.inspection.scoring import ScoreSettings
 
         if colour_by not in ("probability", "entropy"):
             raise UsageError(f"--colour-by takes 'probability' or 'entropy' (got {colour_by!r})")
-        settings = ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
-                                 max_tokens=max_tokens, top_k=top_k, worst=worst)
-        batch_settings = batch_from_options(batch, batch_format, 8)
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None)
+        settings = ScoreSettings(**shared.text.fields(), top_k=top_k, worst=worst)
+        batch_settings = shared.batch.settings(8)
+        models = shared.load.settings(model)
+        display.mode = shared.output.mode(batch=batch_settings is not None)
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        remote = endpoint_settings(endpoint, api_key, model, None, {"--quantize": quantize is not None})
+        remote = endpoint_settings(shared.endpoint, model, None, {"--quantize": shared.load.quantize is not None})
         items = read_batch(batch_settings)
         if remote is not None:
-            from llmscope.endpoint_cli import run_score
+            from llmscope.commands.remote import run_score
 
             run_score(display, remote, source, settings, colour_by, table, items)
             return
+        from llmscope.inspection.scoring import score_text
         from llmscope.render import scoring as show
-        from llmscope.scoring import score_text
 
         loaded = load(display, models)
         if items is None:
             show.show_score(display, loaded.info, score_text(loaded, source, settings), colour_by, table)
             return
-        from llmscope.batch import run_batch
+        from llmscope.cli.batch import run_batch
 
         outcomes = run_batch(items, 1, prepare=lambda item: require_text(item.prompt, "text"),
                              run_chunk=lambda texts: [score_text(loaded, t, settings) for t in texts])
@@ -234,6 +190,7 @@ def score(
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("Hello world", "-m", "{model}", "--against-dtype", "float32")
+@grouped(load=True, text=True)
 def compare(
     text: TextArg = None,
     file: FileOpt = None,
@@ -248,12 +205,6 @@ def compare(
         "--against-quantize", metavar="auto|none|int8|int4", help="Load B with this --quantize, e.g. none to "
         "measure what a GGUF's packed 4-bit weights cost against their exact dequantization.",
         show_default=False)] = None,
-    prompt: ContextOpt = None,
-    chat: ScoreChatOpt = False,
-    system: SystemOpt = None,
-    window: WindowOpt = None,
-    stride: StrideOpt = None,
-    max_tokens: MaxTokensOpt = None,
     worst: Annotated[int, typer.Option("--worst", help="Name the N positions where the models part most.")] = 10,
     next_token: Annotated[bool, typer.Option(
         "--next-token", help="Also the two top-k tables for the token after the text, side by side.")] = False,
@@ -262,45 +213,37 @@ def compare(
         "--against-endpoint", metavar="URL", help="Model B is the one `llmscope serve` serves at URL (it must "
         "tokenize TEXT like model A).", show_default=False)] = None,
     api_key: ApiKeyOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    threads: ThreadsOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Where do two models part on TEXT? KL(A‖B) per token, top-1 / top-5 agreement, perplexity under each.
 
     Both models read the same tokens (they must tokenize TEXT identically). --against-dtype bfloat16 alone compares
     the model with itself in another precision.
     """
-    with command(quiet) as display:
-        from llmscope.comparison import CompareSettings
-        from llmscope.scoring import ScoreSettings
+    with command(shared.output.quiet) as display:
+        from llmscope.inspection.comparison import CompareSettings
+        from llmscope.inspection.scoring import ScoreSettings
 
         settings = CompareSettings(
-            score=ScoreSettings(prompt=prompt, chat=chat, system=system, window=window, stride=stride,
-                                max_tokens=max_tokens),
+            score=ScoreSettings(**shared.text.fields()),
             against=against if against_endpoint is None else against_endpoint, against_dtype=against_dtype,
             against_quantize=against_quantize, worst=worst, next_token=next_token, top_k=top_k)
-        remote = endpoint_settings(against_endpoint, api_key, None, None, {
+        remote = endpoint_settings(EndpointOptions(against_endpoint, api_key), None, None, {
             "--against": against is not None, "--against-dtype": against_dtype is not None,
             "--against-quantize": against_quantize is not None})
-        settings_a = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
-        settings_b = model_settings(against if against is not None else model, device, against_dtype or dtype,
-                                    device_map, trust_remote_code, threads,
-                                    against_quantize if against_quantize is not None else quantize)
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+        settings_a = shared.load.settings(model)
+        settings_b = shared.load.settings(
+            against if against is not None else model, dtype=against_dtype or shared.load.dtype,
+            quantize=against_quantize if against_quantize is not None else shared.load.quantize)
+        display.mode = shared.output.mode()
         source = read_text(text, file)
-        from llmscope.comparison import compare_texts
+        from llmscope.inspection.comparison import compare_texts
         from llmscope.render import scoring as show
 
         model_a = load(display, settings_a)
         if remote is not None:
-            from llmscope.endpoint_compare import remote_chunks
+            from llmscope.endpoint.compare import remote_chunks
 
             model_b, chunks_b = remote_chunks(remote, source, settings.score)
             show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings, chunks_b))

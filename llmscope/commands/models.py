@@ -7,33 +7,24 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmscope.cliapp import app
-from llmscope.clikit import (
+from llmscope.cli.app import app
+from llmscope.cli.groups import Shared, grouped
+from llmscope.cli.kit import (
     EXIT_CODES_HELP,
     ChatOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonlOpt,
-    JsonOpt,
     ModelOpt,
     PromptArg,
-    QuantizeOpt,
-    QuietOpt,
     SystemOpt,
-    ThreadsOpt,
-    TrustOpt,
     command,
     example,
     load,
-    model_settings,
     read_prompt,
 )
-from llmscope.errors import UsageError
-from llmscope.settings import ModelSettings, PromptSettings, output_mode, quantize_from
+from llmscope.core.errors import UsageError
+from llmscope.core.settings import ModelSettings, PromptSettings, quantize_from
 
 if TYPE_CHECKING:
-    from llmscope.attentionpick import AttentionSettings
+    from llmscope.attention.pick import AttentionSettings
     from llmscope.render import Display
 
 # ------------------------------------------------------------------------------------ attention
@@ -41,6 +32,7 @@ if TYPE_CHECKING:
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("Hello world", "-m", "{model}")
+@grouped(load=True)
 def attention(
     prompt: PromptArg,
     model: ModelOpt = None,
@@ -67,15 +59,8 @@ def attention(
         "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    threads: ThreadsOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Show where each attention head looks, from one forward pass over PROMPT.
 
@@ -83,14 +68,14 @@ def attention(
     selected layers' weights are kept. Default: for the query token, one heat row per layer (mean over heads and the
     strongest head) and the head-roles table.
     """
-    with command(quiet) as display:
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
+    with command(shared.output.quiet) as display:
+        display.mode = shared.output.mode()
         from pathlib import Path
 
-        from llmscope.attention import AttentionSettings, attention_weights
+        from llmscope.attention.weights import AttentionSettings, attention_weights
         from llmscope.render import attention as show
 
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
+        models = shared.load.settings(model)
         settings = AttentionSettings(layer=layer, head=head, query=query, keys=keys, matrix=matrix,
                                      all_queries=plot is not None, max_weights=max_weights,
                                      chat=PromptSettings(chat=chat, system=system).applies_template, system=system)
@@ -120,15 +105,15 @@ def check_attention_choices(display: Display, models: ModelSettings, settings: A
     before the weights load (the config and the tokenizer take a fraction of the time)."""
     from pathlib import Path
 
-    from llmscope.attentionpick import (
+    from llmscope.attention.pick import (
         check_against_config,
         counts_from_config_file,
         layer_and_head_counts,
         resolve_keys,
         resolve_query,
     )
-    from llmscope.loader import gguf_cache_dir, load_config, load_tokenizer, resolve_model_spec
-    from llmscope.tokenization import prompt_ids
+    from llmscope.loading.loader import gguf_cache_dir, load_config, load_tokenizer, resolve_model_spec
+    from llmscope.loading.tokenization import prompt_ids
 
     spec = resolve_model_spec(models.model)
     if settings.layer is not None or settings.head is not None or plot:
@@ -139,7 +124,7 @@ def check_attention_choices(display: Display, models: ModelSettings, settings: A
                 counts = layer_and_head_counts(load_config(spec, models.trust_remote_code))
         check_against_config(settings, *counts, plot=plot)
     if settings.needs_tokens:
-        from llmscope.attention import AttentionToken
+        from llmscope.attention.weights import AttentionToken
 
         with display.spinner(f"reading the tokenizer of {spec.name}"):
             tokenizer = load_tokenizer(spec, models.trust_remote_code, light=not settings.chat)
@@ -154,6 +139,7 @@ def check_attention_choices(display: Display, models: ModelSettings, settings: A
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("-m", "{model}")
+@grouped(load=True)
 def architecture(
     model: ModelOpt = None,
     weights: Annotated[bool, typer.Option(
@@ -172,44 +158,39 @@ def architecture(
     gpu_memory: Annotated[str | None, typer.Option(
         "--gpu-memory", help="Check the plan against this GPU size, e.g. 80GB (GB = GiB, as GPU makers mean it; "
         "default: 24, 40 and 80 GiB).", show_default=False)] = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Describe a model from its config alone: sizes, attention per layer type, parameters (active ones for MoE),
     KV cache, a memory plan (weights + KV + state at --context x --batch-size; --dtype sets the weights' dtype)
     and the module tree."""
-    with command(quiet) as display:
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
-        from llmscope.moduletree import check_depth
-        from llmscope.planner import PlannerSettings
+    with command(shared.output.quiet) as display:
+        display.mode = shared.output.mode()
+        from llmscope.architecture.moduletree import check_depth
+        from llmscope.architecture.planner import PlannerSettings
 
         check_depth(depth)
 
         plan = PlannerSettings.from_options(context, batch_size, kv_dtype, gpu_memory,
-                                            dtype if not weights else "auto")
-        from llmscope import architecture as arch
+                                            shared.load.dtype if not weights else "auto")
+        from llmscope.architecture import describe as arch
         from llmscope.render import architecture as show
         from llmscope.render import human_count
 
         if weights:
-            loaded = load(display, model_settings(model, device, dtype, device_map, trust_remote_code, None, quantize))
+            loaded = load(display, shared.load.settings(model))
             report = arch.describe_loaded_model(loaded, depth, plan)
             info = loaded.info
         else:
-            from llmscope.loader import resolve_model_spec
-            from llmscope.results import ModelInfo
+            from llmscope.core.results import ModelInfo
+            from llmscope.loading.loader import resolve_model_spec
 
-            if (device, device_map) != ("auto", None):
+            if (shared.load.device, shared.load.device_map) != ("auto", None):
                 display.warning("--device and --device-map only matter with --weights")
             spec = resolve_model_spec(model)
             with display.spinner(f"reading the config of {spec.name}"):
-                report = arch.describe_config_model(spec, depth, trust_remote_code, plan, quantize_from(quantize))
+                report = arch.describe_config_model(spec, depth, shared.load.trust_remote_code, plan,
+                                                    quantize_from(shared.load.quantize))
             info = ModelInfo(model=spec.name, source=spec.kind, device="meta", dtype=report.summary.dtype,
                              parameters=report.parameters.total)
             display.status(f"built {report.summary.model_class} from the config on the meta device (no weights): "
@@ -219,30 +200,31 @@ def architecture(
 
 @app.command("env", epilog=EXIT_CODES_HELP)
 @example()
-def env_command(json_output: JsonOpt = False, jsonl_output: JsonlOpt = False, quiet: QuietOpt = False) -> None:
+@grouped()
+def env_command(*, shared: Shared) -> None:
     """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
-    with command(quiet) as display:
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
-        from llmscope.environment import collect_environment
+    with command(shared.output.quiet) as display:
+        display.mode = shared.output.mode()
         from llmscope.render.environment import show_environment
+        from llmscope.system.environment import collect_environment
 
         show_environment(display, collect_environment())
 
 
 @app.command("cache", epilog=EXIT_CODES_HELP)
 @example()
+@grouped()
 def cache_command(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the entries named, or every entry.")] = False,
     entries: Annotated[list[str] | None, typer.Argument(
         help="Entries to clear: a name (or its first characters) or a source file name.", show_default=False)] = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """List the GGUF conversion cache (size, source file, last use, state) or clear it."""
-    with command(quiet) as display:
-        display.mode = output_mode(json=json_output, jsonl=jsonl_output)
-        from llmscope import conversion_cache
+    with command(shared.output.quiet) as display:
+        display.mode = shared.output.mode()
+        from llmscope.loading import conversion_cache
         from llmscope.render.cache import show_cache
 
         if entries and not clear:

@@ -8,31 +8,23 @@ from typing import Annotated
 
 import typer
 
-from llmscope.cliapp import app
-from llmscope.clikit import (
+from llmscope.cli.app import app
+from llmscope.cli.groups import Shared, grouped
+from llmscope.cli.kit import (
     EXIT_CODES_HELP,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
     ModelOpt,
-    QuantizeOpt,
-    QuietOpt,
-    ThreadsOpt,
-    TrustOpt,
     command,
     example,
     load,
-    model_settings,
     warn_all,
 )
-from llmscope.settings import output_mode
 
 LISTENING = "listening on {url}"  # the line scripts wait for on stderr (printed even with -q)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("-m", "{model}", "--port", "0", "--check")
+@grouped(load=True)
 def serve(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = (
@@ -50,27 +42,21 @@ def serve(
         "requests get to finish before they are cancelled; then the server exits 0.")] = 10.0,
     check: Annotated[bool, typer.Option(
         "--check", help="Load the model, print what would be served, and exit without listening.")] = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    threads: ThreadsOpt = None,
-    quantize: QuantizeOpt = None,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Serve the model over HTTP (OpenAI's /v1/completions and /v1/chat/completions, plus llmscope's next-token,
     score and tokenize routes), warm for scripts and for --endpoint. Concurrent requests run in batches.
 
     Prints "listening on http://HOST:PORT" on stderr once it accepts connections. Stop it with SIGTERM or Ctrl-C.
     """
-    with command(quiet) as display:
+    with command(shared.output.quiet) as display:
         from llmscope.server.config import ServeSettings, plan_for
 
         settings = ServeSettings(host=host, port=port, api_key=api_key, max_batch=max_batch, max_queue=max_queue,
                                  shutdown_timeout=shutdown_timeout)
-        models = model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize)
-        display.mode = output_mode(json=json_output)
+        models = shared.load.settings(model)
+        display.mode = shared.output.mode()
         warn_all(display, settings.warnings())
         from llmscope.server.run import require_server_packages
 

@@ -7,31 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
-from llmscope.cliapp import app
-from llmscope.clikit import (
+from llmscope.cli.app import app
+from llmscope.cli.groups import Shared, grouped
+from llmscope.cli.kit import (
     EXIT_CODES_HELP,
-    BatchFormatOpt,
-    BatchOpt,
     BatchSizeOpt,
     ChatOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonlOpt,
-    JsonOpt,
     ModelOpt,
     OptionalPromptArg,
-    QuantizeOpt,
-    QuietOpt,
     SystemOpt,
-    ThreadsOpt,
     TrustOpt,
-    batch_from_options,
     command,
     example,
     interrupted_exit,
     load,
-    model_settings,
     prompt_or_batch,
     read_batch,
     read_prompt,
@@ -39,15 +28,16 @@ from llmscope.clikit import (
     warn_all,
     write_batch,
 )
-from llmscope.endpoint_cli import ApiKeyOpt, EndpointOpt, endpoint_settings
-from llmscope.errors import UsageError
-from llmscope.settings import PromptSettings, output_mode
+from llmscope.commands.remote import endpoint_settings
+from llmscope.core.errors import UsageError
+from llmscope.core.settings import PromptSettings
 
 # ------------------------------------------------------------------------------------ generate
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("Hello", "-m", "{model}", "-n", "3", "--no-chat")
+@grouped(load=True, batch=True, endpoint=True)
 def generate(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
@@ -77,41 +67,31 @@ def generate(
         show_default=False)] = None,
     logprobs: Annotated[int, typer.Option(
         "--logprobs", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
-    batch: BatchOpt = None,
-    batch_format: BatchFormatOpt = "auto",
     batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    threads: ThreadsOpt = None,
-    endpoint: EndpointOpt = None,
-    api_key: ApiKeyOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Generate a continuation of PROMPT (greedy unless sampling is asked for), with timings and why it stopped."""
-    with command(quiet) as display:
-        from llmscope.settings import GenerateCommand, GenerationSettings
+    with command(shared.output.quiet) as display:
+        from llmscope.core.settings import GenerateCommand, GenerationSettings
 
-        batch_settings = batch_from_options(batch, batch_format, batch_size)
+        batch_settings = shared.batch.settings(batch_size)
         settings = GenerateCommand(
             generation=GenerationSettings.from_options(
                 max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p,
                 seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model),
             prompt=PromptSettings(chat=chat, system=system),
-            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
-            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
+            model=shared.load.settings(model),
+            mode=shared.output.mode(batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
-        remote = endpoint_settings(endpoint, api_key, model, batch_settings, {
-            "--static-cache": static_cache, "--compile": compile_model, "--quantize": quantize is not None})
+        remote = endpoint_settings(shared.endpoint, model, batch_settings, {
+            "--static-cache": static_cache, "--compile": compile_model,
+            "--quantize": shared.load.quantize is not None})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         if remote is not None:
-            from llmscope.endpoint_cli import run_generate as run_remote
+            from llmscope.commands.remote import run_generate as run_remote
 
             run_remote(display, remote, text, settings)
             return
@@ -121,8 +101,8 @@ def generate(
 
 def run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None = None) -> None:
     """generate after its settings are read: load -> run (one prompt, or --batch items) -> show."""
-    from llmscope.generation import generate_encoded
-    from llmscope.prompts import check_top, encode_prompt
+    from llmscope.generation.generation import generate_encoded
+    from llmscope.generation.prompts import check_top, encode_prompt
     from llmscope.render import generation as show
     generation = settings.generation
     loaded = load(display, settings.model)
@@ -133,7 +113,7 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
     chat = settings.prompt.applies_template
     logprobs = generation.logprobs > 0
     if items is not None:
-        from llmscope.batch import run_batch
+        from llmscope.cli.batch import run_batch
 
         outcomes = run_batch(
             items, settings.batch.batch_size,
@@ -150,7 +130,7 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
                             new_tokens=generation.max_new_tokens)
     if streaming and settings.full_text:
         display.write(encoded.text)
-    from llmscope.generation import TokenDetail
+    from llmscope.generation.generation import TokenDetail
 
     detail = TokenDetail(texts=streaming or bool(settings.show_probs) or logprobs,
                          entropy=settings.show_probs == "entropy" or logprobs, alternatives=generation.logprobs)
@@ -167,6 +147,7 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("Hello world", "-m", "{model}")
+@grouped(batch=True)
 def tokenize(
     text: Annotated[str | None, typer.Argument(
         help="The text; '-' reads it from stdin (or give --batch).", show_default=False)] = None,
@@ -181,21 +162,18 @@ def tokenize(
     chat: Annotated[bool, typer.Option(
         "--chat", help="Tokenize after the chat template (default: off, the raw text; on with --system).")] = False,
     system: SystemOpt = None,
-    batch: BatchOpt = None,
-    batch_format: BatchFormatOpt = "auto",
     trust_remote_code: TrustOpt = False,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Show how TEXT splits into tokens: ids, pieces, spans and counts. Loads the tokenizer only."""
-    with command(quiet) as display:
-        from llmscope.settings import TokenizeCommand
+    with command(shared.output.quiet) as display:
+        from llmscope.core.settings import TokenizeCommand
 
-        batch_settings = batch_from_options(batch, batch_format, 8)
+        batch_settings = shared.batch.settings(8)
         settings = TokenizeCommand(
             models=tuple(model or [None]), prompt=PromptSettings(chat=True if chat else None, system=system),
-            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None, ids=ids),
+            mode=shared.output.mode(batch=batch_settings is not None, ids=ids),
             special=special, decode=decode, trust_remote_code=trust_remote_code, batch=batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
@@ -210,10 +188,10 @@ def tokenize(
 
 
 def _run_decode(display: Any, settings: Any) -> None:
-    from llmscope.loader import load_tokenizer, resolve_model_spec
+    from llmscope.core.results import ModelInfo
+    from llmscope.loading.loader import load_tokenizer, resolve_model_spec
+    from llmscope.loading.tokenization import decode_ids, parse_id_list, vocabulary_size
     from llmscope.render import tokens as show
-    from llmscope.results import ModelInfo
-    from llmscope.tokenization import decode_ids, parse_id_list, vocabulary_size
 
     spec = resolve_model_spec(settings.models[0])
     tokenizer = load_tokenizer(spec, settings.trust_remote_code, light=True)
@@ -223,10 +201,10 @@ def _run_decode(display: Any, settings: Any) -> None:
 
 
 def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[Any] | None) -> None:
-    from llmscope.loader import load_tokenizer, resolve_model_spec
+    from llmscope.core.results import ModelInfo
+    from llmscope.loading.loader import load_tokenizer, resolve_model_spec
+    from llmscope.loading.tokenization import tokenize_text
     from llmscope.render import tokens as show
-    from llmscope.results import ModelInfo
-    from llmscope.tokenization import tokenize_text
 
     specs = [resolve_model_spec(m) for m in settings.models]
     chat = settings.prompt.applies_template
@@ -241,7 +219,7 @@ def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[A
     if items is None:
         show.show_tokens(display, info, run(source))
         return
-    from llmscope.batch import run_batch
+    from llmscope.cli.batch import run_batch
 
     outcomes = run_batch(items, 64, prepare=lambda item: require_text(item.prompt),
                          run_chunk=lambda texts: [run(text) for text in texts])
@@ -253,6 +231,7 @@ def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[A
 
 @app.command("next-token", epilog=EXIT_CODES_HELP)
 @example("Hello", "-m", "{model}", "--top-k", "3")
+@grouped(load=True, batch=True, endpoint=True)
 def next_token(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
@@ -268,39 +247,29 @@ def next_token(
         "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
     chat: ChatOpt = None,
     system: SystemOpt = None,
-    batch: BatchOpt = None,
-    batch_format: BatchFormatOpt = "auto",
     batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    device_map: DeviceMapOpt = None,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = None,
-    threads: ThreadsOpt = None,
-    endpoint: EndpointOpt = None,
-    api_key: ApiKeyOpt = None,
-    json_output: JsonOpt = False,
-    jsonl_output: JsonlOpt = False,
-    quiet: QuietOpt = False,
+    *,
+    shared: Shared,
 ) -> None:
     """Show the model's probabilities for the token after PROMPT: top-k, the tensor shapes, greedy steps, logit lens."""
-    with command(quiet) as display:
-        from llmscope.settings import NextTokenCommand, NextTokenSettings
+    with command(shared.output.quiet) as display:
+        from llmscope.core.settings import NextTokenCommand, NextTokenSettings
 
-        batch_settings = batch_from_options(batch, batch_format, batch_size)
+        batch_settings = shared.batch.settings(batch_size)
         settings = NextTokenCommand(
             inspect=NextTokenSettings(top_k=top_k, steps=steps, temperature=temperature, top_p=top_p, lens=lens),
             prompt=PromptSettings(chat=chat, system=system),
-            model=model_settings(model, device, dtype, device_map, trust_remote_code, threads, quantize),
-            mode=output_mode(json=json_output, jsonl=jsonl_output, batch=batch_settings is not None),
+            model=shared.load.settings(model),
+            mode=shared.output.mode(batch=batch_settings is not None),
             batch=batch_settings)
-        remote = endpoint_settings(endpoint, api_key, model, None, {"--lens": lens, "--quantize": quantize is not None})
+        remote = endpoint_settings(shared.endpoint, model, None,
+                                   {"--lens": lens, "--quantize": shared.load.quantize is not None})
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
         if remote is not None:
-            from llmscope.endpoint_cli import run_next_token
+            from llmscope.commands.remote import run_next_token
 
             run_next_token(display, remote, text, settings, items)
             return
@@ -308,8 +277,8 @@ def next_token(
 
 
 def _run_next_token(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
-    from llmscope.inspection import next_token_encoded
-    from llmscope.prompts import encode_prompt
+    from llmscope.generation.prompts import encode_prompt
+    from llmscope.inspection.inspection import next_token_encoded
     from llmscope.render import inspection as show
 
     loaded = load(display, settings.model)
@@ -324,7 +293,7 @@ def _run_next_token(display: Any, settings: Any, text: str | None, items: list[A
         result = next_token_encoded(loaded, [encode(text)], settings.inspect)[0]
         show.show_next_token(display, loaded.info, result)
         return
-    from llmscope.batch import run_batch
+    from llmscope.cli.batch import run_batch
 
     outcomes = run_batch(items, settings.batch.batch_size, prepare=lambda item: encode(item.prompt),
                          run_chunk=lambda encoded: next_token_encoded(loaded, encoded, settings.inspect))

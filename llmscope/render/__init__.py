@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from llmscope import __version__
-from llmscope.results import ModelInfo, to_plain
-from llmscope.settings import OutputMode
+from llmscope.core.results import ModelInfo, to_plain
+from llmscope.core.settings import OutputMode
 
 WHITESPACE_MARKERS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 

@@ -10,9 +10,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.architecture import ArchitectureReport, ModuleNode
+from llmscope.architecture.describe import ArchitectureReport, ModuleNode
+from llmscope.core.results import ModelInfo
 from llmscope.render import Display, human_bytes, human_count, titled
-from llmscope.results import ModelInfo
 
 GROUP_LABELS = {"embeddings": "embeddings", "attention": "attention", "mlp": "MLP", "experts": "routed experts",
                 "router": "router", "norms": "norms", "lm_head": "LM head", "other": "other"}

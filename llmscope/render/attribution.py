@@ -11,10 +11,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.attribution_types import AttributionResult, Completeness, MethodAttribution, disagreement
+from llmscope.attribution.results import AttributionResult, Completeness, MethodAttribution, disagreement
+from llmscope.core.results import ModelInfo
 from llmscope.render import Display, titled, visible
 from llmscope.render.generation import colours_on
-from llmscope.results import ModelInfo
 
 POSITIVE = (214, 39, 40)  # red: the input raises the function
 NEGATIVE = (31, 119, 180)  # blue: the input lowers it

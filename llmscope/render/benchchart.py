@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.text import Text
 
-from llmscope.benchresults import CACHE, BenchResult
-from llmscope.errors import UsageError
+from llmscope.bench.results import CACHE, BenchResult
+from llmscope.core.errors import UsageError
 
 # The modes' names, colours and markers, and the seconds format: shared with the tables of render/bench.py, which
 # imports them from here (the arrows run one way: bench -> benchchart).
@@ -149,7 +149,7 @@ def save_figure(figure: object, path: Path) -> None:
     import os
     import tempfile
 
-    from llmscope.errors import LlmscopeError
+    from llmscope.core.errors import LlmscopeError
 
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(handle)

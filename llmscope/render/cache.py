@@ -1,5 +1,5 @@
 """Show the conversion cache (`llmscope cache`): a table of entries with size, source and last use, or JSON.
-Nothing here reads or changes the cache; llmscope.conversion_cache does."""
+Nothing here reads or changes the cache; llmscope.loading.conversion_cache does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from llmscope.conversion_cache import CacheReport
+from llmscope.loading.conversion_cache import CacheReport
 from llmscope.render import Display, human_bytes
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from llmscope.environment import EnvReport
 from llmscope.render import Display, human_bytes
+from llmscope.system.environment import EnvReport
 
 
 def show_environment(display: Display, report: EnvReport) -> None:

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from rich.text import Text
 
-from llmscope.generation import GeneratedToken, GenerationResult
+from llmscope.core.results import ModelInfo
+from llmscope.generation.generation import GeneratedToken, GenerationResult
 from llmscope.render import Display, human_bytes
-from llmscope.results import ModelInfo
 
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), from sure to unsure.
 CONFIDENCE_COLOURS = ("#56B4E9", "#009E73", "#F0E442", "#E69F00", "#D55E00")

@@ -11,9 +11,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.inspection import NextTokenResult, NextTokenStep
+from llmscope.core.results import ModelInfo
+from llmscope.inspection.inspection import NextTokenResult, NextTokenStep
 from llmscope.render import Display, titled, visible
-from llmscope.results import ModelInfo
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
 TOKEN_WIDTH = 16

@@ -7,8 +7,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from llmscope.core.results import ModelInfo
 from llmscope.render import Display, titled
-from llmscope.results import ModelInfo
 from llmscope.server.config import ServePlan, ServeSummary
 
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from llmscope.errors import LlmscopeError, UsageError
+from llmscope.core.errors import LlmscopeError, UsageError
 from llmscope.server import openai_shapes as shapes
 from llmscope.server.compute import encode_messages, prompt_logprobs
 from llmscope.server.config import MAX_BODY_BYTES, ServeSettings
@@ -124,7 +124,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
             except ClientGone:
                 return Response(status_code=499)
             except Exception as error:  # still OpenAI's shape; the library's known errors keep their words
-                from llmscope.errors import translate
+                from llmscope.core.errors import translate
 
                 known = translate(error, loaded.info)
                 text = str(known) if known is not None else f"{type(error).__name__}: {error}".splitlines()[0]
@@ -171,7 +171,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
 
     def generation_job(loop: asyncio.AbstractEventLoop, encoded: Any, sampling: shapes.Sampling, alternatives: int,
                        stream: bool) -> Job:
-        from llmscope.settings import GenerationSettings
+        from llmscope.core.settings import GenerationSettings
 
         budget = max(sampling.max_tokens, 1)
         if sampling.greedy:
@@ -208,7 +208,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         check_model(parsed.model)
         loop = asyncio.get_running_loop()
         sampling, k = parsed.sampling, parsed.logprobs
-        from llmscope.prompts import encode_prompt
+        from llmscope.generation.prompts import encode_prompt
 
         encoded = [encode_prompt(loaded, p, new_tokens=max(sampling.max_tokens, 1), budget_option="max_tokens")
                    for p in parsed.prompts]

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 from llmscope.server.openai_shapes import TokenLogprob
 
 if TYPE_CHECKING:
-    from llmscope.loader import LoadedModel
-    from llmscope.prompts import EncodedPrompt
+    from llmscope.generation.prompts import EncodedPrompt
+    from llmscope.loading.loader import LoadedModel
 
 
 def encode_messages(loaded: LoadedModel, messages: tuple[tuple[str, str], ...], new_tokens: int) -> EncodedPrompt:
     """Chat messages through the tokenizer's template (with the assistant's turn opened), checked like a prompt."""
-    from llmscope.errors import UsageError
-    from llmscope.prompts import EncodedPrompt, check_ids_fit, check_lengths
-    from llmscope.tokenization import has_chat_template
+    from llmscope.core.errors import UsageError
+    from llmscope.generation.prompts import EncodedPrompt, check_ids_fit, check_lengths
+    from llmscope.loading.tokenization import has_chat_template
 
     tokenizer = loaded.tokenizer
     if not has_chat_template(tokenizer):
@@ -36,7 +36,7 @@ def prompt_logprobs(loaded: LoadedModel, ids: tuple[int, ...], alternatives: int
     alternatives, from scoring's teacher-forced forward passes (a sliding window past the context)."""
     import torch
 
-    from llmscope.scoring import ScoreSettings, logprob_chunks, resolve_window, token_figures, window_plan
+    from llmscope.inspection.scoring import ScoreSettings, logprob_chunks, resolve_window, token_figures, window_plan
 
     tokenizer = loaded.tokenizer
     first = TokenLogprob(text=tokenizer.decode([ids[0]]), logprob=None, top=None, token_id=ids[0])

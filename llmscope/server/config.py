@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmscope.errors import UsageError
-from llmscope.settings import real_number, whole_number
+from llmscope.core.errors import UsageError
+from llmscope.core.settings import real_number, whole_number
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a request body past this gets 413
 

@@ -164,14 +164,14 @@ class Engine:
                     self._running = []
 
     def _next_token(self, jobs: list[Job]) -> None:
-        from llmscope.inspection import next_token_encoded
+        from llmscope.inspection.inspection import next_token_encoded
 
         results = next_token_encoded(self.loaded, [job.payload for job in jobs], jobs[0].key[1])
         for job, result in zip(jobs, results):
             job.resolve(result)
 
     def _generate(self, jobs: list[Job]) -> None:
-        from llmscope.generation import TokenDetail, generate_encoded
+        from llmscope.generation.generation import TokenDetail, generate_encoded
 
         works: list[GenerateWork] = [job.payload for job in jobs]
         rows = [RowState() for _ in jobs]

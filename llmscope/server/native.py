@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmscope.results import to_plain
+from llmscope.core.results import to_plain
 from llmscope.server import openai_shapes as shapes
 from llmscope.server.engine import Job, call_job
 
@@ -38,7 +38,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         return JSONResponse({"model_info": to_plain(loaded.info), "result": to_plain(result)})
 
     async def tokenize(request: Request) -> Response:
-        from llmscope.tokenization import tokenize_text
+        from llmscope.loading.tokenization import tokenize_text
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
@@ -50,8 +50,8 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         return envelope((await wait(request, [job]))[0])
 
     async def next_token(request: Request) -> Response:
-        from llmscope.prompts import check_top, encode_prompt
-        from llmscope.settings import NextTokenSettings
+        from llmscope.core.settings import NextTokenSettings
+        from llmscope.generation.prompts import check_top, encode_prompt
 
         parsed = shapes.parse_next_token(await read(request))
         inspect = NextTokenSettings(top_k=parsed.top_k, steps=parsed.steps, temperature=parsed.temperature,
@@ -65,22 +65,22 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         return envelope((await wait(request, [job]))[0])
 
     async def score(request: Request) -> Response:
-        from llmscope.scoring import ScoreSettings, score_text
+        from llmscope.inspection.scoring import ScoreSettings, score_text
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
         scoring = settings_of(ScoreSettings, body)
         if scoring.top_k:
-            from llmscope.prompts import check_top
+            from llmscope.generation.prompts import check_top
 
             check_top("top_k", scoring.top_k, loaded)
         job = submit(call_job(asyncio.get_running_loop(), lambda: score_text(loaded, text, scoring)))
         return envelope((await wait(request, [job]))[0])
 
     async def generate(request: Request) -> Response:
-        from llmscope.generation import TokenDetail, generate_encoded
-        from llmscope.prompts import check_top, encode_prompt
-        from llmscope.settings import GenerationSettings
+        from llmscope.core.settings import GenerationSettings
+        from llmscope.generation.generation import TokenDetail, generate_encoded
+        from llmscope.generation.prompts import check_top, encode_prompt
 
         body = await read(request)
         prompt = shapes.text_of(body, "prompt", required=True) or ""
@@ -89,7 +89,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         for option, value in (("top_k", generation.top_k), ("logprobs", generation.logprobs)):
             if value:
                 check_top(option, value, loaded)
-        from llmscope.tokenization import has_chat_template
+        from llmscope.loading.tokenization import has_chat_template
 
         chat_on = shapes.field_of(body, "chat", (bool,), None)  # None: the template when the model has one
         chat = has_chat_template(loaded.tokenizer) if chat_on is None else chat_on
@@ -100,7 +100,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         return envelope((await wait(request, [job]))[0])
 
     async def logprobs(request: Request) -> Response:
-        from llmscope.scoring import ScoreSettings, prepare_ids
+        from llmscope.inspection.scoring import ScoreSettings, prepare_ids
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
@@ -114,7 +114,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
                                   param="ids", code="tokenizer_mismatch")
         check_windows(plan, len(ids))
         rows = sum(end - first for _, end, first in plan) + 1
-        from llmscope.prompts import vocabulary_rows
+        from llmscope.generation.prompts import vocabulary_rows
 
         vocab = vocabulary_rows(loaded)
         if rows * vocab > MAX_ROW_VALUES:
@@ -125,7 +125,7 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         return envelope((await wait(request, [job]))[0])
 
     def check_windows(plan: list[list[int]], length: int) -> None:
-        from llmscope.modelconfig import context_length
+        from llmscope.loading.modelconfig import context_length
 
         limit = context_length(loaded.model.config) or 1 << 62
         for begin, end, first in plan:
@@ -165,7 +165,7 @@ def logprob_rows(loaded: Any, ids: tuple[int, ...], plan: list[tuple[int, int, i
 
     import torch
 
-    from llmscope.scoring import logprob_chunks
+    from llmscope.inspection.scoring import logprob_chunks
 
     targets, contexts, blocks = [], [], []
     for chunk in logprob_chunks(loaded, ids, plan, next_token=next_token):

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmscope.errors import UsageError
+from llmscope.core.errors import UsageError
 from llmscope.server.config import ServeSettings, ServeSummary, plan_for
 
 

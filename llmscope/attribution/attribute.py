@@ -1,0 +1,158 @@
+"""Which input tokens made the model say its tokens: targets (the next token, a teacher-forced --target, or -n
+greedy tokens), the function attributed, and one targets x inputs matrix per method. It never prints or loads.
+
+The methods themselves live in llmscope.attribution.methods (one registry, by name); this module plans the targets,
+runs the chosen methods and says where they disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from llmscope.attribution.methods import METHODS, Problem
+from llmscope.attribution.results import (
+    AttributionResult,
+    AttributionTarget,
+    eos_ids,
+)
+from llmscope.attribution.settings import DEFAULT_STEPS, AttributionSettings
+from llmscope.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from llmscope.generation.prompts import EncodedPrompt
+    from llmscope.loading.loader import LoadedModel
+
+
+def target_function_name(contrast: bool) -> str:
+    return "log p(target) - log p(contrast)" if contrast else "log p(target)"
+
+
+def _text_ids(tokenizer: Any, text: str) -> list[int]:
+    return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def greedy_tokens(loaded: LoadedModel, ids: list[int], count: int) -> list[int]:
+    """The model's own next `count` tokens (greedy, stopping after an end-of-sequence token)."""
+    import torch
+
+    from llmscope.generation.decoding import forward_options
+
+    _, keep = forward_options(loaded.model)
+    stop = eos_ids(loaded.tokenizer, loaded.model.config)
+    sequence = list(ids)
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(count):
+            logits = loaded.model(input_ids=torch.tensor([sequence], device=loaded.input_device), use_cache=False,
+                                  **keep).logits[0, -1]
+            token = int(logits.argmax())
+            new.append(token)
+            sequence.append(token)
+            if token in stop:
+                break
+    return new
+
+
+def check_cost(inputs: int, targets: int, settings: AttributionSettings) -> None:
+    """The --max-tokens guard: refuse a long prompt before any gradient runs, stating what it would cost."""
+    if inputs + targets <= settings.max_tokens:
+        return
+    steps = settings.steps or DEFAULT_STEPS
+    passes = []
+    if "integrated-gradients" in settings.methods:
+        passes.append(f"integrated gradients {steps} or more forward and backward passes")
+    if "occlusion" in settings.methods:
+        passes.append(f"occlusion {inputs + 1} forward passes")
+    plural = "s" if targets != 1 else ""
+    each = "the target" if targets == 1 else f"each of the {targets} targets"
+    cost = f"; {each} costs {' and '.join(passes)} over up to {inputs + targets} tokens" if passes else ""
+    raise UsageError(f"{inputs} prompt tokens + {targets} target{plural} exceed --max-tokens {settings.max_tokens}"
+                     f"{cost}", hint=f"shorten the prompt, or raise --max-tokens to {inputs + targets} to pay for it")
+
+
+def plan_targets(loaded: LoadedModel, prompt_ids: list[int], settings: AttributionSettings
+                 ) -> tuple[list[int], list[int], str]:
+    """(target ids, contrast ids (empty without --contrast), where the targets came from)."""
+    tokenizer = loaded.tokenizer
+    if settings.target is not None:
+        targets, source = _text_ids(tokenizer, settings.target), "given"
+        if not targets:
+            raise UsageError("--target has no tokens", hint="pass some text, e.g. ' Paris'")
+    else:
+        check_cost(len(prompt_ids), settings.new_tokens, settings)
+        targets = greedy_tokens(loaded, prompt_ids, settings.new_tokens)
+        source = "next-token" if settings.new_tokens == 1 else "generated"
+    contrast: list[int] = []
+    if settings.contrast is not None:
+        contrast = _text_ids(tokenizer, settings.contrast)
+        if len(contrast) != len(targets):
+            plural = "s" if len(contrast) != 1 else ""
+            raise UsageError(f"--contrast {settings.contrast!r} is {len(contrast)} token{plural} but the target is "
+                             f"{len(targets)}",
+                             hint="give a contrast with one token per target token (checked with `llmscope tokenize`)")
+    return targets, contrast, source
+
+
+def target_logprobs(loaded: LoadedModel, ids: list[int], positions: list[int], wanted: list[list[int]]
+                    ) -> list[list[float]]:
+    """log p(token | ids[:position]) for each position and each of its wanted tokens: one teacher-forced pass."""
+    import torch
+
+    with torch.inference_mode():
+        logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.input_device), use_cache=False).logits[0]
+        rows = torch.log_softmax(logits[[p - 1 for p in positions]].float(), dim=-1)
+    return [[float(rows[row, token]) for token in tokens] for row, tokens in enumerate(wanted)]
+
+
+def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings
+                      ) -> AttributionResult:
+    """Attribute the targets of one encoded prompt with every method asked for.
+
+    Args:
+        loaded: the model and tokenizer (loader.load_model).
+        encoded: the prompt as the model reads it (prompts.encode_prompt).
+        settings: methods, targets, contrast, steps, baseline and the --max-tokens guard.
+    Returns:
+        AttributionResult: the inputs, the targets with their log-probabilities, one matrix per method.
+    Raises:
+        UsageError for a prompt past --max-tokens or a contrast whose length does not match the targets.
+    """
+    started = time.perf_counter()
+    tokenizer = loaded.tokenizer
+    prompt_ids = list(encoded.ids)
+    targets, contrast, source = plan_targets(loaded, prompt_ids, settings)
+    check_cost(len(prompt_ids), len(targets), settings)
+    ids = prompt_ids + targets
+    positions = [len(prompt_ids) + k for k in range(len(targets))]
+    wanted = [[t] + ([contrast[k]] if contrast else []) for k, t in enumerate(targets)]
+    logprobs = target_logprobs(loaded, ids, positions, wanted)
+    rows = tuple(AttributionTarget(
+        position=p, token_id=t, text=tokenizer.decode([t]), logprob=lp[0],
+        contrast_id=contrast[k] if contrast else None,
+        contrast_text=tokenizer.decode([contrast[k]]) if contrast else None,
+        contrast_logprob=lp[1] if contrast else None) for k, (p, t, lp) in enumerate(zip(positions, targets, logprobs)))
+    inputs = ids[: positions[-1]]
+    problem = Problem(loaded=loaded, ids=tuple(inputs), targets=rows, settings=settings)
+    import torch
+
+    with torch.inference_mode(False):  # gradients need it off, even if a caller left it on
+        methods = tuple(METHODS[name].run(problem) for name in settings.methods)
+    agree = tuple(len({m.top[k] for m in methods}) <= 1 for k in range(len(rows)))
+    return AttributionResult(
+        model=loaded.spec.name, prompt=encoded.prompt, text=encoded.text, chat=encoded.chat, ids=tuple(inputs),
+        tokens=tuple(tokenizer.decode([i]) for i in inputs), prompt_tokens=len(prompt_ids), target_source=source,
+        target_function=target_function_name(bool(contrast)), targets=rows, methods=methods, top_agree=agree,
+        seconds=time.perf_counter() - started)
+
+
+def attribute(loaded: LoadedModel, prompt: str, settings: AttributionSettings | None = None, chat: bool = False,
+              system: str | None = None) -> AttributionResult:
+    """Attribute `prompt`'s targets (library entry: encode, then attribute_encoded)."""
+    from llmscope.generation.prompts import encode_prompt
+
+    settings = settings or AttributionSettings()
+    encoded = encode_prompt(loaded, prompt, chat=chat, system=system, new_tokens=settings.new_tokens,
+                            budget_option="-n")
+    return attribute_encoded(loaded, encoded, settings)
+

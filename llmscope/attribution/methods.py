@@ -1,0 +1,311 @@
+"""The attribution methods, registered by name (METHODS): occlusion, input x gradient and integrated gradients
+(through Captum, on the input embeddings) and attention rollout. Each returns one MethodAttribution; none prints.
+
+The attributed function of target k is log p(target_k | inputs[:position_k]) in float32 (minus log p(contrast_k)
+with a contrast). Integrated gradients holds position 0 at its own embedding: with no BOS token the first token is
+the model's attention sink, and moving it along the path makes the integral diverge (measured: README, attribute).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llmscope.attribution.results import AttributionTarget, Completeness, MethodAttribution, eos_ids
+from llmscope.attribution.settings import COMPLETENESS_LIMIT, DEFAULT_STEPS, MAX_AUTO_STEPS, AttributionSettings
+from llmscope.core.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from llmscope.loading.loader import LoadedModel
+
+TOKENS_PER_PASS = 640  # token positions one batched forward + backward carries (integrated-gradients steps, edits)
+QUADRATURE = "gausslegendre"  # Captum's rule: exact for polynomials of degree 2n-1; 4x fewer steps than Riemann here
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What every method attributes: the model, the input ids and the targets (with their positions)."""
+
+    loaded: LoadedModel
+    ids: tuple[int, ...]
+    targets: tuple[AttributionTarget, ...]
+    settings: AttributionSettings
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered method: its name, the question it answers, and how to run it."""
+
+    name: str
+    question: str
+    compute: Callable[[Problem], tuple[list[list[float | None]], list[Completeness | None], dict[str, Any]]]
+
+    def run(self, problem: Problem) -> MethodAttribution:
+        started = time.perf_counter()
+        rows, completeness, parameters = self.compute(problem)
+        width = len(problem.ids)
+        matrix = tuple(tuple(row + [None] * (width - len(row))) for row in rows)
+        return MethodAttribution(method=self.name, question=self.question, parameters=parameters, matrix=matrix,
+                                 completeness=tuple(completeness), top=tuple(top_position(row) for row in matrix),
+                                 seconds=time.perf_counter() - started)
+
+
+def top_position(row: tuple[float | None, ...]) -> int | None:
+    """The input with the largest attribution (the first one on a tie); None when no input has a value."""
+    best: int | None = None
+    for position, value in enumerate(row):
+        if value is not None and (best is None or value > row[best]):  # type: ignore[operator]
+            best = position
+    return best
+
+
+# ---------------------------------------------------------------------------------------------- the function
+
+
+def _score_rows(logits: torch.Tensor, target: AttributionTarget) -> torch.Tensor:
+    """The attributed function from last-position logits [batch, vocab]: float32 log-probabilities (float64 kept)."""
+    import torch
+
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    value = logprobs[:, target.token_id]
+    if target.contrast_id is not None:
+        value = value - logprobs[:, target.contrast_id]
+    return value
+
+
+def _last_logits(loaded: LoadedModel, **inputs: Any) -> torch.Tensor:
+    from llmscope.generation.decoding import forward_options
+
+    _, keep = forward_options(loaded.model)
+    return loaded.model(use_cache=False, **inputs, **keep).logits[:, -1]
+
+
+def embedding_function(loaded: LoadedModel, target: AttributionTarget) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f(embeddings [batch, tokens, hidden]) -> [batch]: the target's function, differentiable in the embeddings."""
+    return lambda embeddings: _score_rows(_last_logits(loaded, inputs_embeds=embeddings), target)
+
+
+@contextlib.contextmanager
+def gradients_through(model: Any, quantize: str | None = None) -> Iterator[None]:
+    """Gradients for the inputs only: the weights are frozen for the duration (less memory, no weight grads).
+    On packed weights (quantize not none) a backward that cannot run becomes one line naming --quantize none."""
+    import torch
+
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield
+    except (RuntimeError, NotImplementedError) as error:
+        if quantize in (None, "none"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"gradients cannot run through this model's packed --quantize {quantize} weights ({first})",
+                         hint="pass --quantize none, or --method occlusion,attention-rollout") from None
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
+def input_embeddings(loaded: LoadedModel, ids: tuple[int, ...]) -> torch.Tensor:
+    """The embeddings [1, tokens, hidden] the model reads for ids, detached."""
+    import torch
+
+    check_gradients_possible(loaded)
+    with torch.no_grad():
+        return loaded.model.get_input_embeddings()(torch.tensor([ids], device=loaded.input_device)).detach()
+
+
+def check_gradients_possible(loaded: LoadedModel) -> None:
+    """Gradient methods need floating-point embeddings; packed (quantized) weights get one line naming the fix."""
+    weight = getattr(loaded.model.get_input_embeddings(), "weight", None)
+    if any(t.is_inference() for t in (*loaded.model.parameters(), *loaded.model.buffers())):
+        raise UsageError("this model was loaded inside torch.inference_mode(): its tensors cannot take part in "
+                         "gradients", hint="load it outside inference mode (torch.inference_mode(False))")
+    if weight is None or not weight.dtype.is_floating_point:
+        raise UsageError("gradient methods cannot run on this model's packed (quantized) weights",
+                         hint="pass --quantize none, or --method occlusion,attention-rollout")
+
+
+# ---------------------------------------------------------------------------------------------- occlusion
+
+
+def _occlusion(problem: Problem) -> tuple[list[list[float | None]], list[Completeness | None], dict[str, Any]]:
+    import torch
+
+    loaded, settings = problem.loaded, problem.settings
+    replace = None
+    if settings.occlude_with is not None:
+        pieces = loaded.tokenizer(settings.occlude_with, add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise UsageError(f"--occlude-with {settings.occlude_with!r} is {len(pieces)} tokens, not one",
+                             hint="pass a single token, e.g. ' the' or '...'; see `llmscope tokenize`")
+        replace = int(pieces[0])
+    rows: list[list[float | None]] = []
+    with torch.inference_mode():
+        for target in problem.targets:
+            context = list(problem.ids[: target.position])
+            edits = []
+            for i in range(len(context)):
+                edits.append([*context[:i], replace, *context[i + 1:]] if replace is not None else
+                             context[:i] + context[i + 1:])
+            if not edits[0]:  # dropping the only token leaves nothing to predict from
+                rows.append([None])
+                continue
+            # One prompt per forward pass, as `score` runs it: the numbers are exactly score's (a batch of edits
+            # would differ in the last float32 bits).
+            full, *values = (float(_score_rows(_last_logits(loaded, input_ids=torch.tensor(
+                [sequence], device=loaded.input_device)), target)[0]) for sequence in [context, *edits])
+            rows.append([full - value for value in values])
+    how = {"mode": "replace", "token": settings.occlude_with, "token_id": replace} if replace is not None else {
+        "mode": "leave-one-out"}
+    return rows, [None] * len(rows), how
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+
+
+def _input_x_gradient(problem: Problem) -> tuple[list[list[float | None]], list[Completeness | None],
+                                                  dict[str, Any]]:
+    from captum.attr import InputXGradient
+
+    loaded = problem.loaded
+    embeddings = input_embeddings(loaded, problem.ids)
+    rows: list[list[float | None]] = []
+    with gradients_through(loaded.model, loaded.info.quantize):
+        for target in problem.targets:
+            x = embeddings[:, : target.position].clone()
+            attributions = InputXGradient(embedding_function(loaded, target)).attribute(x)
+            rows.append(attributions.sum(dim=-1)[0].tolist())
+    return rows, [None] * len(rows), {"summed_over": "hidden dimension"}
+
+
+def baseline_embeddings(loaded: LoadedModel, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The integrated-gradients baseline: every position but the first replaced (mean / eos / zero embedding)."""
+    import torch
+
+    table = loaded.model.get_input_embeddings().weight
+    if kind == "eos":
+        eos = sorted(eos_ids(loaded.tokenizer, loaded.model.config))
+        fill = table[eos[0]] if eos else torch.zeros_like(table[0])
+    elif kind == "mean":
+        fill = table.mean(dim=0)
+    else:
+        fill = torch.zeros_like(table[0])
+    baseline = fill.detach().to(x.dtype).expand_as(x).clone()
+    baseline[:, 0] = x[:, 0]
+    return baseline
+
+
+def integrate(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, baseline: torch.Tensor,
+              steps: int) -> tuple[list[float], float, float]:
+    """Captum's integrated gradients for one target: (attribution per token, sum, f(x) - f(baseline))."""
+    from captum.attr import IntegratedGradients
+
+    function = embedding_function(loaded, target)
+    per_pass = max(1, TOKENS_PER_PASS // x.shape[1])
+    attributions, delta = IntegratedGradients(function).attribute(
+        x, baselines=baseline, n_steps=steps, method=QUADRATURE, internal_batch_size=min(per_pass, steps),
+        return_convergence_delta=True)
+    per_token = attributions.sum(dim=-1)[0]
+    total = float(per_token.sum())
+    return per_token.tolist(), total, total - float(delta[0])
+
+
+def _completeness(total: float, expected: float, steps: int, suggested: int | None = None) -> Completeness:
+    error = abs(total - expected)
+    relative = error / max(abs(expected), 1e-12)
+    return Completeness(attribution_sum=total, expected=expected, error=error, relative_error=relative, steps=steps,
+                        converged=relative <= COMPLETENESS_LIMIT, suggested_steps=suggested)
+
+
+def _integrated_gradients(problem: Problem) -> tuple[list[list[float | None]], list[Completeness | None],
+                                                     dict[str, Any]]:
+    loaded, settings = problem.loaded, problem.settings
+    embeddings = input_embeddings(loaded, problem.ids)
+    rows: list[list[float | None]] = []
+    checks: list[Completeness | None] = []
+    with gradients_through(loaded.model, loaded.info.quantize):
+        for target in problem.targets:
+            x = embeddings[:, : target.position].clone()
+            baseline = baseline_embeddings(loaded, x, settings.baseline)
+            steps = settings.steps or DEFAULT_STEPS
+            values, total, expected = integrate(loaded, target, x, baseline, steps)
+            check = _completeness(total, expected, steps)
+            if settings.steps is None:  # automatic: double the steps until the check passes, within the budget
+                while not check.converged and steps < MAX_AUTO_STEPS:
+                    steps *= 2
+                    values, total, expected = integrate(loaded, target, x, baseline, steps)
+                    check = _completeness(total, expected, steps)
+            elif not check.converged:  # a given --steps that fails: try 2x and 4x (6x the cost), to name the fix
+                for probe in (2 * steps, 4 * steps):
+                    _, probe_total, probe_expected = integrate(loaded, target, x, baseline, probe)
+                    if _completeness(probe_total, probe_expected, probe).converged:
+                        check = _completeness(total, expected, steps, suggested=probe)
+                        break
+            rows.append([None, *values[1:]])  # position 0 is held at its own embedding: not attributed
+            checks.append(check)
+    parameters = {"steps": settings.steps or "auto", "default_steps": DEFAULT_STEPS, "max_auto_steps": MAX_AUTO_STEPS,
+                  "quadrature": QUADRATURE, "baseline": settings.baseline, "held_positions": [0],
+                  "completeness_limit": COMPLETENESS_LIMIT}
+    return rows, checks, parameters
+
+
+# ---------------------------------------------------------------------------------------------- attention
+
+
+def _attention_rollout(problem: Problem) -> tuple[list[list[float | None]], list[Completeness | None],
+                                                  dict[str, Any]]:
+    import torch
+
+    from llmscope.attention.weights import use_eager_attention
+
+    loaded = problem.loaded
+    model = loaded.model
+    before = use_eager_attention(model)
+    try:
+        with torch.inference_mode():
+            ids = torch.tensor([problem.ids], device=loaded.input_device)
+            attentions = model(input_ids=ids, output_attentions=True, use_cache=False).attentions
+    finally:
+        if before != "eager":
+            model.set_attn_implementation(before)
+    if not attentions or any(a is None for a in attentions):
+        raise UsageError("this model returned no attention weights", hint="leave out --method attention-rollout")
+    rollout = rollout_matrix([a[0].float().mean(dim=0).cpu() for a in attentions])
+    rows: list[list[float | None]] = [rollout[t.position - 1, : t.position].tolist() for t in problem.targets]
+    return rows, [None] * len(rows), {"residual": 0.5, "heads": "mean", "target_independent": True}
+
+
+def rollout_matrix(layers: list[torch.Tensor]) -> torch.Tensor:
+    """Abnar & Zuidema's rollout: each layer's head-mean attention mixed half-and-half with the residual
+    (identity), rows renormalised, multiplied from the first layer up. Row q: how much each input reaches q."""
+    import torch
+
+    n = layers[0].shape[-1]
+    eye = torch.eye(n, dtype=torch.float64)
+    result = eye
+    for weights in layers:
+        mixed = 0.5 * weights.double() + 0.5 * eye
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        result = mixed @ result
+    return result
+
+
+METHODS: dict[str, Method] = {method.name: method for method in (
+    Method("occlusion", "How much does log p(target) fall when this input token is left out (or replaced)?",
+           _occlusion),
+    Method("input-x-gradient", "First-order estimate: gradient of the function at the input times the input "
+           "embedding, summed over the hidden dimension.", _input_x_gradient),
+    Method("integrated-gradients", "How the function's change from a baseline prompt to this one splits over "
+           "the input tokens (the parts sum to the change: completeness).", _integrated_gradients),
+    Method("attention-rollout", "Where attention, followed through every layer, carries information from: "
+           "the same for any target at this position (it never sees the target).", _attention_rollout),
+)}

@@ -1,0 +1,163 @@
+"""Option groups that many commands share (how the model is loaded; how results are written), declared once.
+`@grouped(load=True, ...)` puts the groups' Typer options in place of the command's one parameter typed Shared
+and hands the command their values there. No torch here; nothing is loaded."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
+
+from llmscope.cli.kit import (
+    ApiKeyOpt,
+    BatchFormatOpt,
+    BatchOpt,
+    ContextOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    EndpointOpt,
+    JsonlOpt,
+    JsonOpt,
+    MaxTokensOpt,
+    QuantizeOpt,
+    QuietOpt,
+    ScoreChatOpt,
+    StrideOpt,
+    SystemOpt,
+    ThreadsOpt,
+    TrustOpt,
+    WindowOpt,
+    batch_from_options,
+    model_settings,
+)
+from llmscope.core.settings import ModelSettings, OutputMode, output_mode
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """--device, --dtype, --device-map, --trust-remote-code, --quantize and --threads, as given."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    quantize: str | None = None
+    threads: int | None = None
+
+    def settings(self, model: str | None, **changes: Any) -> ModelSettings:
+        """The checked ModelSettings for MODEL, with any field of these options changed first (compare's B)."""
+        given = replace(self, **changes)
+        return model_settings(model, given.device, given.dtype, given.device_map, given.trust_remote_code,
+                              given.threads, given.quantize)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """--json, --jsonl and --quiet, as given."""
+
+    json: bool = False
+    jsonl: bool = False
+    quiet: bool = False
+
+    def mode(self, batch: bool = False, **other_flags: bool) -> OutputMode:
+        """The one output mode these flags (and a command's own, e.g. csv=...) ask for."""
+        return output_mode(json=self.json, jsonl=self.jsonl, batch=batch, **other_flags)
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """--batch and --batch-format, as given (--batch-size stays with the commands that run prompts together)."""
+
+    batch: str | None = None
+    batch_format: str = "auto"
+
+    def settings(self, size: int = 8) -> Any:  # -> BatchSettings | None
+        return batch_from_options(self.batch, self.batch_format, size)
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """--endpoint and --api-key, as given."""
+
+    endpoint: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TextWindow:
+    """score's and compare's --prompt, --chat, --system, --window, --stride and --max-tokens, as given."""
+
+    prompt: str | None = None
+    chat: bool = False
+    system: str | None = None
+    window: int | None = None
+    stride: int | None = None
+    max_tokens: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The values by ScoreSettings' names (the same names)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What a command's shared option groups said: output always; load, batch and endpoint where it takes them."""
+
+    output: OutputOptions
+    load: LoadOptions = LoadOptions()
+    batch: BatchInput = BatchInput()
+    endpoint: EndpointOptions = EndpointOptions()
+    text: TextWindow = TextWindow()
+
+
+# The Typer options of each group: (parameter name, field, annotation). Parameter names stay those the commands
+# always had, so error messages and docs/cli.md name the same options.
+GROUPS: dict[str, tuple[type, tuple[tuple[str, str, Any], ...]]] = {
+    "text": (TextWindow, (("prompt", "prompt", ContextOpt), ("chat", "chat", ScoreChatOpt),
+                          ("system", "system", SystemOpt), ("window", "window", WindowOpt),
+                          ("stride", "stride", StrideOpt), ("max_tokens", "max_tokens", MaxTokensOpt))),
+    "batch": (BatchInput, (("batch", "batch", BatchOpt), ("batch_format", "batch_format", BatchFormatOpt))),
+    "endpoint": (EndpointOptions, (("endpoint", "endpoint", EndpointOpt), ("api_key", "api_key", ApiKeyOpt))),
+    "load": (LoadOptions, (("device", "device", DeviceOpt), ("dtype", "dtype", DtypeOpt),
+                           ("device_map", "device_map", DeviceMapOpt),
+                           ("trust_remote_code", "trust_remote_code", TrustOpt),
+                           ("quantize", "quantize", QuantizeOpt), ("threads", "threads", ThreadsOpt))),
+    "output": (OutputOptions, (("json_output", "json", JsonOpt), ("jsonl_output", "jsonl", JsonlOpt),
+                               ("quiet", "quiet", QuietOpt))),
+}
+
+DEFAULTS = {cls: {field.name: field.default for field in fields(cls)} for cls, _ in GROUPS.values()}
+
+
+def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
+            endpoint: bool = False) -> Callable[[Command], Command]:
+    """Give a command the shared option groups it names (output always), in place of its one parameter typed
+    Shared, and call it with their values in that parameter."""
+    chosen = [name for name, wanted in (("text", text), ("batch", batch), ("endpoint", endpoint), ("load", load),
+                                        ("output", True)) if wanted]
+
+    def expand(func: Command) -> Command:
+        signature = inspect.signature(func, eval_str=True)
+        [target] = [parameter.name for parameter in signature.parameters.values() if parameter.annotation is Shared]
+        options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                     default=DEFAULTS[GROUPS[group][0]][field])
+                   for group in chosen for name, field, annotation in GROUPS[group][1]]
+        parameters = [parameter for parameter in signature.parameters.values() if parameter.name != target]
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            values = {group: GROUPS[group][0](**{field: kwargs.pop(name) for name, field, _ in GROUPS[group][1]})
+                      for group in chosen}
+            kwargs[target] = Shared(**values)
+            return func(*args, **kwargs)
+
+        run.__signature__ = signature.replace(parameters=parameters + options)  # type: ignore[attr-defined]
+        run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters + options}
+        return run  # type: ignore[return-value]
+
+    return expand

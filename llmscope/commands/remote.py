@@ -1,0 +1,114 @@
+"""The CLI side of --endpoint: its option types, and the run functions that next-token, score and generate call
+instead of loading a model (the same render entries as a local run). No torch, no transformers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmscope.cli.groups import EndpointOptions
+from llmscope.core.errors import UsageError
+
+
+def endpoint_settings(given: EndpointOptions, model: str | None, batch: Any,
+                      local_only: dict[str, bool] | None = None) -> Any:
+    """The endpoint to ask, or None to run locally; options that need a local model are refused with it."""
+    from llmscope.endpoint.client import endpoint_from
+
+    url, api_key = given.endpoint, given.api_key
+    settings = endpoint_from(url, api_key, model)
+    if settings is None:
+        if api_key is not None:
+            raise UsageError("--api-key is for --endpoint", hint="add --endpoint URL, or drop --api-key")
+        return None
+    if batch is not None:
+        raise UsageError("--batch with --endpoint is for next-token and score",
+                         hint="loop over the prompts: a warm server answers each fast")
+    for option, given in (local_only or {}).items():
+        if given:
+            raise UsageError(f"{option} needs a local model, not --endpoint", hint=f"drop {option} or --endpoint")
+    return settings
+
+
+def _limits_note(display: Any, endpoint: Any, limits: tuple[str, ...]) -> dict[str, Any]:
+    """Say once what the server could not give; the --json key that says it too."""
+    if not limits:
+        return {}
+    display.warning(f"{endpoint.base} is not `llmscope serve`: it cannot give {', '.join(limits)}")
+    return {"endpoint_cannot_give": list(limits)}
+
+
+def _each(display: Any, endpoint: Any, items: list[Any], size: int, ask: Any, show: Any) -> None:
+    """--batch through the endpoint: each chunk's prompts sent at once (the server batches them), one record per
+    prompt in input order, as a local --batch writes them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmscope.cli.batch import run_batch
+    from llmscope.cli.kit import require_text, write_batch
+
+    noted: dict[str, Any] = {}
+
+    def run_chunk(texts: list[str]) -> list[Any]:
+        with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+            answers = list(pool.map(ask, texts))
+        if "keys" not in noted:
+            noted["keys"] = _limits_note(display, endpoint, answers[0][2])
+            display.model_info = answers[0][0]
+        return answers
+
+    outcomes = run_batch(items, size, prepare=lambda item: require_text(item.prompt), run_chunk=run_chunk)
+    write_batch(display, items, outcomes, lambda answer, keys: show(answer[0], answer[1], {**noted["keys"], **keys}))
+
+
+def run_next_token(display: Any, endpoint: Any, text: str | None, settings: Any, items: list[Any] | None = None
+                   ) -> None:
+    from llmscope.endpoint import client as remote
+    from llmscope.render import inspection as show
+
+    def ask(prompt: str) -> Any:
+        return remote.next_token(endpoint, prompt, settings.inspect, settings.prompt.applies_template,
+                                 settings.prompt.system)
+
+    if items is not None:
+        _each(display, endpoint, items, settings.batch.batch_size, ask,
+              lambda info, result, keys: show.show_next_token(display, info, result, **keys))
+        return
+    info, result, limits = ask(text or "")
+    keys = _limits_note(display, endpoint, limits)
+    display.model_info = info
+    show.show_next_token(display, info, result, **keys)
+
+
+def run_score(display: Any, endpoint: Any, text: str | None, settings: Any, colour_by: str, table: bool,
+              items: list[Any] | None = None) -> None:
+    from llmscope.endpoint import client as remote
+    from llmscope.render import scoring as show
+
+    def ask(source: str) -> Any:
+        return remote.score(endpoint, source, settings)
+
+    if items is not None:
+        _each(display, endpoint, items, 8, ask,
+              lambda info, result, keys: show.show_score(display, info, result, **keys))
+        return
+    info, result, limits = ask(text or "")
+    keys = _limits_note(display, endpoint, limits)
+    display.model_info = info
+    show.show_score(display, info, result, colour_by, table, **keys)
+
+
+def run_generate(display: Any, endpoint: Any, text: str, settings: Any) -> None:
+    """generate through the server: the same result and output as a local run, without --stream (the whole
+    answer comes at once; use /v1/completions with stream for tokens as they come)."""
+    from llmscope.endpoint import client as remote
+    from llmscope.generation.generation import TokenDetail
+    from llmscope.render import generation as show
+
+    generation = settings.generation
+    logprobs = generation.logprobs > 0
+    detail = TokenDetail(texts=bool(settings.show_probs) or logprobs,
+                         entropy=settings.show_probs == "entropy" or logprobs, alternatives=generation.logprobs)
+    info, result = remote.generate(endpoint, text, settings.prompt.applies_template, settings.prompt.system, generation,
+                                   detail)
+    display.model_info = info
+    show.legend(display, settings.show_probs)
+    show.show_generation(display, info, result, settings.show_probs, settings.full_text, logprobs, streamed=False)
