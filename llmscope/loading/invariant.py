@@ -1,0 +1,234 @@
+"""Batch- and cache-invariant numerics, installed into a loaded model: linear layers that never take the matrix-vector
+path, and an attention function whose every reduction has a fixed length and alignment. No loading, no printing.
+
+Why (measured on this project's CPUs, MKL 2024.2, AVX2 and AVX-512 alike): a float32 GEMM gives a row one result when
+it is alone (M = 1, a matrix-vector kernel), another in a call of 2 or 3 rows, and a third in any call of 4 rows or
+more, whatever the other rows hold and whatever the thread count; so every dense linear call here has at least
+ROW_FLOOR rows (padding with zeros). The packed int4 / int8 kernels compute each row on its own: they are left alone.
+A GEMM's sum over its inner dimension is unchanged by zeros appended at its end but not by zeros put in front, so
+attention lays each row's keys out on a grid aligned to absolute positions (left padding and a sliding cache shift
+nothing), sums values over fixed-length key chunks and adds the chunks one after another, and softmax takes one exact
+maximum per query. A query's numbers then depend on its own row only: alone, in a padded batch, or one token at a time
+with the KV cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger("llmscope")
+
+ATTENTION_NAME = "llmscope_invariant"  # the name under transformers' AttentionInterface
+ROW_FLOOR = 4  # the fewest rows of any dense GEMM call: calls of 4 rows or more give a row one result
+KEY_CHUNK = 256  # keys summed per GEMM (a fixed length, aligned to positions that are multiples of it)
+QUERY_BLOCK = 512  # queries per block: bounds the score matrix a long prompt materializes (rows are independent)
+
+
+# -------------------------------------------------------------------------------------- linear layers
+
+
+def with_row_floor(x: torch.Tensor, forward: Any) -> torch.Tensor:
+    """forward(x) for x [..., K], with fewer than ROW_FLOOR rows padded by zero rows (and dropped from the result)."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    if rows >= ROW_FLOOR or rows == 0:
+        return forward(x)
+    flat = x.reshape(rows, x.shape[-1])
+    padded = torch.cat([flat, flat.new_zeros(ROW_FLOOR - rows, x.shape[-1])])
+    out = forward(padded)[:rows]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class InvariantLinear(nn.Linear):
+    """nn.Linear whose row results do not depend on how many rows come with it (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return with_row_floor(x, super().forward)
+
+
+def _invariant_subclass(base: type) -> type:
+    """A subclass of `base` (a linear layer class) whose forward pads to ROW_FLOOR rows; made once per class."""
+    made = _SUBCLASSES.get(base)
+    if made is None:
+        made = type(f"Invariant{base.__name__}", (base,),
+                    {"forward": lambda self, x: with_row_floor(x, super(made, self).forward),
+                     "__doc__": f"{base.__name__} with at least {ROW_FLOOR} rows per GEMM call."})
+        _SUBCLASSES[base] = made
+    return made
+
+
+_SUBCLASSES: dict[type, type] = {nn.Linear: InvariantLinear}
+
+
+def _needs_row_floor(module: nn.Module) -> bool:
+    """Dense linear layers (nn.Linear, GPT-2's Conv1D) and packed ones held in bfloat16 (a dense GEMM too)."""
+    if type(module).__name__ == "PackedLinear":
+        return getattr(module.packed, "kind", None) == "bfloat16"
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+# -------------------------------------------------------------------------------------- attention
+
+
+def _visible(attention_mask: torch.Tensor | None, batch: int, queries: int, keys: int,
+             device: torch.device) -> torch.Tensor:
+    """The mask as booleans [batch, queries, keys], True where a query sees a key."""
+    if attention_mask is None:  # no mask given: causal over the last `queries` keys
+        rows = torch.arange(queries, device=device)[:, None] + (keys - queries)
+        return (torch.arange(keys, device=device)[None, :] <= rows).expand(batch, queries, keys)
+    mask = attention_mask
+    if mask.dtype != torch.bool:
+        mask = mask > torch.finfo(mask.dtype).min / 2
+    return mask[:, 0].expand(batch, queries, keys) if mask.dim() == 4 else mask.expand(batch, queries, keys)
+
+
+def _matmul(rows: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """rows [..., M, K] @ other [..., K, N] with M padded to ROW_FLOOR by zero rows (each batched GEMM has M >= 4)."""
+    count = rows.shape[-2]
+    if count >= ROW_FLOOR:
+        return torch.matmul(rows, other)
+    padding = rows.new_zeros(*rows.shape[:-2], ROW_FLOOR - count, rows.shape[-1])
+    return torch.matmul(torch.cat([rows, padding], dim=-2), other)[..., :count, :]
+
+
+def _key_offsets(visible: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+    """Per row, the slot the first key takes on the aligned grid: (absolute position of key 0) mod KEY_CHUNK.
+
+    A query's own key is the last it sees (causal); its position id minus that key's index is the position of key 0
+    (negative under left padding). Without position ids key 0 of the last query's first visible key counts as
+    position 0, which holds for full-attention layers."""
+    batch, queries, keys = visible.shape
+    last_query = visible[:, -1]  # [batch, keys]; the last query is a real token in a left-padded batch
+    index = torch.arange(keys, device=visible.device)
+    if position_ids is not None and position_ids.shape[-1] == queries:
+        own = torch.where(last_query, index, -1).amax(-1)
+        start = position_ids.expand(batch, queries)[:, -1].to(own.dtype) - own
+    else:
+        start = -torch.where(last_query, index, keys).amin(-1)
+    return torch.remainder(start, KEY_CHUNK)
+
+
+def _aligned(tensor: torch.Tensor, offsets: list[int], slots: int) -> torch.Tensor:
+    """tensor [batch, heads, keys, D] laid out at slots offsets[b]..offsets[b]+keys-1 of a zero [.., slots, D] grid."""
+    out = tensor.new_zeros(tensor.shape[0], tensor.shape[1], slots, tensor.shape[3])
+    for row, offset in enumerate(offsets):
+        out[row, :, offset:offset + tensor.shape[2]] = tensor[row]
+    return out
+
+
+def invariant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                        **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention with a fixed reduction order (registered as ATTENTION_NAME).
+
+    query [B, H, Q, D], key/value [B, Hkv, K, D]; returns (output [B, Q, H, Dv], weights [B, H, Q, K] when transformers
+    records attentions, else None). Falls back to eager attention for what it does not model (dropout in training,
+    logit soft-capping, attention sinks)."""
+    if (dropout and module.training) or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        from transformers.models.llama.modeling_llama import eager_attention_forward
+
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                       **kwargs)
+    batch, heads, queries, depth = query.shape
+    kv_heads, keys, value_depth = key.shape[1], key.shape[2], value.shape[-1]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else depth ** -0.5
+    visible = _visible(attention_mask, batch, queries, keys, query.device)
+    offsets = _key_offsets(visible, kwargs.get("position_ids")).tolist()
+    slots = -(-(keys + max(offsets)) // KEY_CHUNK) * KEY_CHUNK
+    grid_keys = _aligned(key.float(), offsets, slots)  # [B, Hkv, S, D]
+    ones = value.new_ones(batch, kv_heads, keys, 1, dtype=torch.float32)
+    grid_values = _aligned(torch.cat([value.float(), ones], dim=-1), offsets, slots)  # the last column sums p
+    grid_visible = visible.new_zeros(batch, queries, slots)
+    for row, offset in enumerate(offsets):
+        grid_visible[row, :, offset:offset + keys] = visible[row]
+    # Queries of one KV head are rows of one GEMM: [B, Hkv, groups * Q, D].
+    grouped = query.float().reshape(batch, kv_heads, groups * queries, depth)
+    outputs, weights = [], []
+    record = _recording_attentions()
+    for start in range(0, queries, QUERY_BLOCK):
+        stop = min(start + QUERY_BLOCK, queries)
+        block = grouped.view(batch, kv_heads, groups, queries, depth)[:, :, :, start:stop]
+        block = block.reshape(batch, kv_heads, groups * (stop - start), depth)
+        seen = grid_visible[:, None, None, start:stop].expand(batch, kv_heads, groups, stop - start, slots)
+        seen = seen.reshape(batch, kv_heads, groups * (stop - start), slots)
+        scores = _matmul(block, grid_keys.transpose(-1, -2)) * scale
+        scores = scores.masked_fill(~seen, float("-inf"))
+        peak = scores.amax(-1, keepdim=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        probabilities = torch.exp(scores - peak)  # exactly 0 where not seen
+        total = None
+        for chunk in range(0, slots, KEY_CHUNK):
+            part = probabilities[..., chunk:chunk + KEY_CHUNK]
+            if not bool(seen[..., chunk:chunk + KEY_CHUNK].any()):
+                continue  # an unseen chunk adds exact zeros: skipping it changes no bit
+            product = _matmul(part, grid_values[:, :, chunk:chunk + KEY_CHUNK])
+            total = product if total is None else total + product
+        if total is None:
+            total = probabilities.new_zeros(*probabilities.shape[:-1], value_depth + 1)
+        denominator = total[..., -1:]
+        safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+        outputs.append((total[..., :-1] / safe).view(batch, kv_heads, groups, stop - start, value_depth))
+        if record:
+            share = (probabilities / safe).view(batch, kv_heads, groups, stop - start, slots)
+            weights.append(share)
+    output = torch.cat(outputs, dim=3).reshape(batch, heads, queries, value_depth)
+    output = output.to(query.dtype).transpose(1, 2).contiguous()
+    if not record:
+        return output, None
+    grid = torch.cat(weights, dim=3).reshape(batch, heads, queries, slots)
+    unaligned = torch.stack([grid[row, :, :, offset:offset + keys] for row, offset in enumerate(offsets)])
+    return output, unaligned.to(query.dtype)
+
+
+def _recording_attentions() -> bool:
+    """Whether transformers is collecting attention weights in this forward (True when that cannot be told)."""
+    try:
+        from transformers.utils.output_capturing import _active_collector
+    except ImportError:
+        return True
+    collected = _active_collector.get()
+    return collected is None or "attentions" in collected
+
+
+def invariant_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """transformers' boolean mask, always materialized (never skipped as "plain causal"): the attention reads it."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+def register() -> None:
+    """Register the attention and its mask under ATTENTION_NAME with transformers (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION_NAME, invariant_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, invariant_mask)
+
+
+# -------------------------------------------------------------------------------------- installing
+
+
+def make_invariant(model: Any) -> bool:
+    """Switch a loaded model to invariant numerics in place: row-floored dense linears and ATTENTION_NAME attention.
+    Returns False when the model's attention cannot switch (it keeps its own; linears are switched anyway)."""
+    for module in model.modules():
+        if _needs_row_floor(module) and type(module) not in _SUBCLASSES.values():
+            module.__class__ = _invariant_subclass(type(module))
+    register()
+    try:
+        model.set_attn_implementation(ATTENTION_NAME)
+    except (ValueError, KeyError, ImportError, TypeError) as error:
+        log.info("attention stays %s: %s", getattr(model.config, "_attn_implementation", None), error)
+        return False
+    return getattr(model.config, "_attn_implementation", None) == ATTENTION_NAME
+
+
+def is_invariant(model: Any) -> bool:
+    """Whether make_invariant's attention is the model's attention implementation."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTENTION_NAME
