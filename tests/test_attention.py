@@ -59,7 +59,7 @@ def test_rows_are_distributions_under_the_masks(tiny_models: dict[str, Path], na
     assert all(len(group.heads) == heads // kv for group in result.kv_groups)
     assert sorted(h for group in result.kv_groups for h in group.heads) == list(range(heads))
     assert result.layout == {1: "multi-query", heads: "multi-head"}.get(kv, "grouped-query")
-    assert loaded.model.config._attn_implementation == before  # switched to eager for the pass only
+    assert loaded.model.config._attn_implementation == before  # switched (to eager, if needed) for the pass only
 
 
 def _rotate_half(x):
@@ -204,7 +204,7 @@ def test_json_document(cli, tiny_model_dir: Path) -> None:
     assert result.exit_code == 0, result.stderr
     document = result.json()
     n = len(document["tokens"])
-    assert document["command"] == "attention" and document["attention_implementation"] == "eager"
+    assert document["command"] == "attention" and document["attention_implementation"] == "llmscope_invariant"
     assert document["shape"] == [1, 1, n, n] and document["layers"] == [1] and document["heads"] == [3]
     assert len(document["weights"]) == 1 and len(document["weights"][0][0]) == n
     assert all(abs(sum(row) - 1) < 1e-5 for row in document["weights"][0][0])
@@ -234,7 +234,7 @@ def test_views_fit_80_columns_with_numbers_with_and_without_colour(tiny) -> None
         plain = _render(result, 80, colour=False)
         assert not ANSI_COLOUR.search(plain) and max(len(line) for line in plain.splitlines()) <= 80
         assert "cut to fit 80 columns: the " in plain  # 42 keys do not fit: the ones with the largest weights
-        assert "eager attention" in plain and "% attention:" in plain
+        assert "llmscope's invariant attention" in plain and "% attention:" in plain
     coloured = _render(default, 80, colour=True)
     assert "48;2;68;1;84" in coloured  # the darkest viridis colour (#440154) as a background
     row = default.query_rows[0]
@@ -277,9 +277,10 @@ def test_plot_writes_the_head_grid(cli, tiny_model_dir: Path, tmp_path: Path, su
     assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data
 
 
-def test_help_says_eager(cli) -> None:
+def test_help_says_which_attention(cli) -> None:
     result = cli("attention", "--help")
-    assert result.exit_code == 0 and "eager attention" in result.stdout
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert result.exit_code == 0 and "invariant attention" in text and "eager attention" in text
 
 
 @pytest.mark.slow

@@ -104,7 +104,7 @@ class AttentionResult:
     prompt: str
     prompt_text: str
     chat_template_applied: bool
-    attention_implementation: str  # always "eager": SDPA / flash kernels return no weights
+    attention_implementation: str  # "llmscope_invariant" (the loader's) or "eager": SDPA / flash return no weights
     tokens: tuple[AttentionToken, ...]
     query: int  # the query token's position
     num_layers: int
@@ -167,8 +167,14 @@ def attention_modules(model: Any) -> tuple[list[Any], int]:
 
 
 def use_eager_attention(model: Any) -> str:
-    """Switch the model to transformers' eager attention (the only one that returns weights); return the old one."""
+    """Switch the model to an attention that returns weights, and return the one it had: llmscope's invariant
+    attention stays (it returns its weights when asked, the same numbers every other command computes with); any
+    other becomes transformers' eager attention (SDPA / flash kernels return none)."""
+    from llmscope.loading.invariant import is_invariant
+
     before = getattr(model.config, "_attn_implementation", None) or "eager"
+    if is_invariant(model):
+        return before
     if before != "eager":
         try:
             model.set_attn_implementation("eager")
@@ -177,6 +183,12 @@ def use_eager_attention(model: Any) -> str:
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         raise ModelLoadError(f"this model cannot switch to eager attention (it stays on {before})")
     return before
+
+
+def restore_attention(model: Any, before: str) -> None:
+    """Undo use_eager_attention."""
+    if getattr(model.config, "_attn_implementation", None) != before:
+        model.set_attn_implementation(before)
 
 
 def _top(weights: list[float], tokens: tuple[AttentionToken, ...], count: int = TOP_TOKENS) -> tuple[Attended, ...]:
@@ -299,7 +311,10 @@ def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSetti
         return keep
 
     before = use_eager_attention(model)
+    used = getattr(model.config, "_attn_implementation", None) or "eager"
     handles = [module.register_forward_hook(hook_for(layer)) for layer, module in enumerate(modules)]
+    for module in modules:
+        module.return_attention_weights = True  # read by the invariant attention
     try:
         input_ids = torch.tensor([ids], device=loaded.input_device)
         started = time.perf_counter()
@@ -309,15 +324,16 @@ def attention_weights(loaded: LoadedModel, prompt: str, settings: AttentionSetti
     finally:
         for handle in handles:
             handle.remove()
-        if before != "eager":
-            model.set_attn_implementation(before)
+        for module in modules:
+            del module.return_attention_weights
+        restore_attention(model, before)
     if missing:
-        raise ModelLoadError(f"layer {missing[0]} returned no attention weights, even with eager attention")
+        raise ModelLoadError(f"layer {missing[0]} returned no attention weights, even with {used} attention")
     weights = torch.stack([kept[layer] for layer in layers])  # [layers, heads, queries, keys]
     stats.sort(key=lambda s: (s.layer, s.head))
     return AttentionResult(
         model=loaded.spec.name, prompt=prompt, prompt_text=prompt_text, chat_template_applied=settings.chat,
-        attention_implementation="eager", tokens=tokens, query=query, num_layers=num_layers, num_heads=heads,
+        attention_implementation=used, tokens=tokens, query=query, num_layers=num_layers, num_heads=heads,
         num_kv_heads=kv, layout=layout.kind, kv_groups=kv_groups(heads, kv),
         windows=window_per_layer(model.config, num_layers), layers=layers, heads=head_sel,
         query_positions=query_positions, keys=keys, shape=tuple(weights.shape),

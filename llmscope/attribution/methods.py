@@ -265,7 +265,7 @@ def _attention_rollout(problem: Problem) -> tuple[list[list[float | None]], list
                                                   dict[str, Any]]:
     import torch
 
-    from llmscope.attention.weights import use_eager_attention
+    from llmscope.attention.weights import restore_attention, use_eager_attention
 
     loaded = problem.loaded
     model = loaded.model
@@ -275,8 +275,7 @@ def _attention_rollout(problem: Problem) -> tuple[list[list[float | None]], list
             ids = torch.tensor([problem.ids], device=loaded.input_device)
             attentions = model(input_ids=ids, output_attentions=True, use_cache=False).attentions
     finally:
-        if before != "eager":
-            model.set_attn_implementation(before)
+        restore_attention(model, before)
     if not attentions or any(a is None for a in attentions):
         raise UsageError("this model returned no attention weights", hint="leave out --method attention-rollout")
     rollout = rollout_matrix([a[0].float().mean(dim=0).cpu() for a in attentions])

@@ -64,7 +64,8 @@ def attention(
 ) -> None:
     """Show where each attention head looks, from one forward pass over PROMPT.
 
-    The model runs with transformers' eager attention (SDPA and flash kernels return no weights), and only the
+    On the CPU the weights are those of llmscope's invariant attention, the one every command computes with; elsewhere
+    the model runs with transformers' eager attention (SDPA and flash kernels return no weights). Only the
     selected layers' weights are kept. Default: for the query token, one heat row per layer (mean over heads and the
     strongest head) and the head-roles table.
     """
@@ -93,7 +94,7 @@ def attention(
         result = attention_weights(loaded, text, settings)
         show.show_attention(display, loaded.info, result, matrix=matrix)
         n = len(result.tokens)
-        display.status(f"one eager forward over {n} token{'s' if n != 1 else ''} in {result.forward_seconds:.2f} s")
+        display.status(f"one {result.attention_implementation} forward over {n} token{'s' if n != 1 else ''} in {result.forward_seconds:.2f} s")
         if plot_path is not None:
             show.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")

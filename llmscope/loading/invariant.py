@@ -148,7 +148,7 @@ def invariant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
     # Queries of one KV head are rows of one GEMM: [B, Hkv, groups * Q, D].
     grouped = query.float().reshape(batch, kv_heads, groups * queries, depth)
     outputs, weights = [], []
-    record = _recording_attentions()
+    record = getattr(module, "return_attention_weights", False) or _recording_attentions()
     for start in range(0, queries, QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, queries)
         block = grouped.view(batch, kv_heads, groups, queries, depth)[:, :, :, start:stop]

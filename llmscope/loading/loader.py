@@ -54,6 +54,7 @@ class LoadedModel:
     quantize: str = "none"  # the --quantize mode that ran: none, auto, int8 or int4
     weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
     activations: str | None = None  # the dtype packed matmuls take their input in
+    invariant: bool = False  # loading.invariant's numerics are installed (same numbers alone, batched or cached)
 
     @property
     def info(self) -> ModelInfo:
@@ -262,6 +263,7 @@ def load_model(
     device_map: str | None = None,
     trust_remote_code: bool = False,
     quantize: str = "auto",
+    invariant: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer on the chosen device and dtype.
 
@@ -274,6 +276,9 @@ def load_model(
         trust_remote_code: run Python code shipped with the model (off unless asked for).
         quantize: auto|none|int8|int4 (see llmscope.loading.quant): auto keeps a GGUF's 4/8-bit blocks packed and loads
             other models as stored; none dequantizes a GGUF exactly; int8/int4 pack every linear layer at load.
+        invariant: on the CPU, install batch- and cache-invariant numerics (llmscope.loading.invariant): a prompt's
+            logits, hidden states and attention weights are the same alone, in any padded batch and with the KV cache.
+            Other devices keep the model's own attention (their GEMMs give no such guarantee).
     Returns:
         LoadedModel with the model in eval mode.
     Raises:
@@ -335,6 +340,11 @@ def load_model(
     except Exception as error:  # a corrupt file fails in many ways (struct.error, IndexError, ...)
         raise _translate_load_error(error, spec, "model") from error
     model.eval()
+    exact = False
+    if invariant and target == "cpu" and device_map is None:
+        from llmscope.loading.invariant import make_invariant
+
+        exact = make_invariant(model)
     tokenizer = _prepare_tokenizer(tokenizer)
     device_label = target
     if device_map:
@@ -347,7 +357,7 @@ def load_model(
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device_label,
                        dtype=dtype_name(torch_dtype), parameters=count_parameters(model),
                        load_seconds=time.perf_counter() - started, from_cache=from_cache, quantize=mode,
-                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None)
+                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None, invariant=exact)
 
 
 KERNEL_DTYPE_NAME = "bfloat16"

@@ -115,7 +115,10 @@ def header(result: AttentionResult) -> Text:
     windows = {w for w in result.windows if w}
     if windows:
         line.append(f", window {', '.join(map(str, sorted(windows)))}", style="dim")
-    line.append("\neager attention (SDPA/flash kernels give no weights); layers, heads count from 0", style="dim")
+    how = ("llmscope's invariant attention (the weights every command computes with)"
+           if result.attention_implementation == "llmscope_invariant" else
+           f"{result.attention_implementation} attention (SDPA/flash kernels give no weights)")
+    line.append(f"\n{how}; layers, heads count from 0", style="dim")
     return line
 
 
