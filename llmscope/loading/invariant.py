@@ -2,9 +2,10 @@
 path, and an attention function whose every reduction has a fixed length and alignment. No loading, no printing.
 
 Why (measured on this project's CPUs, MKL 2024.2, AVX2 and AVX-512 alike): a float32 GEMM gives a row one result when
-it is alone (M = 1, a matrix-vector kernel), another in a call of 2 or 3 rows, and a third in any call of 4 rows or
-more, whatever the other rows hold and whatever the thread count; so every dense linear call here has at least
-ROW_FLOOR rows (padding with zeros). The packed int4 / int8 kernels compute each row on its own: they are left alone.
+it is alone (M = 1, a matrix-vector kernel), another in a block of 2 or 3 rows, and a third in a block of 4; with
+several threads MKL hands each thread blocks of 4 rows and the last one the rest. So every dense GEMM call here has a
+multiple of ROW_FLOOR rows (padded with zero rows): then a row's bits depend on nothing but the row, for any thread
+count we measured (1-4). The packed int4 / int8 kernels compute each row on its own: they are left alone.
 A GEMM's sum over its inner dimension is unchanged by zeros appended at its end but not by zeros put in front, so
 attention lays each row's keys out on a grid aligned to absolute positions (left padding and a sliding cache shift
 nothing), sums values over fixed-length key chunks and adds the chunks one after another, and softmax takes one exact
@@ -23,7 +24,7 @@ from torch import nn
 log = logging.getLogger("llmscope")
 
 ATTENTION_NAME = "llmscope_invariant"  # the name under transformers' AttentionInterface
-ROW_FLOOR = 4  # the fewest rows of any dense GEMM call: calls of 4 rows or more give a row one result
+ROW_FLOOR = 4  # every dense GEMM call has a multiple of this many rows
 KEY_CHUNK = 256  # keys summed per GEMM (a fixed length, aligned to positions that are multiples of it)
 QUERY_BLOCK = 512  # queries per block: bounds the score matrix a long prompt materializes (rows are independent)
 
@@ -31,13 +32,18 @@ QUERY_BLOCK = 512  # queries per block: bounds the score matrix a long prompt ma
 # -------------------------------------------------------------------------------------- linear layers
 
 
+def _padded_rows(rows: int) -> int:
+    return -(-rows // ROW_FLOOR) * ROW_FLOOR
+
+
 def with_row_floor(x: torch.Tensor, forward: Any) -> torch.Tensor:
-    """forward(x) for x [..., K], with fewer than ROW_FLOOR rows padded by zero rows (and dropped from the result)."""
+    """forward(x) for x [..., K], its rows padded with zero rows to a multiple of ROW_FLOOR (dropped from the result)."""
     rows = x.numel() // max(x.shape[-1], 1)
-    if rows >= ROW_FLOOR or rows == 0:
+    target = _padded_rows(rows)
+    if target == rows:
         return forward(x)
     flat = x.reshape(rows, x.shape[-1])
-    padded = torch.cat([flat, flat.new_zeros(ROW_FLOOR - rows, x.shape[-1])])
+    padded = torch.cat([flat, flat.new_zeros(target - rows, x.shape[-1])])
     out = forward(padded)[:rows]
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
@@ -86,11 +92,12 @@ def _visible(attention_mask: torch.Tensor | None, batch: int, queries: int, keys
 
 
 def _matmul(rows: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """rows [..., M, K] @ other [..., K, N] with M padded to ROW_FLOOR by zero rows (each batched GEMM has M >= 4)."""
+    """rows [..., M, K] @ other [..., K, N], M padded with zero rows to a multiple of ROW_FLOOR."""
     count = rows.shape[-2]
-    if count >= ROW_FLOOR:
+    target = _padded_rows(count)
+    if target == count:
         return torch.matmul(rows, other)
-    padding = rows.new_zeros(*rows.shape[:-2], ROW_FLOOR - count, rows.shape[-1])
+    padding = rows.new_zeros(*rows.shape[:-2], target - count, rows.shape[-1])
     return torch.matmul(torch.cat([rows, padding], dim=-2), other)[..., :count, :]
 
 
@@ -214,12 +221,17 @@ def register() -> None:
 # -------------------------------------------------------------------------------------- installing
 
 
-def make_invariant(model: Any) -> bool:
-    """Switch a loaded model to invariant numerics in place: row-floored dense linears and ATTENTION_NAME attention.
-    Returns False when the model's attention cannot switch (it keeps its own; linears are switched anyway)."""
+def make_linears_invariant(model: nn.Module) -> None:
+    """Give every dense linear layer of `model` (and packed bfloat16 ones) the row floor, in place."""
     for module in model.modules():
         if _needs_row_floor(module) and type(module) not in _SUBCLASSES.values():
             module.__class__ = _invariant_subclass(type(module))
+
+
+def make_invariant(model: Any) -> bool:
+    """Switch a loaded model to invariant numerics in place: row-floored dense linears and ATTENTION_NAME attention.
+    Returns False when the model's attention cannot switch (it keeps its own; linears are switched anyway)."""
+    make_linears_invariant(model)
     register()
     try:
         model.set_attn_implementation(ATTENTION_NAME)
