@@ -1,6 +1,7 @@
-"""Batch and cache invariance: a prompt's logits, hidden states, attention weights and greedy tokens are the same bit for
-bit alone, in padded batches of any size and order, and token by token with the KV cache, on every weight path (none,
-int8, int4, and the packed GGUF of the embedded model). Tiny random models for the fast tier, SmolLM2 for the slow."""
+"""Batch and cache invariance: a prompt's logits, hidden states, attention weights and greedy tokens are the same bit
+for bit alone, in padded batches of any size and order, and token by token with the KV cache, on every weight path
+(none, int8, int4, and the packed GGUF of the embedded model). Tiny random models for the fast tier, SmolLM2 for the
+slow."""
 
 from __future__ import annotations
 
@@ -237,7 +238,7 @@ def test_embedded_model_batches_match_alone_on_every_weight_path(mode: str) -> N
 @pytest.mark.slow
 def test_embedded_model_greedy_64_tokens_on_10_prompts_with_and_without_cache() -> None:
     loaded = load_model(None, device="cpu")  # the default path: packed int4 weights, bfloat16 into the kernel
-    texts = PROMPTS + ["The best way to learn a language is", "Q: What is 7 times 8?\nA:"]
+    texts = [*PROMPTS, "The best way to learn a language is", "Q: What is 7 times 8?\nA:"]
     rows = _ids(loaded, texts)
     cached, _ = _greedy(loaded, rows, 64, use_cache=True)
     recomputed, _ = _greedy(loaded, rows, 64, use_cache=False)

@@ -94,7 +94,8 @@ def attention(
         result = attention_weights(loaded, text, settings)
         show.show_attention(display, loaded.info, result, matrix=matrix)
         n = len(result.tokens)
-        display.status(f"one {result.attention_implementation} forward over {n} token{'s' if n != 1 else ''} in {result.forward_seconds:.2f} s")
+        display.status(f"one {result.attention_implementation} forward over {n} token{'s' if n != 1 else ''} in "
+                       f"{result.forward_seconds:.2f} s")
         if plot_path is not None:
             show.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from llmscope.loading.loader import LoadedModel
 
-# Prompts the checked one is batched with: shorter and longer than most prompts, so it gets left padding and pads others.
+# The prompts the checked one is batched with: shorter and longer than most, so it gets left padding and pads others.
 COMPANIONS = (
     "Hi",
     "Write a short letter to a friend about the long grey evening light over the sea, the wind in the dunes and the "
@@ -177,7 +177,7 @@ def check_invariance(loaded: LoadedModel, prompt_ids: Sequence[int], prompt: str
         differences.append(_difference(quantity, "batch", batch_pairs[quantity]))
         differences.append(_difference(quantity, "cache", cache_pairs[quantity]))
     if new_tokens:
-        in_batch = _greedy(model, [list(c) for c in (shuffled[:index] + [prompt_ids] + shuffled[index + 1:])],
+        in_batch = _greedy(model, [list(c) for c in ([*shuffled[:index], prompt_ids, *shuffled[index + 1:]])],
                            pad_id, device, new_tokens)[index]
         differences.append(_token_difference("batch", generated, in_batch))
         without_cache = _greedy(model, [prompt_ids], pad_id, device, new_tokens, use_cache=False)[0]

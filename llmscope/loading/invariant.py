@@ -37,7 +37,7 @@ def _padded_rows(rows: int) -> int:
 
 
 def with_row_floor(x: torch.Tensor, forward: Any) -> torch.Tensor:
-    """forward(x) for x [..., K], its rows padded with zero rows to a multiple of ROW_FLOOR (dropped from the result)."""
+    """forward(x) for x [..., K], its rows padded with zero rows to a multiple of ROW_FLOOR (dropped afterwards)."""
     rows = x.numel() // max(x.shape[-1], 1)
     target = _padded_rows(rows)
     if target == rows:
