@@ -274,3 +274,72 @@ def test_check_invariance_on_the_embedded_model(cli) -> None:
     assert result.exit_code == 0, result.stderr
     document = result.json()
     assert document["identical"] is True and document["quantize"] == "auto" and document["prompt_tokens"] == 5
+
+
+# ------------------------------------------------------------------------------------------- serve
+
+
+SERVE_PROMPTS = ["The capital of France is", "Hello", "def add(a, b):", "Once upon a time there was a robot",
+                 "1, 2, 3,", "Attention heads share keys", "Write an email to Sarah about the trains", "Tokens"]
+
+
+def test_the_serve_engine_batch_of_8_gives_each_request_its_lone_logprobs(tiny_model_dir: Path) -> None:
+    import asyncio
+
+    from test_serve import _generate_jobs
+
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate
+    from llmscope.server.engine import Engine
+
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+
+    async def run() -> tuple[list, Engine]:
+        engine = Engine(loaded, max_batch=8)
+        jobs = _generate_jobs(loaded, asyncio.get_running_loop(), SERVE_PROMPTS, 6)
+        for job in jobs:  # queued before the worker starts: one batch of 8
+            engine.submit(job)
+        engine.start()
+        results = await asyncio.gather(*(job.future for job in jobs))
+        engine.close(5)
+        return results, engine
+
+    results, engine = asyncio.run(run())
+    assert engine.stats.batches == 1 and engine.stats.largest_batch == 8
+    for prompt, result in zip(SERVE_PROMPTS, results):
+        lone = generate(loaded, prompt, GenerationSettings(max_new_tokens=6))
+        assert [t.logprob for t in result.tokens] == [t.logprob for t in lone.tokens]  # bit for bit
+
+
+def _concurrent_logprobs(model: str, tokens: int) -> None:
+    """A lone completion, then 8 clients at once (the same prompt among them): the same log-probabilities."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_serve import KEY, start_server, stop_server
+
+    server = start_server(Path(model), "--api-key", KEY)
+    try:
+        def ask(prompt: str) -> list[float]:
+            status, body = server.request("/v1/completions", {"model": model, "prompt": prompt, "max_tokens": tokens,
+                                                              "temperature": 0, "logprobs": 1})
+            assert status == 200, body
+            return body["choices"][0]["logprobs"]["token_logprobs"]
+
+        lone = ask(SERVE_PROMPTS[0])
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(ask, SERVE_PROMPTS))
+        assert len(lone) == tokens and together[0] == lone
+        assert [ask(prompt) for prompt in SERVE_PROMPTS[1:3]] == together[1:3]
+    finally:
+        assert stop_server(server) == 0, "".join(server.log)
+
+
+def test_serve_with_8_concurrent_clients_returns_the_lone_logprobs(tiny_model_dir: Path) -> None:
+    pytest.importorskip("uvicorn")
+    _concurrent_logprobs(str(tiny_model_dir), 6)
+
+
+@pytest.mark.slow
+def test_serve_on_the_embedded_model_with_8_concurrent_clients() -> None:
+    pytest.importorskip("uvicorn")
+    _concurrent_logprobs("smollm2", 8)
