@@ -116,7 +116,7 @@ def bench_cache(
         if result.interrupted:
             display.warning(f"interrupted: showing the {len(result.runs)} timed run(s) that finished")
         show.show_bench(display, loaded.info, result)
-        show.warn_differences(display, result, packed=loaded.weights is not None)
+        show.warn_differences(display, result, invariant=loaded.invariant)
         if result.budget_note:
             display.warning(result.budget_note)
         if plot_path is not None and result.results:

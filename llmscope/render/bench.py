@@ -290,14 +290,15 @@ def warn_if_busy(display: Display, busy_percent: float | None, device: str, thre
                         f"times{advice}")
 
 
-def warn_differences(display: Display, result: BenchResult, packed: bool = False) -> None:
-    """One warning per length whose token ids differ; with packed weights, why that is expected."""
+def warn_differences(display: Display, result: BenchResult, invariant: bool = False) -> None:
+    """One warning per length whose token ids differ, saying whether the loader's invariant numerics were on."""
     for length in result.results:
         if length.check is not None and not length.check.identical:
             display.warning(difference_text(length) + (
-                "; expected with packed weights: the tiny float32 differences between computing one row (cache) and "
-                "the whole sequence (no cache) are rounded to bfloat16 at every packed layer, which can flip a near "
-                "tie (--quantize none compares exact weights)" if packed else ""))
+                "; the invariant numerics should make the cache change nothing: `llmscope check-invariance` shows "
+                "which quantity differs (please report it)" if invariant else
+                "; this model runs without invariant numerics (not on the CPU): one row (cache) and the whole "
+                "sequence (no cache) are computed by different kernels, which can flip a near tie"))
 
 
 def sweep_table(result: BenchResult) -> Table:
