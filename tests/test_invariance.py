@@ -162,6 +162,24 @@ def test_a_sliding_window_cache_past_the_window_stays_invariant(tiny_models: dic
     assert cached == recomputed and cached[0] == alone[0]
 
 
+def test_many_key_chunks_and_query_blocks_stay_invariant(tiny_model_dir: Path, monkeypatch) -> None:
+    """Small chunks (16 keys) and blocks (8 queries) so that prompts span several of each, with a padded companion
+    that shifts the grid: alone, batched and cached still agree to the last bit."""
+    import torch
+
+    from llmscope.loading import invariant
+
+    monkeypatch.setattr(invariant, "KEY_CHUNK", 16)
+    monkeypatch.setattr(invariant, "QUERY_BLOCK", 8)
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    rows = _ids(loaded, [PROMPTS[6] + " " + PROMPTS[3], PROMPTS[1], PROMPTS[0]])
+    assert len(rows[0]) > 40
+    _assert_batches_match_alone(loaded, rows)
+    cached, cached_logits = _greedy(loaded, rows, 12, use_cache=True)
+    recomputed, recomputed_logits = _greedy(loaded, rows, 12, use_cache=False)
+    assert cached == recomputed and all(torch.equal(a, b) for a, b in zip(cached_logits, recomputed_logits))
+
+
 def test_library_batches_match_single_calls(tiny_model_dir: Path) -> None:
     """generate_encoded and next-token batches: each prompt's figures equal its own call's, to the last bit."""
     from llmscope.core.settings import GenerationSettings, NextTokenSettings

@@ -160,18 +160,23 @@ def invariant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
         stop = min(start + QUERY_BLOCK, queries)
         block = grouped.view(batch, kv_heads, groups, queries, depth)[:, :, :, start:stop]
         block = block.reshape(batch, kv_heads, groups * (stop - start), depth)
-        seen = grid_visible[:, None, None, start:stop].expand(batch, kv_heads, groups, stop - start, slots)
-        seen = seen.reshape(batch, kv_heads, groups * (stop - start), slots)
-        scores = _matmul(block, grid_keys.transpose(-1, -2)) * scale
+        block_visible = grid_visible[:, start:stop]  # [B, q, S]
+        chunk_seen = block_visible.reshape(batch, stop - start, slots // KEY_CHUNK, KEY_CHUNK).any(-1)
+        chunk_seen = chunk_seen.any(1).any(0).tolist()
+        # Keys after the block's last seen chunk are left out: a score is one dot product, whatever the columns.
+        limit = (max((c for c, s in enumerate(chunk_seen) if s), default=0) + 1) * KEY_CHUNK
+        seen = block_visible[:, None, None, :, :limit].expand(batch, kv_heads, groups, stop - start, limit)
+        seen = seen.reshape(batch, kv_heads, groups * (stop - start), limit)
+        scores = _matmul(block, grid_keys[:, :, :limit].transpose(-1, -2)) * scale
         scores = scores.masked_fill(~seen, float("-inf"))
         peak = scores.amax(-1, keepdim=True)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
         probabilities = torch.exp(scores - peak)  # exactly 0 where not seen
         total = None
-        for chunk in range(0, slots, KEY_CHUNK):
-            part = probabilities[..., chunk:chunk + KEY_CHUNK]
-            if not bool(seen[..., chunk:chunk + KEY_CHUNK].any()):
+        for chunk in range(0, limit, KEY_CHUNK):
+            if not chunk_seen[chunk // KEY_CHUNK]:
                 continue  # an unseen chunk adds exact zeros: skipping it changes no bit
+            part = probabilities[..., chunk:chunk + KEY_CHUNK]
             product = _matmul(part, grid_values[:, :, chunk:chunk + KEY_CHUNK])
             total = product if total is None else total + product
         if total is None:
@@ -180,8 +185,8 @@ def invariant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
         safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         outputs.append((total[..., :-1] / safe).view(batch, kv_heads, groups, stop - start, value_depth))
         if record:
-            share = (probabilities / safe).view(batch, kv_heads, groups, stop - start, slots)
-            weights.append(share)
+            share = torch.nn.functional.pad(probabilities / safe, (0, slots - limit))
+            weights.append(share.view(batch, kv_heads, groups, stop - start, slots))
     output = torch.cat(outputs, dim=3).reshape(batch, heads, queries, value_depth)
     output = output.to(query.dtype).transpose(1, 2).contiguous()
     if not record:
