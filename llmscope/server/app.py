@@ -25,6 +25,7 @@ from llmscope.server import openai_shapes as shapes
 from llmscope.server.compute import encode_messages, prompt_logprobs
 from llmscope.server.config import MAX_BODY_BYTES, ServeSettings
 from llmscope.server.engine import Engine, GenerateWork, Job, call_job
+from llmscope.server.explore import explore_routes
 from llmscope.server.native import native_routes
 from llmscope.server.openai_shapes import ApiError, TokenLogprob
 
@@ -270,6 +271,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
         *(Route(path, guarded(handler), methods=["POST"])
           for path, handler in native_routes(loaded, submit, body_of, _wait).items()),
+        *explore_routes(loaded, guarded, submit, body_of, _wait),
     ]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log)],
                      exception_handlers={HTTPException: not_found})
