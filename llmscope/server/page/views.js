@@ -279,7 +279,8 @@
     clear(container);
     const target = result.targets[0];
     container.append(el("p", { class: "note", text: `which prompt tokens raised (red) or lowered (blue) ` +
-      `${result.target_function} for ${JSON.stringify(target.text)} (log p ${fixed(target.logprob, 3)}); each ` +
+      `${result.target_function} for ${JSON.stringify(target.text !== undefined ? target.text : target.token)} ` +
+      `(log p ${fixed(target.logprob, 3)}); each ` +
       "method's row is scaled to its own largest magnitude." }));
     result.targets.forEach((t, ti) => {
       for (const method of result.methods) {
