@@ -55,6 +55,7 @@
   }
 
   async function runAll() {
+    state.pending.cancel();  // a run for the typed text is starting now: no second one after the pause
     if (!prompt().trim()) return;
     const id = ++state.run;
     const current = () => id === state.run;
@@ -87,7 +88,9 @@
 
   function debounce(fn, ms) {
     let timer = null;
-    return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+    const call = (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+    call.cancel = () => clearTimeout(timer);
+    return call;
   }
 
   async function step(pick) {
@@ -98,6 +101,8 @@
     }
   }
 
+  state.pending = debounce(runAll, 350);
+
   function showSliders() {
     $("temperature-value").textContent = $("temperature").value;
     $("top-k-value").textContent = $("top-k").value === "0" ? "off" : $("top-k").value;
@@ -105,7 +110,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    const rerun = debounce(runAll, 350);
+    const rerun = state.pending;
     const redecode = debounce(() => decodeNow(null), 120);
     $("run").addEventListener("click", runAll);
     $("prompt").addEventListener("input", rerun);
