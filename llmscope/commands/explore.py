@@ -50,7 +50,9 @@ def explore(
         if check:
             from llmscope.render.serve import show_plan
 
-            show_plan(display, loaded.info, plan_for(settings, loaded.spec.name))
+            from llmscope.server.explore import ROUTES
+
+            show_plan(display, loaded.info, plan_for(settings, loaded.spec.name), "explore", ROUTES)
             return
         from llmscope.server.run import serve as run_server
 
@@ -66,4 +68,4 @@ def explore(
         summary = run_server(loaded, settings, display.status, listening)
         from llmscope.render.serve import show_summary
 
-        show_summary(display, loaded.info, summary)
+        show_summary(display, loaded.info, summary, "explore")

@@ -22,6 +22,15 @@ PAGE = "explore.html"
 ASSETS = {"explore.js": "text/javascript", "views.js": "text/javascript", "style.css": "text/css"}
 CACHE_TIMING_TOKENS = 16  # new tokens per timed run of the cache button (bench-cache's measurement, small)
 CACHE_TIMING_PAIRS = 2  # cached / uncached pairs, after one untimed warm-up pair
+ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
+    ("GET", "/explore", "the page (and /explore/assets/*: its script and stylesheet)"),
+    ("POST", "/llmscope/v1/explore/decode", "the sampler's view: temperature, top_k, top_p, greedy / sampled pick"),
+    ("POST", "/llmscope/v1/explore/lens", "next-token --lens --json"),
+    ("POST", "/llmscope/v1/explore/attention", "attention --json, every query row, weights packed as float32"),
+    ("POST", "/llmscope/v1/explore/attribute", "attribute --json (the four methods)"),
+    ("POST", "/llmscope/v1/explore/cache", "KV-cache bytes for the prompt; time: bench-cache's with / without runs"),
+    ("POST", "/llmscope/v1/explore/architecture", "architecture --json"),
+)
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' "
                 "'unsafe-inline'; connect-src 'self'", "Cache-Control": "no-cache"}
 
