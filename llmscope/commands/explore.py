@@ -49,7 +49,6 @@ def explore(
         loaded = load(display, models)
         if check:
             from llmscope.render.serve import show_plan
-
             from llmscope.server.explore import ROUTES
 
             show_plan(display, loaded.info, plan_for(settings, loaded.spec.name), "explore", ROUTES)
