@@ -2,10 +2,8 @@
 int8 per output channel and bfloat16; packing, exact dequantization and the matmuls on CPU and CUDA. No model, no files.
 
 Layouts: int4 weights are kept in the layout of the device's kernel. On the CPU that is torch's
-`_convert_weight_to_int4pack_for_cpu` output, which depends on the CPU: blocks of B rows (B = 32 on AVX2, 64 on
-AVX-512), a [N/B, K, B/2] byte array whose low nibble holds row Bb + j and high nibble row Bb + B/2 + j, then
-any rows past the last whole block as [K, rows/2] bytes holding rows 2j and 2j + 1. B is found once per process
-by packing a probe (a torch whose layout is neither fails loudly, not silently);
+`_convert_weight_to_int4pack_for_cpu` output, a [N/32, K, 16] byte array whose low nibble holds row 32b + j and
+high nibble row 32b + 16 + j (checked when packing, so a torch that changed it fails loudly, not silently);
 on CUDA it is the tinygemm tile layout, unpacked through the kernel itself. Scales and zeros are bfloat16,
 [K/32, N, 2], as both kernels take them.
 """
@@ -132,61 +130,36 @@ def pack_int4_values(values: torch.Tensor, scale_zero: torch.Tensor, source: str
     return PackedWeight("int4", rows, columns, data, scale_zero, source)
 
 
-def cpu_int4_block_rows() -> int:
-    """The rows per block of this CPU's int4 layout (32 or 64): part of a packed cache entry's key."""
-    return _cpu_int4_block_rows()
-
-
 @functools.lru_cache(maxsize=1)
-def _cpu_int4_block_rows() -> int:
-    """Once per process: pack a probe of 96 rows (one 64-row block and a 32-row rest) and find the block size
-    whose layout reads it back."""
-    generator = torch.Generator().manual_seed(0)
-    values = torch.randint(0, 16, (96, 128), generator=generator, dtype=torch.int32)
-    data = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, _inner_k_tiles(128))
-    for block in (32, 64):
-        if torch.equal(_cpu_int4_rows(data, 96, 128, torch.arange(96), block).to(torch.int32), values):
-            return block
-    raise RuntimeError(f"torch {torch.__version__} packs int4 weights in a layout llmscope does not know")
-
-
 def _check_cpu_layout() -> None:
-    _cpu_int4_block_rows()
+    """Once per process: the CPU kernel's packed bytes are laid out as this module reads them."""
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 16, (64, 128), generator=generator, dtype=torch.int32)
+    data = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, _inner_k_tiles(128))
+    weight = PackedWeight("int4", 64, 128, data, torch.zeros(4, 64, 2, dtype=KERNEL_DTYPE))
+    if not torch.equal(unpack_int4(weight).to(torch.int32), values):
+        raise RuntimeError(f"torch {torch.__version__} packs int4 weights in a layout llmscope does not know")
 
 
-def _cpu_int4_rows(data: torch.Tensor, rows: int, columns: int, index: torch.Tensor,
-                   block: int | None = None) -> torch.Tensor:
-    """Rows INDEX (uint8 values 0..15, [n, K]) of a CPU-packed int4 weight of ROWS x COLUMNS."""
-    block = block or _cpu_int4_block_rows()
-    whole = rows // block * block
-    flat = data.reshape(-1)
-    out = torch.empty(len(index), columns, dtype=torch.uint8)
-    in_blocks = index < whole
-    if in_blocks.any():
-        picked_index = index[in_blocks]
-        blocks = flat[:whole * columns // 2].view(-1, columns, block // 2)
-        picked = blocks[picked_index // block, :, picked_index % (block // 2)]  # [n, K]
-        high = (picked_index % block >= block // 2).to(torch.uint8)[:, None] * 4
-        out[in_blocks] = (picked >> high) & 15
-    if (~in_blocks).any():
-        rest_index = index[~in_blocks] - whole
-        rest = flat[whole * columns // 2:].view(columns, (rows - whole) // 2)
-        picked = rest[:, rest_index // 2].t()  # [n, K]
-        high = (rest_index % 2).to(torch.uint8)[:, None] * 4
-        out[~in_blocks] = (picked >> high) & 15
-    return out
+def _cpu_int4_rows(data: torch.Tensor, columns: int, index: torch.Tensor) -> torch.Tensor:
+    blocks = data.view(-1, columns, 16)  # [N/32, K, 16]
+    picked = blocks[index // 32, :, index % 16]  # [n, K]
+    high = (index % 32 >= 16).to(torch.uint8)[:, None] * 4
+    return (picked >> high) & 15
 
 
 def _int4_rows(weight: PackedWeight, index: torch.Tensor) -> torch.Tensor:
     if weight.device.type == "cpu":
-        return _cpu_int4_rows(weight.data, weight.rows, weight.columns, index)
+        return _cpu_int4_rows(weight.data, weight.columns, index)
     return unpack_int4(weight)[index]
 
 
 def unpack_int4(weight: PackedWeight) -> torch.Tensor:
     """The int4 values [N, K] (uint8, 0..15) of a packed weight."""
     if weight.device.type == "cpu":
-        return _cpu_int4_rows(weight.data, weight.rows, weight.columns, torch.arange(weight.rows))
+        blocks = weight.data.view(-1, weight.columns, 16)
+        halves = torch.stack([blocks & 15, blocks >> 4], dim=2)  # [N/32, K, 2, 16]
+        return halves.permute(0, 2, 3, 1).reshape(weight.rows, weight.columns)
     # CUDA tiles: run the kernel on an identity with unit scales and zero offsets: the output is q - 8.
     unit = torch.zeros_like(weight.scales)
     unit[..., 0] = 1
