@@ -16,9 +16,9 @@ from tinygguf import encode_q4_k, write_tiny_gguf
 from llmscope.loading.loader import load_model
 from llmscope.loading.quant.ggufweights import int4_blocks
 from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, packed_summary
+from llmscope.loading.quant.packing import _cpu_block_rows as cpu_int4_block_rows
 from llmscope.loading.quant.packing import (
     _cpu_int4_rows,
-    cpu_int4_block_rows,
     pack_int4_values,
     packed_linear,
     quantize_int4,

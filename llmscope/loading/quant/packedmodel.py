@@ -29,7 +29,8 @@ from llmscope.loading.quant.ggufweights import (
     target_form,
 )
 from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, set_module
-from llmscope.loading.quant.packing import PackedWeight, cpu_int4_block_rows
+from llmscope.loading.quant.packing import PackedWeight
+from llmscope.loading.quant.packing import _cpu_block_rows as cpu_int4_block_rows
 
 log = logging.getLogger("llmscope")
 
