@@ -51,8 +51,8 @@ def browser() -> Iterator[Any]:
 
 
 class Explore:
-    def __init__(self, process: subprocess.Popen[str], url: str, log: list[str]) -> None:
-        self.process, self.url, self.log = process, url, log
+    def __init__(self, process: subprocess.Popen[str], url: str, log: list[str], model: str) -> None:
+        self.process, self.url, self.log, self.model = process, url, log, model
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
@@ -61,11 +61,10 @@ class Explore:
             return json.loads(response.read())["result"]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir: Path) -> Iterator[Explore]:
-    """`llmscope explore` on the tiny model (port 0), ready once it prints its page's address (read from stderr)."""
+def start_explore(model: str, *extra: str) -> Explore:
+    """`llmscope explore` on `model` (port 0), ready once it prints its page's address (read from stderr)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "llmscope", "explore", "-m", str(tiny_model_dir), "--port", "0", "--threads", "1"],
+        [sys.executable, "-m", "llmscope", "explore", "-m", model, "--port", "0", "--threads", "1", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log: list[str] = []
     assert process.stderr is not None
@@ -80,9 +79,19 @@ def server(tiny_model_dir: Path) -> Iterator[Explore]:
         raise AssertionError("explore exited before listening:\n" + "".join(log))
     threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
     assert url is not None
-    yield Explore(process, url, log)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    return Explore(process, url, log, model)
+
+
+def stop(explore: Explore) -> None:
+    explore.process.send_signal(signal.SIGTERM)
+    assert explore.process.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path) -> Iterator[Explore]:
+    explore = start_explore(str(tiny_model_dir))
+    yield explore
+    stop(explore)
 
 
 class Page:
@@ -141,6 +150,10 @@ def test_bars_equal_the_next_token_route(server: Explore, page: Page) -> None:
     assert [float(r["probability"]) for r in shown] == [t["probability"] for t in expected]  # exactly
     assert [float(r["logit"]) for r in shown] == [t["logit"] for t in expected]
     assert page.page.inner_text("#bars tr.candidate >> nth=0").split("\t")[3] == f"{expected[0]['probability']:.4f}"
+    command = subprocess.run([sys.executable, "-m", "llmscope", "next-token", PROMPT, "-m", server.model, "--json",
+                              "--threads", "1", "-q"], capture_output=True, text=True, timeout=300)
+    assert command.returncode == 0, command.stderr
+    assert json.loads(command.stdout)["steps"][0]["top"] == expected  # the CLI's --json, exactly
     tokens = server.post("/llmscope/v1/tokenize", {"text": PROMPT})
     chips = page.page.eval_on_selector_all("#tokens .chip", "chips => chips.map(c => Number(c.dataset.tokenId))")
     assert chips == [t["token_id"] for t in tokens["tokens"]]
@@ -305,3 +318,24 @@ def test_each_html_file_opens_from_disk_with_the_network_blocked(name: str, html
         assert page.page.locator(".attr-row").count() == len(data["methods"])
     assert page.requests == []  # nothing tried to reach the network
     assert page.errors == []
+
+
+@pytest.mark.slow
+def test_the_embedded_model_page_says_paris(browser: Any, llmscope_cache: Path) -> None:
+    """The chapter's example on the real model: " Paris" at p = 0.7725 on top of the bars, as next-token says."""
+    explore = start_explore("smollm2", "--quantize", "none")
+    opened = Page(browser)
+    try:
+        opened.page.goto(explore.url + "/explore")
+        run_prompt(opened.page, "The capital of France is")
+        shown = rows(opened.page, "#bars tr.candidate")
+        top = explore.post("/llmscope/v1/next-token", {"prompt": "The capital of France is", "top_k": 10})
+        assert [float(r["probability"]) for r in shown] == [t["probability"] for t in top["steps"][0]["top"]]
+        assert top["steps"][0]["top"][0]["text"] == " Paris"
+        assert round(float(shown[0]["probability"]), 4) == 0.7725
+        assert [t["token_id"] for t in top["prompt_tokens"]] == [504, 3575, 282, 4649, 314]
+        assert opened.page.locator(".head-thumb").count() == 30 * 9
+        assert opened.errors == []
+    finally:
+        opened.close()
+        stop(explore)
