@@ -20,6 +20,7 @@ from llmscope.server.engine import Job, call_job
 Handler = Callable[[Request], Awaitable[Response]]
 PAGE = "explore.html"
 ASSETS = {"explore.js": "text/javascript", "views.js": "text/javascript", "style.css": "text/css"}
+PAGE_ATTRIBUTION_STEPS = 32  # `attribute --steps 32`: bounded work per click (the CLI's default may double to 256)
 CACHE_TIMING_TOKENS = 16  # new tokens per timed run of the cache button (bench-cache's measurement, small)
 CACHE_TIMING_PAIRS = 2  # cached / uncached pairs, after one untimed warm-up pair
 ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
@@ -27,7 +28,7 @@ ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
     ("POST", "/llmscope/v1/explore/decode", "the sampler's view: temperature, top_k, top_p, greedy / sampled pick"),
     ("POST", "/llmscope/v1/explore/lens", "next-token --lens --json"),
     ("POST", "/llmscope/v1/explore/attention", "attention --json, every query row, weights packed as float32"),
-    ("POST", "/llmscope/v1/explore/attribute", "attribute --json (the four methods)"),
+    ("POST", "/llmscope/v1/explore/attribute", "attribute --steps 32 --json (the four methods; steps: another)"),
     ("POST", "/llmscope/v1/explore/cache", "KV-cache bytes for the prompt; time: bench-cache's with / without runs"),
     ("POST", "/llmscope/v1/explore/architecture", "architecture --json"),
 )
@@ -122,7 +123,8 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callabl
         methods = shapes.field_of(body, "methods", (list,), None)
         if methods is not None and not all(isinstance(m, str) for m in methods):
             raise shapes.ApiError(400, "'methods' must be a list of method names", param="methods")
-        settings = AttributionSettings(methods=tuple(methods)) if methods else AttributionSettings()
+        steps = shapes.field_of(body, "steps", (int,), PAGE_ATTRIBUTION_STEPS)
+        settings = AttributionSettings(steps=steps, **({"methods": tuple(methods)} if methods else {}))
         return envelope(await run(request, lambda: attribute_encoded(loaded, encoded, settings)))
 
     async def cache(request: Request) -> Response:
