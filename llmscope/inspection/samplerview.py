@@ -1,6 +1,5 @@
-"""The decoding panel's numbers: one prompt's next-token distribution before and after the sampler's temperature,
-top-k and top-p (decoding.sampler_distribution), what is cut and what remains, and the token a greedy or sampled
-step picks from it. It returns frozen dataclasses and never prints; the figures are next-token's own (_candidates)."""
+"""The decoding panel's figures: next-token's top tokens before and after the sampler's temperature, top-k and top-p
+(what is cut, what remains renormalised) and a greedy or sampled pick. Frozen dataclasses; it never prints."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from llmscope.generation.decoding import (
     sampler_distribution,
 )
 from llmscope.generation.prompts import EncodedPrompt, check_top
-from llmscope.inspection.inspection import TokenProbability, _candidates
+from llmscope.inspection.inspection import TokenProbability, candidates
 
 if TYPE_CHECKING:
     from llmscope.loading.loader import LoadedModel
@@ -83,7 +82,7 @@ def sampler_view(loaded: LoadedModel, encoded: EncodedPrompt, settings: SamplerS
     step = next(iter(decode_steps(model, batch, 1, Sampler(), eos_token_ids(model, tokenizer))))
     logits = step.logits[0]
     sampler = sampler_distribution(logits, settings.temperature, settings.top_k, settings.top_p)
-    probabilities, top = _candidates(tokenizer, logits, settings.shown, sampler)
+    probabilities, top = candidates(tokenizer, logits, settings.shown, sampler)
     picked, seed = None, None
     if settings.pick == "greedy":
         picked = top[0]

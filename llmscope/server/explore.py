@@ -1,6 +1,5 @@
-"""The explore page's routes on the server: the page and its assets (GET /explore), and JSON routes for what the
-other routes lack (sampler view, logit lens, attention, attribution, cache, architecture). Each computes through
-the CLI's own library function on the engine's thread and answers {"model_info", "result"}; no numbers of its own."""
+"""The explore page's routes: the page and its assets (GET /explore) and JSON routes for what serve's lack, each
+computed by the CLI's own library function on the engine's thread ({"model_info", "result"}); no figures of its own."""
 
 from __future__ import annotations
 
