@@ -269,7 +269,7 @@ def html_files(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     folder = tmp_path_factory.mktemp("html")
     model = str(tiny_model_dir)
     runs = {
-        "next-token": ["next-token", PROMPT, "--temperature", "0.7", "--lens"],
+        "next-token": ["next-token", PROMPT, "--temperature", "0.7", "--lens", "--steps", "2"],
         "attention": ["attention", PROMPT],
         "attribute": ["attribute", PROMPT],
         "score": ["score", PROMPT],
@@ -311,6 +311,11 @@ def test_each_html_file_opens_from_disk_with_the_network_blocked(name: str, html
         assert [float(r["probability"]) for r in shown] == [t["probability"] for t in top]
         if data["temperature"] is not None:
             assert [float(r["samplerProbability"]) for r in shown] == [t["sampler_probability"] for t in top]
+        if len(data["steps"]) > 1:
+            page.page.click("#view button[data-step='1']")
+            page.page.wait_for_selector("#view table.candidates[data-step='1']")
+            shown = rows(page.page, "#view tr.candidate")
+            assert [float(r["probability"]) for r in shown] == [t["probability"] for t in data["steps"][1]["top"]]
     if data["command"] == "attention":
         page.page.click(".head-thumb[data-layer='0'][data-head='1']")
         page.page.wait_for_selector("#matrix[data-layer='0'][data-head='1']")

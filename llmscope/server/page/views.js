@@ -128,7 +128,11 @@
       `last row. Entropy ${fixed(step.entropy, 3)} nats.` }),
     table(head, candidateRows(step.top, withSampler), { class: "candidates", "data-step": step.index }));
     if (result.steps.length > 1) {
-      container.append(el("p", { class: "note", text: "greedy continuation: " + visible(result.continuation) }));
+      const picker = el("div", { class: "controls steps" }, el("span", { class: "note", text: "greedy steps:" }));
+      result.steps.forEach((s, i) => picker.append(el("button", { type: "button", "data-step": i,
+        class: i === (stepIndex || 0) ? "selected" : null, text: `${i}: ${visible(s.chosen.text)}`,
+        onclick: () => V.bars(container, result, i) })));
+      container.append(picker, el("p", { class: "note", text: "greedy continuation: " + visible(result.continuation) }));
     }
     if (result.lens) V.lens(container.appendChild(el("div", { class: "lens" })), result.lens, result.lens_note);
   };
