@@ -182,6 +182,7 @@ def _declared_too_large(server: Server) -> tuple[int, Any]:
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
     connection.putrequest("POST", "/v1/completions")
     connection.putheader("Authorization", f"Bearer {KEY}")
+    connection.putheader("Content-Type", "application/json")
     connection.putheader("Content-Length", str(5 * 1024 * 1024))
     connection.endheaders()
     response = connection.getresponse()
