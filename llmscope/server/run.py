@@ -19,10 +19,10 @@ def require_server_packages() -> None:
     """Refuse early, with the install line, when the optional `serve` extra is missing."""
     import importlib.util
 
-    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("starlette", "uvicorn", "pydantic") if importlib.util.find_spec(name) is None]
     if missing:
-        raise UsageError(f"llmscope serve needs {' and '.join(missing)}",
-                         hint="pip install 'llmscope[serve]' (the --endpoint client needs neither)")
+        raise UsageError(f"llmscope serve needs {', '.join(missing)}",
+                         hint="pip install 'llmscope[serve]' (the --endpoint client needs none of them)")
 
 
 def bind(host: str, port: int) -> socket.socket:
