@@ -131,9 +131,10 @@ class Engine:
             self.stats.requests += 1
             self._lock.notify()
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, grace: float = 60.0) -> None:
         """Stop taking work, let queued and running jobs finish for up to `timeout` seconds, then abort what is
-        left (its requests get 503 at once) and give the worker a second to reach its next forward pass."""
+        left (its requests get 503 at once) and wait up to `grace` seconds for the worker to reach its next
+        forward pass, where it stops (a process that exits while torch computes on a thread aborts)."""
         with self._lock:
             self._closing = True
             self._lock.notify()
@@ -144,7 +145,7 @@ class Engine:
                 if not self._pending and not self._running:
                     break
         self.abort()
-        self._thread.join(timeout=1.0)
+        self._thread.join(timeout=grace)
 
     def abort(self) -> None:
         """The shutdown time is over: every queued and running request gets OpenAI's 503 now (a stream its error
