@@ -109,7 +109,7 @@ def in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
     def run() -> None:
         try:
             out["result"] = work()
-        except BaseException as error:  # noqa: BLE001 (handed to the test)
+        except BaseException as error:  # handed to the test
             out["error"] = error
 
     thread = threading.Thread(target=run, daemon=True)
@@ -244,7 +244,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
     sock.settimeout(WAIT)
     try:
         return sock.recv(1) == b""
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True
@@ -343,7 +343,8 @@ def test_shutdown_answers_what_is_left_with_503_and_ends_streams(loaded: Any,
         assert json.loads(content)["error"]["code"] == "shutting_down"
         status, _, content = stream_out["result"]
         events = [line[6:] for line in content.decode().splitlines() if line.startswith("data: ")]
-        assert status == 200 and events[-1] == "[DONE]" and "error" in json.loads(events[-2])
+        assert status == 200 and events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "shutting_down"
     finally:
         gate.remove()
         server.stop()

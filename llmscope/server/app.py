@@ -408,7 +408,7 @@ async def _events(job: Job) -> AsyncIterator[tuple[str, Any, Any]]:
     try:
         while True:
             item = await job.events.get()
-            if item[0] == "error":  # the answer has begun: the failure comes as an error event
+            if item[0] == "error":  # the answer has begun: the failure comes as an error event (item[2]: its code)
                 yield item
                 return
             yield item
@@ -437,7 +437,7 @@ async def _completion_stream(request_id: str, model: str, parsed: shapes.Complet
                 continue
             async for kind, value, token in _events(jobs[index]):
                 if kind == "error":
-                    yield shapes.error_body(value, "server_error")
+                    yield shapes.error_body(value, "server_error", code=token)
                     return
                 if kind == "end":
                     yield shapes.completion_chunk(request_id, model, index, "", shapes.finish_reason(value))
@@ -464,7 +464,7 @@ async def _chat_stream(request_id: str, model: str, parsed: shapes.ChatRequest, 
     yield shapes.chat_chunk(request_id, model, {"role": "assistant", "content": ""}, None)
     async for kind, value, token in _events(job):
         if kind == "error":
-            yield shapes.error_body(value, "server_error")
+            yield shapes.error_body(value, "server_error", code=token)
             return
         if kind == "end":
             yield shapes.chat_chunk(request_id, model, {}, shapes.finish_reason(value))

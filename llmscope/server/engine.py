@@ -158,7 +158,7 @@ class Engine:
             self._lock.notify()
         for job in jobs:
             job.cancelled.set()
-            job.emit(("error", error.message, None))
+            job.emit(("error", error.message, error.code))
             job.resolve(error=error)
 
     # ------------------------------------------------------------------------------------------ the thread
@@ -198,7 +198,7 @@ class Engine:
                 now = time.monotonic()
                 for job in batch:
                     error = self._stop_error(job, now)
-                    job.emit(("error", error.message, None))
+                    job.emit(("error", error.message, error.code))
                     job.resolve(error=error)
             except BaseException as error:  # the batch's requests get the error, the worker goes on
                 for job in batch:
@@ -280,7 +280,7 @@ class Engine:
             reason = state.reason or result.finish_reason
             if reason == "timeout":
                 error = self._stop_error(job, time.monotonic())
-                job.emit(("error", error.message, None))
+                job.emit(("error", error.message, error.code))
                 job.resolve(error=error)
                 continue
             text = state.text if reason == "stop" else result.text
