@@ -176,10 +176,11 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
                 return work()
         return await asyncio.to_thread(locked)
 
-    async def answer(document: Any) -> Response:
-        """The JSON answer, written off the event loop and checked against --max-answer-bytes."""
+    async def answer(document: Any, limit: int | None = settings.max_answer_bytes) -> Response:
+        """The JSON answer, written off the event loop and checked against --max-answer-bytes (limit None: the
+        route bounds its answer itself)."""
         data = await asyncio.to_thread(json_bytes, document)
-        if len(data) > settings.max_answer_bytes:
+        if limit is not None and len(data) > limit:
             raise ApiError(400, f"the answer is {len(data):,} bytes, more than this server sends "
                            f"({settings.max_answer_bytes:,}: serve --max-answer-bytes); ask for less",
                            code="answer_too_large")
@@ -383,7 +384,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
           for path, handler in native_routes(loaded, RouteTools(
               submit=submit, body_of=body_of, wait=_wait, tokenized=tokenized, answer=answer,
               check_answer=check_answer, check_tokens=check_tokens, max_top_k=settings.max_top_k,
-              max_steps=settings.max_steps, max_answer_bytes=settings.max_answer_bytes)).items()),
+              max_steps=settings.max_steps)).items()),
     ]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log),
                                                 Middleware(RequestGuard, names=settings.host_names())],

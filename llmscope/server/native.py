@@ -32,12 +32,11 @@ class RouteTools:
     body_of: Callable[[Request], Awaitable[dict[str, Any]]]
     wait: Callable[[Request, list[Job]], Awaitable[list[Any]]]
     tokenized: Callable[[Callable[[], Any]], Awaitable[Any]]
-    answer: Callable[[Any], Awaitable[Response]]
+    answer: Callable[..., Awaitable[Response]]  # (document, limit=--max-answer-bytes; None: no byte check)
     check_answer: Callable[[int, int], None]
     check_tokens: Callable[..., None]
     max_top_k: int
     max_steps: int
-    max_answer_bytes: int
 
 
 def check_cap(option: str, value: int | None, cap: int, serve_option: str) -> None:
@@ -61,9 +60,9 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
                                   param="model", code="model_not_found")
         return body
 
-    async def envelope(result: Any) -> Response:
-        return await tools.answer(await asyncio.to_thread(
-            lambda: {"model_info": to_plain(loaded.info), "result": to_plain(result)}))
+    async def envelope(result: Any, checked: bool = True) -> Response:
+        document = await asyncio.to_thread(lambda: {"model_info": to_plain(loaded.info), "result": to_plain(result)})
+        return await tools.answer(document) if checked else await tools.answer(document, limit=None)
 
     async def tokenize(request: Request) -> Response:
         from llmscope.loading.tokenization import tokenize_text
@@ -161,14 +160,13 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         from llmscope.generation.prompts import vocabulary_rows
 
         vocab = vocabulary_rows(loaded)
-        limit = min(MAX_ROW_VALUES, tools.max_answer_bytes * 3 // 16)  # 4 bytes a value, base64's 4/3
-        if rows * vocab > limit:
+        if rows * vocab > MAX_ROW_VALUES:  # this route's own cap (compare sends a whole text's plan at once)
             raise shapes.ApiError(413, f"{rows:,} rows of {vocab:,} log-probabilities are more than one answer "
-                                  f"carries ({limit:,} values: serve --max-answer-bytes)", code="too_large")
+                                  f"carries ({MAX_ROW_VALUES:,} values)", code="too_large")
         next_token = shapes.field_of(body, "next_token", (bool,), False)
         job = submit(call_job(asyncio.get_running_loop(), lambda: logprob_rows(
             loaded, tuple(ids), [tuple(w) for w in plan], bool(next_token))))
-        return await envelope((await wait(request, [job]))[0])
+        return await envelope((await wait(request, [job]))[0], checked=False)
 
     def check_windows(plan: list[list[int]], length: int) -> None:
         from llmscope.loading.modelconfig import context_length
