@@ -170,6 +170,7 @@ def test_health_answers_while_a_score_job_runs(served: InProcessServer, loaded: 
     ("/v1/completions", {"prompt": "Hi", "max_tokens": 30}, "--max-tokens"),
     ("/llmscope/v1/score", {"text": "Hello world " * 20}, "--max-tokens"),
     ("/v1/completions", {"prompt": ["Hi"] * 9, "max_tokens": 1}, "--max-queue"),
+    ("/v1/completions", {"prompt": "x" * 100_000, "max_tokens": 1}, "characters make at least"),  # not tokenized
 ])
 def test_requests_past_the_caps_are_400_before_any_work(loaded: Any, path: str, body: dict[str, Any],
                                                          words: str) -> None:

@@ -162,6 +162,16 @@ def parse_body(data: bytes) -> dict[str, Any]:
     return body
 
 
+def longest_token(tokenizer: Any) -> int | None:
+    """The most characters one token of the vocabulary stands for (its stored form: byte-level BPE keeps a byte as
+    one character, so this bounds the text's characters too); None when the tokenizer does not list its vocabulary."""
+    try:
+        vocabulary = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    return max((len(piece) for piece in vocabulary), default=0) or None
+
+
 def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None]) -> Starlette:
     """The app for one loaded model (engine.loaded); `log` takes the request lines."""
     loaded = engine.loaded
@@ -197,6 +207,17 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
     def check_tokens(total: int, what: str = "prompt and new tokens") -> None:
         if total > settings.max_tokens:
             raise ApiError(400, f"this request asks for {total:,} {what}, more than one request may "
+                           f"({settings.max_tokens:,}: serve --max-tokens)", code="too_many_tokens")
+
+    longest = longest_token(loaded.tokenizer)
+
+    def check_characters(characters: int, new_tokens: int = 0) -> None:
+        """Refuse, before tokenizing, text too long to fit --max-tokens whatever its tokens: no token covers more
+        than `longest` characters, so the text has at least characters / longest tokens."""
+        fewest = -(-characters // longest) if longest else 0
+        if fewest + new_tokens > settings.max_tokens:
+            raise ApiError(400, f"{characters:,} characters make at least {fewest:,} tokens (no token of this model "
+                           f"is longer than {longest} characters), more than one request may "
                            f"({settings.max_tokens:,}: serve --max-tokens)", code="too_many_tokens")
 
     def guarded(handler: Handler, open_route: bool = False) -> Handler:
@@ -307,6 +328,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         sampling, k = parsed.sampling, parsed.logprobs
         wanted = max(k or 0, parsed.prompt_logprobs or 0)
         check_answer(len(parsed.prompts) * sampling.max_tokens, k or 0)
+        check_characters(sum(len(p) for p in parsed.prompts), len(parsed.prompts) * sampling.max_tokens)
         from llmscope.generation.prompts import encode_prompt
 
         encoded = await tokenized(lambda: [encode_prompt(loaded, p, new_tokens=max(sampling.max_tokens, 1),
@@ -348,6 +370,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         check_model(parsed.model)
         loop = asyncio.get_running_loop()
         sampling = parsed.sampling
+        check_characters(sum(len(content) for _, content in parsed.messages))
         if sampling.max_tokens_given:
             encoded = await tokenized(lambda: encode_messages(loaded, parsed.messages, sampling.max_tokens))
         else:  # the default budget, clipped to what the context leaves after the prompt
@@ -383,7 +406,8 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         *(Route(path, guarded(handler), methods=["POST"])
           for path, handler in native_routes(loaded, RouteTools(
               submit=submit, body_of=body_of, wait=_wait, tokenized=tokenized, answer=answer,
-              check_answer=check_answer, check_tokens=check_tokens, max_top_k=settings.max_top_k,
+              check_answer=check_answer, check_tokens=check_tokens, check_characters=check_characters,
+              max_top_k=settings.max_top_k,
               max_steps=settings.max_steps)).items()),
     ]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log),

@@ -35,6 +35,7 @@ class RouteTools:
     answer: Callable[..., Awaitable[Response]]  # (document, limit=--max-answer-bytes; None: no byte check)
     check_answer: Callable[[int, int], None]
     check_tokens: Callable[..., None]
+    check_characters: Callable[..., None]  # (characters, new_tokens=0): refused before tokenizing
     max_top_k: int
     max_steps: int
 
@@ -72,6 +73,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         special = bool(shapes.field_of(body, "add_special_tokens", (bool,), True))
         chat_on = bool(shapes.field_of(body, "chat", (bool,), False))
         system = shapes.text_of(body, "system")
+        tools.check_characters(len(text))
         result = await tokenized(lambda: tokenize_text(loaded.tokenizer, text, name, add_special_tokens=special,
                                                        chat=chat_on, system=system))
         tools.check_tokens(result.token_count, "tokens")
@@ -85,6 +87,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         check_cap("top_k", parsed.top_k, tools.max_top_k, "--max-top-k")
         check_cap("steps", parsed.steps, tools.max_steps, "--max-steps")
         tools.check_answer(parsed.steps, parsed.top_k)
+        tools.check_characters(len(parsed.prompt), parsed.steps - 1)
         inspect = NextTokenSettings(top_k=parsed.top_k, steps=parsed.steps, temperature=parsed.temperature,
                                     top_p=parsed.top_p)
         check_top("top_k", inspect.top_k, loaded)
@@ -108,6 +111,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
             from llmscope.generation.prompts import check_top
 
             check_top("top_k", scoring.top_k, loaded)
+        tools.check_characters(len(text) + len(scoring.prompt or ""))
         tokens = len((await tokenized(lambda: prepare_ids(loaded.tokenizer, text, scoring))).ids)
         tools.check_tokens(tokens, "tokens to read")
         tools.check_answer(min(tokens, scoring.max_tokens or tokens), scoring.top_k)
@@ -134,6 +138,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         chat_on = shapes.field_of(body, "chat", (bool,), None)  # None: the template when the model has one
         chat = has_chat_template(loaded.tokenizer) if chat_on is None else chat_on
         system = shapes.text_of(body, "system")
+        tools.check_characters(len(prompt), generation.max_new_tokens)
         encoded = await tokenized(lambda: encode_prompt(loaded, prompt, chat=chat, system=system,
                                                         new_tokens=generation.max_new_tokens))
         tools.check_tokens(len(encoded.ids) + generation.max_new_tokens)
@@ -152,6 +157,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
                 isinstance(w, list) and len(w) == 3 and all(isinstance(v, int) for v in w) for w in plan):
             raise shapes.ApiError(400, "'ids' must be the token ids and 'plan' a list of [begin, end, first]")
         tools.check_tokens(len(ids), "tokens to read")
+        tools.check_characters(len(text))
         if list((await tokenized(lambda: prepare_ids(loaded.tokenizer, text, scoring))).ids) != ids:
             raise shapes.ApiError(400, f"{name} tokenizes the text differently from the local model",
                                   param="ids", code="tokenizer_mismatch")
