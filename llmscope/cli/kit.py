@@ -81,7 +81,11 @@ EndpointOpt = Annotated[str | None, typer.Option(
     "OpenAI-compatible server (vLLM, llama.cpp, ollama). Default: $LLMSCOPE_ENDPOINT. -m then names the served "
     "model.", show_default=False)]
 ApiKeyOpt = Annotated[str | None, typer.Option(
-    "--api-key", help="The endpoint's API key. Default: $LLMSCOPE_API_KEY.", show_default=False)]
+    "--api-key", help="The endpoint's API key. Default: $LLMSCOPE_API_KEY. Sent to that server only: a redirect "
+    "to another server is refused.", show_default=False)]
+TimeoutOpt = Annotated[float | None, typer.Option(
+    "--timeout", metavar="SECONDS", help="With an endpoint: the longest wait for one whole answer.  [default: 300]",
+    show_default=False)]
 ContextOpt = Annotated[str | None, typer.Option(
     "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
 ScoreChatOpt = Annotated[bool, typer.Option(

@@ -85,8 +85,7 @@ def generate(
             mode=shared.output.mode(batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
         remote = endpoint_settings(shared.endpoint, model, batch_settings, {
-            "--static-cache": static_cache, "--compile": compile_model,
-            "--quantize": shared.load.quantize is not None})
+            "--static-cache": static_cache, "--compile": compile_model}, shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
@@ -262,8 +261,7 @@ def next_token(
             model=shared.load.settings(model),
             mode=shared.output.mode(batch=batch_settings is not None),
             batch=batch_settings)
-        remote = endpoint_settings(shared.endpoint, model, None,
-                                   {"--lens": lens, "--quantize": shared.load.quantize is not None})
+        remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens}, shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
