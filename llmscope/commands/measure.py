@@ -129,9 +129,12 @@ def bench_cache(
 
 # ------------------------------------------------------------------------------------ score and compare
 
-TextArg = Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)]
-FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (UTF-8).",
-                                             show_default=False)]
+TextArg = Annotated[str | None, typer.Argument(
+    help="The text; '-' reads it from stdin, byte for byte (a final newline is kept: echo -n leaves it out).",
+    show_default=False)]
+FileOpt = Annotated[str | None, typer.Option(
+    "--file", "-f", help="Read the text from this file (UTF-8), byte for byte: its final newline is scored too.",
+    show_default=False)]
 
 
 @app.command(epilog=EXIT_CODES_HELP)

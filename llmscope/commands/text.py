@@ -149,7 +149,8 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
 @grouped(batch=True)
 def tokenize(
     text: Annotated[str | None, typer.Argument(
-        help="The text; '-' reads it from stdin (or give --batch).", show_default=False)] = None,
+        help="The text; '-' reads it from stdin byte for byte, final newline kept (or give --batch).",
+        show_default=False)] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="Model whose tokenizer to use; give several to compare them side by side.",
         show_default=False)] = None,
@@ -181,7 +182,7 @@ def tokenize(
                 raise UsageError("give either TEXT or --decode, not both")
             _run_decode(display, settings)
             return
-        source = prompt_or_batch(text, batch_settings)
+        source = prompt_or_batch(text, batch_settings, exact=True)
         items = read_batch(batch_settings)
         _run_tokenize(display, settings, source, items)
 

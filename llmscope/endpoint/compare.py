@@ -9,7 +9,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from llmscope.core.results import ModelInfo
-from llmscope.endpoint.client import LLMSCOPE_SERVER, MAX_ANSWER_BYTES, Client, EndpointError, EndpointSettings, NoSuchRoute
+from llmscope.endpoint.client import (
+    LLMSCOPE_SERVER,
+    MAX_ANSWER_BYTES,
+    Client,
+    EndpointError,
+    EndpointSettings,
+    NoSuchRoute,
+)
 from llmscope.endpoint.results import FIGURE_SLACK
 
 
