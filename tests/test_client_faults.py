@@ -44,3 +44,14 @@ def test_a_long_model_path_is_not_broken_inside_a_name(cli, tiny_model_dir: Path
     lines = result.stdout.splitlines()[title:title + 4]
     assert name in [line.strip() for line in lines], lines  # the name whole, on its own line
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_compare_labels_each_side_by_its_weights(cli, tiny_model_dir: Path) -> None:
+    args = ["compare", "Hello world, hello again.", "-m", tiny_model_dir, "--against-quantize", "int8"]
+    document = cli(*args, "--json").json()
+    assert document["weights_a"] == "float32" and document["weights_b"].startswith("int8")
+    assert document["endpoint_b"] is None
+    human = cli(*args, env={"COLUMNS": "200"})
+    assert human.exit_code == 0, human.stderr
+    assert f"B = {tiny_model_dir} ({document['weights_b']})" in human.stdout
+    assert f"A = {tiny_model_dir} (float32)" in human.stdout

@@ -15,21 +15,11 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from llmscope.core.errors import LlmscopeError, UsageError
+from llmscope.core.errors import UsageError
 from llmscope.core.results import ModelInfo
+from llmscope.endpoint.errors import AnswerShapeError, EndpointError, NoSuchRoute
 
-
-class EndpointError(LlmscopeError):
-    """The server could not be reached, refused the request or answered something that is not its API."""
-
-
-class NoSuchRoute(EndpointError):
-    """The server has no such route (404): not `llmscope serve`, for llmscope's own routes."""
-
-
-class AnswerShapeError(ValueError):
-    """A server's answer is not in the shape llmscope reads, or holds a figure no distribution can have (turned
-    into one EndpointError line by results.reading_answer)."""
+__all__ = ["AnswerShapeError", "Client", "EndpointError", "EndpointSettings", "NoSuchRoute", "endpoint_from"]
 
 
 LLMSCOPE_SERVER, OPENAI_SERVER = "llmscope serve", "openai-compatible"  # ModelInfo.server: what answered
@@ -95,8 +85,8 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         if origin(newurl) != origin(req.full_url):
-            raise EndpointError(f"the endpoint redirected {req.full_url} to another server, {newurl}: not followed "
-                                "(the API key would go with it)",
+            raise EndpointError(f"the endpoint redirected {req.full_url} to another server, {newurl}: not followed, "
+                                "as llmscope sends the API key to the --endpoint server only",
                                 hint="if you trust that server, pass its address as --endpoint")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 

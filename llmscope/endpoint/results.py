@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Union
 
 from llmscope.core.settings import NextTokenSettings
-from llmscope.endpoint.client import AnswerShapeError, EndpointError
+from llmscope.endpoint.errors import AnswerShapeError, EndpointError
 from llmscope.inspection.inspection import NextTokenResult, NextTokenStep, TokenProbability
 
 # What a plain OpenAI-compatible server cannot give next-token (said on stderr and in the --json document).
