@@ -13,6 +13,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any, Union
 
+from llmscope.core.errors import UsageError
 from llmscope.core.settings import NextTokenSettings
 from llmscope.endpoint.errors import AnswerShapeError, EndpointError
 from llmscope.inspection.inspection import NextTokenResult, NextTokenStep, TokenProbability
@@ -35,6 +36,9 @@ def reading_answer(base: str, path: str) -> Iterator[None]:
         yield
     except AnswerShapeError as error:
         raise EndpointError(f"the endpoint {base} answered {path} with {error}", hint=hint) from None
+    except UsageError as error:  # a settings value in the answer that llmscope's own checks refuse
+        raise EndpointError(f"the endpoint {base} answered {path} with a value llmscope refuses: {error.message}",
+                            hint=hint) from None
     except (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError, RecursionError) as error:
         detail = " ".join(str(error).split())[:200]
         raise EndpointError(f"the endpoint {base} answered {path} in a shape llmscope cannot read: "
