@@ -33,6 +33,7 @@ from llmscope.core.settings import (
     threads_from,
     utf8_text,
 )
+from llmscope.endpoint.errors import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.cli.batch import BatchItem, BatchOutcome
@@ -85,8 +86,8 @@ ApiKeyOpt = Annotated[str | None, typer.Option(
     "--api-key", help="The endpoint's API key. Default: $LLMSCOPE_API_KEY. Sent to that server only: a redirect "
     "to another server is refused.", show_default=False)]
 TimeoutOpt = Annotated[float | None, typer.Option(
-    "--timeout", metavar="SECONDS", help="With an endpoint: the longest wait for one whole answer.  [default: 300]",
-    show_default=False)]
+    "--timeout", metavar="SECONDS", help="With an endpoint: the longest wait for one whole answer.  "
+    f"[default: {DEFAULT_TIMEOUT:g}]", show_default=False)]
 ContextOpt = Annotated[str | None, typer.Option(
     "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
 ScoreChatOpt = Annotated[bool, typer.Option(

@@ -91,7 +91,7 @@ def attribute(
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
-        if contrast is not None or target is not None:
+        if contrast is not None:
             _check_targets(settings)  # the tokenizer alone: a mismatch is found before the model loads
         _run_attribute(display, settings, text, items)
 

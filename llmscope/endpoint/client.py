@@ -17,14 +17,12 @@ from typing import Any
 
 from llmscope.core.errors import UsageError
 from llmscope.core.results import ModelInfo
-from llmscope.endpoint.errors import AnswerShapeError, EndpointError, NoSuchRoute
+from llmscope.endpoint.errors import DEFAULT_TIMEOUT, MAX_ANSWER_BYTES, AnswerShapeError, EndpointError, NoSuchRoute
 
 __all__ = ["AnswerShapeError", "Client", "EndpointError", "EndpointSettings", "NoSuchRoute", "endpoint_from"]
 
 
 LLMSCOPE_SERVER, OPENAI_SERVER = "llmscope serve", "openai-compatible"  # ModelInfo.server: what answered
-DEFAULT_TIMEOUT = 300.0  # seconds for one whole answer, from sending the request to its last byte
-MAX_ANSWER_BYTES = 64 * 2**20  # the most an answer may hold; compare's logprobs call sets its own from the text
 _READ_BYTES = 2**20  # read the answer in pieces of at most this many bytes
 _ERROR_BODY_BYTES = 64 * 2**10  # the most read of an error answer's body (for its message)
 

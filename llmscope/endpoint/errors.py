@@ -1,9 +1,13 @@
-"""The --endpoint client's errors: a server that cannot be reached or answers what is not its API. It imports only
-core.errors, so that the client and the readers of its answers (results) share them without importing each other."""
+"""The --endpoint client's errors (a server that cannot be reached or answers what is not its API) and its limits.
+It imports only core.errors, so that the client, the readers of its answers (results) and the CLI's help share them
+without importing each other or urllib."""
 
 from __future__ import annotations
 
 from llmscope.core.errors import LlmscopeError
+
+DEFAULT_TIMEOUT = 300.0  # seconds for one whole answer, from sending the request to its last byte
+MAX_ANSWER_BYTES = 64 * 2**20  # the most an answer may hold; compare's logprobs call sets its own from the text
 
 
 class EndpointError(LlmscopeError):
