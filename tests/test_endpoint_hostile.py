@@ -352,3 +352,34 @@ def test_compare_refuses_an_endpoint_before_model_a_loads(cli, hostile: Hostile,
         assert "loaded" not in result.stderr  # model A never loaded
     gone = cli("compare", "Hello world", "-m", tiny_model_dir, "--against-endpoint", "http://127.0.0.1:9")
     assert gone.exit_code == 1 and "cannot reach" in one_error_line(gone) and "loaded" not in gone.stderr
+
+
+def test_a_score_answer_with_settings_llmscope_refuses(cli, hostile: Hostile, tiny_model_dir: Any) -> None:
+    from llmscope.core.results import to_plain
+    from llmscope.inspection.scoring import ScoreSettings, score_text
+    from llmscope.loading.loader import load_model
+
+    result = to_plain(score_text(load_model(str(tiny_model_dir), device="cpu"), "Hello world", ScoreSettings()))
+    hostile.json_route("/llmscope/v1/score", {"model_info": INFO, "result": result})
+    good = cli("score", "Hello world", "--endpoint", hostile.url, "--json")
+    assert good.exit_code == 0 and good.json()["summary"]["perplexity"] == result["perplexity"]
+    result["settings"]["top_k"] = -1
+    hostile.json_route("/llmscope/v1/score", {"model_info": INFO, "result": result})
+    refused = cli("score", "Hello world", "--endpoint", hostile.url)
+    assert refused.exit_code == 1 and "with a value llmscope refuses: --top-k" in one_error_line(refused)
+
+
+def test_compare_against_a_wrong_logprobs_answer(cli, hostile: Hostile, tiny_model_dir: Any) -> None:
+    def logprobs(handler: Any) -> Answer:
+        request = json.loads(handler.body)
+        if not request:  # the check before model A loads: the route is there
+            return 400, {}, json.dumps({"error": {"message": "'text' is required"}}).encode()
+        rows = sum(end - first for _, end, first in request["plan"]) + int(request["next_token"])
+        return 200, {}, json.dumps({"model_info": INFO, "result": {
+            "targets": list(range(rows)), "contexts": list(range(rows)), "vocab": 7,
+            "rows_base64": "AAAAAA=="}}).encode()
+
+    hostile.routes["/llmscope/v1/logprobs"] = logprobs
+    result = cli("compare", "Hello world, hello again.", "-m", tiny_model_dir, "--against-endpoint", hostile.url)
+    assert result.exit_code == 1
+    assert "rows of 7 log-probabilities in 4 bytes, where" in one_error_line(result)
