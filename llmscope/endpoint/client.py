@@ -1,7 +1,8 @@
 """The --endpoint backend: next-token, score and generate computed by a server instead of a local model. Against
 `llmscope serve` it asks llmscope's own routes (the same results, exactly); against another OpenAI-compatible server
 (vLLM, llama.cpp, ollama) next-token is rebuilt from its log-probabilities, and what such a server cannot give is
-named, not invented. It uses urllib only: no torch, no transformers, nothing to import but the standard library."""
+named, not invented. It trusts no server: redirects stay on the server, answers are capped in size and time, and
+their shapes and figures are checked (results). It uses urllib only: no torch, no transformers."""
 
 from __future__ import annotations
 
