@@ -16,6 +16,7 @@ from llmscope.cli.kit import (
     HtmlOpt,
     ModelOpt,
     SystemOpt,
+    TimeoutOpt,
     command,
     example,
     html_target,
@@ -130,9 +131,12 @@ def bench_cache(
 
 # ------------------------------------------------------------------------------------ score and compare
 
-TextArg = Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)]
-FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (UTF-8).",
-                                             show_default=False)]
+TextArg = Annotated[str | None, typer.Argument(
+    help="The text; '-' reads it from stdin, byte for byte (a final newline is kept: echo -n leaves it out).",
+    show_default=False)]
+FileOpt = Annotated[str | None, typer.Option(
+    "--file", "-f", help="Read the text from this file (UTF-8), byte for byte: its final newline is scored too.",
+    show_default=False)]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -170,8 +174,8 @@ def score(
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
         html_path = html_target(html, batch_settings is not None)
-        remote = endpoint_settings(shared.endpoint, model, None, {"--quantize": shared.load.quantize is not None,
-                                                                 "--html": html_path is not None})
+        remote = endpoint_settings(shared.endpoint, model, None, {"--html": html_path is not None}, shared.load,
+                                   display)
         items = read_batch(batch_settings)
         if remote is not None:
             from llmscope.commands.remote import run_score
@@ -226,6 +230,7 @@ def compare(
         "tokenize TEXT like model A).", show_default=False)] = None,
     api_key: ApiKeyOpt = None,
     html: HtmlOpt = None,
+    timeout: TimeoutOpt = None,
     *,
     shared: Shared,
 ) -> None:
@@ -242,7 +247,7 @@ def compare(
             score=ScoreSettings(**shared.text.fields()),
             against=against if against_endpoint is None else against_endpoint, against_dtype=against_dtype,
             against_quantize=against_quantize, worst=worst, next_token=next_token, top_k=top_k)
-        remote = endpoint_settings(EndpointOptions(against_endpoint, api_key), None, None, {
+        remote = endpoint_settings(EndpointOptions(against_endpoint, api_key, timeout), None, None, {
             "--against": against is not None, "--against-dtype": against_dtype is not None,
             "--against-quantize": against_quantize is not None})
         settings_a = shared.load.settings(model)
@@ -256,11 +261,16 @@ def compare(
         from llmscope.render import scoring as show
         from llmscope.render.html import save_html
 
+        if remote is not None:
+            from llmscope.endpoint.compare import check_ready
+
+            check_ready(remote)  # before model A loads: a server that cannot answer is found in a second
         model_a = load(display, settings_a)
         if remote is not None:
             from llmscope.endpoint.compare import remote_chunks
+            from llmscope.generation.prompts import vocabulary_rows
 
-            model_b, chunks_b = remote_chunks(remote, source, settings.score)
+            model_b, chunks_b = remote_chunks(remote, source, settings.score, vocabulary_rows(model_a))
             result = compare_texts(model_a, model_b, source, settings, chunks_b)
             show.show_compare(display, model_a.info, result)
             save_html(display, html_path, "compare", model_a.info, result)

@@ -9,12 +9,13 @@ from importlib import resources
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from llmscope.core.results import to_plain
 from llmscope.server import openai_shapes as shapes
-from llmscope.server.engine import Job, call_job
+from llmscope.server.engine import call_job
+from llmscope.server.native import RouteTools, check_cap
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAGE = "explore.html"
@@ -40,32 +41,34 @@ def asset_text(name: str) -> str:
     return resources.files("llmscope.server").joinpath("page", name).read_text(encoding="utf-8")
 
 
-def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callable[[Job], Job],
-                   body_of: Callable[[Request], Awaitable[dict[str, Any]]],
-                   wait: Callable[[Request, list[Job]], Awaitable[list[Any]]]) -> list[Route]:
-    """The page (open, like /health) and the explore JSON routes (behind the server's key check)."""
+def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteTools) -> list[Route]:
+    """The page (open, like /health) and the explore JSON routes (behind the server's key check and caps)."""
     name = loaded.spec.name
 
-    def envelope(result: Any) -> JSONResponse:
-        return JSONResponse({"model_info": to_plain(loaded.info), "result": result if isinstance(result, dict)
-                             else to_plain(result)})
+    async def envelope(result: Any) -> Response:
+        document = await asyncio.to_thread(lambda: {"model_info": to_plain(loaded.info), "result": to_plain(result)})
+        return await tools.answer(document)  # checked against serve's --max-answer-bytes
 
     async def run(request: Request, work: Callable[[], Any]) -> Any:
-        job = submit(call_job(asyncio.get_running_loop(), work))
-        return (await wait(request, [job]))[0]
+        job = tools.submit(call_job(asyncio.get_running_loop(), work))
+        return (await tools.wait(request, [job]))[0]
 
     async def read(request: Request) -> tuple[dict[str, Any], Any]:
-        """The body and its prompt, encoded and checked as next-token encodes it."""
+        """The body and its prompt, encoded and checked as next-token encodes it (and against serve's caps)."""
         from llmscope.generation.prompts import encode_prompt
 
-        body = await body_of(request)
+        body = await tools.body_of(request)
         if body.get("model") not in (None, "", name):
             raise shapes.ApiError(404, f"The model `{body.get('model')}` does not exist; this server serves "
                                   f"`{name}`", param="model", code="model_not_found")
         prompt = shapes.text_of(body, "prompt", required=True) or ""
         chat = bool(shapes.field_of(body, "chat", (bool,), False))
-        return body, encode_prompt(loaded, prompt, chat=chat, system=shapes.text_of(body, "system"),
-                                   budget_option="steps")
+        system = shapes.text_of(body, "system")
+        tools.check_characters(len(prompt), 1)
+        encoded = await tools.tokenized(lambda: encode_prompt(loaded, prompt, chat=chat, system=system,
+                                                              budget_option="steps"))
+        tools.check_tokens(len(encoded.ids) + 1)
+        return body, encoded
 
     async def page(request: Request) -> Response:
         return Response(asset_text(PAGE), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
@@ -93,7 +96,8 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callabl
                 seed=shapes.field_of(body, "seed", (int,), None))
         except OverflowError as error:
             raise shapes.ApiError(400, str(error)) from None
-        return envelope(await run(request, lambda: sampler_view(loaded, encoded, settings)))
+        check_cap("shown", settings.shown, tools.max_top_k, "--max-top-k")
+        return await envelope(await run(request, lambda: sampler_view(loaded, encoded, settings)))
 
     async def lens(request: Request) -> Response:
         from llmscope.core.settings import NextTokenSettings
@@ -101,7 +105,8 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callabl
 
         body, encoded = await read(request)
         settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)), lens=True)
-        return envelope(await run(request, lambda: next_token_encoded(loaded, [encoded], settings)[0]))
+        check_cap("top_k", settings.top_k, tools.max_top_k, "--max-top-k")
+        return await envelope(await run(request, lambda: next_token_encoded(loaded, [encoded], settings)[0]))
 
     async def attention(request: Request) -> Response:
         from llmscope.attention.weights import AttentionSettings, attention_weights
@@ -112,7 +117,7 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callabl
         settings = AttentionSettings(all_queries=True, chat=chat, system=shapes.text_of(body, "system"))
         result = await run(request, lambda: packed_attention(to_plain(
             attention_weights(loaded, encoded.prompt, settings))))
-        return envelope(result)
+        return await envelope(result)
 
     async def attribute(request: Request) -> Response:
         from llmscope.attribution.attribute import attribute_encoded
@@ -124,7 +129,7 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callabl
             raise shapes.ApiError(400, "'methods' must be a list of method names", param="methods")
         steps = shapes.field_of(body, "steps", (int,), PAGE_ATTRIBUTION_STEPS)
         settings = AttributionSettings(steps=steps, **({"methods": tuple(methods)} if methods else {}))
-        return envelope(await run(request, lambda: attribute_encoded(loaded, encoded, settings)))
+        return await envelope(await run(request, lambda: attribute_encoded(loaded, encoded, settings)))
 
     async def cache(request: Request) -> Response:
         from llmscope.architecture.kvcache import cache_size
@@ -144,12 +149,12 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], submit: Callabl
                                                     warmup=1, repeat=CACHE_TIMING_PAIRS, chat=encoded.chat))
             return out
 
-        return envelope(await run(request, work))
+        return await envelope(await run(request, work))
 
     async def architecture(request: Request) -> Response:
         from llmscope.architecture.describe import describe_loaded_model
 
-        return envelope(await run(request, lambda: describe_loaded_model(loaded, depth=1)))
+        return await envelope(await run(request, lambda: describe_loaded_model(loaded, depth=1)))
 
     posts = {"/llmscope/v1/explore/decode": decode, "/llmscope/v1/explore/lens": lens,
              "/llmscope/v1/explore/attention": attention, "/llmscope/v1/explore/attribute": attribute,
