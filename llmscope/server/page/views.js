@@ -156,14 +156,13 @@
   V.lens = function (container, layers, note) {
     clear(container);
     if (!layers) return;
-    const largest = 1;
     container.append(el("p", { class: "note", text: "logit lens: each block's output at the last position through " +
       "the final norm and the LM head (layer 0 = the embeddings)." + (note ? " " + note : "") }),
     table(["layer", "top token", "p", "answer rank", "answer p", ""], layers.map((l) => el("tr", { class: "lens-row" },
       el("td", { class: "num", text: l.layer }), el("td", { class: "tok", text: visible(l.top_text) }),
       el("td", { class: "num", text: fixed(l.top_probability) }), el("td", { class: "num", text: l.answer_rank }),
       el("td", { class: "num", text: fixed(l.answer_probability) }),
-      el("td", { class: "barcell" }, el("div", { class: "bar", style: `width:${(100 * l.answer_probability / largest).toFixed(2)}%` })))),
+      el("td", { class: "barcell" }, el("div", { class: "bar", style: `width:${(100 * l.answer_probability).toFixed(2)}%` })))),
     { class: "lens-table" }));
   };
 
@@ -196,8 +195,6 @@
   V.attention = function (container, result) {
     clear(container);
     const w = weightsOf(result);
-    const tokens = result.tokens;
-    const queryPositions = result.query_positions;
     container.append(el("p", { class: "note", text: `${result.num_layers} layers × ${result.num_heads} heads ` +
       `(${result.layout}, ${result.num_kv_heads} KV heads); rows are queries, columns keys. Heads that share a ` +
       "KV head sit together. Click a head for its matrix; hover a token to read its row." }));
@@ -229,7 +226,6 @@
       grid.append(row);
     }
     container.append(grid, matrixBox);
-    void tokens; void queryPositions;
   };
 
   V.headMatrix = function (container, result, w, li, hi) {
