@@ -29,10 +29,10 @@ docs: $(STAMP)
 # Debian's chromium for the browser tests (Playwright's own download is unreachable here). Never fatal: without
 # a browser, `make test` skips those tests and says why.
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium) \
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
 		|| echo "no chromium installed: the browser tests will be skipped"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check llmscope tests benchmarks
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
