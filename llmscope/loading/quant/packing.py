@@ -2,9 +2,10 @@
 int8 per output channel and bfloat16; packing, exact dequantization and the matmuls on CPU and CUDA. No model, no files.
 
 Layouts: int4 weights are kept in the layout of the device's kernel. On the CPU that is torch's
-`_convert_weight_to_int4pack_for_cpu` output: rows in blocks of B (32 on AVX2, 64 on AVX-512), each block a [K, B/2]
-byte array whose low nibble holds row j and high nibble row B/2 + j; a last, shorter block of t rows is [K, t/2] with
-rows 2i and 2i + 1 in byte i (B is found by packing a probe, so a torch or CPU with another layout fails loudly);
+`_convert_weight_to_int4pack_for_cpu` output: blocks of B rows (B = 32 on AVX2, 64 on AVX-512), each a [K, B/2]
+byte array whose low nibble holds row b + j and high nibble row b + B/2 + j; a last, shorter block (N not a
+multiple of B) holds rows b + 2j and b + 2j + 1 instead. B is found and the layout checked when packing, so a
+torch that changed it fails loudly, not silently;
 on CUDA it is the tinygemm tile layout, unpacked through the kernel itself. Scales and zeros are bfloat16,
 [K/32, N, 2], as both kernels take them.
 """
@@ -132,44 +133,46 @@ def pack_int4_values(values: torch.Tensor, scale_zero: torch.Tensor, source: str
 
 
 @functools.lru_cache(maxsize=1)
-def _check_cpu_layout() -> int:
-    """Once per process: the CPU kernel's row block B (see the module docstring), found by packing a probe whose rows
-    make a whole block and a shorter one under either block size; an unknown layout raises."""
+def _check_cpu_layout() -> None:
+    """Once per process: the CPU kernel's packed bytes are laid out as this module reads them."""
+    _cpu_block_rows()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_block_rows() -> int:
+    """The rows per block of the CPU kernel's layout on this machine (torch picks it by CPU capability), checked
+    on a weight whose last block is a short one."""
     generator = torch.Generator().manual_seed(0)
     values = torch.randint(0, 16, (96, 128), generator=generator, dtype=torch.int32)
     data = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, _inner_k_tiles(128))
-    for block in (32, 64):
-        if torch.equal(_cpu_unpack(data, 96, 128, block).to(torch.int32), values):
-            return block
+    for block_rows in (32, 64):
+        if torch.equal(_cpu_unpack(data, 96, 128, block_rows).to(torch.int32), values):
+            return block_rows
     raise RuntimeError(f"torch {torch.__version__} packs int4 weights in a layout llmscope does not know")
 
 
-def _cpu_unpack(data: torch.Tensor, rows: int, columns: int, block: int) -> torch.Tensor:
-    """The int4 values [rows, columns] of CPU-packed bytes whose row block is `block`."""
+def _cpu_unpack(data: torch.Tensor, rows: int, columns: int, block_rows: int) -> torch.Tensor:
     flat = data.reshape(-1)
-    whole = rows // block * block
-    blocks = flat[:whole * columns // 2].view(-1, columns, block // 2)
-    halves = torch.stack([blocks & 15, blocks >> 4], dim=2)  # [N/B, K, 2, B/2]
-    values = halves.permute(0, 2, 3, 1).reshape(whole, columns)
-    tail = rows - whole
-    if not tail:
-        return values
-    pairs = flat[whole * columns // 2:].view(columns, tail // 2)
-    rest = torch.stack([pairs & 15, pairs >> 4], dim=-1).reshape(columns, tail).t()
-    return torch.cat([values, rest])
+    parts = []
+    for start in range(0, rows, block_rows):
+        size = min(block_rows, rows - start)
+        block = flat[start * columns // 2:(start + size) * columns // 2].view(columns, size // 2)
+        low, high = (block & 15).t(), (block >> 4).t()  # [size/2, K] each
+        parts.append(torch.cat([low, high]) if size == block_rows else torch.stack([low, high], 1).flatten(0, 1))
+    return torch.cat(parts)
 
 
 def _cpu_int4_rows(data: torch.Tensor, rows: int, columns: int, index: torch.Tensor) -> torch.Tensor:
-    block = _check_cpu_layout()
-    whole = rows // block * block
-    in_tail = index >= whole
-    within = torch.where(in_tail, index - whole, index % block)
-    width = torch.where(in_tail, torch.full_like(index, (rows - whole) // 2), torch.full_like(index, block // 2))
-    start = torch.where(in_tail, whole * columns // 2 + within // 2, index // block * (block * columns // 2)
-                        + within % (block // 2))
-    high = torch.where(in_tail, within % 2, within // (block // 2)).to(torch.uint8)[:, None] * 4
-    offsets = start[:, None] + torch.arange(columns, device=index.device)[None, :] * width[:, None]
-    return (data.reshape(-1)[offsets] >> high) & 15
+    block_rows = _cpu_block_rows()
+    start = torch.div(index, block_rows, rounding_mode="floor") * block_rows
+    half = (rows - start).clamp(max=block_rows) // 2
+    within = index - start
+    full = half * 2 == block_rows
+    byte = torch.where(full, within % half, within // 2)
+    high = torch.where(full, within >= half, within % 2 == 1)
+    offsets = start[:, None] * (columns // 2) + torch.arange(columns)[None, :] * half[:, None] + byte[:, None]
+    picked = data.reshape(-1)[offsets]  # [n, K]
+    return (picked >> (high.to(torch.uint8)[:, None] * 4)) & 15
 
 
 def _int4_rows(weight: PackedWeight, index: torch.Tensor) -> torch.Tensor:
@@ -181,7 +184,7 @@ def _int4_rows(weight: PackedWeight, index: torch.Tensor) -> torch.Tensor:
 def unpack_int4(weight: PackedWeight) -> torch.Tensor:
     """The int4 values [N, K] (uint8, 0..15) of a packed weight."""
     if weight.device.type == "cpu":
-        return _cpu_unpack(weight.data, weight.rows, weight.columns, _check_cpu_layout())
+        return _cpu_unpack(weight.data, weight.rows, weight.columns, _cpu_block_rows())
     # CUDA tiles: run the kernel on an identity with unit scales and zero offsets: the output is q - 8.
     unit = torch.zeros_like(weight.scales)
     unit[..., 0] = 1
