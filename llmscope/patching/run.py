@@ -106,8 +106,8 @@ def _check_lengths(loaded: LoadedModel, clean: tuple[int, ...], corrupt: tuple[i
     if len(clean) == len(corrupt) or align is not None:
         return
     tokenizer = loaded.tokenizer
-    raise UsageError(f"the clean prompt is {len(clean)} tokens ({shown_tokens(tokenizer, clean)}) but the corrupted one is "
-                     f"{len(corrupt)} ({shown_tokens(tokenizer, corrupt)}): patching needs positions that align",
+    raise UsageError(f"the clean prompt is {len(clean)} tokens ({shown_tokens(tokenizer, clean)}) but the corrupted "
+                     f"one is {len(corrupt)} ({shown_tokens(tokenizer, corrupt)}): patching needs positions that align",
                      hint="reword one prompt to the same token count, or pass --align start|end to pair positions "
                           "counted from the start or from the end")
 
