@@ -148,6 +148,15 @@ def patch_payload(result: PatchResult, top: int = 5) -> dict[str, Any]:
 
 
 def write_plot(result: PatchResult, path: Path) -> None:
+    """Write plot_figure's heatmaps to a .png or .svg file."""
+    from matplotlib import pyplot
+
+    figure = plot_figure(result)
+    figure.savefig(path)
+    pyplot.close(figure)
+
+
+def plot_figure(result: PatchResult) -> Any:
     """One heatmap per site, side by side: layers down, positions (token-labelled) or heads across."""
     import matplotlib
 
@@ -174,5 +183,4 @@ def write_plot(result: PatchResult, path: Path) -> None:
         axis.set_title(f"{grid.site} ({result.mode}{where})", fontsize=9)
         figure.colorbar(image, ax=axis, shrink=0.8, label=result.metric)
     figure.suptitle(f"{result.model}: {''.join(result.clean.tokens)!r} -> {result.answer.text!r}", fontsize=9)
-    figure.savefig(path)
-    pyplot.close(figure)
+    return figure
