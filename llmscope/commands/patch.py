@@ -25,7 +25,8 @@ from llmscope.core.errors import UsageError
 
 
 @app.command(epilog=EXIT_CODES_HELP)
-@example("Hello world", "-m", "{model}", "--corrupt", "Write world", "--target", " again", "--corrupt-target", " the")
+@example("The capital of France is", "-m", "{model}", "--corrupt", "The capital of Rome is", "--metric", "prob",
+         "--layers", "-1")
 @grouped(load=True, batch=True, endpoint=True)
 def patch(
     prompt: OptionalPromptArg = None,

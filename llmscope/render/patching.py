@@ -24,8 +24,13 @@ def short(text: str, width: int = CELL) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
-def cell_text(value: float) -> str:
-    return f"{value:.2f}" if abs(value) < 99.5 else f"{value:.0f}"
+def cell_text(value: float, decimals: int = 2) -> str:
+    return f"{value:.{decimals}f}" if abs(value) < 9.5 else f"{value:.0f}"
+
+
+def decimals_of(result: PatchResult) -> int:
+    """Two decimals for the normalised metric (0 to 1), three for probabilities, log-probabilities and changes."""
+    return 2 if result.normalised else 3
 
 
 def scale_of(grid: SiteGrid) -> float:
@@ -60,8 +65,9 @@ def heat_table(result: PatchResult, grid: SiteGrid, width: int, colour: bool) ->
         mark = "*" if column.other_token is not None else ""
         label = column.label if grid.column_kind == "head" else short(column.label, CELL - len(mark)) + mark
         table.add_column(label, justify="right", no_wrap=True, width=CELL)
+    decimals = decimals_of(result)
     for layer, row in zip(grid.layers, grid.values):
-        cells = [Text(cell_text(v), style=cell_style(v, largest) if colour else "") for v in row[first:]]
+        cells = [Text(cell_text(v, decimals), style=cell_style(v, largest) if colour else "") for v in row[first:]]
         table.add_row(str(layer), *cells)
     where = f" at position {grid.position}" if grid.position is not None else ""
     title = f"{grid.site}: {result.metric} after {'ablating' if result.mode == 'ablate' else 'patching'} " \
@@ -78,12 +84,13 @@ def heat_table(result: PatchResult, grid: SiteGrid, width: int, colour: bool) ->
 
 
 def run_line(run: RunSummary, result: PatchResult) -> Text:
+    """One unpatched run: its prompt, its own top token, both answers' probabilities and the metric's value."""
     line = Text(f"{run.role:>7}: ", style="bold")
     line.append(repr("".join(run.tokens)))
-    line.append(f" -> {visible(run.top.text)!r} p={run.top_probability:.4f}; ")
-    line.append(f"p({visible(result.answer.text)!r})={run.answer_probability:.4f}")
+    line.append(f" -> {visible(run.top.text)!r} (p {run.top_probability:.4f}); p(answer ")
+    line.append(f"{visible(result.answer.text)!r}) {run.answer_probability:.4f}")
     if result.foil is not None and run.foil_probability is not None:
-        line.append(f", p({visible(result.foil.text)!r})={run.foil_probability:.4f}")
+        line.append(f", p(corrupted answer {visible(result.foil.text)!r}) {run.foil_probability:.4f}")
     line.append(f"; {result.metric} {run.metric_value:.4f}", style="dim")
     return line
 
