@@ -326,6 +326,16 @@ def test_batch_of_jsonl_pairs(cli: Any, tiny_model_dir: Path, tmp_path: Path) ->
     assert "positions that align" in records[2]["error"] and result.exit_code == 1
 
 
+def test_packed_weights_patch_activations_only(cli: Any, tiny_model_dir: Path) -> None:
+    result = cli("patch", CLEAN, "--corrupt", CORRUPT, "-m", tiny_model_dir, "--quantize", "int8",
+                 "--target", " capital", "--corrupt-target", " of", "--cells-per-pass", "1", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    assert document["model_info"]["weights"] and document["model_info"]["quantize"] == "int8"
+    values = document["grids"][0]["values"]
+    assert values[-1][-1] == 1.0 and values[0][0] == 0.0  # "The" is the same token in both prompts
+
+
 # ---------------------------------------------------------------------------------------------- embedded model
 
 EIFFEL = "The Eiffel Tower is in the city of"
@@ -364,3 +374,4 @@ def test_eiffel_tower_table_json_and_plot_agree_on_packed_weights(cli: Any, tmp_
     assert [[float(x) for x in row[1:]] for row in rows[:10]] == [[round(v, 2) + 0.0 for v in row]
                                                                     for row in resid["values"]]
     assert f"layer {resid['strongest'][0]['layer']} position 8" in table.stdout
+
