@@ -50,14 +50,11 @@ class SiteGrid:
     position: int | None  # heads: the position every head was patched at
     values: tuple[tuple[float, ...], ...]
 
-    def strongest(self, count: int, largest_first: bool = True) -> list[tuple[int, Column, float]]:
-        """The `count` cells with the largest values (or the smallest), as (layer, column, value)."""
-        cells = [(layer, column, row[j]) for layer, row in zip(self.layers, self.values)
-                 for j, column in enumerate(self.columns)]
-        return sorted(cells, key=lambda cell: -cell[2] if largest_first else cell[2])[:count]
-
-    def peak(self) -> tuple[int, Column, float]:
-        return self.strongest(1)[0]
+    def strongest(self, count: int, by_size: bool = False) -> list[tuple[int, int, float]]:
+        """(layer, column index, value) of the `count` largest cells, or of the largest |value| with by_size
+        (ablation: the largest changes, either way)."""
+        cells = [(layer, j, row[j]) for layer, row in zip(self.layers, self.values) for j in range(len(self.columns))]
+        return sorted(cells, key=(lambda cell: -abs(cell[2])) if by_size else (lambda cell: -cell[2]))[:count]
 
 
 @dataclass(frozen=True)

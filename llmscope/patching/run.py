@@ -35,7 +35,7 @@ from llmscope.patching.results import (
     Token,
 )
 from llmscope.patching.settings import PatchSettings, select
-from llmscope.patching.sites import SITE_MEANINGS, Replacement, SiteModules, find_site_modules
+from llmscope.patching.sites import SITE_MEANINGS, Replacement, Site, SiteModules, find_site_modules
 
 if TYPE_CHECKING:
     from llmscope.loading.loader import LoadedModel
@@ -55,7 +55,7 @@ MODE_MEANINGS = {
 }
 
 
-Cell = tuple[str, int, int, "int | None", "int | None"]  # (kind, layer, position, head, source position)
+Cell = tuple[Site, "int | None"]  # one site to write, and the position in the source run its value comes from
 GridPlan = tuple[str, tuple[int, ...], tuple[Column, ...], "int | None"]  # (kind, layers, columns, heads' position)
 
 
@@ -218,10 +218,10 @@ def _layout(loaded: LoadedModel, settings: PatchSettings, sites: SiteModules, la
             other = None if source is None else len(source.ids) - 1
             head_columns = tuple(Column(index=h, label=f"h{h}") for h in range(sites.heads))
             grids.append((kind, layers, head_columns, position))
-            cells.extend((kind, layer, position, h, other) for layer in layers for h in range(sites.heads))
+            cells.extend((Site(kind, layer, position, h), other) for layer in layers for h in range(sites.heads))
         else:
             grids.append((kind, layers, tuple(columns), None))
-            cells.extend((kind, layer, c.index, None, c.source_position) for layer in layers for c in columns)
+            cells.extend((Site(kind, layer, c.index), c.source_position) for layer in layers for c in columns)
     return cells, grids, len(columns)
 
 
@@ -325,15 +325,14 @@ def _ablation_values(loaded: LoadedModel, sites: SiteModules, keys: list[tuple[s
     return {key: torch.zeros_like(shapes[key][0, 0]) for key in keys}
 
 
-def _cell_value(plan: PatchPlan, kind: str, layer: int, head: int | None, source_position: int | None,
-                variant: int) -> Any:
+def _cell_value(plan: PatchPlan, site: Site, source_position: int | None, variant: int) -> Any:
     """The value one row writes: the source's activation (one head's slice for heads), or the ablation value."""
-    value = plan.captured[(kind, layer)]
+    value = plan.captured[(site.kind, site.layer)]
     if plan.source is not None:
         value = value[variant, source_position]
-    if head is not None:
+    if site.head is not None:
         size = value.shape[-1] // plan.sites.heads
-        value = value[head * size:(head + 1) * size]
+        value = value[site.head * size:(site.head + 1) * size]
     return value
 
 
@@ -352,10 +351,10 @@ def run_plan(plan: PatchPlan) -> PatchResult:
         grouped: dict[tuple[str, int], list[tuple[int, int, int | None, Any]]] = {}
         variants = []
         for row, (cell, k) in enumerate(chunk):
-            kind, layer, position, head, other = plan.cells[cell]
+            site, other = plan.cells[cell]
             source_variant = k if source is not None and source.variants > 1 else 0
-            value = _cell_value(plan, kind, layer, head, other, source_variant)
-            grouped.setdefault((kind, layer), []).append((row, position, head, value))
+            value = _cell_value(plan, site, other, source_variant)
+            grouped.setdefault((site.kind, site.layer), []).append((row, site.position, site.head, value))
             variants.append(k if base.variants > 1 else 0)
         replace = {key: Replacement(rows=torch.tensor([e[0] for e in edits]),
                                     positions=torch.tensor([e[1] for e in edits]),
@@ -381,15 +380,15 @@ def _finish(plan: PatchPlan, value: float) -> float:
 
 def _result(plan: PatchPlan, means: list[float]) -> PatchResult:
     settings = plan.settings
-    index = {cell[:4]: number for number, cell in enumerate(plan.cells)}
+    index = {site: number for number, (site, _) in enumerate(plan.cells)}
     grids = []
     for kind, layers, columns, position in plan.grids:
         values = []
         for layer in layers:
             if kind == "heads":
-                row = [means[index[(kind, layer, position, c.index)]] for c in columns]
+                row = [means[index[Site(kind, layer, position, c.index)]] for c in columns]
             else:
-                row = [means[index[(kind, layer, c.index, None)]] for c in columns]
+                row = [means[index[Site(kind, layer, c.index)]] for c in columns]
             values.append(tuple(_finish(plan, v) for v in row))
         grids.append(SiteGrid(site=kind, meaning=SITE_MEANINGS[kind], layers=layers, columns=columns,
                               column_kind="head" if kind == "heads" else "position", position=position,

@@ -46,11 +46,8 @@ def column_name(grid: SiteGrid, index: int) -> str:
 
 
 def strongest(result: PatchResult, grid: SiteGrid, count: int) -> list[tuple[int, int, float]]:
-    """(layer, column index, value) of the strongest cells: the largest values, or the largest changes when
-    ablating."""
-    cells = [(layer, j, row[j]) for layer, row in zip(grid.layers, grid.values) for j in range(len(grid.columns))]
-    key = (lambda cell: -abs(cell[2])) if result.mode == "ablate" else (lambda cell: -cell[2])
-    return sorted(cells, key=key)[:count]
+    """The strongest cells as the table names them: the largest values, or the largest changes when ablating."""
+    return grid.strongest(count, by_size=result.mode == "ablate")
 
 
 def heat_table(result: PatchResult, grid: SiteGrid, width: int, colour: bool) -> Any:
