@@ -363,7 +363,9 @@ def test_eiffel_tower_restoration_peaks_at_the_subject_then_at_the_last_token(em
 def test_eiffel_tower_table_json_and_plot_agree_on_packed_weights(cli: Any, tmp_path: Path) -> None:
     plot = tmp_path / "eiffel.svg"
     args = ["patch", EIFFEL, "--corrupt", COLOSSEUM, "--layers", "20:30", "--site", "resid,attn"]
-    document = cli(*args, "--json", "-q").json()
+    result = cli(*args, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
     assert document["model_info"]["quantize"] == "auto"
     assert (document["answer"]["text"], document["foil"]["text"]) == (" Paris", " Rome")
     resid = document["grids"][0]
