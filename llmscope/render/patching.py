@@ -67,8 +67,8 @@ def heat_table(result: PatchResult, grid: SiteGrid, width: int, colour: bool) ->
         cells = [Text(cell_text(v, decimals), style=cell_style(v, largest) if colour else "") for v in row[first:]]
         table.add_row(str(layer), *cells)
     where = f" at position {grid.position}" if grid.position is not None else ""
-    title = f"{grid.site}: {result.metric} after {'ablating' if result.mode == 'ablate' else 'patching'} " \
-            f"each cell{where} ({grid.column_kind}s across, layers down)"
+    what = f"change in {result.metric} after ablating" if result.mode == "ablate" else f"{result.metric} after patching"
+    title = f"{grid.site}: {what} each cell{where} ({grid.column_kind}s across, layers down)"
     notes = []
     if first:
         notes.append(f"the first {first} of {total} columns are cut to fit {width} columns; --json or --plot has "
