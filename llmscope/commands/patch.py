@@ -75,7 +75,8 @@ def patch(
     max_passes: Annotated[int, typer.Option(
         "--max-passes", help="Refuse runs of more patched runs (cells x samples) than this.")] = 4096,
     cells_per_pass: Annotated[int | None, typer.Option(
-        "--cells-per-pass", help="Batch rows per forward pass (default: as many as fit, up to 64).",
+        "--cells-per-pass", help="Batch rows per forward pass (default: as many as fit, up to 16 on the CPU, 64 on a "
+        "GPU).",
         show_default=False)] = None,
     top: Annotated[int, typer.Option("--top", help="Strongest cells named under each table.")] = 5,
     plot: Annotated[str | None, typer.Option(

@@ -40,7 +40,8 @@ from llmscope.patching.sites import SITE_MEANINGS, Replacement, Site, SiteModule
 if TYPE_CHECKING:
     from llmscope.loading.loader import LoadedModel
 
-DEFAULT_ROWS = 64  # batch rows per forward pass when memory allows more (benchmarks/patch_bench.py)
+DEFAULT_ROWS = 64  # batch rows per forward pass on a GPU when memory allows more
+CPU_ROWS = 16  # on the CPU: 16 rows cost 31 ms of CPU time per cell, 64 rows 37 ms (benchmarks/patch_bench.py)
 MEMORY_SHARE = 0.25  # of the memory free now, what the batched passes may plan to use
 METRIC_MEANINGS = {
     "logit-diff": "normalised logit difference: (patched - corrupted) / (clean - corrupted) of logit(answer) - "
@@ -125,7 +126,7 @@ def _weights_bytes(model: Any) -> int:
 
 def _rows_budget(loaded: LoadedModel, length: int, asked: int | None) -> tuple[int, int]:
     """(rows per forward pass, bytes one row is estimated to need): asked, else what MEMORY_SHARE of the free
-    memory holds, at most DEFAULT_ROWS."""
+    memory holds, at most CPU_ROWS on the CPU and DEFAULT_ROWS elsewhere."""
     from llmscope.loading.modelconfig import config_value, intermediate_size, text_config
 
     config = text_config(loaded.model.config)
@@ -137,7 +138,8 @@ def _rows_budget(loaded: LoadedModel, length: int, asked: int | None) -> tuple[i
     if asked is not None:
         return asked, per_row
     free = _free_memory(loaded.device)
-    return max(1, min(DEFAULT_ROWS, int(free * MEMORY_SHARE) // per_row)), per_row
+    cap = CPU_ROWS if loaded.device == "cpu" else DEFAULT_ROWS
+    return max(1, min(cap, int(free * MEMORY_SHARE) // per_row)), per_row
 
 
 def _free_memory(device: str) -> int:
