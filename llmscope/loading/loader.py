@@ -54,6 +54,7 @@ class LoadedModel:
     quantize: str = "none"  # the --quantize mode that ran: none, auto, int8 or int4
     weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
     activations: str | None = None  # the dtype packed matmuls take their input in
+    kept_exact: str | None = None  # linear layers --quantize left dense (no packed kernel takes their shape)
 
     @property
     def info(self) -> ModelInfo:
@@ -68,6 +69,7 @@ class LoadedModel:
             quantize=self.quantize,
             weights=self.weights,
             activations=self.activations,
+            kept_exact=self.kept_exact,
         )
 
     @property
@@ -340,14 +342,17 @@ def load_model(
     if device_map:
         placed = sorted({str(where) for where in (getattr(model, "hf_device_map", None) or {}).values()})
         device_label = f"{device_map} ({', '.join(placed)})" if placed else str(device_map)
-    from llmscope.loading.quant.modules import packed_summary
+    from llmscope.loading.quant.modules import packed_summary, unpackable_layers
 
     held = packed_summary(model)
     weights = ", ".join(f"{form} x{count}" for form, count in held.items()) or None
+    kept = unpackable_layers(model, "int4" if mode == "auto" else mode) if mode != "none" else {}
+    kept_exact = ", ".join(f"{form} x{count}" for form, count in kept.items()) or None
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device_label,
                        dtype=dtype_name(torch_dtype), parameters=count_parameters(model),
                        load_seconds=time.perf_counter() - started, from_cache=from_cache, quantize=mode,
-                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None)
+                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None,
+                       kept_exact=kept_exact)
 
 
 KERNEL_DTYPE_NAME = "bfloat16"
