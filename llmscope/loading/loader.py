@@ -3,6 +3,7 @@ It picks device and dtype and keeps the GGUF conversion cache; it never prints (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -237,11 +238,18 @@ def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any, bool]:
 
 
 def hide_library_progress_bars() -> None:
-    """Turn off transformers' tqdm bars (loading weights, and the GGUF reader's bar, read when tqdm is imported)."""
+    """Turn off transformers' tqdm bars: loading and saving weights, and the GGUF conversion's bar. That one calls
+    tqdm directly (not transformers' switchable wrapper) and tqdm reads TQDM_DISABLE only when first imported, so
+    in a process that imported tqdm already it is pointed at the wrapper, which the switch below turns off."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        from transformers import modeling_gguf_pytorch_utils
+
+        if hasattr(modeling_gguf_pytorch_utils, "tqdm"):
+            modeling_gguf_pytorch_utils.tqdm = transformers_logging.tqdm
 
 
 def count_parameters(model: Any) -> int:

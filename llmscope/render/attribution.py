@@ -85,7 +85,7 @@ def single_target(result: AttributionResult, target: int, colour: bool, top: int
     """One target: a coloured prompt per method, the inputs x methods table, the ranked top inputs."""
     parts: list[Any] = [Text(target_heading(result, target), style="bold")]
     width = max(len(SHORT_NAMES.get(m.method, m.method)) for m in result.methods)
-    for method in result.methods:
+    for method in result.methods if colour else ():  # without colour these lines carry nothing: the table has it
         label = Text(f"{SHORT_NAMES.get(method.method, method.method):>{width}}  ", style="bold")
         parts.append(label + coloured_prompt(result, method, target, colour))
     table = Table(box=box.SIMPLE, pad_edge=False)
