@@ -224,7 +224,8 @@ def test_usage_guards(tiny32: Any) -> None:
 JSON_KEYS = {"prompt", "text", "chat", "tokens", "ids", "prompt_tokens", "target_source", "target_function",
              "targets", "methods", "top_agree", "seconds"}
 METHOD_KEYS = {"method", "question", "parameters", "matrix", "completeness", "top", "seconds"}
-COMPLETENESS_KEYS = {"attribution_sum", "expected", "error", "relative_error", "steps", "converged", "suggested_steps"}
+COMPLETENESS_KEYS = {"attribution_sum", "expected", "error", "relative_error", "steps", "converged", "suggested_steps",
+                     "compared_steps", "largest_move", "unsettled"}
 
 
 def test_json_schema_is_stable(cli, tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -41,3 +41,59 @@ def test_through_a_pipe_attribute_prints_plain_text_and_no_progress_bar(tiny_ggu
     assert not any(line.rstrip().endswith(PROMPT) for line in lines), run.stdout  # no colour-only prompt lines
     rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
     assert len(rows) >= 5 and all(len(row) >= 3 for row in rows[:5])  # the table carries the figures
+
+
+# ------------------------------------------------------------------------------------------- item 19
+
+
+def _fake_runs(move: Any, calls: list[int]) -> Any:
+    """Runs whose sum is exact at every step count (completeness 0%) while tokens 1 and 2 trade `move(steps)`."""
+    from llmscope.attribution.methods import Integral
+
+    def compute(steps: int) -> Integral:
+        calls.append(steps)
+        values = (0.0, 1.0 + move(steps), 1.0 - move(steps), 0.5)
+        return Integral(steps=steps, values=values, total=sum(values[1:]), expected=2.5)
+
+    return compute
+
+
+def test_a_right_sum_with_moving_tokens_is_not_converged() -> None:
+    """Issue 28 item 19: the sum alone said converged while single tokens still moved."""
+    from llmscope.attribution.methods import settle
+
+    calls: list[int] = []
+    run, check = settle(_fake_runs(lambda steps: 4 / steps, calls), steps=32)
+    assert check.relative_error == 0.0 and not check.converged
+    assert check.compared_steps == 16 and check.unsettled == (1, 2)
+    assert check.largest_move == pytest.approx((4 / 16 - 4 / 32) / (1 + 4 / 32))  # 11%
+    # the fix is named: 64 against 32 still moves 5.9% of the largest value, 128 against 64 3.0%
+    assert check.suggested_steps == 128
+    assert calls == [16, 32, 64, 128] and run.steps == 32
+
+
+def test_automatic_steps_double_until_every_token_settles() -> None:
+    from llmscope.attribution.methods import settle
+
+    calls: list[int] = []
+    run, check = settle(_fake_runs(lambda steps: 64 / steps**2, calls), steps=None)
+    assert calls == [16, 32, 64]  # only the first comparison costs a run of its own
+    assert run.steps == 64 and check.converged and check.unsettled == () and check.compared_steps == 32
+
+
+def test_each_token_is_compared_with_a_run_of_half_the_steps(tiny_model_dir: Path) -> None:
+    from llmscope.attribution.attribute import attribute
+    from llmscope.attribution.settings import SETTLED_LIMIT, AttributionSettings
+    from llmscope.loading.loader import load_model
+
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
+    rows = {}
+    for steps in (2, 4):
+        result = attribute(loaded, PROMPT, AttributionSettings(methods=("integrated-gradients",), steps=steps,
+                                                               baseline="zero"))
+        rows[steps] = result.methods[0].matrix[0]
+        check = result.methods[0].completeness[0]
+    largest = max(abs(v) for v in rows[4][1:])
+    moves = [abs(a - b) / largest for a, b in zip(rows[4][1:], rows[2][1:])]
+    assert check.compared_steps == 2 and check.largest_move == pytest.approx(max(moves), rel=1e-5)
+    assert check.unsettled == tuple(p + 1 for p, move in enumerate(moves) if move > SETTLED_LIMIT)

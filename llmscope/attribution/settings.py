@@ -24,6 +24,8 @@ DEFAULT_STEPS = 32  # Gauss-Legendre points; "The capital of France is": 0.48% c
 MAX_AUTO_STEPS = 256  # the budget the automatic steps may grow to (doubling) until completeness < 1%
 MAX_STEPS = 4096
 COMPLETENESS_LIMIT = 0.01  # a relative completeness error above this is a warning
+SETTLED_LIMIT = 0.05  # a token whose value moves by more than this share of the row's largest |value| between half
+# the steps and the steps is not settled (the sum can be right while single tokens still move: issue 28 item 19)
 DEFAULT_MAX_TOKENS = 256  # prompt + target tokens one run may attribute (--max-tokens)
 MAX_TARGETS = 256
 
