@@ -97,3 +97,75 @@ def test_each_token_is_compared_with_a_run_of_half_the_steps(tiny_model_dir: Pat
     moves = [abs(a - b) / largest for a, b in zip(rows[4][1:], rows[2][1:])]
     assert check.compared_steps == 2 and check.largest_move == pytest.approx(max(moves), rel=1e-5)
     assert check.unsettled == tuple(p + 1 for p, move in enumerate(moves) if move > SETTLED_LIMIT)
+
+
+# ------------------------------------------------------------------------------------------- item 22
+
+
+def _tiny_plan(tiny32: Any, tokens: int) -> Any:
+    from llmscope.attribution.memory import plan_method
+
+    return plan_method("integrated-gradients", tiny32.config, tokens, 32, 32, None, 0)
+
+
+@pytest.fixture(scope="module")
+def tiny32(tiny_model_dir: Path) -> Any:
+    from llmscope.loading.loader import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
+
+
+def test_the_step_batch_shrinks_to_the_memory_there_is(tiny32: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28 item 22: integrated gradients ran 640 token positions per pass whatever memory there was."""
+    from llmscope.attribution.attribute import attribute
+    from llmscope.attribution.settings import AttributionSettings
+    from llmscope.loading import memory
+
+    settings = AttributionSettings(methods=("integrated-gradients",), steps=8, baseline="zero")
+    free = attribute(tiny32, PROMPT, settings)
+    tokens = len(free.ids)
+    per_step = _tiny_plan(tiny32, tokens).per_step_bytes
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": int(3.5 * per_step))
+    tight = attribute(tiny32, PROMPT, settings)
+    (ig_free,), (ig_tight,) = free.methods, tight.methods
+    assert ig_free.parameters["step_batch"] == 8 and ig_tight.parameters["step_batch"] == 3
+    assert ig_tight.parameters["planned_memory_bytes"] == 3 * per_step
+    assert ig_tight.matrix[0][1:] == pytest.approx(ig_free.matrix[0][1:], abs=1e-5)  # the same integral
+
+
+def test_a_method_that_cannot_fit_is_refused_in_one_line_before_it_runs(cli, tiny_model_dir: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmscope.attribution import methods
+
+    ran: list[str] = []
+    monkeypatch.setattr(methods, "integrate", lambda *args, **kwargs: ran.append("ig"))
+    result = cli("attribute", PROMPT, "-m", tiny_model_dir, "--method", "ig,occlusion", "--max-memory", "1MB")
+    assert result.exit_code == 1 and not ran and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: integrated-gradients on ") and "left under --max-memory 1 MiB" in line
+    for option in ("--method", "--steps", "--max-memory"):
+        assert option in line
+    assert cli("attribute", PROMPT, "-m", tiny_model_dir, "--max-memory", "lots").exit_code == 2
+
+
+def test_every_load_checks_its_planned_peak_first(cli, tiny_model_dir: Path, tiny_gguf: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load whose planned weights exceed the free memory is refused in one line with the figures (the float32
+    copy of an 8B-shaped GGUF passed 15 GB in 79 s before)."""
+    from llmscope.loading import loader, memory
+
+    loads: list[str] = []
+    real_load = loader.load_model
+    monkeypatch.setattr(loader, "load_model", lambda *args, **kwargs: loads.append("load") or real_load(*args,
+                                                                                                          **kwargs))
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 100 << 10)  # 100 KiB
+    monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "empty-cache"))
+    folder = cli("next-token", PROMPT, "-m", tiny_model_dir)
+    assert folder.exit_code == 1 and not loads
+    # 94,528 float32 parameters: 369 KiB
+    assert "tiny-llama0 with --quantize auto needs about 369 KiB and 100 KiB is available" in folder.stderr
+    gguf = cli("next-token", PROMPT, "-m", tiny_gguf, "--quantize", "none")
+    assert gguf.exit_code == 1 and not loads
+    assert "(a first load, dequantizing the GGUF file) needs about 738 KiB" in gguf.stderr  # twice the weights
+    monkeypatch.setenv("LLMSCOPE_MEMORY_CHECK", "0")
+    assert cli("next-token", PROMPT, "-m", tiny_model_dir).exit_code == 0 and loads

@@ -42,6 +42,7 @@ class Problem:
     ids: tuple[int, ...]
     targets: tuple[AttributionTarget, ...]
     settings: AttributionSettings
+    step_batch: int = 0  # integrated-gradients steps per forward + backward pass that fit the memory (0: no plan)
 
 
 @dataclass(frozen=True)
@@ -211,13 +212,19 @@ def baseline_embeddings(loaded: LoadedModel, x: torch.Tensor, kind: str) -> torc
     return baseline
 
 
+def preferred_step_batch(tokens: int) -> int:
+    """Integrated-gradients steps per pass before any memory limit: TOKENS_PER_PASS token positions."""
+    return max(1, TOKENS_PER_PASS // max(tokens, 1))
+
+
 def integrate(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, baseline: torch.Tensor,
-              steps: int) -> tuple[list[float], float, float]:
-    """Captum's integrated gradients for one target: (attribution per token, sum, f(x) - f(baseline))."""
+              steps: int, step_batch: int = 0) -> tuple[list[float], float, float]:
+    """Captum's integrated gradients for one target: (attribution per token, sum, f(x) - f(baseline)), running
+    `step_batch` steps per pass (0: preferred_step_batch, no memory limit)."""
     from captum.attr import IntegratedGradients
 
     function = embedding_function(loaded, target)
-    per_pass = max(1, TOKENS_PER_PASS // x.shape[1])
+    per_pass = min(step_batch, preferred_step_batch(x.shape[1])) if step_batch else preferred_step_batch(x.shape[1])
     attributions, delta = IntegratedGradients(function).attribute(
         x, baselines=baseline, n_steps=steps, method=QUADRATURE, internal_batch_size=min(per_pass, steps),
         return_convergence_delta=True)
@@ -236,9 +243,9 @@ class Integral:
     expected: float
 
 
-def _run(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, baseline: torch.Tensor,
+def _run(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, baseline: torch.Tensor, step_batch: int,
          steps: int) -> Integral:
-    values, total, expected = integrate(loaded, target, x, baseline, steps)
+    values, total, expected = integrate(loaded, target, x, baseline, steps, step_batch)
     return Integral(steps, tuple(values), total, expected)
 
 
@@ -295,7 +302,8 @@ def _integrated_gradients(problem: Problem) -> tuple[list[list[float | None]], l
         for target in problem.targets:
             x = embeddings[:, : target.position].clone()
             baseline = baseline_embeddings(loaded, x, settings.baseline)
-            run, check = settle(functools.partial(_run, loaded, target, x, baseline), settings.steps)
+            run, check = settle(functools.partial(_run, loaded, target, x, baseline, problem.step_batch),
+                                settings.steps)
             rows.append([None, *run.values[1:]])  # position 0 is held at its own embedding: not attributed
             checks.append(check)
     parameters = {"steps": settings.steps or "auto", "default_steps": DEFAULT_STEPS, "max_auto_steps": MAX_AUTO_STEPS,

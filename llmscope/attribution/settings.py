@@ -70,6 +70,7 @@ class AttributionSettings:
     baseline: str = DEFAULT_BASELINE
     max_tokens: int = DEFAULT_MAX_TOKENS
     top: int = 5  # inputs ranked per target in the table
+    max_memory: int | None = None  # bytes the process may hold in all (--max-memory); None: what it holds + free
 
     def __post_init__(self) -> None:
         for name in self.methods:
@@ -91,6 +92,8 @@ class AttributionSettings:
             raise UsageError(f"--baseline takes {', '.join(BASELINES)} (got {self.baseline!r})")
         whole_number("--max-tokens", self.max_tokens, 2, 1_000_000)
         whole_number("--top", self.top, 1, 1_000)
+        if self.max_memory is not None and self.max_memory < 1 << 20:
+            raise UsageError(f"--max-memory must be at least 1 MiB (got {self.max_memory} bytes)")
 
     def ignored(self) -> tuple[str, ...]:
         """Options that the chosen methods do not use."""
