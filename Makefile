@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m llmscope.cli.reference > docs/cli.md
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/readme_figures.py
 
 test: $(STAMP)
 	$(BIN)/ruff check llmscope tests benchmarks
