@@ -30,6 +30,7 @@ from llmscope.loading.quant.ggufweights import (
 )
 from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, set_module
 from llmscope.loading.quant.packing import PackedWeight
+from llmscope.loading.quant.packing import _cpu_block_rows as cpu_int4_block_rows
 
 log = logging.getLogger("llmscope")
 
@@ -163,7 +164,8 @@ def save_packed(model: Any, folder: Path) -> None:
         model.generation_config.save_pretrained(str(folder))
     save_file(tensors, str(folder / WEIGHTS))
     (folder / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "layers": layers, "file_blocks": blocks,
-                                               "architecture": file_blocks["architecture"]}, indent=1))
+                                               "architecture": file_blocks["architecture"],
+                                               "int4_block_rows": cpu_int4_block_rows()}, indent=1))
 
 
 def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
@@ -174,6 +176,10 @@ def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
     manifest = json.loads((folder / MANIFEST).read_text())
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{MANIFEST} has format {manifest.get('format')}, not {MANIFEST_FORMAT}")
+    written_block = manifest.get("int4_block_rows", 32)  # entries before the key were written in 32-row blocks
+    if written_block != cpu_int4_block_rows() and any(layer["kind"] == "int4" for layer in manifest["layers"].values()):
+        raise ValueError(f"{MANIFEST} holds int4 blocks of {written_block} rows; this CPU's kernel reads "
+                         f"{cpu_int4_block_rows()}")
     config = AutoConfig.from_pretrained(str(folder))
     model = _meta_model(config, dtype)
     tensors = load_file(str(folder / WEIGHTS), device="cpu")
