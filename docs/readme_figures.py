@@ -2,7 +2,8 @@
 the README still holds what the last run wrote (`--check`, and tests/test_readme_figures.py). Runs commands only.
 
 Two kinds of places in README.md:
-- a fenced block right after `<!-- run: NAME -->`: `$ COMMAND` and what it printed (stderr, then stdout);
+- a fenced block right after `<!-- run: NAME -->`: `$ COMMAND` and what it printed (stderr and stdout as a terminal
+  interleaves them, or stdout alone);
 - an inline `<!-- figure: NAME -->VALUE<!-- /figure -->`: one value read from a command's --json.
 Each output is also written to docs/readme/NAME.txt, so that the README can be checked without running a model.
 Commands run in docs/examples/ (paragraph.txt lives there) with the default model and options, COLUMNS=96, through
@@ -57,6 +58,8 @@ RUNS: dict[str, Run] = {
     "next-token": Run('llmscope next-token "The capital of France is" --top-k 5'),
     "score-paragraph": Run("llmscope score --file paragraph.txt --worst 3"),
     "attribute": Run('llmscope attribute "The capital of France is"'),
+    "attribute-contrast": Run('llmscope attribute "The capital of France is" --contrast " London" --method '
+                              "ig,occlusion --quantize none"),
     "quantize-next-token": Run('llmscope next-token "The capital of France is" -k 3'),
 }
 
@@ -81,23 +84,24 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_command(command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `llmscope ...` as this Python's `-m llmscope` in docs/examples; a failure stops the script."""
+def run_command(command: str, env: dict[str, str] | None = None,
+                merged: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `llmscope ...` as this Python's `-m llmscope` in docs/examples; a failure stops the script. merged:
+    stderr into stdout's pipe, both unbuffered, so that the lines come in the order a terminal shows them."""
     words = shlex.split(command)
     assert words[0] == "llmscope", command
-    done = subprocess.run([sys.executable, "-m", "llmscope", *words[1:]], cwd=EXAMPLES, capture_output=True,
-                          text=True, env=_environment(env or {}), timeout=1800)
+    done = subprocess.run([sys.executable, "-m", "llmscope", *words[1:]], cwd=EXAMPLES, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True, timeout=1800,
+                          env=_environment({**(env or {}), "PYTHONUNBUFFERED": "1"}))
     if done.returncode != 0:
-        raise SystemExit(f"`{command}` failed with exit {done.returncode}:\n{done.stderr}")
+        raise SystemExit(f"`{command}` failed with exit {done.returncode}:\n{done.stderr or done.stdout}")
     return done
 
 
 def block_text(run: Run, done: subprocess.CompletedProcess[str]) -> str:
-    """What a README block holds: the command, then stderr (less lines about the machine's load), then stdout."""
+    """What a README block holds: the command, then what it printed (less the lines about the machine's load)."""
     lines = [f"$ {run.command}"]
-    if run.stderr:
-        lines += [line for line in done.stderr.splitlines() if not line.startswith(MACHINE_LINES)]
-    lines += done.stdout.rstrip("\n").splitlines()
+    lines += [line for line in done.stdout.rstrip("\n").splitlines() if not line.startswith(MACHINE_LINES)]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
@@ -124,7 +128,11 @@ def mismatches(readme: str) -> list[str]:
     """Every run and figure whose README text differs from its stored output, or that the README lacks."""
     found = []
     blocks = {m["name"]: m["body"] for m in RUN_BLOCK.finditer(readme)}
-    values = {m["name"]: m["value"] for m in FIGURE_SPAN.finditer(readme)}
+    values: dict[str, str] = {}
+    for match in FIGURE_SPAN.finditer(readme):  # a figure can stand in several places: each must match
+        name, value = match["name"], match["value"]
+        if name in FIGURES and values.setdefault(name, value) != value:
+            found.append(f"README.md figure {name} reads both {values[name]} and {value}")
     for name in RUNS:
         if name not in blocks:
             found.append(f"README.md has no <!-- run: {name} --> block")
@@ -133,9 +141,12 @@ def mismatches(readme: str) -> list[str]:
     for name in FIGURES:
         if name not in values:
             found.append(f"README.md has no <!-- figure: {name} --> value")
-        elif values[name] != stored(name).strip():
-            found.append(f"README.md figure {name} is {values[name]}, docs/readme/{name}.txt {stored(name).strip()}")
-    unknown = (set(blocks) - set(RUNS)) | (set(values) - set(FIGURES))
+        else:
+            for match in FIGURE_SPAN.finditer(readme):
+                if match["name"] == name and match["value"] != stored(name).strip():
+                    found.append(f"README.md figure {name} is {match['value']}, docs/readme/{name}.txt "
+                                 f"{stored(name).strip()}")
+    unknown = (set(blocks) - set(RUNS)) | ({m["name"] for m in FIGURE_SPAN.finditer(readme)} - set(FIGURES))
     found += [f"README.md marks {name}, which docs/readme_figures.py does not run" for name in sorted(unknown)]
     return found
 
@@ -146,7 +157,7 @@ def regenerate(only: set[str] | None = None) -> None:
     blocks, figures = {}, {}
     for name, run in RUNS.items():
         if only is None or name in only:
-            blocks[name] = block_text(run, run_command(run.command, run.env))
+            blocks[name] = block_text(run, run_command(run.command, run.env, merged=run.stderr))
             (OUTPUTS / f"{name}.txt").write_text(blocks[name])
             print(f"ran {name}", file=sys.stderr)
     for name, figure in FIGURES.items():

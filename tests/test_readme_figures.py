@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def figures() -> Any:
     spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "docs" / "readme_figures.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["readme_figures"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
