@@ -56,6 +56,7 @@ RUNS: dict[str, Run] = {
     "generate-logprobs-json": Run('llmscope generate "The capital of France is" -n 2 --json --logprobs 2 -q',
                                   stderr=False),
     "next-token": Run('llmscope next-token "The capital of France is" --top-k 5'),
+    "next-token-lens": Run('llmscope next-token "The capital of France is" --lens --top-k 3 -q'),
     "score-paragraph": Run("llmscope score --file paragraph.txt --worst 3"),
     "attribute": Run('llmscope attribute "The capital of France is"'),
     "attribute-contrast": Run('llmscope attribute "The capital of France is" --contrast " London" --method '
