@@ -162,7 +162,7 @@ def _file_weights(spec: Any, quantize: str, plan: PlannerSettings | None) -> tup
     return file_weight_bytes(spec.gguf_path, mode, 4)
 
 
-def _file_parameters(spec: Any) -> int | None:
+def _file_parameters(spec: Any, table: list[Any] | None) -> int | None:
     """Parameters counted from the weight files' headers (a GGUF tensor table, safetensors headers); None when the
     files are not here to read (a hub id not downloaded yet) or cannot be read."""
     import json
@@ -171,9 +171,7 @@ def _file_parameters(spec: Any) -> int | None:
 
     try:
         if spec.is_gguf:
-            from llmscope.loading.quant.ggufheader import read_tensor_table
-
-            return sum(math.prod(entry.shape) for entry in read_tensor_table(spec.gguf_path))
+            return sum(math.prod(entry.shape) for entry in table) if table is not None else None
         files = sorted(Path(spec.location).glob("*.safetensors")) if spec.kind == "folder" else []
         total = 0
         for path in files:
@@ -191,7 +189,15 @@ def planned_load_peak(spec: Any, quantize: str, dtype: str, device: str, convert
     weights as --quantize holds them, else parameters x the dtype's size; None when the files cannot tell."""
     from llmscope.loading.quant.mode import resolve_quantize
 
-    parameters = _file_parameters(spec)
+    table = None
+    if spec.is_gguf:
+        from llmscope.loading.quant.ggufheader import read_tensor_table
+
+        try:
+            table = read_tensor_table(spec.gguf_path)
+        except (OSError, ValueError):
+            return None  # the load itself says what is wrong with the file
+    parameters = _file_parameters(spec, table)
     if parameters is None:
         return None
     weights_dtype = dtype if dtype in WEIGHT_BYTES_KNOWN else ("float32" if device == "cpu" else "bfloat16")
@@ -200,7 +206,7 @@ def planned_load_peak(spec: Any, quantize: str, dtype: str, device: str, convert
     if spec.is_gguf and mode != "none":
         from llmscope.loading.quant.ggufweights import file_weight_bytes
 
-        held = file_weight_bytes(spec.gguf_path, mode, 4 if weights_dtype == "float32" else 2)
+        held = file_weight_bytes(spec.gguf_path, mode, 4 if weights_dtype == "float32" else 2, table)
     return load_peak_bytes(parameters, weights_dtype, held, converting=converting and held is None)
 
 

@@ -212,15 +212,16 @@ def held_bytes(rows: int, columns: int, form: str, dense_bytes: int) -> int:
             "bfloat16": rows * columns * 2, "dense": rows * columns * dense_bytes}[form]
 
 
-def file_weight_bytes(path: Any, mode: str, dense_bytes: int) -> tuple[int, str]:
-    """The bytes a GGUF file's weights take once loaded under --quantize `mode`, read from its tensor table alone,
-    and what they are held in ("int4 x210, float32 x62")."""
+def file_weight_bytes(path: Any, mode: str, dense_bytes: int, table: list[Any] | None = None) -> tuple[int, str]:
+    """The bytes a GGUF file's weights take once loaded under --quantize `mode`, read from its tensor table alone
+    (`table`: read_tensor_table(path) when the caller has it already), and what they are held in ("int4 x210,
+    float32 x62")."""
     from collections import Counter
 
     from llmscope.loading.quant.ggufheader import read_tensor_table
 
     total, forms = 0, Counter()
-    for entry in read_tensor_table(path):
+    for entry in table if table is not None else read_tensor_table(path):
         rows = entry.shape[0]
         columns = int(np.prod(entry.shape[1:])) if len(entry.shape) > 1 else 1
         form = target_form(entry.ggml_type, mode, table=entry.name in TABLE_NAMES) if len(entry.shape) == 2 \
