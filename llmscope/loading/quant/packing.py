@@ -2,8 +2,10 @@
 int8 per output channel and bfloat16; packing, exact dequantization and the matmuls on CPU and CUDA. No model, no files.
 
 Layouts: int4 weights are kept in the layout of the device's kernel. On the CPU that is torch's
-`_convert_weight_to_int4pack_for_cpu` output, a [N/32, K, 16] byte array whose low nibble holds row 32b + j and
-high nibble row 32b + 16 + j (checked when packing, so a torch that changed it fails loudly, not silently);
+`_convert_weight_to_int4pack_for_cpu` output: blocks of B rows (B = 32 on AVX2, 64 on AVX-512), each a [K, B/2]
+byte array whose low nibble holds row b + j and high nibble row b + B/2 + j; a last, shorter block (N not a
+multiple of B) holds rows b + 2j and b + 2j + 1 instead. B is found and the layout checked when packing, so a
+torch that changed it fails loudly, not silently;
 on CUDA it is the tinygemm tile layout, unpacked through the kernel itself. Scales and zeros are bfloat16,
 [K/32, N, 2], as both kernels take them.
 """
@@ -133,33 +135,56 @@ def pack_int4_values(values: torch.Tensor, scale_zero: torch.Tensor, source: str
 @functools.lru_cache(maxsize=1)
 def _check_cpu_layout() -> None:
     """Once per process: the CPU kernel's packed bytes are laid out as this module reads them."""
+    _cpu_block_rows()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_block_rows() -> int:
+    """The rows per block of the CPU kernel's layout on this machine (torch picks it by CPU capability), checked
+    on a weight whose last block is a short one."""
     generator = torch.Generator().manual_seed(0)
-    values = torch.randint(0, 16, (64, 128), generator=generator, dtype=torch.int32)
+    values = torch.randint(0, 16, (96, 128), generator=generator, dtype=torch.int32)
     data = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, _inner_k_tiles(128))
-    weight = PackedWeight("int4", 64, 128, data, torch.zeros(4, 64, 2, dtype=KERNEL_DTYPE))
-    if not torch.equal(unpack_int4(weight).to(torch.int32), values):
-        raise RuntimeError(f"torch {torch.__version__} packs int4 weights in a layout llmscope does not know")
+    for block_rows in (32, 64):
+        if torch.equal(_cpu_unpack(data, 96, 128, block_rows).to(torch.int32), values):
+            return block_rows
+    raise RuntimeError(f"torch {torch.__version__} packs int4 weights in a layout llmscope does not know")
 
 
-def _cpu_int4_rows(data: torch.Tensor, columns: int, index: torch.Tensor) -> torch.Tensor:
-    blocks = data.view(-1, columns, 16)  # [N/32, K, 16]
-    picked = blocks[index // 32, :, index % 16]  # [n, K]
-    high = (index % 32 >= 16).to(torch.uint8)[:, None] * 4
-    return (picked >> high) & 15
+def _cpu_unpack(data: torch.Tensor, rows: int, columns: int, block_rows: int) -> torch.Tensor:
+    flat = data.reshape(-1)
+    parts = []
+    for start in range(0, rows, block_rows):
+        size = min(block_rows, rows - start)
+        block = flat[start * columns // 2:(start + size) * columns // 2].view(columns, size // 2)
+        low, high = (block & 15).t(), (block >> 4).t()  # [size/2, K] each
+        parts.append(torch.cat([low, high]) if size == block_rows else torch.stack([low, high], 1).flatten(0, 1))
+    return torch.cat(parts)
+
+
+def _cpu_int4_rows(data: torch.Tensor, rows: int, columns: int, index: torch.Tensor) -> torch.Tensor:
+    block_rows = _cpu_block_rows()
+    start = torch.div(index, block_rows, rounding_mode="floor") * block_rows
+    half = (rows - start).clamp(max=block_rows) // 2
+    within = index - start
+    full = half * 2 == block_rows
+    byte = torch.where(full, within % half, within // 2)
+    high = torch.where(full, within >= half, within % 2 == 1)
+    offsets = start[:, None] * (columns // 2) + torch.arange(columns)[None, :] * half[:, None] + byte[:, None]
+    picked = data.reshape(-1)[offsets]  # [n, K]
+    return (picked >> (high.to(torch.uint8)[:, None] * 4)) & 15
 
 
 def _int4_rows(weight: PackedWeight, index: torch.Tensor) -> torch.Tensor:
     if weight.device.type == "cpu":
-        return _cpu_int4_rows(weight.data, weight.columns, index)
+        return _cpu_int4_rows(weight.data, weight.rows, weight.columns, index)
     return unpack_int4(weight)[index]
 
 
 def unpack_int4(weight: PackedWeight) -> torch.Tensor:
     """The int4 values [N, K] (uint8, 0..15) of a packed weight."""
     if weight.device.type == "cpu":
-        blocks = weight.data.view(-1, weight.columns, 16)
-        halves = torch.stack([blocks & 15, blocks >> 4], dim=2)  # [N/32, K, 2, 16]
-        return halves.permute(0, 2, 3, 1).reshape(weight.rows, weight.columns)
+        return _cpu_unpack(weight.data, weight.rows, weight.columns, _cpu_block_rows())
     # CUDA tiles: run the kernel on an identity with unit scales and zero offsets: the output is q - 8.
     unit = torch.zeros_like(weight.scales)
     unit[..., 0] = 1
