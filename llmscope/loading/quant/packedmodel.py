@@ -29,7 +29,7 @@ from llmscope.loading.quant.ggufweights import (
     target_form,
 )
 from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, set_module
-from llmscope.loading.quant.packing import PackedWeight
+from llmscope.loading.quant.packing import PackedWeight, cpu_int4_layout, from_cpu_int4_layout
 
 log = logging.getLogger("llmscope")
 
@@ -163,7 +163,8 @@ def save_packed(model: Any, folder: Path) -> None:
         model.generation_config.save_pretrained(str(folder))
     save_file(tensors, str(folder / WEIGHTS))
     (folder / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "layers": layers, "file_blocks": blocks,
-                                               "architecture": file_blocks["architecture"]}, indent=1))
+                                               "architecture": file_blocks["architecture"],
+                                               "int4_cpu_layout": cpu_int4_layout()}, indent=1))
 
 
 def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
@@ -185,6 +186,8 @@ def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
             continue
         weight = PackedWeight(layer["kind"], layer["rows"], layer["columns"], tensors.pop(f"{source}.packed_data"),
                               tensors.pop(f"{source}.packed_scales"), layer["source"])
+        if weight.kind == "int4":  # written by a CPU whose kernel tiles differently (AVX2 and AVX-512 do)
+            weight = from_cpu_int4_layout(weight, manifest.get("int4_cpu_layout", 32))
         packed[name] = weight.to(device)
     if manifest["file_blocks"]:
         processor = processor_for(manifest["architecture"], config)
