@@ -61,14 +61,15 @@ def build_tokenizer(folder: Path) -> Any:
     return tokenizer
 
 
-def build_tiny_model(folder: Path, model_type: str = "llama", seed: int = 0) -> Path:
-    """Write a tiny random causal LM of the given architecture, with the tokenizer above, to `folder`."""
+def build_tiny_model(folder: Path, model_type: str = "llama", seed: int = 0, **overrides: Any) -> Path:
+    """Write a tiny random causal LM of the given architecture, with the tokenizer above, to `folder`
+    (`overrides`: config fields that replace TINY_CONFIGS', e.g. n_positions=40)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder)
-    fields = dict(TINY_CONFIGS[model_type])
+    fields = dict(TINY_CONFIGS[model_type], **overrides)
     fields.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     fields.setdefault("pad_token_id", tokenizer.pad_token_id)
     config = AutoConfig.for_model(model_type, **fields)

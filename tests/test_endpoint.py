@@ -39,6 +39,10 @@ def test_next_token_over_the_server_is_the_local_document(cli, server: Server, t
     local = cli(*args, "-m", tiny_model_dir)
     assert remote.exit_code == 0 and local.exit_code == 0, remote.stderr + local.stderr
     a, b = _without_timings(remote.json()), _without_timings(local.json())
+    # the source is named: which server, and that it is llmscope's (its model, dtype and weights follow)
+    assert (a["model_info"].pop("endpoint"), a["model_info"].pop("server")) == (server.url, "llmscope serve")
+    assert (b["model_info"].pop("endpoint"), b["model_info"].pop("server")) == (None, None)
+    assert f"answered by `llmscope serve` at {server.url}: {tiny_model_dir}, float32" in remote.stderr
     for step_a, step_b in zip(a["steps"], b["steps"], strict=True):
         assert [r["token_id"] for r in step_a["top"]] == [r["token_id"] for r in step_b["top"]]
         assert [r["probability"] for r in step_a["top"]] == pytest.approx(
@@ -130,6 +134,8 @@ def test_compare_against_the_server_is_the_local_compare(cli, server: Server, ti
     assert remote.exit_code == 0, remote.stderr
     a, b = remote.json(), local.json()
     assert a["window"]["forward_passes"] > 1 and a["model_b"] == b["model_b"]  # several windows: chunks pair up
+    assert (a["endpoint_b"], a["weights_b"], b["endpoint_b"], b["weights_b"]) == (server.url, "float32", None,
+                                                                                   "float32")
     assert a["summary"]["kl_max"] < 1e-4 and a["summary"]["tokens_compared"] == b["summary"]["tokens_compared"]
     assert a["summary"]["perplexity_b"] == pytest.approx(b["summary"]["perplexity_b"], abs=1e-4)
     assert [r["b_id"] for r in a["next_token"]["rows"]] == [r["b_id"] for r in b["next_token"]["rows"]]
@@ -139,7 +145,7 @@ def test_compare_against_the_server_is_the_local_compare(cli, server: Server, ti
 
 def test_score_from_openai_prompt_logprobs(server: Server, tiny_model_dir: Path) -> None:
     from llmscope.endpoint.client import Client, EndpointSettings, score_openai
-    from llmscope.endpoint.results import completion_entries, score_from_openai
+    from llmscope.endpoint.results import read_entries, score_from_openai
     from llmscope.inspection.scoring import ScoreSettings, score_text
     from llmscope.loading.loader import load_model
 
@@ -156,7 +162,7 @@ def test_score_from_openai_prompt_logprobs(server: Server, tiny_model_dir: Path)
     status, answer = server.request("/v1/completions", {"prompt": text, "max_tokens": 1, "temperature": 0,
                                                         "echo": True, "logprobs": 3}, key=None)
     assert status == 200
-    entries = completion_entries(answer["choices"][0]["logprobs"])[: answer["usage"]["prompt_tokens"]]
+    entries = read_entries(answer["choices"][0]["logprobs"])[: answer["usage"]["prompt_tokens"]]
     echoed = score_from_openai(str(tiny_model_dir), text, entries, ScoreSettings(top_k=3))
     assert echoed.perplexity == pytest.approx(local.perplexity, abs=1e-4)
     assert [t.text for t in echoed.tokens] == [t.text for t in local.tokens]

@@ -16,7 +16,9 @@ from tinygguf import encode_q4_k, write_tiny_gguf
 from llmscope.loading.loader import load_model
 from llmscope.loading.quant.ggufweights import int4_blocks
 from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, packed_summary
+from llmscope.loading.quant.packing import _cpu_block_rows as cpu_int4_block_rows
 from llmscope.loading.quant.packing import (
+    _cpu_int4_rows,
     pack_int4_values,
     packed_linear,
     quantize_int4,
@@ -98,6 +100,19 @@ def test_int4_and_int8_quantizers_round_trip(weights: np.ndarray) -> None:
     half = to_bfloat16(dense)
     assert torch.equal(half.rows_dense(torch.tensor([3, 5]), torch.float32), dense[[3, 5]].bfloat16().float())
     assert torch.equal(int4.rows_dense(torch.tensor([[0, 40]]), torch.float32)[0], int4.dequantize()[[0, 40]])
+
+
+@pytest.mark.parametrize("rows", [32, 64, 96, 160, 576])
+def test_int4_values_read_back_in_this_cpus_layout(rows: int) -> None:
+    """The CPU packer's layout depends on the CPU (32-row blocks on AVX2, 64 on AVX-512, with a 32-row rest):
+    every row reads back, one at a time and all together, whatever the row count."""
+    generator = torch.Generator().manual_seed(rows)
+    values = torch.randint(0, 16, (rows, 128), generator=generator, dtype=torch.uint8)
+    packed = pack_int4_values(values, torch.zeros(4, rows, 2))
+    assert torch.equal(unpack_int4(packed), values)
+    picked = torch.tensor([rows - 1, 0, rows // 2 + 1])
+    assert torch.equal(_cpu_int4_rows(packed.data, rows, 128, picked), values[picked])
+    assert cpu_int4_block_rows() in (32, 64)
 
 
 def test_gradients_flow_through_packed_weights(weights: np.ndarray) -> None:

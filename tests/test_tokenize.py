@@ -56,7 +56,7 @@ def test_cli_tokenize_json_and_ids(cli, tiny_model_dir: Path) -> None:
 def test_cli_tokenize_stdin_and_table(cli, tiny_model_dir: Path) -> None:
     result = cli("tokenize", "-", "-m", tiny_model_dir, input="Hello world!\n")
     assert result.exit_code == 0, result.stderr
-    assert "12 characters" in result.stdout  # the trailing newline from stdin is dropped
+    assert "13 characters" in result.stdout  # stdin's bytes are the text: its final newline is kept
     assert "␣" in result.stdout.splitlines()[0]  # whitespace made visible in the boundary line
     assert "special tokens added: none" in result.stdout
 

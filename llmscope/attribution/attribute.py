@@ -83,15 +83,29 @@ def plan_targets(loaded: LoadedModel, prompt_ids: list[int], settings: Attributi
         check_cost(len(prompt_ids), settings.new_tokens, settings)
         targets = greedy_tokens(loaded, prompt_ids, settings.new_tokens)
         source = "next-token" if settings.new_tokens == 1 else "generated"
-    contrast: list[int] = []
-    if settings.contrast is not None:
-        contrast = _text_ids(tokenizer, settings.contrast)
-        if len(contrast) != len(targets):
-            plural = "s" if len(contrast) != 1 else ""
-            raise UsageError(f"--contrast {settings.contrast!r} is {len(contrast)} token{plural} but the target is "
-                             f"{len(targets)}",
-                             hint="give a contrast with one token per target token (checked with `llmscope tokenize`)")
+    contrast = check_contrast(tokenizer, settings, len(targets))
     return targets, contrast, source
+
+
+def check_contrast(tokenizer: Any, settings: AttributionSettings, targets: int | None = None) -> list[int]:
+    """The --contrast ids (empty without it), refused unless there is one per target token: `targets` of them, or
+    before the model loads (the tokenizer alone), those of --target or -n. Also refuses a --target of no tokens."""
+    if targets is None:
+        if settings.target is not None:
+            targets = len(_text_ids(tokenizer, settings.target))
+            if not targets:
+                raise UsageError("--target has no tokens", hint="pass some text, e.g. ' Paris'")
+        else:
+            targets = settings.new_tokens
+    if settings.contrast is None:
+        return []
+    contrast = _text_ids(tokenizer, settings.contrast)
+    if len(contrast) != targets:
+        plural = "s" if len(contrast) != 1 else ""
+        raise UsageError(f"--contrast {settings.contrast!r} is {len(contrast)} token{plural} but the target is "
+                         f"{targets}",
+                         hint="give a contrast with one token per target token, checked with `llmscope tokenize`")
+    return contrast
 
 
 def target_logprobs(loaded: LoadedModel, ids: list[int], positions: list[int], wanted: list[list[int]]

@@ -28,6 +28,7 @@ from llmscope.cli.kit import (
     StrideOpt,
     SystemOpt,
     ThreadsOpt,
+    TimeoutOpt,
     TrustOpt,
     WindowOpt,
     batch_from_options,
@@ -82,10 +83,11 @@ class BatchInput:
 
 @dataclass(frozen=True)
 class EndpointOptions:
-    """--endpoint and --api-key, as given."""
+    """--endpoint, --api-key and --timeout, as given."""
 
     endpoint: str | None = None
     api_key: str | None = None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,8 @@ GROUPS: dict[str, tuple[type, tuple[tuple[str, str, Any], ...]]] = {
                           ("system", "system", SystemOpt), ("window", "window", WindowOpt),
                           ("stride", "stride", StrideOpt), ("max_tokens", "max_tokens", MaxTokensOpt))),
     "batch": (BatchInput, (("batch", "batch", BatchOpt), ("batch_format", "batch_format", BatchFormatOpt))),
-    "endpoint": (EndpointOptions, (("endpoint", "endpoint", EndpointOpt), ("api_key", "api_key", ApiKeyOpt))),
+    "endpoint": (EndpointOptions, (("endpoint", "endpoint", EndpointOpt), ("api_key", "api_key", ApiKeyOpt),
+                                   ("timeout", "timeout", TimeoutOpt))),
     "load": (LoadOptions, (("device", "device", DeviceOpt), ("dtype", "dtype", DtypeOpt),
                            ("device_map", "device_map", DeviceMapOpt),
                            ("trust_remote_code", "trust_remote_code", TrustOpt),

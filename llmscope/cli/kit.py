@@ -33,6 +33,7 @@ from llmscope.core.settings import (
     threads_from,
     utf8_text,
 )
+from llmscope.endpoint.errors import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.cli.batch import BatchItem, BatchOutcome
@@ -67,9 +68,10 @@ ChatOpt = Annotated[bool | None, typer.Option(
     "the raw prompt, as in every command; on with --system).", show_default=False)]
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System message for the chat template.",
                                                show_default=False)]
-PromptArg = Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.", show_default=False)]
+PromptArg = Annotated[str, typer.Argument(
+    help="The prompt; '-' reads it from stdin (one final newline dropped).", show_default=False)]
 OptionalPromptArg = Annotated[str | None, typer.Argument(
-    help="The prompt; '-' reads it from stdin (or give --batch).", show_default=False)]
+    help="The prompt; '-' reads it from stdin (one final newline dropped), or give --batch.", show_default=False)]
 BatchOpt = Annotated[str | None, typer.Option(
     "--batch", metavar="FILE", help="Many prompts, one model load: one prompt per line, or JSON Lines with "
     "\"prompt\" (and \"id\"); '-' reads stdin. Writes one JSON record per prompt, in order.", show_default=False)]
@@ -81,7 +83,11 @@ EndpointOpt = Annotated[str | None, typer.Option(
     "OpenAI-compatible server (vLLM, llama.cpp, ollama). Default: $LLMSCOPE_ENDPOINT. -m then names the served "
     "model.", show_default=False)]
 ApiKeyOpt = Annotated[str | None, typer.Option(
-    "--api-key", help="The endpoint's API key. Default: $LLMSCOPE_API_KEY.", show_default=False)]
+    "--api-key", help="The endpoint's API key. Default: $LLMSCOPE_API_KEY. Sent to that server only: a redirect "
+    "to another server is refused.", show_default=False)]
+TimeoutOpt = Annotated[float | None, typer.Option(
+    "--timeout", metavar="SECONDS", help="With an endpoint: the longest wait for one whole answer.  "
+    f"[default: {DEFAULT_TIMEOUT:g}]", show_default=False)]
 ContextOpt = Annotated[str | None, typer.Option(
     "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
 ScoreChatOpt = Annotated[bool, typer.Option(
@@ -175,13 +181,14 @@ def interrupted_exit() -> typer.Exit:
     return typer.Exit(EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED)
 
 
-def read_prompt(prompt: str, what: str = "prompt") -> str:
-    """The prompt itself, or stdin when it is '-' (one trailing newline dropped); empty is a usage error."""
+def read_prompt(prompt: str, what: str = "prompt", exact: bool = False) -> str:
+    """The prompt itself, or stdin when it is '-' (one trailing newline dropped, the one `echo` adds, unless exact:
+    a text to measure keeps its bytes, final newline included); empty is a usage error."""
     if prompt != "-":
         text = prompt
     else:
         text = utf8_text(read_bytes(None, "stdin"), "stdin")
-        text = text[:-1] if text.endswith("\n") else text
+        text = text[:-1] if text.endswith("\n") and not exact else text
     return require_text(text, what)
 
 
@@ -286,15 +293,16 @@ def batch_from_options(path: str | None, input_format: str, size: int) -> BatchS
     return BatchSettings(path=path, input_format=input_format, batch_size=size)
 
 
-def prompt_or_batch(prompt: str | None, batch: BatchSettings | None) -> str | None:
-    """The one prompt (read from stdin for '-'), or None with --batch; both or neither is a usage error."""
+def prompt_or_batch(prompt: str | None, batch: BatchSettings | None, exact: bool = False) -> str | None:
+    """The one prompt (read from stdin for '-', exact as read_prompt says), or None with --batch; both or neither
+    is a usage error."""
     if batch is not None:
         if prompt is not None:
             raise UsageError("give either PROMPT or --batch, not both")
         return None
     if prompt is None:
         raise UsageError("missing PROMPT", hint="pass the prompt, - to read it from stdin, or --batch FILE")
-    return read_prompt(prompt)
+    return read_prompt(prompt, exact=exact)
 
 
 def read_batch(settings: BatchSettings | None) -> list[Any] | None:
@@ -307,15 +315,16 @@ def read_batch(settings: BatchSettings | None) -> list[Any] | None:
 
 
 def read_text(text: str | None, file: str | None) -> str:
-    """TEXT, stdin ('-') or --file PATH: exactly one of them."""
+    """TEXT, stdin ('-') or --file PATH: exactly one of them, byte for byte (a file's final newline is part of its
+    text, as it is of an argument that holds one)."""
     if (text is None) == (file is None):
         raise UsageError("give either TEXT or --file PATH" if file is not None else "missing TEXT",
                          hint="pass the text, - to read stdin, or --file PATH")
     if file is None:
-        return read_prompt(text or "", "text")
+        return read_prompt(text or "", "text", exact=True)
     try:
         data = read_bytes(file, f"--file {file}")
     except OSError as error:
         raise UsageError(f"cannot read --file {file}: {error.strerror or error}") from None
     content = utf8_text(data, f"--file {file}")
-    return require_text(content[:-1] if content.endswith("\n") else content, "text")
+    return require_text(content, "text")

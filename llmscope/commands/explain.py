@@ -91,7 +91,17 @@ def attribute(
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
+        if contrast is not None:
+            _check_targets(settings)  # the tokenizer alone: a mismatch is found before the model loads
         _run_attribute(display, settings, text, items)
+
+
+def _check_targets(settings: Any) -> None:
+    from llmscope.attribution.attribute import check_contrast
+    from llmscope.loading.loader import load_tokenizer, resolve_model_spec
+
+    spec = resolve_model_spec(settings.model.model)
+    check_contrast(load_tokenizer(spec, settings.model.trust_remote_code), settings.attribution)
 
 
 def _run_attribute(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:

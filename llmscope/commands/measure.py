@@ -15,6 +15,7 @@ from llmscope.cli.kit import (
     ChatOpt,
     ModelOpt,
     SystemOpt,
+    TimeoutOpt,
     command,
     example,
     interrupted_exit,
@@ -128,9 +129,12 @@ def bench_cache(
 
 # ------------------------------------------------------------------------------------ score and compare
 
-TextArg = Annotated[str | None, typer.Argument(help="The text; '-' reads it from stdin.", show_default=False)]
-FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from this file (UTF-8).",
-                                             show_default=False)]
+TextArg = Annotated[str | None, typer.Argument(
+    help="The text; '-' reads it from stdin, byte for byte (a final newline is kept: echo -n leaves it out).",
+    show_default=False)]
+FileOpt = Annotated[str | None, typer.Option(
+    "--file", "-f", help="Read the text from this file (UTF-8), byte for byte: its final newline is scored too.",
+    show_default=False)]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -166,7 +170,7 @@ def score(
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        remote = endpoint_settings(shared.endpoint, model, None, {"--quantize": shared.load.quantize is not None})
+        remote = endpoint_settings(shared.endpoint, model, None, None, shared.load, display)
         items = read_batch(batch_settings)
         if remote is not None:
             from llmscope.commands.remote import run_score
@@ -213,6 +217,7 @@ def compare(
         "--against-endpoint", metavar="URL", help="Model B is the one `llmscope serve` serves at URL (it must "
         "tokenize TEXT like model A).", show_default=False)] = None,
     api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
     *,
     shared: Shared,
 ) -> None:
@@ -229,7 +234,7 @@ def compare(
             score=ScoreSettings(**shared.text.fields()),
             against=against if against_endpoint is None else against_endpoint, against_dtype=against_dtype,
             against_quantize=against_quantize, worst=worst, next_token=next_token, top_k=top_k)
-        remote = endpoint_settings(EndpointOptions(against_endpoint, api_key), None, None, {
+        remote = endpoint_settings(EndpointOptions(against_endpoint, api_key, timeout), None, None, {
             "--against": against is not None, "--against-dtype": against_dtype is not None,
             "--against-quantize": against_quantize is not None})
         settings_a = shared.load.settings(model)
@@ -241,11 +246,16 @@ def compare(
         from llmscope.inspection.comparison import compare_texts
         from llmscope.render import scoring as show
 
+        if remote is not None:
+            from llmscope.endpoint.compare import check_ready
+
+            check_ready(remote)  # before model A loads: a server that cannot answer is found in a second
         model_a = load(display, settings_a)
         if remote is not None:
             from llmscope.endpoint.compare import remote_chunks
+            from llmscope.generation.prompts import vocabulary_rows
 
-            model_b, chunks_b = remote_chunks(remote, source, settings.score)
+            model_b, chunks_b = remote_chunks(remote, source, settings.score, vocabulary_rows(model_a))
             show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings, chunks_b))
             return
         model_b = load(display, settings_b, fit_threads=False)  # torch's threads are per process: fitted with A

@@ -8,25 +8,53 @@ from typing import Any
 from llmscope.cli.groups import EndpointOptions
 from llmscope.core.errors import UsageError
 
+# The one rule for settings that shape a local load, checked before anything loads: given as options with an
+# endpoint they are refused (the server chose its own weights); set in the environment they are set aside with a
+# warning. Each output names the server, its model and its weights (model_info.endpoint / server / weights).
+LOAD_OPTIONS = (("--quantize", "quantize", None), ("--dtype", "dtype", "auto"), ("--device", "device", "auto"),
+                ("--device-map", "device_map", None), ("--trust-remote-code", "trust_remote_code", False),
+                ("--threads", "threads", None))
+LOAD_VARIABLES = ("LLMSCOPE_QUANTIZE", "LLMSCOPE_THREADS")
+
 
 def endpoint_settings(given: EndpointOptions, model: str | None, batch: Any,
-                      local_only: dict[str, bool] | None = None) -> Any:
-    """The endpoint to ask, or None to run locally; options that need a local model are refused with it."""
+                      local_only: dict[str, bool] | None = None, load: Any = None, display: Any = None) -> Any:
+    """The endpoint to ask, or None to run locally; options that need a local model are refused with it (load:
+    the command's LoadOptions, each one given is refused), environment load settings set aside with a warning on
+    display."""
+    import os
+
     from llmscope.endpoint.client import endpoint_from
 
     url, api_key = given.endpoint, given.api_key
-    settings = endpoint_from(url, api_key, model)
+    settings = endpoint_from(url, api_key, model, given.timeout)
     if settings is None:
         if api_key is not None:
             raise UsageError("--api-key is for --endpoint", hint="add --endpoint URL, or drop --api-key")
+        if given.timeout is not None:
+            raise UsageError("--timeout is for --endpoint", hint="add --endpoint URL, or drop --timeout")
         return None
     if batch is not None:
         raise UsageError("--batch with --endpoint is for next-token and score",
                          hint="loop over the prompts: a warm server answers each fast")
-    for option, given in (local_only or {}).items():
-        if given:
-            raise UsageError(f"{option} needs a local model, not --endpoint", hint=f"drop {option} or --endpoint")
+    loading = {option: getattr(load, name) != default for option, name, default in LOAD_OPTIONS} if load else {}
+    for option, wanted in {**loading, **(local_only or {})}.items():
+        if wanted:
+            raise UsageError(f"{option} needs a local model, not --endpoint",
+                             hint=f"drop {option} or --endpoint: the server holds its model as it was started")
+    set_aside = [f"{name}={os.environ[name]}" for name in LOAD_VARIABLES if os.environ.get(name, "").strip()]
+    if set_aside and display is not None:
+        display.warning(f"{', '.join(set_aside)} set aside: the figures come from the server at {settings.base}, "
+                        "with the weights it was started with")
     return settings
+
+
+def describe_source(display: Any, info: Any) -> None:
+    """On stderr, as a local run's load line: which server answered, its model, and how its weights are held."""
+    if info.endpoint:
+        server = {"llmscope serve": "`llmscope serve`", "openai-compatible": "an OpenAI-compatible server"}.get(
+            info.server or "", "the server")
+        display.status(f"answered by {server} at {info.endpoint}: {info.model}, {info.weights_label}")
 
 
 def _limits_note(display: Any, endpoint: Any, limits: tuple[str, ...]) -> dict[str, Any]:
@@ -53,6 +81,7 @@ def _each(display: Any, endpoint: Any, items: list[Any], size: int, ask: Any, sh
         if "keys" not in noted:
             noted["keys"] = _limits_note(display, endpoint, answers[0][2])
             display.model_info = answers[0][0]
+            describe_source(display, answers[0][0])
         return answers
 
     outcomes = run_batch(items, size, prepare=lambda item: require_text(item.prompt), run_chunk=run_chunk)
@@ -75,6 +104,7 @@ def run_next_token(display: Any, endpoint: Any, text: str | None, settings: Any,
     info, result, limits = ask(text or "")
     keys = _limits_note(display, endpoint, limits)
     display.model_info = info
+    describe_source(display, info)
     show.show_next_token(display, info, result, **keys)
 
 
@@ -93,6 +123,7 @@ def run_score(display: Any, endpoint: Any, text: str | None, settings: Any, colo
     info, result, limits = ask(text or "")
     keys = _limits_note(display, endpoint, limits)
     display.model_info = info
+    describe_source(display, info)
     show.show_score(display, info, result, colour_by, table, **keys)
 
 
@@ -110,5 +141,6 @@ def run_generate(display: Any, endpoint: Any, text: str, settings: Any) -> None:
     info, result = remote.generate(endpoint, text, settings.prompt.applies_template, settings.prompt.system, generation,
                                    detail)
     display.model_info = info
+    describe_source(display, info)
     show.legend(display, settings.show_probs)
     show.show_generation(display, info, result, settings.show_probs, settings.full_text, logprobs, streamed=False)

@@ -85,8 +85,7 @@ def generate(
             mode=shared.output.mode(batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
         remote = endpoint_settings(shared.endpoint, model, batch_settings, {
-            "--static-cache": static_cache, "--compile": compile_model,
-            "--quantize": shared.load.quantize is not None})
+            "--static-cache": static_cache, "--compile": compile_model}, shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
@@ -150,7 +149,8 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
 @grouped(batch=True)
 def tokenize(
     text: Annotated[str | None, typer.Argument(
-        help="The text; '-' reads it from stdin (or give --batch).", show_default=False)] = None,
+        help="The text; '-' reads it from stdin byte for byte, final newline kept (or give --batch).",
+        show_default=False)] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="Model whose tokenizer to use; give several to compare them side by side.",
         show_default=False)] = None,
@@ -182,7 +182,7 @@ def tokenize(
                 raise UsageError("give either TEXT or --decode, not both")
             _run_decode(display, settings)
             return
-        source = prompt_or_batch(text, batch_settings)
+        source = prompt_or_batch(text, batch_settings, exact=True)
         items = read_batch(batch_settings)
         _run_tokenize(display, settings, source, items)
 
@@ -262,8 +262,7 @@ def next_token(
             model=shared.load.settings(model),
             mode=shared.output.mode(batch=batch_settings is not None),
             batch=batch_settings)
-        remote = endpoint_settings(shared.endpoint, model, None,
-                                   {"--lens": lens, "--quantize": shared.load.quantize is not None})
+        remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens}, shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         warn_all(display, settings.warnings())

@@ -24,6 +24,16 @@ class ModelInfo:
     quantize: str | None = None  # the --quantize mode that ran (none, auto, int8, int4)
     weights: str | None = None  # how packed weights are held, e.g. "int4 from Q4_1 x210, int8 from Q8_0 requantized x1"
     activations: str | None = None  # the dtype packed matmuls take their input in (bfloat16)
+    endpoint: str | None = None  # the server that computed the figures (--endpoint), None for a local run
+    server: str | None = None  # what that server is: "llmscope serve" or "openai-compatible"
+
+    @property
+    def weights_label(self) -> str:
+        """How the weights are held, in a few words: the packed layout ("int4 from Q4_1 x210, ...") or the dtype
+        ("float32"); "not said" for a server that does not say."""
+        if self.weights:
+            return f"{self.weights}, {self.dtype} elsewhere" if self.dtype else self.weights
+        return self.dtype or "weights not said"
 
 
 def to_plain(value: Any) -> Any:

@@ -154,7 +154,7 @@ def _generators(sampler: Sampler, rows: int, device: Any) -> list[Any]:
 def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_ids: set[int] | frozenset[int] = frozenset(), use_cache: bool = True,
                  static_cache: bool = False, compiled_step: Callable[..., Any] | None = None,
-                 hidden_states_first: bool = False) -> Iterator[DecodeStep]:
+                 hidden_states_first: bool = False, retired: Sequence[bool] | None = None) -> Iterator[DecodeStep]:
     """Yield one DecodeStep per new token, for every row of the batch at once, until max_new_tokens or all rows
     have produced a stop id.
 
@@ -163,11 +163,15 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
         batch: left-padded prompts (prompt_batch); a padded batch gives each row what it would get alone.
         max_new_tokens: the most steps.
         sampler: greedy when None or not do_sample; sampling draws from sampler_distribution per row.
-        stop_ids: token ids that finish a row (a finished row keeps being fed, its later tokens are not used).
+        stop_ids: token ids that finish a row. A finished row is still fed (its later tokens are not used) but no
+            longer consumes positions: its position stays put and its mask stays 0, so a short row batched with a
+            long one never runs past a context of learned positions.
         use_cache: False recomputes the whole sequence every step (the book's use_cache=False).
         static_cache: preallocate the KV cache for prompt + max_new_tokens (fixed shapes).
         compiled_step: a torch.compile'd model.forward for the one-token steps (with static_cache).
         hidden_states_first: ask the first (prompt) pass for every layer's hidden states.
+        retired: rows the caller has ended (its own budget, a stop string, a client gone), read before each step:
+            they count as finished from then on.
     The caller owns interruption: a KeyboardInterrupt raised while a step runs propagates out of the generator.
     """
     import torch
@@ -212,12 +216,17 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
             picked_host, chosen_host = torch.stack([picked.double(), chosen.double()]).tolist()
             token_ids = tuple(int(t) for t in picked_host)
             finished = [done or token in stop_ids for done, token in zip(finished, token_ids)]
+            if retired is not None:
+                finished = [done or bool(gone) for done, gone in zip(finished, retired)]
             yield DecodeStep(index=index, token_ids=token_ids, logprobs=tuple(chosen_host), logits=logits,
                              distribution=distribution,
                              finished=tuple(finished), seconds=time.perf_counter() - started, output=output)
+            if retired is not None:  # the caller retires rows while handling the step just yielded
+                finished = [done or bool(gone) for done, gone in zip(finished, retired)]
             if all(finished):
                 return
             next_input = picked[:, None].to(device)
+            live = torch.tensor([[0 if done else 1] for done in finished], dtype=torch.long, device=device)
             input_ids = torch.cat([input_ids, next_input], dim=-1)
-            attention_mask = torch.cat([attention_mask, torch.ones_like(next_input)], dim=-1)
-            positions = positions[:, -1:] + 1
+            attention_mask = torch.cat([attention_mask, live], dim=-1)
+            positions = positions[:, -1:] + live

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmscope.core.errors import InputMismatchError, UsageError
 from llmscope.inspection.scoring import (
@@ -122,6 +122,9 @@ class CompareResult:
     windows: int
     seconds: float
     settings: CompareSettings
+    weights_a: str = ""  # how each side's weights are held (ModelInfo.weights_label), e.g. "float32"
+    weights_b: str = ""
+    endpoint_b: str | None = None  # the server that gave B's figures (--against-endpoint)
 
 
 def first_difference(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> int | None:
@@ -230,7 +233,14 @@ def compare_texts(a: LoadedModel, b: LoadedModel, text: str, settings: CompareSe
         perplexity_a=perplexity_a, perplexity_b=perplexity_b, bits_per_byte_a=bits_a, bits_per_byte_b=bits_b,
         most_different=tuple(sorted(positions, key=lambda p: -p.kl)[: settings.worst]),
         next_token=next_rows, next_token_kl=next_kl, window=window, stride=stride, windows=len(plan),
-        seconds=time.perf_counter() - started, settings=settings)
+        seconds=time.perf_counter() - started, settings=settings, weights_a=_weights(a), weights_b=_weights(b),
+        endpoint_b=getattr(getattr(b, "info", None), "endpoint", None))
+
+
+def _weights(model: Any) -> str:
+    """A side's weights label: from its model info (a server's once it has answered), else its dtype."""
+    info = getattr(model, "info", None)
+    return info.weights_label if info is not None else str(getattr(model, "dtype", "?"))
 
 
 def _next_token_rows(a: LoadedModel, row_a: torch.Tensor, row_b: torch.Tensor, top_k: int

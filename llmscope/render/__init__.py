@@ -254,10 +254,39 @@ def titled(title: str, table: Any, caption: str | None = None) -> Any:
     """A table under a bold title line (and over a dim caption) that wrap to the screen, not to the table."""
     from rich.console import Group
 
-    parts = [Text(title, style="bold"), table]
+    parts = [PathWrapped(title, style="bold"), table]
     if caption:
-        parts.append(Text(caption, style="dim"))
+        parts.append(PathWrapped(caption, style="dim"))
     return Group(*parts)
+
+
+class PathWrapped:
+    """Text that wraps at spaces and, inside a long path, after a '/': Rich alone breaks a path that does not fit
+    the line wherever the line ends ("...Instruct.⏎Q4_1.gguf")."""
+
+    def __init__(self, text: str, style: str = "") -> None:
+        self.text, self.style = text, style
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Text]:
+        yield Text(wrap_at_paths(self.text, options.max_width), style=self.style)
+
+
+def wrap_at_paths(text: str, width: int) -> str:
+    """TEXT with line breaks put at spaces or after a path's '/' so that each line fits WIDTH where it can (a single
+    name longer than the line is left for Rich to fold)."""
+    import re
+
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for piece in re.findall(r"(?:://|[^ /])*(?:/+| +|$)", paragraph):
+            if line and len(line + piece.rstrip(" ")) > width:
+                lines.append(line.rstrip(" "))
+                line = piece.lstrip(" ")
+            else:
+                line += piece
+        lines.append(line.rstrip(" "))
+    return "\n".join(lines)
 
 
 def model_summary(display: Display, info: ModelInfo) -> None:

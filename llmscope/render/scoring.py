@@ -188,7 +188,10 @@ def show_compare(display: Display, info: ModelInfo, result: CompareResult) -> No
 
 
 def _names(result: CompareResult) -> tuple[str, str]:
-    return f"{result.model_a} ({result.dtype_a})", f"{result.model_b} ({result.dtype_b})"
+    """Each side by its model and how its weights are held (and B by its server, when one gave B's figures)."""
+    server = f", from the server at {result.endpoint_b}" if result.endpoint_b else ""
+    return (f"{result.model_a} ({result.weights_a or result.dtype_a})",
+            f"{result.model_b} ({result.weights_b or result.dtype_b}{server})")
 
 
 def difference_table(positions: tuple[ComparedPosition, ...]) -> Any:
@@ -233,6 +236,7 @@ def next_token_table(result: CompareResult) -> Any:
 def compare_payload(result: CompareResult) -> dict[str, Any]:
     return {
         "model_a": result.model_a, "model_b": result.model_b, "dtype_a": result.dtype_a, "dtype_b": result.dtype_b,
+        "weights_a": result.weights_a, "weights_b": result.weights_b, "endpoint_b": result.endpoint_b,
         "text": result.text, "token_ids": list(result.token_ids), "context_tokens": result.context_tokens,
         "bos_prepended": result.bos_prepended, "first_token_skipped": result.first_token_skipped,
         "summary": {"tokens_compared": result.tokens_compared, "kl_mean": result.kl_mean,

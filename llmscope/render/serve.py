@@ -1,4 +1,4 @@
-"""Show what `llmscope serve` serves (its --check plan): the address, the model, batching and the routes, as a Rich
+"""Show what `llmscope serve` serves (its --check plan): the address, the model, batching, routes and caps, as a Rich
 table or one JSON document. It computes nothing."""
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ def show_plan(display: Display, info: ModelInfo, plan: ServePlan) -> None:
     for method, route, what in plan.routes:
         table.add_row(method, route, what)
     display.result(titled("Routes", table))
+    if plan.limits:
+        limits = Table(box=box.SIMPLE, pad_edge=False)
+        limits.add_column("option", no_wrap=True)
+        limits.add_column("value", overflow="fold")
+        for option, value in plan.limits:
+            limits.add_row(option, value)
+        display.result(titled("Per-request caps, timeouts and Host rule", limits))
 
 
 def show_summary(display: Display, info: ModelInfo, summary: ServeSummary) -> None:

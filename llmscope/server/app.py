@@ -1,6 +1,7 @@
-"""The Starlette app of `llmscope serve`: each route reads a request into openai_shapes, hands the work to the
-engine (the library computes) and writes the answer back in OpenAI's shape (or llmscope's --json shape on its own
-routes). Errors use OpenAI's error document. No renderers here, and no model code."""
+"""The Starlette app of `llmscope serve`: each route reads a request into openai_shapes, checks it against the
+per-request caps, hands the work to the engine (the library computes) and writes the answer back in OpenAI's
+shape (or llmscope's --json shape on its own routes). Reading JSON, tokenizing and writing answers run off the
+event loop; a middleware checks Host and Content-Type on every route. No renderers here, and no model code."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,12 +25,17 @@ from starlette.routing import Route
 from llmscope.core.errors import LlmscopeError, UsageError
 from llmscope.server import openai_shapes as shapes
 from llmscope.server.compute import encode_messages, prompt_logprobs
-from llmscope.server.config import MAX_BODY_BYTES, ServeSettings
+from llmscope.server.config import MAX_BODY_BYTES, ServeSettings, host_allowed
 from llmscope.server.engine import Engine, GenerateWork, Job, call_job
-from llmscope.server.native import native_routes
+from llmscope.server.native import RouteTools, native_routes
 from llmscope.server.openai_shapes import ApiError, TokenLogprob
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+# What an answer costs in JSON, for the estimate checked against --max-answer-bytes before any work: per token
+# (its text, id, figures) and per alternative of a token (text, id, log-probability). Generous upper figures.
+BYTES_PER_TOKEN = 256
+BYTES_PER_ALTERNATIVE = 128
 
 
 class ClientGone(Exception):
@@ -58,6 +65,39 @@ class RequestLog:
             client = scope.get("client") or ("-", 0)
             self.log(f'{client[0]} "{scope["method"]} {scope["path"]}" {status["code"]} '
                      f"{(time.perf_counter() - started) * 1000:.0f} ms")
+
+
+class RequestGuard:
+    """ASGI middleware over every route (llmscope's, OpenAI's and any page served beside them): the Host header
+    must name this server (config.host_allowed: defeats DNS rebinding) and a request with a body must be
+    application/json (a cross-origin page cannot send that without a CORS preflight, which is never granted)."""
+
+    def __init__(self, app: Any, names: frozenset[str]) -> None:
+        self.app, self.names = app, names
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        refusal = None
+        if not host_allowed(headers.get("host"), self.names):
+            refusal = ApiError(400, f"the Host header {headers.get('host', '')!r} does not name this server (serve "
+                               "--allowed-host NAME accepts another name)", code="host_not_allowed")
+        elif scope["method"] in ("POST", "PUT", "PATCH"):
+            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                refusal = ApiError(415, f"the body must be sent as 'Content-Type: application/json' (got "
+                                   f"{media or 'none'!r})", code="unsupported_media_type")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        await _error(refusal)(scope, receive, send)
+
+
+def json_bytes(document: Any) -> bytes:
+    """A document as JSONResponse writes it (UTF-8, compact, no NaN)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
 def _error(error: ApiError) -> JSONResponse:
@@ -101,11 +141,84 @@ async def _wait(request: Request, jobs: list[Job]) -> list[Any]:
                 await gathered
 
 
+def parse_body(data: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; anything else (bad JSON, nesting past Python's recursion limit, a string
+    with a lone surrogate that no tokenizer can read) is a 400."""
+    try:
+        body = json.loads(data)
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ApiError(400, f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the body holds a string that is not valid Unicode (a lone surrogate such as \\ud800)"
+                       ) from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
+    return body
+
+
+def longest_token(tokenizer: Any) -> int | None:
+    """The most characters one token of the vocabulary stands for (its stored form: byte-level BPE keeps a byte as
+    one character, so this bounds the text's characters too); None when the tokenizer does not list its vocabulary."""
+    try:
+        vocabulary = tokenizer.get_vocab()
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    return max((len(piece) for piece in vocabulary), default=0) or None
+
+
 def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None]) -> Starlette:
     """The app for one loaded model (engine.loaded); `log` takes the request lines."""
     loaded = engine.loaded
     name = loaded.spec.name
     created = int(time.time())
+    tokenizer_lock = threading.Lock()  # one tokenization at a time, off the event loop (the model's thread is apart)
+
+    async def tokenized(work: Callable[[], T]) -> T:
+        """Run tokenizer work (and the checks around it) on a worker thread, never on the event loop."""
+        def locked() -> T:
+            with tokenizer_lock:
+                return work()
+        return await asyncio.to_thread(locked)
+
+    async def answer(document: Any, limit: int | None = settings.max_answer_bytes) -> Response:
+        """The JSON answer, written off the event loop and checked against --max-answer-bytes (limit None: the
+        route bounds its answer itself)."""
+        data = await asyncio.to_thread(json_bytes, document)
+        if limit is not None and len(data) > limit:
+            raise ApiError(400, f"the answer is {len(data):,} bytes, more than this server sends "
+                           f"({settings.max_answer_bytes:,}: serve --max-answer-bytes); ask for less",
+                           code="answer_too_large")
+        return Response(data, media_type="application/json")
+
+    def check_answer(positions: int, alternatives: int) -> None:
+        """Refuse, before any work, an answer whose estimated size passes --max-answer-bytes."""
+        estimate = positions * (BYTES_PER_TOKEN + alternatives * BYTES_PER_ALTERNATIVE)
+        if estimate > settings.max_answer_bytes:
+            raise ApiError(400, f"{positions:,} tokens with {alternatives:,} alternatives each would make an answer "
+                           f"of about {estimate:,} bytes, more than this server sends ({settings.max_answer_bytes:,}:"
+                           " serve --max-answer-bytes); ask for fewer", code="answer_too_large")
+
+    def check_tokens(total: int, what: str = "prompt and new tokens") -> None:
+        if total > settings.max_tokens:
+            raise ApiError(400, f"this request asks for {total:,} {what}, more than one request may "
+                           f"({settings.max_tokens:,}: serve --max-tokens)", code="too_many_tokens")
+
+    longest = longest_token(loaded.tokenizer)
+
+    def check_characters(characters: int, new_tokens: int = 0) -> None:
+        """Refuse, before tokenizing, text too long to fit --max-tokens whatever its tokens: no token covers more
+        than `longest` characters, so the text has at least characters / longest tokens."""
+        fewest = -(-characters // longest) if longest else 0
+        if fewest + new_tokens > settings.max_tokens:
+            raise ApiError(400, f"{characters:,} characters make at least {fewest:,} tokens (no token of this model "
+                           f"is longer than {longest} characters), more than one request may "
+                           f"({settings.max_tokens:,}: serve --max-tokens)", code="too_many_tokens")
 
     def guarded(handler: Handler, open_route: bool = False) -> Handler:
         async def run(request: Request) -> Response:
@@ -137,17 +250,19 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes", code="too_large")
         data = bytearray()
-        async for part in request.stream():
-            data += part
-            if len(data) > MAX_BODY_BYTES:
-                raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes", code="too_large")
+
+        async def read_all() -> None:
+            async for part in request.stream():
+                data.extend(part)
+                if len(data) > MAX_BODY_BYTES:
+                    raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes", code="too_large")
+
         try:
-            body = json.loads(bytes(data))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ApiError(400, f"the body is not valid JSON: {error}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the body must be a JSON object")
-        return body
+            await asyncio.wait_for(read_all(), timeout=settings.header_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {settings.header_timeout:g} s (serve "
+                           "--header-timeout)", code="timeout") from None
+        return await asyncio.to_thread(parse_body, bytes(data))
 
     def check_model(model: str | None) -> None:
         if model not in (None, "", name):
@@ -206,14 +321,22 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
     async def completions(request: Request) -> Response:
         parsed = shapes.parse_completion(await body_of(request))
         check_model(parsed.model)
+        if len(parsed.prompts) > settings.max_queue:  # they could never all be queued: not a retry matter
+            raise ApiError(400, f"{len(parsed.prompts):,} prompts in one request; this server takes at most "
+                           f"{settings.max_queue} (serve --max-queue)", param="prompt", code="too_many_prompts")
         loop = asyncio.get_running_loop()
         sampling, k = parsed.sampling, parsed.logprobs
+        wanted = max(k or 0, parsed.prompt_logprobs or 0)
+        check_answer(len(parsed.prompts) * sampling.max_tokens, k or 0)
+        check_characters(sum(len(p) for p in parsed.prompts), len(parsed.prompts) * sampling.max_tokens)
         from llmscope.generation.prompts import encode_prompt
 
-        encoded = [encode_prompt(loaded, p, new_tokens=max(sampling.max_tokens, 1), budget_option="max_tokens")
-                   for p in parsed.prompts]
+        encoded = await tokenized(lambda: [encode_prompt(loaded, p, new_tokens=max(sampling.max_tokens, 1),
+                                                         budget_option="max_tokens") for p in parsed.prompts])
+        check_tokens(sum(len(e.ids) + sampling.max_tokens for e in encoded))
+        if parsed.echo or parsed.prompt_logprobs is not None:
+            check_answer(sum(len(e.ids) for e in encoded) + len(encoded) * sampling.max_tokens, wanted)
         echoes: list[Job] = []
-        wanted = max(k or 0, parsed.prompt_logprobs or 0)
         if (parsed.echo and k is not None) or parsed.prompt_logprobs is not None:
             echoes = [call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, wanted)) for e in encoded]
         jobs = [generation_job(loop, e, sampling, k or 0, parsed.stream) for e in encoded] if (
@@ -239,21 +362,33 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
                                                top_ids=t.top_ids[: parsed.prompt_logprobs]) for t in echo]
                 choices[-1]["prompt_logprobs"] = shapes.vllm_prompt_logprobs(trimmed)
         completion_tokens = sum(r.new_tokens for r in results if r is not None)
-        return JSONResponse(shapes.completion(request_id, name, choices, sum(len(e.ids) for e in encoded),
+        return await answer(shapes.completion(request_id, name, choices, sum(len(e.ids) for e in encoded),
                                               completion_tokens))
 
     async def chat(request: Request) -> Response:
         parsed = shapes.parse_chat(await body_of(request))
         check_model(parsed.model)
         loop = asyncio.get_running_loop()
-        encoded = encode_messages(loaded, parsed.messages, parsed.sampling.max_tokens)
-        job = submit(generation_job(loop, encoded, parsed.sampling, parsed.top_logprobs, parsed.stream))
+        sampling = parsed.sampling
+        check_characters(sum(len(content) for _, content in parsed.messages))
+        if sampling.max_tokens_given:
+            encoded = await tokenized(lambda: encode_messages(loaded, parsed.messages, sampling.max_tokens))
+        else:  # the default budget, clipped to what the context leaves after the prompt
+            from llmscope.loading.modelconfig import context_length
+
+            encoded = await tokenized(lambda: encode_messages(loaded, parsed.messages, 1))
+            limit = context_length(loaded.model.config)
+            if limit is not None:
+                sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, limit - len(encoded.ids)))
+        check_tokens(len(encoded.ids) + sampling.max_tokens)
+        check_answer(sampling.max_tokens, parsed.top_logprobs)
+        job = submit(generation_job(loop, encoded, sampling, parsed.top_logprobs, parsed.stream))
         request_id = shapes.new_id("chatcmpl")
         if parsed.stream:
-            return _sse(_chat_stream(request_id, name, parsed, job, token_logprobs))
+            return _sse(_chat_stream(request_id, name, parsed, job, token_logprobs, len(encoded.ids)))
         (result,) = await _wait(request, [job])
         logprobs = shapes.chat_logprobs(token_logprobs(result, parsed.top_logprobs)) if parsed.logprobs else None
-        return JSONResponse(shapes.chat_completion(request_id, name, result.text,
+        return await answer(shapes.chat_completion(request_id, name, result.text,
                                                    shapes.finish_reason(result.finish_reason), logprobs,
                                                    len(encoded.ids), result.new_tokens))
 
@@ -269,9 +404,14 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         Route("/v1/completions", guarded(completions), methods=["POST"]),
         Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
         *(Route(path, guarded(handler), methods=["POST"])
-          for path, handler in native_routes(loaded, submit, body_of, _wait).items()),
+          for path, handler in native_routes(loaded, RouteTools(
+              submit=submit, body_of=body_of, wait=_wait, tokenized=tokenized, answer=answer,
+              check_answer=check_answer, check_tokens=check_tokens, check_characters=check_characters,
+              max_top_k=settings.max_top_k,
+              max_steps=settings.max_steps)).items()),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log)],
+    return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log),
+                                                Middleware(RequestGuard, names=settings.host_names())],
                      exception_handlers={HTTPException: not_found})
 
 
@@ -293,7 +433,7 @@ async def _events(job: Job) -> AsyncIterator[tuple[str, Any, Any]]:
     try:
         while True:
             item = await job.events.get()
-            if item[0] == "error":  # the answer has begun: the failure comes as an error event
+            if item[0] == "error":  # the answer has begun: the failure comes as an error event (item[2]: its code)
                 yield item
                 return
             yield item
@@ -310,6 +450,7 @@ async def _completion_stream(request_id: str, model: str, parsed: shapes.Complet
                              token_logprobs: Callable[[Any, int], list[TokenLogprob]]
                              ) -> AsyncIterator[dict[str, Any]]:
     try:
+        new_tokens = 0
         for index, prompt in enumerate(encoded):
             if parsed.echo:
                 echo = await echoes[index].future if echoes else None
@@ -321,7 +462,7 @@ async def _completion_stream(request_id: str, model: str, parsed: shapes.Complet
                 continue
             async for kind, value, token in _events(jobs[index]):
                 if kind == "error":
-                    yield shapes.error_body(value, "server_error")
+                    yield shapes.error_body(value, "server_error", code=token)
                     return
                 if kind == "end":
                     yield shapes.completion_chunk(request_id, model, index, "", shapes.finish_reason(value))
@@ -332,6 +473,10 @@ async def _completion_stream(request_id: str, model: str, parsed: shapes.Complet
                             text=token.text or "", logprob=token.logprob,
                             top=tuple((a.text, a.logprob) for a in token.top[:k]))])
                     yield shapes.completion_chunk(request_id, model, index, value, None, logprobs)
+            new_tokens += jobs[index].future.result().new_tokens  # _events returns once the job has resolved
+        if parsed.include_usage:
+            yield shapes.usage_chunk(request_id, model, "text_completion", sum(len(e.ids) for e in encoded),
+                                     new_tokens)
     finally:
         for job in jobs + echoes:
             if not job.future.done():
@@ -339,11 +484,12 @@ async def _completion_stream(request_id: str, model: str, parsed: shapes.Complet
 
 
 async def _chat_stream(request_id: str, model: str, parsed: shapes.ChatRequest, job: Job,
-                       token_logprobs: Callable[[Any, int], list[TokenLogprob]]) -> AsyncIterator[dict[str, Any]]:
+                       token_logprobs: Callable[[Any, int], list[TokenLogprob]], prompt_tokens: int
+                       ) -> AsyncIterator[dict[str, Any]]:
     yield shapes.chat_chunk(request_id, model, {"role": "assistant", "content": ""}, None)
     async for kind, value, token in _events(job):
         if kind == "error":
-            yield shapes.error_body(value, "server_error")
+            yield shapes.error_body(value, "server_error", code=token)
             return
         if kind == "end":
             yield shapes.chat_chunk(request_id, model, {}, shapes.finish_reason(value))
@@ -354,3 +500,6 @@ async def _chat_stream(request_id: str, model: str, parsed: shapes.ChatRequest, 
                     text=token.text or "", logprob=token.logprob,
                     top=tuple((a.text, a.logprob) for a in token.top[: parsed.top_logprobs]), token_bytes=token.bytes)])
             yield shapes.chat_chunk(request_id, model, {"content": value}, None, logprobs)
+    if parsed.include_usage:  # _events returns once the job has resolved
+        yield shapes.usage_chunk(request_id, model, "chat.completion.chunk", prompt_tokens,
+                                 job.future.result().new_tokens)

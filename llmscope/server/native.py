@@ -1,16 +1,19 @@
 """llmscope's own routes of `llmscope serve`, for what the OpenAI API lacks: tokenize, next-token (the full top-k
 with logits and entropy), score, generate and full log-probability rows (compare --against-endpoint). Each answers
-{"model_info", "result"} with the command's --json result, computed by the library on the engine's thread."""
+{"model_info", "result"} with the command's --json result, computed by the library on the engine's thread. Each
+request is checked against the server's caps before any work; option objects are validated strictly (pydantic)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from llmscope.core.results import to_plain
 from llmscope.server import openai_shapes as shapes
@@ -20,10 +23,34 @@ Handler = Callable[[Request], Awaitable[Response]]
 MAX_ROW_VALUES = 1 << 26  # full-vocabulary log-probabilities in one logprobs answer (256 MiB of float32)
 
 
-def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[Request], Awaitable[dict[str, Any]]],
-                  wait: Callable[[Request, list[Job]], Awaitable[list[Any]]]) -> dict[str, Handler]:
+@dataclasses.dataclass(frozen=True)
+class RouteTools:
+    """What the app lends llmscope's routes: the queue, the body reader, the waiter, off-loop tokenizing and
+    answering, and the per-request caps (see app.build_app)."""
+
+    submit: Callable[[Job], Job]
+    body_of: Callable[[Request], Awaitable[dict[str, Any]]]
+    wait: Callable[[Request, list[Job]], Awaitable[list[Any]]]
+    tokenized: Callable[[Callable[[], Any]], Awaitable[Any]]
+    answer: Callable[..., Awaitable[Response]]  # (document, limit=--max-answer-bytes; None: no byte check)
+    check_answer: Callable[[int, int], None]
+    check_tokens: Callable[..., None]
+    check_characters: Callable[..., None]  # (characters, new_tokens=0): refused before tokenizing
+    max_top_k: int
+    max_steps: int
+
+
+def check_cap(option: str, value: int | None, cap: int, serve_option: str) -> None:
+    """Refuse a count above the server's cap (400, before any work)."""
+    if value is not None and value > cap:
+        raise shapes.ApiError(400, f"'{option}' {value:,} is more than this server allows per request ({cap:,}: "
+                              f"serve {serve_option})", param=option, code="over_limit")
+
+
+def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
     """Path -> handler for llmscope's own routes (the caller adds the key check)."""
     name = loaded.spec.name
+    submit, body_of, wait, tokenized = tools.submit, tools.body_of, tools.wait, tools.tokenized
 
     async def read(request: Request) -> dict[str, Any]:
         """The body, with its optional "model" checked against the served one (404 for another)."""
@@ -34,8 +61,9 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
                                   param="model", code="model_not_found")
         return body
 
-    def envelope(result: Any) -> JSONResponse:
-        return JSONResponse({"model_info": to_plain(loaded.info), "result": to_plain(result)})
+    async def envelope(result: Any, checked: bool = True) -> Response:
+        document = await asyncio.to_thread(lambda: {"model_info": to_plain(loaded.info), "result": to_plain(result)})
+        return await tools.answer(document) if checked else await tools.answer(document, limit=None)
 
     async def tokenize(request: Request) -> Response:
         from llmscope.loading.tokenization import tokenize_text
@@ -45,37 +73,50 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         special = bool(shapes.field_of(body, "add_special_tokens", (bool,), True))
         chat_on = bool(shapes.field_of(body, "chat", (bool,), False))
         system = shapes.text_of(body, "system")
-        job = submit(call_job(asyncio.get_running_loop(), lambda: tokenize_text(
-            loaded.tokenizer, text, name, add_special_tokens=special, chat=chat_on, system=system)))
-        return envelope((await wait(request, [job]))[0])
+        tools.check_characters(len(text))
+        result = await tokenized(lambda: tokenize_text(loaded.tokenizer, text, name, add_special_tokens=special,
+                                                       chat=chat_on, system=system))
+        tools.check_tokens(result.token_count, "tokens")
+        return await envelope(result)
 
     async def next_token(request: Request) -> Response:
         from llmscope.core.settings import NextTokenSettings
         from llmscope.generation.prompts import check_top, encode_prompt
 
         parsed = shapes.parse_next_token(await read(request))
+        check_cap("top_k", parsed.top_k, tools.max_top_k, "--max-top-k")
+        check_cap("steps", parsed.steps, tools.max_steps, "--max-steps")
+        tools.check_answer(parsed.steps, parsed.top_k)
+        tools.check_characters(len(parsed.prompt), parsed.steps - 1)
         inspect = NextTokenSettings(top_k=parsed.top_k, steps=parsed.steps, temperature=parsed.temperature,
                                     top_p=parsed.top_p)
         check_top("top_k", inspect.top_k, loaded)
-        encoded = encode_prompt(loaded, parsed.prompt, chat=parsed.chat, system=parsed.system,
-                                new_tokens=parsed.steps - 1, budget_option="steps")
+        encoded = await tokenized(lambda: encode_prompt(loaded, parsed.prompt, chat=parsed.chat,
+                                                        system=parsed.system, new_tokens=parsed.steps - 1,
+                                                        budget_option="steps"))
+        tools.check_tokens(len(encoded.ids) + parsed.steps - 1)
         loop = asyncio.get_running_loop()
         job = submit(Job(kind="next_token", key=("next_token", inspect), payload=encoded, loop=loop,
                          future=loop.create_future()))
-        return envelope((await wait(request, [job]))[0])
+        return await envelope((await wait(request, [job]))[0])
 
     async def score(request: Request) -> Response:
-        from llmscope.inspection.scoring import ScoreSettings, score_text
+        from llmscope.inspection.scoring import ScoreSettings, prepare_ids, score_text
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
         scoring = settings_of(ScoreSettings, body)
+        check_cap("top_k", scoring.top_k, tools.max_top_k, "--max-top-k")
         if scoring.top_k:
             from llmscope.generation.prompts import check_top
 
             check_top("top_k", scoring.top_k, loaded)
+        tools.check_characters(len(text) + len(scoring.prompt or ""))
+        tokens = len((await tokenized(lambda: prepare_ids(loaded.tokenizer, text, scoring))).ids)
+        tools.check_tokens(tokens, "tokens to read")
+        tools.check_answer(min(tokens, scoring.max_tokens or tokens), scoring.top_k)
         job = submit(call_job(asyncio.get_running_loop(), lambda: score_text(loaded, text, scoring)))
-        return envelope((await wait(request, [job]))[0])
+        return await envelope((await wait(request, [job]))[0])
 
     async def generate(request: Request) -> Response:
         from llmscope.core.settings import GenerationSettings
@@ -86,18 +127,24 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         prompt = shapes.text_of(body, "prompt", required=True) or ""
         generation = settings_of(GenerationSettings, body, leave_out=("compile",))
         detail = settings_of(TokenDetail, body, key="detail")
+        check_cap("logprobs", generation.logprobs, tools.max_top_k, "--max-top-k")
+        check_cap("alternatives", detail.alternatives, tools.max_top_k, "--max-top-k")
         for option, value in (("top_k", generation.top_k), ("logprobs", generation.logprobs)):
             if value:
                 check_top(option, value, loaded)
+        tools.check_answer(generation.max_new_tokens, max(generation.logprobs, detail.alternatives))
         from llmscope.loading.tokenization import has_chat_template
 
         chat_on = shapes.field_of(body, "chat", (bool,), None)  # None: the template when the model has one
         chat = has_chat_template(loaded.tokenizer) if chat_on is None else chat_on
-        encoded = encode_prompt(loaded, prompt, chat=chat, system=shapes.text_of(body, "system"),
-                                new_tokens=generation.max_new_tokens)
+        system = shapes.text_of(body, "system")
+        tools.check_characters(len(prompt), generation.max_new_tokens)
+        encoded = await tokenized(lambda: encode_prompt(loaded, prompt, chat=chat, system=system,
+                                                        new_tokens=generation.max_new_tokens))
+        tools.check_tokens(len(encoded.ids) + generation.max_new_tokens)
         job = submit(call_job(asyncio.get_running_loop(),
                               lambda: generate_encoded(loaded, [encoded], generation, detail=detail)[0]))
-        return envelope((await wait(request, [job]))[0])
+        return await envelope((await wait(request, [job]))[0])
 
     async def logprobs(request: Request) -> Response:
         from llmscope.inspection.scoring import ScoreSettings, prepare_ids
@@ -109,7 +156,9 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         if not isinstance(ids, list) or not isinstance(plan, list) or not all(
                 isinstance(w, list) and len(w) == 3 and all(isinstance(v, int) for v in w) for w in plan):
             raise shapes.ApiError(400, "'ids' must be the token ids and 'plan' a list of [begin, end, first]")
-        if list(prepare_ids(loaded.tokenizer, text, scoring).ids) != ids:
+        tools.check_tokens(len(ids), "tokens to read")
+        tools.check_characters(len(text))
+        if list((await tokenized(lambda: prepare_ids(loaded.tokenizer, text, scoring))).ids) != ids:
             raise shapes.ApiError(400, f"{name} tokenizes the text differently from the local model",
                                   param="ids", code="tokenizer_mismatch")
         check_windows(plan, len(ids))
@@ -117,12 +166,13 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
         from llmscope.generation.prompts import vocabulary_rows
 
         vocab = vocabulary_rows(loaded)
-        if rows * vocab > MAX_ROW_VALUES:
+        if rows * vocab > MAX_ROW_VALUES:  # this route's own cap (compare sends a whole text's plan at once)
             raise shapes.ApiError(413, f"{rows:,} rows of {vocab:,} log-probabilities are more than one answer "
                                   f"carries ({MAX_ROW_VALUES:,} values)", code="too_large")
+        next_token = shapes.field_of(body, "next_token", (bool,), False)
         job = submit(call_job(asyncio.get_running_loop(), lambda: logprob_rows(
-            loaded, tuple(ids), [tuple(w) for w in plan], bool(body.get("next_token")))))
-        return envelope((await wait(request, [job]))[0])
+            loaded, tuple(ids), [tuple(w) for w in plan], bool(next_token))))
+        return await envelope((await wait(request, [job]))[0], checked=False)
 
     def check_windows(plan: list[list[int]], length: int) -> None:
         from llmscope.loading.modelconfig import context_length
@@ -140,12 +190,48 @@ def native_routes(loaded: Any, submit: Callable[[Job], Job], body_of: Callable[[
 
 
 def settings_of(kind: Any, body: dict[str, Any], key: str = "options", leave_out: tuple[str, ...] = ()) -> Any:
-    """A library settings object from the body's `key` object (the class checks the values; a wrong type is 400)."""
+    """A library settings object from the body's `key` object: each value's JSON type is checked strictly against
+    the field's (no 2.5 for a whole number, no "no" for a boolean: 400), then the class checks the values."""
+    import pydantic
+
     names = [f.name for f in dataclasses.fields(kind) if f.name not in leave_out]
+    options = shapes.parse_options(body, names, key)
     try:
-        return kind(**shapes.parse_options(body, names, key))
+        checked = _options_model(kind).model_validate(options).model_dump(include=set(options))
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise shapes.ApiError(400, f"'{key}.{where}': {first['msg']} (got {first.get('input')!r})",
+                              param=key) from None
+    try:
+        return kind(**checked)
     except (TypeError, ValueError) as error:
         raise shapes.ApiError(400, f"'{key}' holds a value of the wrong type ({error})", param=key) from None
+
+
+@functools.cache
+def _options_model(kind: Any) -> Any:
+    """A strict pydantic model of a settings dataclass's fields: bool, int, float and str take only their own JSON
+    type (an int is a float too), None where the field allows it; unknown names are refused."""
+    import pydantic
+
+    hints = typing.get_type_hints(kind)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(kind):
+        fields[field.name] = (_strict(hints[field.name]), None)
+    return pydantic.create_model(f"{kind.__name__}Options", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+
+
+def _strict(hint: Any) -> Any:
+    import pydantic
+
+    if hint in (bool, int, float, str):
+        return typing.Annotated[hint, pydantic.Strict()]
+    arguments = typing.get_args(hint)
+    if type(None) in arguments:  # X | None
+        rest = [_strict(a) for a in arguments if a is not type(None)]
+        return functools.reduce(lambda left, right: left | right, rest) | None
+    return hint
 
 
 @dataclasses.dataclass(frozen=True)

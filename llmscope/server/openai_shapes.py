@@ -78,6 +78,18 @@ def _stops(body: dict[str, Any]) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _include_usage(body: dict[str, Any], stream: bool) -> bool:
+    """stream_options.include_usage: a last chunk with the usage (and no choices), as OpenAI sends it."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
+        raise ApiError(400, "'stream_options' takes include_usage", param="stream_options")
+    if not stream:
+        raise ApiError(400, "'stream_options' needs 'stream': true", param="stream_options")
+    return bool(field_of(options, "include_usage", (bool,), False))
+
+
 def _only_one_choice(body: dict[str, Any]) -> None:
     """n=1, and no field that would change the answer in a way this server does not do (refused, not ignored)."""
     if _integer(body, "n", 1, 1, 128) != 1:
@@ -102,6 +114,7 @@ class Sampling:
     top_k: int = 0  # vLLM's extension; 0 (or -1) keeps every token
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    max_tokens_given: bool = True  # False: the route's default (chat clips it to what the context leaves)
 
     @property
     def greedy(self) -> bool:
@@ -112,6 +125,7 @@ def _sampling(body: dict[str, Any], default_max: int, least: int = 1) -> Samplin
     max_tokens = _integer(body, "max_completion_tokens", None, 1, 1_000_000)
     chosen = _integer(body, "max_tokens", max_tokens or default_max, least, 1_000_000)
     return Sampling(max_tokens=default_max if chosen is None else chosen,
+                    max_tokens_given=body.get("max_tokens") is not None or max_tokens is not None,
                     temperature=_number(body, "temperature", 1.0, 0.0, 2.0) or 0.0,
                     top_p=_number(body, "top_p", 1.0, 1e-9, 1.0) or 1.0,
                     top_k=max(_integer(body, "top_k", 0, -1, 1_000_000) or 0, 0),
@@ -129,6 +143,7 @@ class CompletionRequest:
     echo: bool
     stream: bool
     prompt_logprobs: int | None = None  # vLLM's extension: the prompt's own, with ids and ranks
+    include_usage: bool = False  # stream_options.include_usage
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionRequest:
@@ -140,10 +155,11 @@ def parse_completion(body: dict[str, Any]) -> CompletionRequest:
     _only_one_choice(body)
     echo = bool(field_of(body, "echo", (bool,), False))
     sampling = _sampling(body, 16, least=0 if echo else 1)  # echo with max_tokens 0 scores the prompt only
+    stream = bool(field_of(body, "stream", (bool,), False))
     return CompletionRequest(model=text_of(body, "model"), prompts=tuple(prompts), sampling=sampling,
                              logprobs=_integer(body, "logprobs", None, 0, MAX_LOGPROBS), echo=echo,
-                             stream=bool(field_of(body, "stream", (bool,), False)),
-                             prompt_logprobs=_integer(body, "prompt_logprobs", None, 0, MAX_LOGPROBS))
+                             stream=stream, prompt_logprobs=_integer(body, "prompt_logprobs", None, 0, MAX_LOGPROBS),
+                             include_usage=_include_usage(body, stream))
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,7 @@ class ChatRequest:
     logprobs: bool
     top_logprobs: int
     stream: bool
+    include_usage: bool = False  # stream_options.include_usage
 
 
 def _content(message: dict[str, Any]) -> str:
@@ -184,8 +201,9 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
     top = _integer(body, "top_logprobs", 0, 0, MAX_LOGPROBS) or 0
     if top and not logprobs:
         raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+    stream = bool(field_of(body, "stream", (bool,), False))
     return ChatRequest(model=text_of(body, "model"), messages=tuple(pairs), sampling=_sampling(body, 256),
-                       logprobs=logprobs, top_logprobs=top, stream=bool(field_of(body, "stream", (bool,), False)))
+                       logprobs=logprobs, top_logprobs=top, stream=stream, include_usage=_include_usage(body, stream))
 
 
 # ---------------------------------------------------------------------------------------------- llmscope's own
@@ -318,6 +336,13 @@ def chat_chunk(request_id: str, model: str, delta: dict[str, Any], finish_reason
                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
+
+
+def usage_chunk(request_id: str, model: str, kind: str, prompt_tokens: int, completion_tokens: int
+                ) -> dict[str, Any]:
+    """The last chunk of a stream asked for with stream_options.include_usage: no choices, the usage."""
+    return {"id": request_id, "object": kind, "created": int(time.time()), "model": model, "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens)}
 
 
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}

@@ -29,7 +29,8 @@ from llmscope.loading.quant.ggufweights import (
     target_form,
 )
 from llmscope.loading.quant.modules import PackedEmbedding, PackedLinear, set_module
-from llmscope.loading.quant.packing import PackedWeight, cpu_int4_layout, from_cpu_int4_layout
+from llmscope.loading.quant.packing import PackedWeight
+from llmscope.loading.quant.packing import _cpu_block_rows as cpu_int4_block_rows
 
 log = logging.getLogger("llmscope")
 
@@ -164,7 +165,7 @@ def save_packed(model: Any, folder: Path) -> None:
     save_file(tensors, str(folder / WEIGHTS))
     (folder / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "layers": layers, "file_blocks": blocks,
                                                "architecture": file_blocks["architecture"],
-                                               "int4_cpu_layout": cpu_int4_layout()}, indent=1))
+                                               "int4_block_rows": cpu_int4_block_rows()}, indent=1))
 
 
 def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
@@ -175,6 +176,10 @@ def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
     manifest = json.loads((folder / MANIFEST).read_text())
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{MANIFEST} has format {manifest.get('format')}, not {MANIFEST_FORMAT}")
+    written_block = manifest.get("int4_block_rows", 32)  # entries before the key were written in 32-row blocks
+    if written_block != cpu_int4_block_rows() and any(layer["kind"] == "int4" for layer in manifest["layers"].values()):
+        raise ValueError(f"{MANIFEST} holds int4 blocks of {written_block} rows; this CPU's kernel reads "
+                         f"{cpu_int4_block_rows()}")
     config = AutoConfig.from_pretrained(str(folder))
     model = _meta_model(config, dtype)
     tensors = load_file(str(folder / WEIGHTS), device="cpu")
@@ -186,8 +191,6 @@ def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
             continue
         weight = PackedWeight(layer["kind"], layer["rows"], layer["columns"], tensors.pop(f"{source}.packed_data"),
                               tensors.pop(f"{source}.packed_scales"), layer["source"])
-        if weight.kind == "int4":  # written by a CPU whose kernel tiles differently (AVX2 and AVX-512 do)
-            weight = from_cpu_int4_layout(weight, manifest.get("int4_cpu_layout", 32))
         packed[name] = weight.to(device)
     if manifest["file_blocks"]:
         processor = processor_for(manifest["architecture"], config)

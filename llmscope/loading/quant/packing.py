@@ -151,19 +151,6 @@ def _cpu_block_rows() -> int:
     raise RuntimeError(f"torch {torch.__version__} packs int4 weights in a layout llmscope does not know")
 
 
-def cpu_int4_layout() -> int:
-    """This machine's CPU int4 layout, as the rows per block (recorded with saved packed weights)."""
-    return _cpu_block_rows()
-
-
-def from_cpu_int4_layout(weight: PackedWeight, block_rows: int) -> PackedWeight:
-    """A CPU int4 weight packed on a machine whose layout has `block_rows` rows per block, in this machine's."""
-    if block_rows == _cpu_block_rows():
-        return weight
-    values = _cpu_unpack(weight.data, weight.rows, weight.columns, block_rows)
-    return pack_int4_values(values, weight.scales, weight.source)
-
-
 def _cpu_unpack(data: torch.Tensor, rows: int, columns: int, block_rows: int) -> torch.Tensor:
     flat = data.reshape(-1)
     parts = []
