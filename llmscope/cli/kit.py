@@ -100,6 +100,9 @@ StrideOpt = Annotated[int | None, typer.Option(
 MaxTokensOpt = Annotated[int | None, typer.Option(
     "--max-tokens", help="Score at most this many tokens of the text.", show_default=False)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="With --batch: prompts run together (padded).")]
+HtmlOpt = Annotated[str | None, typer.Option(
+    "--html", metavar="FILE|DIR", help="Also write the result as one self-contained HTML page (data inline, opens "
+    "from disk, no network); with --batch, a folder of one page per record.", show_default=False)]
 
 
 def example(*args: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -247,6 +250,15 @@ def fit_cpu_threads(display: Display, asked: int | None) -> None:
         display.warning(f"other processes keep the CPUs {choice.busy_percent:.0f}% busy: using {using} torch "
                         f"thread{'s' if using != 1 else ''} of {choice.cores} cores (--threads N to choose); "
                         "expect slower, noisier runs")
+
+
+def html_target(html: str | None, batch: bool = False) -> Any:  # -> Path | None
+    """--html's path checked before any model loads (None without --html)."""
+    if html is None:
+        return None
+    from llmscope.render.html import check_html_target
+
+    return check_html_target(html, batch)
 
 
 def warn_all(display: Display, notes: tuple[str, ...]) -> None:

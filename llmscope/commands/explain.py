@@ -11,11 +11,13 @@ from llmscope.cli.app import app
 from llmscope.cli.groups import Shared, grouped
 from llmscope.cli.kit import (
     EXIT_CODES_HELP,
+    HtmlOpt,
     ModelOpt,
     OptionalPromptArg,
     SystemOpt,
     command,
     example,
+    html_target,
     load,
     prompt_or_batch,
     read_batch,
@@ -62,6 +64,7 @@ def attribute(
         "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt; on with "
         "--system).", show_default=False)] = None,
     system: SystemOpt = None,
+    html: HtmlOpt = None,
     *,
     shared: Shared,
 ) -> None:
@@ -88,12 +91,13 @@ def attribute(
             require_matplotlib()
             check_plot_path(Path(plot))
         text = prompt_or_batch(prompt, batch_settings)
+        html_path = html_target(html, batch_settings is not None)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
         if contrast is not None:
             _check_targets(settings)  # the tokenizer alone: a mismatch is found before the model loads
-        _run_attribute(display, settings, text, items)
+        _run_attribute(display, settings, text, items, html_path)
 
 
 def _check_targets(settings: Any) -> None:
@@ -104,17 +108,20 @@ def _check_targets(settings: Any) -> None:
     check_contrast(load_tokenizer(spec, settings.model.trust_remote_code), settings.attribution)
 
 
-def _run_attribute(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+def _run_attribute(display: Any, settings: Any, text: str | None, items: list[Any] | None,
+                   html_path: Any = None) -> None:
     import torch
 
     with torch.inference_mode(False):  # gradients need tensors made outside inference mode, whatever the caller did
-        _attribute_loaded(display, settings, text, items)
+        _attribute_loaded(display, settings, text, items, html_path)
 
 
-def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list[Any] | None,
+                      html_path: Any) -> None:
     from llmscope.attribution.attribute import attribute_encoded
     from llmscope.generation.prompts import encode_prompt
     from llmscope.render import attribution as show
+    from llmscope.render.html import save_html
 
     loaded = load(display, settings.model)
     chat = bool(settings.prompt.chat)
@@ -127,10 +134,15 @@ def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list
     if items is None:
         result = attribute_encoded(loaded, encode(text), options)
         show.show_attribution(display, loaded.info, result, top=options.top, plot=settings.plot)
+        save_html(display, html_path, "attribute", loaded.info, result)
         return
     from llmscope.cli.batch import run_batch
 
     outcomes = run_batch(items, 1, prepare=lambda item: encode(item.prompt),
                          run_chunk=lambda encoded: [attribute_encoded(loaded, e, options) for e in encoded])
-    write_batch(display, items, outcomes, lambda result, keys: show.show_attribution(
-        display, loaded.info, result, top=options.top, **keys))
+
+    def write(result: Any, keys: dict[str, Any]) -> None:
+        show.show_attribution(display, loaded.info, result, top=options.top, **keys)
+        save_html(display, html_path, "attribute", loaded.info, result, keys)
+
+    write_batch(display, items, outcomes, write)

@@ -3,7 +3,7 @@ They parse and check options, then call the library and the renderer; they compu
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,11 +13,13 @@ from llmscope.cli.kit import (
     EXIT_CODES_HELP,
     ApiKeyOpt,
     ChatOpt,
+    HtmlOpt,
     ModelOpt,
     SystemOpt,
     TimeoutOpt,
     command,
     example,
+    html_target,
     interrupted_exit,
     load,
     read_batch,
@@ -150,6 +152,7 @@ def score(
     colour_by: Annotated[str, typer.Option(
         "--colour-by", help="Colour tokens by 'probability' or the distribution's 'entropy'.")] = "probability",
     table: Annotated[bool, typer.Option("--table", help="A table of every scored token instead of the text.")] = False,
+    html: HtmlOpt = None,
     *,
     shared: Shared,
 ) -> None:
@@ -170,7 +173,9 @@ def score(
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        remote = endpoint_settings(shared.endpoint, model, None, None, shared.load, display)
+        html_path = html_target(html, batch_settings is not None)
+        remote = endpoint_settings(shared.endpoint, model, None, {"--html": html_path is not None}, shared.load,
+                                   display)
         items = read_batch(batch_settings)
         if remote is not None:
             from llmscope.commands.remote import run_score
@@ -179,17 +184,24 @@ def score(
             return
         from llmscope.inspection.scoring import score_text
         from llmscope.render import scoring as show
+        from llmscope.render.html import save_html
 
         loaded = load(display, models)
         if items is None:
-            show.show_score(display, loaded.info, score_text(loaded, source, settings), colour_by, table)
+            result = score_text(loaded, source, settings)
+            show.show_score(display, loaded.info, result, colour_by, table)
+            save_html(display, html_path, "score", loaded.info, result)
             return
         from llmscope.cli.batch import run_batch
 
         outcomes = run_batch(items, 1, prepare=lambda item: require_text(item.prompt, "text"),
                              run_chunk=lambda texts: [score_text(loaded, t, settings) for t in texts])
-        write_batch(display, items, outcomes, lambda result, keys: show.show_score(display, loaded.info, result,
-                                                                                    **keys))
+
+        def write(result: Any, keys: dict[str, Any]) -> None:
+            show.show_score(display, loaded.info, result, **keys)
+            save_html(display, html_path, "score", loaded.info, result, keys)
+
+        write_batch(display, items, outcomes, write)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -217,6 +229,7 @@ def compare(
         "--against-endpoint", metavar="URL", help="Model B is the one `llmscope serve` serves at URL (it must "
         "tokenize TEXT like model A).", show_default=False)] = None,
     api_key: ApiKeyOpt = None,
+    html: HtmlOpt = None,
     timeout: TimeoutOpt = None,
     *,
     shared: Shared,
@@ -243,8 +256,10 @@ def compare(
             quantize=against_quantize if against_quantize is not None else shared.load.quantize)
         display.mode = shared.output.mode()
         source = read_text(text, file)
+        html_path = html_target(html)
         from llmscope.inspection.comparison import compare_texts
         from llmscope.render import scoring as show
+        from llmscope.render.html import save_html
 
         if remote is not None:
             from llmscope.endpoint.compare import check_ready
@@ -256,9 +271,13 @@ def compare(
             from llmscope.generation.prompts import vocabulary_rows
 
             model_b, chunks_b = remote_chunks(remote, source, settings.score, vocabulary_rows(model_a))
-            show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings, chunks_b))
+            result = compare_texts(model_a, model_b, source, settings, chunks_b)
+            show.show_compare(display, model_a.info, result)
+            save_html(display, html_path, "compare", model_a.info, result)
             return
         model_b = load(display, settings_b, fit_threads=False)  # torch's threads are per process: fitted with A
         if model_a.spec == model_b.spec and model_a.dtype == model_b.dtype and model_a.quantize == model_b.quantize:
             display.warning("A and B are the same model in the same dtype: expect KL 0")
-        show.show_compare(display, model_a.info, compare_texts(model_a, model_b, source, settings))
+        result = compare_texts(model_a, model_b, source, settings)
+        show.show_compare(display, model_a.info, result)
+        save_html(display, html_path, "compare", model_a.info, result)

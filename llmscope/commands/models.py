@@ -12,11 +12,13 @@ from llmscope.cli.groups import Shared, grouped
 from llmscope.cli.kit import (
     EXIT_CODES_HELP,
     ChatOpt,
+    HtmlOpt,
     ModelOpt,
     PromptArg,
     SystemOpt,
     command,
     example,
+    html_target,
     load,
     read_prompt,
 )
@@ -59,6 +61,7 @@ def attention(
         "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
+    html: HtmlOpt = None,
     *,
     shared: Shared,
 ) -> None:
@@ -77,7 +80,7 @@ def attention(
 
         models = shared.load.settings(model)
         settings = AttentionSettings(layer=layer, head=head, query=query, keys=keys, matrix=matrix,
-                                     all_queries=plot is not None, max_weights=max_weights,
+                                     all_queries=plot is not None or html is not None, max_weights=max_weights,
                                      chat=PromptSettings(chat=chat, system=system).applies_template, system=system)
         for message in settings.ignored():
             display.warning(message)
@@ -87,6 +90,7 @@ def attention(
 
             check_plot_path(plot_path)
             require_matplotlib()
+        html_path = html_target(html)
         text = read_prompt(prompt)
         check_attention_choices(display, models, settings, text, plot_path is not None)
         loaded = load(display, models)
@@ -97,6 +101,9 @@ def attention(
         if plot_path is not None:
             show.write_plot(result, plot_path)
             display.status(f"wrote {plot_path}")
+        from llmscope.render.html import save_html
+
+        save_html(display, html_path, "attention", loaded.info, result)
 
 
 def check_attention_choices(display: Display, models: ModelSettings, settings: AttentionSettings, text: str,

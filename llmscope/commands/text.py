@@ -13,12 +13,14 @@ from llmscope.cli.kit import (
     EXIT_CODES_HELP,
     BatchSizeOpt,
     ChatOpt,
+    HtmlOpt,
     ModelOpt,
     OptionalPromptArg,
     SystemOpt,
     TrustOpt,
     command,
     example,
+    html_target,
     interrupted_exit,
     load,
     prompt_or_batch,
@@ -67,6 +69,7 @@ def generate(
         show_default=False)] = None,
     logprobs: Annotated[int, typer.Option(
         "--logprobs", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
+    html: HtmlOpt = None,
     batch_size: BatchSizeOpt = 8,
     *,
     shared: Shared,
@@ -85,8 +88,10 @@ def generate(
             mode=shared.output.mode(batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
         remote = endpoint_settings(shared.endpoint, model, batch_settings, {
-            "--static-cache": static_cache, "--compile": compile_model}, shared.load, display)
+            "--static-cache": static_cache, "--compile": compile_model, "--html": html is not None},
+            shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
+        html_path = html_target(html, batch_settings is not None)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         if remote is not None:
@@ -95,14 +100,16 @@ def generate(
             run_remote(display, remote, text, settings)
             return
         items = read_batch(batch_settings)
-        run_generate(display, settings, text, items)
+        run_generate(display, settings, text, items, html_path)
 
 
-def run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None = None) -> None:
-    """generate after its settings are read: load -> run (one prompt, or --batch items) -> show."""
-    from llmscope.generation.generation import generate_encoded
+def run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None = None,
+                 html_path: Any = None) -> None:
+    """generate after its settings are read: load -> run (one prompt, or --batch items) -> show (and --html)."""
+    from llmscope.generation.generation import TokenDetail, generate_encoded
     from llmscope.generation.prompts import check_top, encode_prompt
     from llmscope.render import generation as show
+    from llmscope.render.html import save_html
     generation = settings.generation
     loaded = load(display, settings.model)
     if generation.top_k:
@@ -118,9 +125,15 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
             items, settings.batch.batch_size,
             prepare=lambda item: encode_prompt(loaded, item.prompt, chat=chat, system=settings.prompt.system,
                                                new_tokens=generation.max_new_tokens),
-            run_chunk=lambda encoded: generate_encoded(loaded, encoded, generation))
-        write_batch(display, items, outcomes, lambda result, keys: show.show_generation(
-            display, loaded.info, result, full_text=settings.full_text, logprobs=logprobs, **keys))
+            run_chunk=lambda encoded: generate_encoded(loaded, encoded, generation, detail=TokenDetail(
+                texts=html_path is not None, entropy=html_path is not None)))
+
+        def write(result: Any, keys: dict[str, Any]) -> None:
+            show.show_generation(display, loaded.info, result, full_text=settings.full_text, logprobs=logprobs,
+                                 **keys)
+            save_html(display, html_path, "generate", loaded.info, result, keys, settings.show_probs)
+
+        write_batch(display, items, outcomes, write)
         return
     streaming = (settings.stream if settings.stream is not None else display.stdout_is_terminal) and (
         display.for_people)
@@ -129,14 +142,15 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
                             new_tokens=generation.max_new_tokens)
     if streaming and settings.full_text:
         display.write(encoded.text)
-    from llmscope.generation.generation import TokenDetail
-
-    detail = TokenDetail(texts=streaming or bool(settings.show_probs) or logprobs,
-                         entropy=settings.show_probs == "entropy" or logprobs, alternatives=generation.logprobs)
+    wants_html = html_path is not None
+    detail = TokenDetail(texts=streaming or bool(settings.show_probs) or logprobs or wants_html,
+                         entropy=settings.show_probs == "entropy" or logprobs or wants_html,
+                         alternatives=generation.logprobs)
     result = generate_encoded(loaded, [encoded], generation, detail=detail,
                               on_token=show.stream_printer(display, settings.show_probs) if streaming else None)[0]
     show.show_generation(display, loaded.info, result, settings.show_probs, settings.full_text, logprobs,
                          streamed=streaming)
+    save_html(display, html_path, "generate", loaded.info, result, show_probs=settings.show_probs)
     if result.finish_reason == "interrupted":
         raise interrupted_exit()
 
@@ -247,6 +261,7 @@ def next_token(
         "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
     chat: ChatOpt = None,
     system: SystemOpt = None,
+    html: HtmlOpt = None,
     batch_size: BatchSizeOpt = 8,
     *,
     shared: Shared,
@@ -262,8 +277,10 @@ def next_token(
             model=shared.load.settings(model),
             mode=shared.output.mode(batch=batch_settings is not None),
             batch=batch_settings)
-        remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens}, shared.load, display)
+        remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens, "--html": html is not None},
+                                   shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
+        html_path = html_target(html, batch_settings is not None)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
@@ -272,13 +289,14 @@ def next_token(
 
             run_next_token(display, remote, text, settings, items)
             return
-        _run_next_token(display, settings, text, items)
+        _run_next_token(display, settings, text, items, html_path)
 
 
-def _run_next_token(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
+def _run_next_token(display: Any, settings: Any, text: str | None, items: list[Any] | None, html_path: Any) -> None:
     from llmscope.generation.prompts import encode_prompt
     from llmscope.inspection.inspection import next_token_encoded
     from llmscope.render import inspection as show
+    from llmscope.render.html import save_html
 
     loaded = load(display, settings.model)
     chat = settings.prompt.applies_template
@@ -291,10 +309,15 @@ def _run_next_token(display: Any, settings: Any, text: str | None, items: list[A
     if items is None:
         result = next_token_encoded(loaded, [encode(text)], settings.inspect)[0]
         show.show_next_token(display, loaded.info, result)
+        save_html(display, html_path, "next-token", loaded.info, result)
         return
     from llmscope.cli.batch import run_batch
 
     outcomes = run_batch(items, settings.batch.batch_size, prepare=lambda item: encode(item.prompt),
                          run_chunk=lambda encoded: next_token_encoded(loaded, encoded, settings.inspect))
-    write_batch(display, items, outcomes, lambda result, keys: show.show_next_token(display, loaded.info, result,
-                                                                                     **keys))
+
+    def write(result: Any, keys: dict[str, Any]) -> None:
+        show.show_next_token(display, loaded.info, result, **keys)
+        save_html(display, html_path, "next-token", loaded.info, result, keys)
+
+    write_batch(display, items, outcomes, write)

@@ -101,8 +101,10 @@ class NextTokenResult:
         return self.steps[0].chosen
 
 
-def _candidates(tokenizer: Any, logits: torch.Tensor, top_k: int, sampler: torch.Tensor | None
-                ) -> tuple[torch.Tensor, tuple[TokenProbability, ...]]:
+def candidates(tokenizer: Any, logits: torch.Tensor, top_k: int, sampler: torch.Tensor | None
+               ) -> tuple[torch.Tensor, tuple[TokenProbability, ...]]:
+    """One position's float32 softmax over the vocabulary and its top_k rows (each with the sampler's probability
+    when a sampler distribution is given): next-token's figures, shared with the decoding panel."""
     import torch
 
     logprobs = torch.log_softmax(logits, dim=-1)
@@ -226,7 +228,7 @@ def next_token_encoded(loaded: LoadedModel, prompts: list[EncodedPrompt], settin
                 logits = step.logits[row]
                 sampler = sampler_distribution(logits, settings.temperature or 1.0, 0, settings.top_p or 1.0
                                                ) if settings.sampler_view else None
-                probabilities, top = _candidates(tokenizer, logits, settings.top_k, sampler)
+                probabilities, top = candidates(tokenizer, logits, settings.top_k, sampler)
                 chosen = top[0]
                 running[row] += chosen.logprob
                 steps[row].append(NextTokenStep(

@@ -12,10 +12,15 @@ from llmscope.render import Display, titled
 from llmscope.server.config import ServePlan, ServeSummary
 
 
-def show_plan(display: Display, info: ModelInfo, plan: ServePlan) -> None:
-    """serve's one render entry."""
+def show_plan(display: Display, info: ModelInfo, plan: ServePlan, command: str = "serve",
+              more_routes: tuple[tuple[str, str, str], ...] = ()) -> None:
+    """serve's (and explore's) one render entry; more_routes: what explore adds to serve's routes."""
+    if more_routes:
+        import dataclasses
+
+        plan = dataclasses.replace(plan, routes=(*plan.routes, *more_routes))
     if not display.for_people:
-        display.document("serve", info, plan)
+        display.document(command, info, plan)
         return
     key = "required (Authorization: Bearer KEY)" if plan.api_key_required else "none"
     display.result(Text(f"would serve {plan.model} at {plan.url}\nAPI key: {key}; batches of up to {plan.max_batch}, "
@@ -36,10 +41,10 @@ def show_plan(display: Display, info: ModelInfo, plan: ServePlan) -> None:
         display.result(titled("Per-request caps, timeouts and Host rule", limits))
 
 
-def show_summary(display: Display, info: ModelInfo, summary: ServeSummary) -> None:
+def show_summary(display: Display, info: ModelInfo, summary: ServeSummary, command: str = "serve") -> None:
     """serve's render entry once it stops: the document (--json) or one line on stderr."""
     if not display.for_people:
-        display.document("serve", info, summary)
+        display.document(command, info, summary)
         return
     display.status(f"stopped: {summary.requests:,} requests in {summary.batches:,} batches (largest "
                    f"{summary.largest_batch}) over {summary.seconds:,.0f} s")

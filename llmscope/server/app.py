@@ -27,6 +27,7 @@ from llmscope.server import openai_shapes as shapes
 from llmscope.server.compute import encode_messages, prompt_logprobs
 from llmscope.server.config import MAX_BODY_BYTES, ServeSettings, host_allowed
 from llmscope.server.engine import Engine, GenerateWork, Job, call_job
+from llmscope.server.explore import explore_routes
 from llmscope.server.native import RouteTools, native_routes
 from llmscope.server.openai_shapes import ApiError, TokenLogprob
 
@@ -398,17 +399,17 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
             getattr(error, "detail", "")) or "bad request"
         return _error(ApiError(status, message, code="not_found" if status == 404 else None))
 
+    tools = RouteTools(submit=submit, body_of=body_of, wait=_wait, tokenized=tokenized, answer=answer,
+                       check_answer=check_answer, check_tokens=check_tokens, check_characters=check_characters,
+                       max_top_k=settings.max_top_k, max_steps=settings.max_steps)
     routes = [
         Route("/health", guarded(health, open_route=True), methods=["GET"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/v1/completions", guarded(completions), methods=["POST"]),
         Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
         *(Route(path, guarded(handler), methods=["POST"])
-          for path, handler in native_routes(loaded, RouteTools(
-              submit=submit, body_of=body_of, wait=_wait, tokenized=tokenized, answer=answer,
-              check_answer=check_answer, check_tokens=check_tokens, check_characters=check_characters,
-              max_top_k=settings.max_top_k,
-              max_steps=settings.max_steps)).items()),
+          for path, handler in native_routes(loaded, tools).items()),
+        *explore_routes(loaded, guarded, tools),
     ]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log),
                                                 Middleware(RequestGuard, names=settings.host_names())],

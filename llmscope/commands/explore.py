@@ -1,0 +1,71 @@
+"""The `explore` command: `serve` with its page in front, on 127.0.0.1 by default: type a prompt, see its tokens,
+next-token bars, decoding, attention, attribution, cache and architecture. It parses options and starts the server."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from llmscope.cli.app import app
+from llmscope.cli.groups import Shared, grouped
+from llmscope.cli.kit import EXIT_CODES_HELP, ModelOpt, command, example, load, warn_all
+from llmscope.commands.serve import LISTENING
+
+PAGE_LINE = "explore at {url}/explore"  # printed on stderr after the listening line
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+@example("-m", "{model}", "--port", "0", "--check")
+@grouped(load=True)
+def explore(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (the page has no key: keep it local).")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on; 0 picks a free one (printed).")] = 8000,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default web browser.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Load the model, print what would be served, and exit without listening.")] = False,
+    *,
+    shared: Shared,
+) -> None:
+    """Explore the model in a web page: tokens, next-token bars, a decoding panel (temperature, top-k, top-p, greedy
+    and sampled steps), logit lens, attention heads, attribution, KV cache and architecture, for a prompt you type.
+
+    It is `serve` with the page at /explore; every figure on the page comes from the same library functions as the
+    commands. Prints "listening on http://HOST:PORT" on stderr, then the page's address. Stop it with Ctrl-C.
+    """
+    with command(shared.output.quiet) as display:
+        from llmscope.server.config import ServeSettings, plan_for
+
+        # one request at a time: a padded batch of page requests would shift the figures from the CLI's alone
+        settings = ServeSettings(host=host, port=port, max_batch=1)
+        models = shared.load.settings(model)
+        display.mode = shared.output.mode()
+        warn_all(display, settings.warnings())
+        from llmscope.server.run import require_server_packages
+
+        require_server_packages()
+        loaded = load(display, models)
+        if check:
+            from llmscope.render.serve import show_plan
+            from llmscope.server.explore import ROUTES
+
+            show_plan(display, loaded.info, plan_for(settings, loaded.spec.name), "explore", ROUTES)
+            return
+        from llmscope.server.run import serve as run_server
+
+        def listening(bound: int) -> None:
+            url = plan_for(settings, loaded.spec.name, bound).url
+            sys.stderr.write(LISTENING.format(url=url) + "\n" + PAGE_LINE.format(url=url) + "\n")
+            sys.stderr.flush()
+            if open_browser:
+                import webbrowser
+
+                webbrowser.open(f"{url}/explore")
+
+        summary = run_server(loaded, settings, display.status, listening)
+        from llmscope.render.serve import show_summary
+
+        show_summary(display, loaded.info, summary, "explore")

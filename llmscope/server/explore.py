@@ -1,0 +1,165 @@
+"""The explore page's routes: the page and its assets (GET /explore) and JSON routes for what serve's lack, each
+computed by the CLI's own library function on the engine's thread ({"model_info", "result"}); no figures of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from llmscope.core.results import to_plain
+from llmscope.server import openai_shapes as shapes
+from llmscope.server.engine import call_job
+from llmscope.server.native import RouteTools, check_cap
+
+Handler = Callable[[Request], Awaitable[Response]]
+PAGE = "explore.html"
+ASSETS = {"explore.js": "text/javascript", "views.js": "text/javascript", "style.css": "text/css"}
+PAGE_ATTRIBUTION_STEPS = 32  # `attribute --steps 32`: bounded work per click (the CLI's default may double to 256)
+CACHE_TIMING_TOKENS = 16  # new tokens per timed run of the cache button (bench-cache's measurement, small)
+CACHE_TIMING_PAIRS = 2  # cached / uncached pairs, after one untimed warm-up pair
+ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
+    ("GET", "/explore", "the page (and /explore/assets/*: its script and stylesheet)"),
+    ("POST", "/llmscope/v1/explore/decode", "the sampler's view: temperature, top_k, top_p, greedy / sampled pick"),
+    ("POST", "/llmscope/v1/explore/lens", "next-token --lens --json"),
+    ("POST", "/llmscope/v1/explore/attention", "attention --json, every query row, weights packed as float32"),
+    ("POST", "/llmscope/v1/explore/attribute", "attribute --steps 32 --json (the four methods; steps: another)"),
+    ("POST", "/llmscope/v1/explore/cache", "KV-cache bytes for the prompt; time: bench-cache's with / without runs"),
+    ("POST", "/llmscope/v1/explore/architecture", "architecture --json"),
+)
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' "
+                "'unsafe-inline'; connect-src 'self'", "Cache-Control": "no-cache"}
+
+
+def asset_text(name: str) -> str:
+    """One of the page's files as shipped in the package (llmscope/server/page)."""
+    return resources.files("llmscope.server").joinpath("page", name).read_text(encoding="utf-8")
+
+
+def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteTools) -> list[Route]:
+    """The page (open, like /health) and the explore JSON routes (behind the server's key check and caps)."""
+    name = loaded.spec.name
+
+    async def envelope(result: Any) -> Response:
+        document = await asyncio.to_thread(lambda: {"model_info": to_plain(loaded.info), "result": to_plain(result)})
+        return await tools.answer(document)  # checked against serve's --max-answer-bytes
+
+    async def run(request: Request, work: Callable[[], Any]) -> Any:
+        job = tools.submit(call_job(asyncio.get_running_loop(), work))
+        return (await tools.wait(request, [job]))[0]
+
+    async def read(request: Request) -> tuple[dict[str, Any], Any]:
+        """The body and its prompt, encoded and checked as next-token encodes it (and against serve's caps)."""
+        from llmscope.generation.prompts import encode_prompt
+
+        body = await tools.body_of(request)
+        if body.get("model") not in (None, "", name):
+            raise shapes.ApiError(404, f"The model `{body.get('model')}` does not exist; this server serves "
+                                  f"`{name}`", param="model", code="model_not_found")
+        prompt = shapes.text_of(body, "prompt", required=True) or ""
+        chat = bool(shapes.field_of(body, "chat", (bool,), False))
+        system = shapes.text_of(body, "system")
+        tools.check_characters(len(prompt), 1)
+        encoded = await tools.tokenized(lambda: encode_prompt(loaded, prompt, chat=chat, system=system,
+                                                              budget_option="steps"))
+        tools.check_tokens(len(encoded.ids) + 1)
+        return body, encoded
+
+    async def page(request: Request) -> Response:
+        return Response(asset_text(PAGE), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    async def asset(request: Request) -> Response:
+        file = request.path_params["file"]
+        if file not in ASSETS:
+            raise shapes.ApiError(404, f"no asset {file}", code="not_found")
+        return Response(asset_text(file), media_type=ASSETS[file], headers={"Cache-Control": "no-cache"})
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/explore", status_code=307)
+
+    async def decode(request: Request) -> Response:
+        from llmscope.inspection.samplerview import SamplerSettings, sampler_view
+
+        body, encoded = await read(request)
+        try:
+            settings = SamplerSettings(
+                temperature=float(shapes.field_of(body, "temperature", (int, float), 1.0)),
+                top_k=int(shapes.field_of(body, "top_k", (int,), 0)),
+                top_p=float(shapes.field_of(body, "top_p", (int, float), 1.0)),
+                shown=int(shapes.field_of(body, "shown", (int,), 10)),
+                pick=str(shapes.field_of(body, "pick", (str,), "none")),
+                seed=shapes.field_of(body, "seed", (int,), None))
+        except OverflowError as error:
+            raise shapes.ApiError(400, str(error)) from None
+        check_cap("shown", settings.shown, tools.max_top_k, "--max-top-k")
+        return await envelope(await run(request, lambda: sampler_view(loaded, encoded, settings)))
+
+    async def lens(request: Request) -> Response:
+        from llmscope.core.settings import NextTokenSettings
+        from llmscope.inspection.inspection import next_token_encoded
+
+        body, encoded = await read(request)
+        settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)), lens=True)
+        check_cap("top_k", settings.top_k, tools.max_top_k, "--max-top-k")
+        return await envelope(await run(request, lambda: next_token_encoded(loaded, [encoded], settings)[0]))
+
+    async def attention(request: Request) -> Response:
+        from llmscope.attention.weights import AttentionSettings, attention_weights
+        from llmscope.core.floatpack import packed_attention
+
+        body, encoded = await read(request)
+        chat = bool(shapes.field_of(body, "chat", (bool,), False))
+        settings = AttentionSettings(all_queries=True, chat=chat, system=shapes.text_of(body, "system"))
+        result = await run(request, lambda: packed_attention(to_plain(
+            attention_weights(loaded, encoded.prompt, settings))))
+        return await envelope(result)
+
+    async def attribute(request: Request) -> Response:
+        from llmscope.attribution.attribute import attribute_encoded
+        from llmscope.attribution.settings import AttributionSettings
+
+        body, encoded = await read(request)
+        methods = shapes.field_of(body, "methods", (list,), None)
+        if methods is not None and not all(isinstance(m, str) for m in methods):
+            raise shapes.ApiError(400, "'methods' must be a list of method names", param="methods")
+        steps = shapes.field_of(body, "steps", (int,), PAGE_ATTRIBUTION_STEPS)
+        settings = AttributionSettings(steps=steps, **({"methods": tuple(methods)} if methods else {}))
+        return await envelope(await run(request, lambda: attribute_encoded(loaded, encoded, settings)))
+
+    async def cache(request: Request) -> Response:
+        from llmscope.architecture.kvcache import cache_size
+
+        body, encoded = await read(request)
+        timing = bool(shapes.field_of(body, "time", (bool,), False))
+        dtype = loaded.info.dtype if loaded.info.dtype in ("float32", "bfloat16", "float16") else "float32"
+
+        def work() -> dict[str, Any]:
+            size = cache_size(loaded.model.config, len(encoded.ids), 1, dtype)
+            out: dict[str, Any] = {"tokens": len(encoded.ids), "size": to_plain(size), "kv_bytes": size.kv_bytes,
+                                   "state_bytes": size.state_bytes, "total_bytes": size.total_bytes, "bench": None}
+            if timing:
+                from llmscope.bench.benchmark import bench_cache
+
+                out["bench"] = to_plain(bench_cache(loaded, encoded.prompt, lengths=(CACHE_TIMING_TOKENS,),
+                                                    warmup=1, repeat=CACHE_TIMING_PAIRS, chat=encoded.chat))
+            return out
+
+        return await envelope(await run(request, work))
+
+    async def architecture(request: Request) -> Response:
+        from llmscope.architecture.describe import describe_loaded_model
+
+        return await envelope(await run(request, lambda: describe_loaded_model(loaded, depth=1)))
+
+    posts = {"/llmscope/v1/explore/decode": decode, "/llmscope/v1/explore/lens": lens,
+             "/llmscope/v1/explore/attention": attention, "/llmscope/v1/explore/attribute": attribute,
+             "/llmscope/v1/explore/cache": cache, "/llmscope/v1/explore/architecture": architecture}
+    return [Route("/", guarded(home, open_route=True), methods=["GET"]),
+            Route("/explore", guarded(page, open_route=True), methods=["GET"]),
+            Route("/explore/assets/{file}", guarded(asset, open_route=True), methods=["GET"]),
+            *(Route(path, guarded(handler), methods=["POST"]) for path, handler in posts.items())]

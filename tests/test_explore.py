@@ -1,0 +1,196 @@
+"""`llmscope explore`'s JSON routes and the --html files, without a browser: the routes answer with the CLI's own
+figures (next-token's, attention's, the sampler's), refuse what does not fit, and each --html file carries the
+command's --json document inline. The page itself is driven in tests/test_explore_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+PROMPT = "hello world the cat"
+
+
+class Explore:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process, self.url = process, url
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def result(self, path: str, body: dict[str, Any]) -> Any:
+        status, answer = self.post(path, body)
+        assert status == 200, answer
+        return answer["result"]
+
+    def get(self, path: str) -> tuple[int, str, str]:
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return response.status, response.headers.get("content-type", ""), response.read().decode()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path) -> Iterator[Explore]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmscope", "explore", "-m", str(tiny_model_dir), "--port", "0", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    url, log = None, []
+    for line in process.stderr:
+        log.append(line)
+        if line.startswith("listening on "):
+            url = line.split("listening on ", 1)[1].strip()
+        if line.startswith("explore at "):
+            break
+    else:
+        raise AssertionError("explore exited before listening:\n" + "".join(log))
+    threading.Thread(target=lambda: process.stderr.read(), daemon=True).start()  # type: ignore[union-attr]
+    assert url is not None
+    yield Explore(process, url)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
+def test_the_page_and_its_assets_are_served_from_the_package(server: Explore) -> None:
+    status, kind, page = server.get("/explore")
+    assert status == 200 and kind.startswith("text/html")
+    assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["data:,", "/explore/assets/style.css",
+                                                           "/explore/assets/views.js", "/explore/assets/explore.js"]
+    for asset in ("style.css", "views.js", "explore.js"):
+        status, _, text = server.get(f"/explore/assets/{asset}")
+        assert status == 200 and "http://" not in text and "https://" not in text  # nothing from elsewhere
+
+
+def test_the_sampler_view_equals_next_token_with_the_same_settings(server: Explore) -> None:
+    view = server.result("/llmscope/v1/explore/decode", {"prompt": PROMPT, "temperature": 0.7, "top_p": 0.9,
+                                                         "shown": 10})
+    cli_view = server.result("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 10, "temperature": 0.7,
+                                                         "top_p": 0.9})["steps"][0]
+    assert view["top"] == cli_view["top"]  # ids, texts, probabilities, logits and sampler column, exactly
+    assert view["kept"] == cli_view["sampler_kept"]
+    assert view["sampler_entropy"] == cli_view["sampler_entropy"]
+
+
+def test_top_k_cuts_and_renormalises(server: Explore) -> None:
+    view = server.result("/llmscope/v1/explore/decode", {"prompt": PROMPT, "top_k": 2, "shown": 5})
+    kept = [t["sampler_probability"] for t in view["top"]]
+    assert view["kept"] == 2 and kept[2:] == [0.0, 0.0, 0.0]
+    assert sum(kept) == pytest.approx(1.0, abs=1e-6)
+    first, second = view["top"][0], view["top"][1]
+    assert kept[0] / kept[1] == pytest.approx(first["probability"] / second["probability"], rel=1e-5)
+
+
+def test_greedy_and_seeded_sample_picks(server: Explore) -> None:
+    greedy = server.result("/llmscope/v1/explore/decode", {"prompt": PROMPT, "pick": "greedy"})
+    assert greedy["picked"]["token_id"] == greedy["top"][0]["token_id"]
+    once = server.result("/llmscope/v1/explore/decode", {"prompt": PROMPT, "pick": "sample", "seed": 7,
+                                                         "top_k": 3})
+    again = server.result("/llmscope/v1/explore/decode", {"prompt": PROMPT, "pick": "sample", "seed": 7,
+                                                          "top_k": 3})
+    assert once["picked"] == again["picked"] and once["seed"] == 7
+    assert once["picked"]["token_id"] in [t["token_id"] for t in once["top"][:3]]
+    assert once["picked"]["sampler_probability"] > 0
+
+
+def test_attention_route_packs_the_library_weights(server: Explore, tiny_model_dir: Path) -> None:
+    import numpy
+
+    from llmscope.attention.weights import AttentionSettings, attention_weights
+    from llmscope.loading.loader import load_model
+
+    result = server.result("/llmscope/v1/explore/attention", {"prompt": PROMPT})
+    block = result["weights"]
+    weights = numpy.frombuffer(base64.b64decode(block["float32_base64"]), dtype="<f4").reshape(block["shape"])
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    expected = attention_weights(loaded, PROMPT, AttentionSettings(all_queries=True))
+    assert block["shape"] == list(expected.shape) == [2, 4, len(expected.tokens), len(expected.tokens)]
+    assert numpy.allclose(weights, numpy.asarray(expected.weights), atol=1e-6)
+    assert result["kv_groups"] == [{"kv_head": 0, "heads": [0, 1]}, {"kv_head": 1, "heads": [2, 3]}]
+
+
+def test_lens_cache_and_architecture_routes(server: Explore, cli: Any, tiny_model_dir: Path) -> None:
+    lens = server.result("/llmscope/v1/explore/lens", {"prompt": PROMPT})["lens"]
+    command = cli("next-token", PROMPT, "-m", str(tiny_model_dir), "--lens", "--json").json()
+    assert [row["top_id"] for row in lens] == [row["top_id"] for row in command["lens"]]
+    assert [row["answer_probability"] for row in lens] == pytest.approx(
+        [row["answer_probability"] for row in command["lens"]], abs=1e-6)
+    cache = server.result("/llmscope/v1/explore/cache", {"prompt": PROMPT})
+    tokens = cache["tokens"]
+    assert cache["kv_bytes"] == 2 * tokens * (2 * 2 * 16) * 4  # 2 layers x tokens x (K and V x 2 KV heads x 16) fp32
+    architecture = server.result("/llmscope/v1/explore/architecture", {})
+    assert architecture["summary"]["layers"] == 2 and architecture["summary"]["attention"]["kv_heads"] == 2
+
+
+def test_what_does_not_fit_is_refused_with_a_message(server: Explore) -> None:
+    status, answer = server.post("/llmscope/v1/explore/attention", {"prompt": "hello " * 400})
+    assert status == 400 and "context" in answer["error"]["message"]
+    status, answer = server.post("/llmscope/v1/explore/decode", {"prompt": PROMPT, "top_k": 10_000})
+    assert status == 400 and "vocabulary" in answer["error"]["message"]
+    status, answer = server.post("/llmscope/v1/explore/decode", {"prompt": PROMPT, "temperature": "hot"})
+    assert status == 400
+
+
+def inline_document(path: Path) -> dict[str, Any]:
+    page = path.read_text()
+    found = re.search(r'<script type="application/json" id="llmscope-data">(.*?)</script>', page, re.S)
+    assert found is not None
+    return json.loads(found.group(1))
+
+
+def test_html_file_carries_the_json_document(cli: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "score.html"
+    text = "a </script> b"  # must not end the data element early
+    result = cli("score", text, "-m", str(tiny_model_dir), "--json", "--html", str(target))
+    assert result.exit_code == 0, result.stderr
+    document, inline = result.json(), inline_document(target)
+    for volatile in ("model_info",):
+        document.pop(volatile), inline.pop(volatile)
+    document["summary"].pop("seconds"), inline["summary"].pop("seconds")
+    assert inline == document
+    page = target.read_text()
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert "<script src" not in page and "<link rel=\"stylesheet\"" not in page  # everything inline
+
+
+def test_html_options_are_checked_before_loading(cli: Any, tmp_path: Path) -> None:
+    result = cli("next-token", "hi", "--html", str(tmp_path))
+    assert result.exit_code == 2 and "is a folder" in result.stderr
+    (tmp_path / "file.txt").write_text("x")
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("hi\n")
+    result = cli("next-token", "--batch", str(batch), "--html", str(tmp_path / "file.txt"))
+    assert result.exit_code == 2 and "names a folder" in result.stderr
+    result = cli("attention", "hi", "--html", str(tmp_path / "missing" / "a.html"))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_batch_html_writes_one_page_per_record(cli: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
+    batch = tmp_path / "prompts.jsonl"
+    batch.write_text('{"id": "first", "prompt": "hello"}\n{"id": "second/two", "prompt": "the cat"}\n')
+    result = cli("next-token", "--batch", str(batch), "-m", str(tiny_model_dir), "--html", str(tmp_path / "pages"))
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    pages = sorted((tmp_path / "pages").iterdir())
+    assert [p.name for p in pages] == ["0000-first.html", "0001-second_two.html"]
+    for record, page in zip(records, pages):
+        inline = inline_document(page)
+        assert inline["id"] == record["id"] and inline["steps"] == record["steps"]
