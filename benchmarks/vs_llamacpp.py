@@ -4,6 +4,7 @@ on the same GGUF, at 1 and 2 threads, quiet and with one busy process per core, 
     python benchmarks/vs_llamacpp.py --quick     # under 3 minutes on a 2-core machine
     python benchmarks/vs_llamacpp.py             # more rounds and a longer decode
     python benchmarks/vs_llamacpp.py --model /path/file.gguf --threads 1,2,4 --json-out /tmp/vs.json
+    python benchmarks/vs_llamacpp.py --quick --with-spinning   # also auto with spinning OpenMP threads (the old way)
 
 llama.cpp runs through node-llama-cpp (its prebuilt binaries are npm packages). This script installs nothing;
 to include llama.cpp, install it once, anywhere, and say where:
@@ -47,7 +48,7 @@ PROMPT = (
 )
 TARGETS = {"decode_auto_over_none_1t": 2.0, "prompt_auto_over_none": 1.0, "decode_auto_over_llama_1t": 0.5,
            "busy_over_quiet": 0.33}
-ENGINES = ("auto", "none", "llama.cpp")
+ENGINES = ("auto", "none", "llama.cpp", "auto-spin")  # auto-spin: auto with OMP_WAIT_POLICY=ACTIVE (--with-spinning)
 
 NODE_WORKER = r"""
 import readline from "readline";
@@ -109,9 +110,10 @@ def llmscope_worker(mode: str, model: str | None) -> None:
 class Worker:
     """One engine's worker process; ask() sends a request line and waits for its answer line."""
 
-    def __init__(self, name: str, argv: list[str], cwd: Path | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], cwd: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.name = name
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd,
                                         env=env, bufsize=1)
         self.hello = self._read()
@@ -156,11 +158,13 @@ def node_llama_cpp_dir(asked: str | None) -> tuple[Path | None, str]:
     return path, ""
 
 
-def start_workers(workers: dict[str, Worker], model: str | None, gguf: Path, node_dir: Path | None) -> None:
+def start_workers(workers: dict[str, Worker], model: str | None, gguf: Path, node_dir: Path | None,
+                  spinning: bool = False) -> None:
     """Start each engine's worker into `workers` (the caller closes them, also when one fails to start)."""
-    for mode in ("auto", "none"):
-        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", mode]
-        workers[mode] = Worker(mode, argv + (["--model", model] if model else []))
+    for name in ("auto", "none") + (("auto-spin",) if spinning else ()):
+        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", name.removesuffix("-spin")]
+        extra = {"OMP_WAIT_POLICY": "ACTIVE"} if name.endswith("-spin") else None
+        workers[name] = Worker(name, argv + (["--model", model] if model else []), extra_env=extra)
     if node_dir is not None:
         script = node_dir / "llmscope-bench-worker.mjs"
         script.write_text(NODE_WORKER)
@@ -312,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     parser.add_argument("--model", default=None, help="a GGUF file (default: the embedded SmolLM2-135M)")
     parser.add_argument("--node-llama-cpp", default=None, help="folder where node-llama-cpp is npm-installed")
+    parser.add_argument("--with-spinning", action="store_true",
+                        help="also run auto with OMP_WAIT_POLICY=ACTIVE (spinning threads, as before issue 25; slow "
+                             "when busy)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the full results here")
     parser.add_argument("--worker", choices=("auto", "none"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -334,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     print("starting workers (models load once) ...", file=sys.stderr)
     workers: dict[str, Worker] = {}
     try:
-        start_workers(workers, args.model, gguf, node_dir)
+        start_workers(workers, args.model, gguf, node_dir, args.with_spinning)
         cells = measure(workers, threads, rounds, new_tokens, cores)
     finally:
         for worker in workers.values():
