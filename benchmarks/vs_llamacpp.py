@@ -10,7 +10,8 @@ llama.cpp runs through node-llama-cpp (its prebuilt binaries are npm packages). 
 to include llama.cpp, install it once, anywhere, and say where:
     npm install --prefix ~/.cache/llmscope-bench/node-llama-cpp node-llama-cpp@3.22.1
     python benchmarks/vs_llamacpp.py --node-llama-cpp ~/.cache/llmscope-bench/node-llama-cpp
-(or set LLMSCOPE_NODE_LLAMA_CPP). Without it, or without node, the llama.cpp columns are skipped with a message.
+(or set LLMSCOPE_NODE_LLAMA_CPP); the script writes its small worker, llmscope-bench-worker.mjs, into that
+folder. Without it, or without node, the llama.cpp columns are skipped with a message.
 
 Each engine lives in its own long-running worker process (model loaded once, one warm-up run per thread count),
 and the rounds visit every (threads, load, engine) cell in turn, rotating the engine order, so slow drifts of a
