@@ -62,6 +62,8 @@ RUNS: dict[str, Run] = {
     "attribute-contrast": Run('llmscope attribute "The capital of France is" --contrast " London" --method '
                               "ig,occlusion --quantize none"),
     "quantize-next-token": Run('llmscope next-token "The capital of France is" -k 3'),
+    "patch-eiffel": Run('llmscope patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city '
+                        'of"'),
 }
 
 _PARIS = ("steps", 0, "top", 0, "probability")
