@@ -219,6 +219,26 @@ def test_cache_command_lists_and_clears(cache: Path, tiny_gguf: Path, tmp_path: 
     assert everything.json()["entries"] == [] and everything.json()["total_bytes"] == 0
 
 
+def test_last_use_is_never_before_creation_when_the_clocks_disagree(cache: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 28 item 14: "created" came from time.time() and "last used" from the kernel's coarser file clock.
+    Python's clock is set 1000 s ahead of the kernel's here, so two clocks cannot agree by luck."""
+    import time as time_module
+
+    ahead = time_module.time() + 1000.0
+    monkeypatch.setattr(conversion_cache.time, "time", lambda: ahead)
+    entry = cache / "gguf" / "clocks"
+    with conversion_cache.staging(entry) as folder:
+        (folder / "weights.bin").write_bytes(bytes(16))
+    first = {e.name: e for e in conversion_cache.list_entries().entries}["clocks"]
+    assert first.created == ahead and first.last_used == ahead
+    later = ahead + 5.0
+    monkeypatch.setattr(conversion_cache.time, "time", lambda: later)
+    conversion_cache.touch(entry)
+    used = {e.name: e for e in conversion_cache.list_entries().entries}["clocks"]
+    assert used.created == ahead and used.last_used == later
+
+
 # ------------------------------------------------------------------------------------------- item 14
 
 

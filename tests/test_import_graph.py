@@ -92,7 +92,7 @@ LAYERS = (
     ("llmscope.render",),
     ("llmscope.server", "llmscope.endpoint"),
     ("llmscope.generation", "llmscope.inspection", "llmscope.attention", "llmscope.attribution", "llmscope.bench",
-     "llmscope.architecture", "llmscope.system", "llmscope.invariance"),
+     "llmscope.architecture", "llmscope.system", "llmscope.patching", "llmscope.invariance"),
     ("llmscope.loading",),
     ("llmscope.core", "llmscope"),
 )

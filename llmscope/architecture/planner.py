@@ -101,6 +101,22 @@ def _dtype_name(dtype: str | None) -> str | None:
     return name if name in WEIGHT_DTYPE_BYTES else None
 
 
+def weight_bytes(parameters: int, weights_dtype: str, held: tuple[int, str] | None = None) -> int:
+    """What the weights take once loaded: packed bytes when held packed, else parameters x the dtype's size."""
+    return held[0] if held else math.ceil(parameters * WEIGHT_DTYPE_BYTES[weights_dtype])
+
+
+CONVERSION_COPIES = 2  # a first GGUF --quantize none load holds the dequantized tensors and the model at once
+# (measured on the embedded model: 1.14 GiB peak RSS for 0.50 GiB of float32 weights; FACTS.md)
+
+
+def load_peak_bytes(parameters: int, weights_dtype: str, held: tuple[int, str] | None = None,
+                    converting: bool = False) -> int:
+    """The planned peak of loading a model: its weights as held (the figure plan_memory starts from), twice over
+    while a GGUF file is dequantized into a float32 model. Activations and the KV cache come on top."""
+    return weight_bytes(parameters, weights_dtype, held) * (CONVERSION_COPIES if converting else 1)
+
+
 def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_dtype: str | None = None,
                 held: tuple[int, str] | None = None) -> MemoryPlan:
     """Weights + cache + state at a few context lengths up to settings.context (or the model's context).
@@ -110,7 +126,7 @@ def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_
     """
     weights_dtype = settings.weights_dtype or _dtype_name(stored_dtype) or "float32"
     kv_dtype = settings.kv_dtype or weights_dtype
-    weight_bytes = held[0] if held else math.ceil(parameters * WEIGHT_DTYPE_BYTES[weights_dtype])
+    weights = weight_bytes(parameters, weights_dtype, held)
     limit = context_length(config)
     top = settings.context or limit or PLAN_LENGTHS[-1]
     lengths = sorted({n for n in PLAN_LENGTHS if n < top} | {top} | ({limit} if limit and limit < top else set()))
@@ -118,9 +134,9 @@ def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_
     rows = []
     for tokens in lengths:
         size = cache_size(config, tokens, settings.batch_size, kv_dtype, state_dtype=weights_dtype)
-        total = weight_bytes + size.total_bytes
+        total = weights + size.total_bytes
         rows.append(PlanRow(tokens=tokens, kv_bytes=size.kv_bytes, state_bytes=size.state_bytes, total_bytes=total,
                             fits=tuple(total <= memory for _, memory in gpus)))
-    return MemoryPlan(parameters=parameters, weights_dtype=weights_dtype, weight_bytes=weight_bytes, kv_dtype=kv_dtype,
+    return MemoryPlan(parameters=parameters, weights_dtype=weights_dtype, weight_bytes=weights, kv_dtype=kv_dtype,
                       batch_size=settings.batch_size, model_context=limit, gpus=gpus, rows=tuple(rows),
                       past_context=bool(limit and top > limit), weights_format=held[1] if held else None)

@@ -8,6 +8,7 @@ runs the chosen methods and says where they disagree.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from llmscope.attribution.methods import METHODS, Problem
@@ -20,6 +21,7 @@ from llmscope.attribution.settings import DEFAULT_STEPS, AttributionSettings
 from llmscope.core.errors import UsageError
 
 if TYPE_CHECKING:
+    from llmscope.attribution.memory import MethodMemory
     from llmscope.generation.prompts import EncodedPrompt
     from llmscope.loading.loader import LoadedModel
 
@@ -147,17 +149,38 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
         contrast_text=tokenizer.decode([contrast[k]]) if contrast else None,
         contrast_logprob=lp[1] if contrast else None) for k, (p, t, lp) in enumerate(zip(positions, targets, logprobs)))
     inputs = ids[: positions[-1]]
-    problem = Problem(loaded=loaded, ids=tuple(inputs), targets=rows, settings=settings)
+    plans = plan_memory(loaded, len(inputs), settings)
+    ig = plans.get("integrated-gradients")
+    problem = Problem(loaded=loaded, ids=tuple(inputs), targets=rows, settings=settings,
+                      step_batch=ig.batch if ig else 0)
     import torch
 
     with torch.inference_mode(False):  # gradients need it off, even if a caller left it on
         methods = tuple(METHODS[name].run(problem) for name in settings.methods)
+    methods = tuple(replace(m, parameters={**m.parameters, "planned_memory_bytes": plans[m.method].peak_bytes,
+                                           **({"step_batch": plans[m.method].batch}
+                                              if m.method == "integrated-gradients" else {})})
+                    for m in methods)
     agree = tuple(len({m.top[k] for m in methods}) <= 1 for k in range(len(rows)))
     return AttributionResult(
         model=loaded.spec.name, prompt=encoded.prompt, text=encoded.text, chat=encoded.chat, ids=tuple(inputs),
         tokens=tuple(tokenizer.decode([i]) for i in inputs), prompt_tokens=len(prompt_ids), target_source=source,
         target_function=target_function_name(bool(contrast)), targets=rows, methods=methods, top_agree=agree,
         seconds=time.perf_counter() - started)
+
+
+def plan_memory(loaded: LoadedModel, tokens: int, settings: AttributionSettings) -> dict[str, MethodMemory]:
+    """Each asked method's planned memory over `tokens` inputs, before any of them runs: integrated gradients' step
+    batch shrunk to what is free (or left under --max-memory); MemoryLimitError when a method cannot fit at all."""
+    from llmscope.attribution.memory import largest_packed_dense_bytes, plan_method
+    from llmscope.attribution.methods import preferred_step_batch
+    from llmscope.loading.memory import headroom
+
+    limit, bound = headroom(settings.max_memory, str(loaded.input_device))
+    packed = largest_packed_dense_bytes(loaded.model)
+    steps = settings.steps or DEFAULT_STEPS
+    return {name: plan_method(name, loaded.config, tokens, steps, preferred_step_batch(tokens), limit, packed, bound)
+            for name in settings.methods}
 
 
 def attribute(loaded: LoadedModel, prompt: str, settings: AttributionSettings | None = None, chat: bool = False,

@@ -9,13 +9,20 @@ the model's attention sink, and moving it along the path makes the integral dive
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmscope.attribution.results import AttributionTarget, Completeness, MethodAttribution, eos_ids
-from llmscope.attribution.settings import COMPLETENESS_LIMIT, DEFAULT_STEPS, MAX_AUTO_STEPS, AttributionSettings
+from llmscope.attribution.settings import (
+    COMPLETENESS_LIMIT,
+    DEFAULT_STEPS,
+    MAX_AUTO_STEPS,
+    SETTLED_LIMIT,
+    AttributionSettings,
+)
 from llmscope.core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ class Problem:
     ids: tuple[int, ...]
     targets: tuple[AttributionTarget, ...]
     settings: AttributionSettings
+    step_batch: int = 0  # integrated-gradients steps per forward + backward pass that fit the memory (0: no plan)
 
 
 @dataclass(frozen=True)
@@ -204,13 +212,19 @@ def baseline_embeddings(loaded: LoadedModel, x: torch.Tensor, kind: str) -> torc
     return baseline
 
 
+def preferred_step_batch(tokens: int) -> int:
+    """Integrated-gradients steps per pass before any memory limit: TOKENS_PER_PASS token positions."""
+    return max(1, TOKENS_PER_PASS // max(tokens, 1))
+
+
 def integrate(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, baseline: torch.Tensor,
-              steps: int) -> tuple[list[float], float, float]:
-    """Captum's integrated gradients for one target: (attribution per token, sum, f(x) - f(baseline))."""
+              steps: int, step_batch: int = 0) -> tuple[list[float], float, float]:
+    """Captum's integrated gradients for one target: (attribution per token, sum, f(x) - f(baseline)), running
+    `step_batch` steps per pass (0: preferred_step_batch, no memory limit)."""
     from captum.attr import IntegratedGradients
 
     function = embedding_function(loaded, target)
-    per_pass = max(1, TOKENS_PER_PASS // x.shape[1])
+    per_pass = min(step_batch, preferred_step_batch(x.shape[1])) if step_batch else preferred_step_batch(x.shape[1])
     attributions, delta = IntegratedGradients(function).attribute(
         x, baselines=baseline, n_steps=steps, method=QUADRATURE, internal_batch_size=min(per_pass, steps),
         return_convergence_delta=True)
@@ -219,11 +233,63 @@ def integrate(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, b
     return per_token.tolist(), total, total - float(delta[0])
 
 
-def _completeness(total: float, expected: float, steps: int, suggested: int | None = None) -> Completeness:
-    error = abs(total - expected)
-    relative = error / max(abs(expected), 1e-12)
-    return Completeness(attribution_sum=total, expected=expected, error=error, relative_error=relative, steps=steps,
-                        converged=relative <= COMPLETENESS_LIMIT, suggested_steps=suggested)
+@dataclass(frozen=True)
+class Integral:
+    """One integrated-gradients run of one target: the value per input token, their sum, f(x) - f(baseline)."""
+
+    steps: int
+    values: tuple[float, ...]
+    total: float
+    expected: float
+
+
+def _run(loaded: LoadedModel, target: AttributionTarget, x: torch.Tensor, baseline: torch.Tensor, step_batch: int,
+         steps: int) -> Integral:
+    values, total, expected = integrate(loaded, target, x, baseline, steps, step_batch)
+    return Integral(steps, tuple(values), total, expected)
+
+
+def check_integral(run: Integral, compared: Integral | None, suggested: int | None = None) -> Completeness:
+    """Both checks of one run: the sum against f(x) - f(baseline) (COMPLETENESS_LIMIT), and each token against
+    the run with half the steps (SETTLED_LIMIT of the row's largest |value|; position 0 is held, not compared)."""
+    error = abs(run.total - run.expected)
+    relative = error / max(abs(run.expected), 1e-12)
+    unsettled: tuple[int, ...] = ()
+    largest_move = None
+    if compared is not None:
+        largest = max((abs(v) for v in run.values[1:]), default=0.0) or 1e-12
+        moves = [abs(a - b) / largest for a, b in zip(run.values[1:], compared.values[1:])]
+        largest_move = max(moves, default=0.0)
+        unsettled = tuple(position + 1 for position, move in enumerate(moves) if move > SETTLED_LIMIT)
+    return Completeness(attribution_sum=run.total, expected=run.expected, error=error, relative_error=relative,
+                        steps=run.steps, converged=relative <= COMPLETENESS_LIMIT and not unsettled,
+                        suggested_steps=suggested, compared_steps=compared.steps if compared else None,
+                        largest_move=largest_move, unsettled=unsettled)
+
+
+def settle(compute: Callable[[int], Integral], steps: int | None) -> tuple[Integral, Completeness]:
+    """Integrated gradients at the asked steps (None: automatic), each run compared with half its steps.
+
+    Automatic: DEFAULT_STEPS, doubled until both checks pass or MAX_AUTO_STEPS (each doubling compares with the run
+    before, so only the first comparison costs a run of its own). A given --steps is used as it is; when it fails,
+    2x and 4x are tried (each compared with the one before) to name the steps that would pass."""
+    asked = steps or DEFAULT_STEPS
+    half = compute(asked // 2) if asked >= 2 else None
+    run = compute(asked)
+    check = check_integral(run, half)
+    if steps is None:
+        while not check.converged and run.steps < MAX_AUTO_STEPS:
+            half, run = run, compute(2 * run.steps)
+            check = check_integral(run, half)
+    elif not check.converged:
+        previous = run
+        for probe in (2 * asked, 4 * asked):
+            trial = compute(probe)
+            if check_integral(trial, previous).converged:
+                check = check_integral(run, half, suggested=probe)
+                break
+            previous = trial
+    return run, check
 
 
 def _integrated_gradients(problem: Problem) -> tuple[list[list[float | None]], list[Completeness | None],
@@ -236,25 +302,13 @@ def _integrated_gradients(problem: Problem) -> tuple[list[list[float | None]], l
         for target in problem.targets:
             x = embeddings[:, : target.position].clone()
             baseline = baseline_embeddings(loaded, x, settings.baseline)
-            steps = settings.steps or DEFAULT_STEPS
-            values, total, expected = integrate(loaded, target, x, baseline, steps)
-            check = _completeness(total, expected, steps)
-            if settings.steps is None:  # automatic: double the steps until the check passes, within the budget
-                while not check.converged and steps < MAX_AUTO_STEPS:
-                    steps *= 2
-                    values, total, expected = integrate(loaded, target, x, baseline, steps)
-                    check = _completeness(total, expected, steps)
-            elif not check.converged:  # a given --steps that fails: try 2x and 4x (6x the cost), to name the fix
-                for probe in (2 * steps, 4 * steps):
-                    _, probe_total, probe_expected = integrate(loaded, target, x, baseline, probe)
-                    if _completeness(probe_total, probe_expected, probe).converged:
-                        check = _completeness(total, expected, steps, suggested=probe)
-                        break
-            rows.append([None, *values[1:]])  # position 0 is held at its own embedding: not attributed
+            run, check = settle(functools.partial(_run, loaded, target, x, baseline, problem.step_batch),
+                                settings.steps)
+            rows.append([None, *run.values[1:]])  # position 0 is held at its own embedding: not attributed
             checks.append(check)
     parameters = {"steps": settings.steps or "auto", "default_steps": DEFAULT_STEPS, "max_auto_steps": MAX_AUTO_STEPS,
                   "quadrature": QUADRATURE, "baseline": settings.baseline, "held_positions": [0],
-                  "completeness_limit": COMPLETENESS_LIMIT}
+                  "completeness_limit": COMPLETENESS_LIMIT, "settled_limit": SETTLED_LIMIT}
     return rows, checks, parameters
 
 

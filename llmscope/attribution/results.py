@@ -27,15 +27,19 @@ class AttributionTarget:
 
 @dataclass(frozen=True)
 class Completeness:
-    """Integrated gradients' own check: the attributions should sum to f(input) - f(baseline)."""
+    """Integrated gradients' own checks: the attributions should sum to f(input) - f(baseline), and no single
+    token's value should still move when the steps are halved."""
 
     attribution_sum: float
     expected: float  # f(input) - f(baseline)
     error: float  # |attribution_sum - expected|
     relative_error: float  # error / |expected|
     steps: int  # the steps that gave this row
-    converged: bool  # relative_error <= COMPLETENESS_LIMIT
-    suggested_steps: int | None = None  # with a too-small --steps: the steps found to bring it under the limit
+    converged: bool  # relative_error <= COMPLETENESS_LIMIT and no token unsettled
+    suggested_steps: int | None = None  # with a too-small --steps: the steps found to bring it under the limits
+    compared_steps: int | None = None  # the run each token was compared with (half the steps); None: no comparison
+    largest_move: float | None = None  # max |value(steps) - value(compared)| / max |value(steps)| over the tokens
+    unsettled: tuple[int, ...] = ()  # input positions that moved by more than SETTLED_LIMIT of the largest |value|
 
 
 @dataclass(frozen=True)

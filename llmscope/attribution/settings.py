@@ -24,6 +24,8 @@ DEFAULT_STEPS = 32  # Gauss-Legendre points; "The capital of France is": 0.48% c
 MAX_AUTO_STEPS = 256  # the budget the automatic steps may grow to (doubling) until completeness < 1%
 MAX_STEPS = 4096
 COMPLETENESS_LIMIT = 0.01  # a relative completeness error above this is a warning
+SETTLED_LIMIT = 0.05  # a token whose value moves by more than this share of the row's largest |value| between half
+# the steps and the steps is not settled (the sum can be right while single tokens still move: issue 28 item 19)
 DEFAULT_MAX_TOKENS = 256  # prompt + target tokens one run may attribute (--max-tokens)
 MAX_TARGETS = 256
 
@@ -68,6 +70,7 @@ class AttributionSettings:
     baseline: str = DEFAULT_BASELINE
     max_tokens: int = DEFAULT_MAX_TOKENS
     top: int = 5  # inputs ranked per target in the table
+    max_memory: int | None = None  # bytes the process may hold in all (--max-memory); None: what it holds + free
 
     def __post_init__(self) -> None:
         for name in self.methods:
@@ -89,6 +92,8 @@ class AttributionSettings:
             raise UsageError(f"--baseline takes {', '.join(BASELINES)} (got {self.baseline!r})")
         whole_number("--max-tokens", self.max_tokens, 2, 1_000_000)
         whole_number("--top", self.top, 1, 1_000)
+        if self.max_memory is not None and self.max_memory < 1 << 20:
+            raise UsageError(f"--max-memory must be at least 1 MiB (got {self.max_memory} bytes)")
 
     def ignored(self) -> tuple[str, ...]:
         """Options that the chosen methods do not use."""

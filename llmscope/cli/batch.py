@@ -23,6 +23,7 @@ class BatchItem:
     prompt: str
     id: Any = None
     problem: str | None = None  # why this record cannot run (bad JSON, no "prompt"), found while reading
+    fields: dict[str, Any] | None = None  # a JSON Lines record's keys (commands such as patch read more than prompt)
 
 
 @dataclass(frozen=True)
@@ -62,23 +63,24 @@ def _writable_id(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _json_record(line: str, number: int) -> tuple[str, Any, str | None]:
-    """(prompt, id, problem) of one JSON Lines record; any line that is not a usable record names its line."""
+def _json_record(line: str, number: int) -> tuple[str, Any, str | None, dict[str, Any] | None]:
+    """(prompt, id, problem, the record) of one JSON Lines record; any line that is not a usable record names its
+    line."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        return "", None, f"line {number} is not JSON: {error.msg}"
+        return "", None, f"line {number} is not JSON: {error.msg}", None
     except (ValueError, RecursionError) as error:  # a 5000-digit number, nesting past Python's recursion limit
         reason = "nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
-        return "", None, f"line {number} cannot be read: {reason}"
+        return "", None, f"line {number} cannot be read: {reason}", None
     if not isinstance(record, dict):
-        return "", None, f"line {number} is not a JSON object"
+        return "", None, f"line {number} is not a JSON object", None
     record_id = record.get("id")
     if not _writable_id(record_id):
-        return "", None, f'line {number}: "id" must be a string or a finite number'
+        return "", None, f'line {number}: "id" must be a string or a finite number', None
     if not isinstance(record.get("prompt"), str):
-        return "", record_id, f'line {number} has no "prompt" string'
-    return record["prompt"], record_id, None
+        return "", record_id, f'line {number} has no "prompt" string', record
+    return record["prompt"], record_id, None, record
 
 
 def parse_items(text: str, input_format: str = "auto") -> list[BatchItem]:
@@ -101,8 +103,8 @@ def parse_items(text: str, input_format: str = "auto") -> list[BatchItem]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        prompt, record_id, problem = _json_record(line, number)
-        items.append(BatchItem(len(items), prompt, record_id, problem))
+        prompt, record_id, problem, record = _json_record(line, number)
+        items.append(BatchItem(len(items), prompt, record_id, problem, record))
     return items
 
 

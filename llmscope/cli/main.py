@@ -11,7 +11,8 @@ from llmscope.cli.kit import EXIT_CODES_HELP
 
 # Importing a command module registers its commands; this order is the order of the root help.
 COMMAND_MODULES = ("llmscope.commands.text", "llmscope.commands.models", "llmscope.commands.measure",
-                   "llmscope.commands.explain", "llmscope.commands.check", "llmscope.commands.serve",
+                   "llmscope.commands.explain", "llmscope.commands.check", "llmscope.commands.patch",
+                   "llmscope.commands.serve",
                    "llmscope.commands.explore")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)

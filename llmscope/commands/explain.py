@@ -57,6 +57,10 @@ def attribute(
     max_tokens: Annotated[int, typer.Option(
         "--max-tokens", help="Refuse prompts whose input + target tokens exceed this (gradient methods cost a "
         "forward and backward pass per step and token).")] = 256,
+    max_memory: Annotated[str | None, typer.Option(
+        "--max-memory", metavar="SIZE", help="The most memory the process may hold (e.g. 8GB): integrated "
+        "gradients runs fewer steps per pass to stay under it, and a method that cannot fit is refused before it "
+        "runs. Default: what the process holds plus the memory free.", show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE", help="Also write the targets x inputs heatmaps, one per method (.png or .svg).",
         show_default=False)] = None,
@@ -72,12 +76,14 @@ def attribute(
     integrated gradients (with its completeness check) and attention rollout, side by side."""
     with command(shared.output.quiet) as display:
         from llmscope.attribution.settings import AttributeCommand, AttributionSettings, method_list
+        from llmscope.loading.memory import parse_size
 
         batch_settings = shared.batch.settings(8)
         settings = AttributeCommand(
             attribution=AttributionSettings(
                 methods=method_list(method), target=target, new_tokens=new_tokens, contrast=contrast,
-                occlude_with=occlude_with, steps=steps, baseline=baseline, max_tokens=max_tokens, top=top),
+                occlude_with=occlude_with, steps=steps, baseline=baseline, max_tokens=max_tokens, top=top,
+                max_memory=parse_size("--max-memory", max_memory)),
             prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
                                   system=system),
             model=shared.load.settings(model),

@@ -126,7 +126,8 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
             prepare=lambda item: encode_prompt(loaded, item.prompt, chat=chat, system=settings.prompt.system,
                                                new_tokens=generation.max_new_tokens),
             run_chunk=lambda encoded: generate_encoded(loaded, encoded, generation, detail=TokenDetail(
-                texts=html_path is not None, entropy=html_path is not None)))
+                texts=html_path is not None or generation.logprobs > 0,
+                entropy=html_path is not None or generation.logprobs > 0, alternatives=generation.logprobs)))
 
         def write(result: Any, keys: dict[str, Any]) -> None:
             show.show_generation(display, loaded.info, result, full_text=settings.full_text, logprobs=logprobs,

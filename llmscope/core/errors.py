@@ -82,6 +82,10 @@ class DeviceError(LlmscopeError):
     """The requested device or dtype cannot run here, or it ran out of memory."""
 
 
+class MemoryLimitError(LlmscopeError):
+    """A run's planned peak memory is more than the memory there is (or --max-memory): refused before it starts."""
+
+
 def out_of_memory_error(device: str | None, model_name: str, parameters: int | None = None,
                         dtype: str | None = None) -> DeviceError:
     """A DeviceError that says how large the model is and how much memory the device has free."""

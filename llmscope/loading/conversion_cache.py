@@ -68,6 +68,16 @@ def stat_signature(path: Path) -> list[int]:
 # ---------------------------------------------------------------------------------------------- keys
 
 
+def stamp_time(path: Path, when: float | None = None) -> float:
+    """Set the file's mtime from Python's clock (time.time()), the clock that wrote the marker's "created".
+
+    The kernel stamps writes and a bare utime() from a coarse clock that can lag time.time() by a tick, so an
+    entry used right after it was created could list a last use before its creation; one clock for both."""
+    when = time.time() if when is None else when
+    os.utime(path, (when, when))
+    return when
+
+
 def _write_json_atomically(path: Path, payload: object) -> None:
     temporary = path.with_name(f"{STAGING_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -201,6 +211,7 @@ def _verify(entry: Path) -> str | None:
     if refreshed:  # checked in full after a copy or touch: remember the new signatures
         with contextlib.suppress(OSError):
             _write_json_atomically(entry / CACHE_MARKER, marker)
+            stamp_time(entry / CACHE_MARKER)
     return None
 
 
@@ -212,7 +223,7 @@ def touch(entry: Path) -> None:
     """Record a use of the entry (the marker's mtime is its last use) and remove staging folders that dead
     processes left beside it (hundreds of MB, else kept until the next conversion); a read-only cache is fine."""
     with contextlib.suppress(OSError):
-        os.utime(entry / CACHE_MARKER)
+        stamp_time(entry / CACHE_MARKER)
     with contextlib.suppress(OSError):
         remove_stale_staging(entry.parent)
 
@@ -255,12 +266,14 @@ def staging(entry: Path, source: Path | None = None) -> Iterator[Path]:
             _fsync_path(path)
             files[path.name] = {"size": path.stat().st_size, "sha256": file_sha256(path),
                                 "signature": stat_signature(path)}
-        marker = {"format": CACHE_FORMAT, "source": str(source) if source else None, "created": time.time(),
+        created = time.time()
+        marker = {"format": CACHE_FORMAT, "source": str(source) if source else None, "created": created,
                   "files": files}
         with open(folder / CACHE_MARKER, "w") as handle:
             json.dump(marker, handle, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
+        stamp_time(folder / CACHE_MARKER, created)  # last use starts at creation, on the same clock
         _fsync_path(folder)
         try:
             os.rename(folder, entry)

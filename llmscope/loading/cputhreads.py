@@ -32,8 +32,10 @@ def others_busy_percent(interval: float = SAMPLE_SECONDS) -> float | None:
 
 def choose_threads(asked: int | None, busy_percent: float | None = None, cores: int | None = None) -> ThreadChoice:
     """The threads to use: `asked` when given; else one per core that other processes leave free, when they keep
-    some busy (torch's threads slow down sharply when they compete for a core: measured 4x slower decode with 2
-    threads than with 1 while one of 2 cores was busy); else torch's default."""
+    some busy (torch's threads slow down when they compete for a core: measured 4x slower decode with 2 threads
+    than with 1 while one of 2 cores was busy, when the threads still spun while waiting; llmscope now makes them
+    wait passively, see llmscope/__init__.py, which removes the collapse but not the competition); else torch's
+    default."""
     cores = cores or os.cpu_count() or 1
     if asked is not None:
         return ThreadChoice(asked, cores, busy_percent, "asked")

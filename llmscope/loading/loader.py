@@ -3,6 +3,7 @@ It picks device and dtype and keeps the GGUF conversion cache; it never prints (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -54,6 +55,7 @@ class LoadedModel:
     quantize: str = "none"  # the --quantize mode that ran: none, auto, int8 or int4
     weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
     activations: str | None = None  # the dtype packed matmuls take their input in
+    kept_exact: str | None = None  # linear layers --quantize left dense (no packed kernel takes their shape)
     invariant: bool = False  # loading.invariant's numerics are installed (same numbers alone, batched or cached)
 
     @property
@@ -69,6 +71,7 @@ class LoadedModel:
             quantize=self.quantize,
             weights=self.weights,
             activations=self.activations,
+            kept_exact=self.kept_exact,
         )
 
     @property
@@ -236,11 +239,18 @@ def _convert_gguf(spec: ModelSpec, entry: Path) -> tuple[Any, Any, bool]:
 
 
 def hide_library_progress_bars() -> None:
-    """Turn off transformers' tqdm bars (loading weights, and the GGUF reader's bar, read when tqdm is imported)."""
+    """Turn off transformers' tqdm bars: loading and saving weights, and the GGUF conversion's bar. That one calls
+    tqdm directly (not transformers' switchable wrapper) and tqdm reads TQDM_DISABLE only when first imported, so
+    in a process that imported tqdm already it is pointed at the wrapper, which the switch below turns off."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        from transformers import modeling_gguf_pytorch_utils
+
+        if hasattr(modeling_gguf_pytorch_utils, "tqdm"):
+            modeling_gguf_pytorch_utils.tqdm = transformers_logging.tqdm
 
 
 def count_parameters(model: Any) -> int:
@@ -350,14 +360,17 @@ def load_model(
     if device_map:
         placed = sorted({str(where) for where in (getattr(model, "hf_device_map", None) or {}).values()})
         device_label = f"{device_map} ({', '.join(placed)})" if placed else str(device_map)
-    from llmscope.loading.quant.modules import packed_summary
+    from llmscope.loading.quant.modules import packed_summary, unpackable_layers
 
     held = packed_summary(model)
     weights = ", ".join(f"{form} x{count}" for form, count in held.items()) or None
+    kept = unpackable_layers(model, "int4" if mode == "auto" else mode) if mode != "none" else {}
+    kept_exact = ", ".join(f"{form} x{count}" for form, count in kept.items()) or None
     return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device_label,
                        dtype=dtype_name(torch_dtype), parameters=count_parameters(model),
                        load_seconds=time.perf_counter() - started, from_cache=from_cache, quantize=mode,
-                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None, invariant=exact)
+                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None,
+                       kept_exact=kept_exact, invariant=exact)
 
 
 KERNEL_DTYPE_NAME = "bfloat16"

@@ -296,5 +296,7 @@ def model_summary(display: Display, info: ModelInfo) -> None:
         " (converted from GGUF and cached)" if info.from_cache is False else
         " (converted from GGUF, not cached)" if info.source in ("gguf", "embedded") else "")
     held = f", weights {info.weights} ({info.activations} into packed matmuls)" if info.weights else ""
+    if info.kept_exact:
+        held += f", kept exact (no packed kernel for their input width): {info.kept_exact}"
     display.status(f"loaded {info.model} on {info.device}, {info.dtype}, {human_count(info.parameters)} parameters"
                    f"{held} in {info.load_seconds:.2f} s{where}")

@@ -63,8 +63,21 @@ def coloured_prompt(result: AttributionResult, method: MethodAttribution, target
 
 def completeness_text(check: Completeness) -> str:
     verdict = "converged" if check.converged else "NOT converged"
-    return (f"sum {check.attribution_sum:.4f} vs f(input) - f(baseline) {check.expected:.4f}: error "
-            f"{check.relative_error:.2%} at {check.steps} steps ({verdict})")
+    text = (f"sum {check.attribution_sum:.4f} vs f(input) - f(baseline) {check.expected:.4f}: error "
+            f"{check.relative_error:.2%} at {check.steps} steps")
+    if check.compared_steps is not None and check.largest_move is not None:
+        count = len(check.unsettled)
+        settled = "every token settled" if not count else f"{count} token{'s' if count != 1 else ''} NOT settled"
+        text += (f"; against {check.compared_steps} steps {settled} (largest move {check.largest_move:.1%} of the "
+                 "largest value)")
+    return f"{text} ({verdict})"
+
+
+def unsettled_text(result: AttributionResult, check: Completeness) -> str:
+    """The tokens integrated gradients has not settled on yet, named (the first five)."""
+    named = ", ".join(repr(result.tokens[p]) for p in check.unsettled[:5])
+    more = f" and {len(check.unsettled) - 5} more" if len(check.unsettled) > 5 else ""
+    return named + more
 
 
 def method_heading(method: MethodAttribution) -> str:
@@ -85,7 +98,7 @@ def single_target(result: AttributionResult, target: int, colour: bool, top: int
     """One target: a coloured prompt per method, the inputs x methods table, the ranked top inputs."""
     parts: list[Any] = [Text(target_heading(result, target), style="bold")]
     width = max(len(SHORT_NAMES.get(m.method, m.method)) for m in result.methods)
-    for method in result.methods:
+    for method in result.methods if colour else ():  # without colour these lines carry nothing: the table has it
         label = Text(f"{SHORT_NAMES.get(method.method, method.method):>{width}}  ", style="bold")
         parts.append(label + coloured_prompt(result, method, target, colour))
     table = Table(box=box.SIMPLE, pad_edge=False)
@@ -181,15 +194,21 @@ def warn_completeness(display: Display, result: AttributionResult) -> None:
             if check is None or check.converged:
                 continue
             if check.suggested_steps is not None:
-                fix = f"--steps {check.suggested_steps} brings it under 1%"
+                fix = f"--steps {check.suggested_steps} passes both checks"
             elif method.parameters.get("steps") == "auto":
                 fix = (f"the automatic steps stopped at their budget of {check.steps}; try --steps {check.steps * 4} "
                        "or another --baseline")
             else:
-                fix = (f"--steps {2 * check.steps} and {4 * check.steps} do not bring it under 1% either; try more, or "
+                fix = (f"--steps {2 * check.steps} and {4 * check.steps} do not pass either; try more, or "
                        "another --baseline")
-            display.warning(f"integrated gradients for {result.targets[index].text!r} did not converge: completeness "
-                            f"error {check.relative_error:.1%} at {check.steps} steps; {fix}")
+            problems = []
+            if check.relative_error > method.parameters.get("completeness_limit", 0.01):
+                problems.append(f"completeness error {check.relative_error:.1%} at {check.steps} steps")
+            if check.unsettled:
+                problems.append(f"{unsettled_text(result, check)} still moved by up to {check.largest_move:.0%} of "
+                                f"the largest value between {check.compared_steps} and {check.steps} steps")
+            display.warning(f"integrated gradients for {result.targets[index].text!r} did not converge: "
+                            f"{'; '.join(problems)}; {fix}")
 
 
 def show_attribution(display: Display, info: ModelInfo, result: AttributionResult, top: int = 5,
@@ -248,7 +267,8 @@ def attribution_payload(result: AttributionResult) -> dict[str, Any]:
                      "completeness": [None if c is None else {
                          "attribution_sum": c.attribution_sum, "expected": c.expected, "error": c.error,
                          "relative_error": c.relative_error, "steps": c.steps, "converged": c.converged,
-                         "suggested_steps": c.suggested_steps} for c in m.completeness],
+                         "suggested_steps": c.suggested_steps, "compared_steps": c.compared_steps,
+                         "largest_move": c.largest_move, "unsettled": list(c.unsettled)} for c in m.completeness],
                      "top": list(m.top), "seconds": m.seconds} for m in result.methods],
         "top_agree": list(result.top_agree), "seconds": result.seconds,
     }

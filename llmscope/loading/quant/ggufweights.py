@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmscope.loading.quant.packing import GROUP, PackedWeight, int4_shape_ok, pack_int4_values, quantize
+from llmscope.loading.quant.packing import (
+    GROUP,
+    PackedWeight,
+    int4_shape_ok,
+    pack_int4_values,
+    packed_form,
+    quantize,
+)
 
 log = logging.getLogger("llmscope")
 
@@ -199,27 +206,28 @@ def held_bytes(rows: int, columns: int, form: str, dense_bytes: int) -> int:
     """Bytes a [rows, columns] weight takes when held in `form` (int4 with bfloat16 scale and zero per 32 values,
     int8 with a bfloat16 scale per row, bfloat16, or dense in the model's dtype). The one formula for the planner
     and the tests that check it against a loaded model."""
-    if form == "int4" and not int4_shape_ok(rows, columns):
-        form = "int8"
+    if form != "dense":
+        form = packed_form(form, rows, columns) or "dense"
     return {"int4": rows * columns // 2 + rows * (columns // GROUP) * 4, "int8": rows * columns + rows * 2,
             "bfloat16": rows * columns * 2, "dense": rows * columns * dense_bytes}[form]
 
 
-def file_weight_bytes(path: Any, mode: str, dense_bytes: int) -> tuple[int, str]:
-    """The bytes a GGUF file's weights take once loaded under --quantize `mode`, read from its tensor table alone,
-    and what they are held in ("int4 x210, float32 x62")."""
+def file_weight_bytes(path: Any, mode: str, dense_bytes: int, table: list[Any] | None = None) -> tuple[int, str]:
+    """The bytes a GGUF file's weights take once loaded under --quantize `mode`, read from its tensor table alone
+    (`table`: read_tensor_table(path) when the caller has it already), and what they are held in ("int4 x210,
+    float32 x62")."""
     from collections import Counter
 
     from llmscope.loading.quant.ggufheader import read_tensor_table
 
     total, forms = 0, Counter()
-    for entry in read_tensor_table(path):
+    for entry in table if table is not None else read_tensor_table(path):
         rows = entry.shape[0]
         columns = int(np.prod(entry.shape[1:])) if len(entry.shape) > 1 else 1
         form = target_form(entry.ggml_type, mode, table=entry.name in TABLE_NAMES) if len(entry.shape) == 2 \
             else "dense"
-        if form == "int4" and not int4_shape_ok(rows, columns):
-            form = "int8"
+        if form != "dense":
+            form = packed_form(form, rows, columns) or "dense"
         total += held_bytes(rows, columns, form, dense_bytes)
         forms[form] += 1
     return total, ", ".join(f"{form} x{count}" for form, count in sorted(forms.items()))

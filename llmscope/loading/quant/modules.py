@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmscope.loading.quant.packing import PackedWeight, packed_linear, quantize
+from llmscope.loading.quant.packing import PackedWeight, packed_form, packed_linear, quantize
 
 
 class PackedLinear(nn.Module):
@@ -106,7 +106,8 @@ def held_weight_bytes(model: nn.Module) -> int:
 def quantize_linears(model: Any, kind: str) -> None:
     """Replace every linear layer of a loaded model (the LM head included; transformers' Conv1D too) by a
     PackedLinear of `kind` (int8 / int4). A head tied to the embedding stays tied: both read one packed weight,
-    the embedding dequantizing only the rows it looks up. Done in place."""
+    the embedding dequantizing only the rows it looks up. A layer whose shape no packed kernel takes stays dense
+    (exact; unpackable_layers() names them for the load line). Done in place."""
     head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
     tied = head is not None and isinstance(embedding, nn.Embedding) and head.weight is embedding.weight
     for name, module in list(model.named_modules()):
@@ -116,11 +117,28 @@ def quantize_linears(model: Any, kind: str) -> None:
         dense = module.weight.data.t() if conv1d else module.weight.data
         source = str(dense.dtype).removeprefix("torch.")
         weight = quantize(dense, kind, f"{source} quantized")
+        if weight is None:
+            continue
         bias = module.bias.data if module.bias is not None else None
         set_module(model, name, PackedLinear(weight, bias))
         if tied and module is head:
             embedding_name = next(n for n, m in model.named_modules() if m is embedding)
             set_module(model, embedding_name, PackedEmbedding(weight, embedding.weight.dtype, embedding.padding_idx))
+
+
+def unpackable_layers(model: nn.Module, kind: str) -> dict[str, int]:
+    """Dense linear layers that `kind` (int8 / int4) could not pack because no kernel takes their shape, counted by
+    what they are held in and their input width: {"float32, input width 100": 7}."""
+    counts: Counter[str] = Counter()
+    for module in model.modules():
+        conv1d = type(module).__name__ == "Conv1D"
+        if not (isinstance(module, nn.Linear) or conv1d) or module.weight.dim() != 2 or module.weight.is_meta:
+            continue
+        rows, columns = module.weight.shape[::-1] if conv1d else module.weight.shape
+        if packed_form(kind, int(rows), int(columns)) is None:
+            dtype = str(module.weight.dtype).removeprefix("torch.")
+            counts[f"{dtype}, input width {columns}"] += 1
+    return dict(sorted(counts.items()))
 
 
 # -------------------------------------------------------------------------------------- reading layers

@@ -23,9 +23,31 @@ KERNEL_DTYPE = torch.bfloat16  # the activations' dtype the packed kernels are f
 PACK_ROWS = 4096  # rows packed at a time (the kernel's packer wants int32 values: 4 bytes for each 4 bits)
 
 
+INT8_COLUMNS = 32  # the int8 kernel's input width must be a multiple of this (see int8_shape_ok)
+
+
 def int4_shape_ok(rows: int, columns: int) -> bool:
     """Whether an [rows, columns] weight can be packed as int4 (the kernels' tiling needs these multiples)."""
     return rows % 32 == 0 and columns % GROUP == 0 and columns % 64 == 0
+
+
+def int8_shape_ok(rows: int, columns: int) -> bool:
+    """Whether an [rows, columns] weight can be packed as int8 per row. torch 2.13's CPU `_weight_int8pack_mm`
+    reads the input width in vector steps: measured on AVX-512, K = 100 with 2+ input rows segfaults, and K = 8,
+    24 or 104 (multiples of 8, not of 16) return garbage or NaN without an error; multiples of 16 are right.
+    A multiple of 32 leaves a margin for wider vector units; any row count works."""
+    return rows > 0 and columns > 0 and columns % INT8_COLUMNS == 0
+
+
+def packed_form(kind: str, rows: int, columns: int) -> str | None:
+    """The form an [rows, columns] weight asked to be `kind` (int4 / int8 / bfloat16) is held in: int4 where its
+    shape allows, else int8 where that kernel takes the shape, bfloat16 always; None: no packed kernel takes it,
+    keep it dense (exact). The one rule for packing, the planner's byte counts and the load line."""
+    if kind == "bfloat16":
+        return "bfloat16"
+    if kind == "int4" and int4_shape_ok(rows, columns):
+        return "int4"
+    return "int8" if int8_shape_ok(rows, columns) else None
 
 
 def _inner_k_tiles(columns: int) -> int:
@@ -42,6 +64,11 @@ class PackedWeight:
     data: torch.Tensor  # int4: the kernel's packed bytes; int8: int8 [N, K]; bfloat16: [N, K]
     scales: torch.Tensor  # int4: bfloat16 [K/32, N, 2] (scale, zero); int8: [N] per-row scale; bfloat16: empty
     source: str = ""  # what it was made from: "Q4_1", "Q8_0 requantized", "bfloat16 quantized", ...
+
+    def __post_init__(self) -> None:
+        if self.kind == "int8" and not int8_shape_ok(self.rows, self.columns):  # the kernel would crash on it
+            raise ValueError(f"an int8 weight needs an input width divisible by {INT8_COLUMNS} "
+                             f"(got {self.rows} x {self.columns})")
 
     @property
     def device(self) -> torch.device:
@@ -220,13 +247,14 @@ def to_bfloat16(weight: torch.Tensor, source: str = "") -> PackedWeight:
     return PackedWeight("bfloat16", data.shape[0], data.shape[1], data, torch.zeros(0, dtype=KERNEL_DTYPE), source)
 
 
-def quantize(weight: torch.Tensor, kind: str, source: str = "") -> PackedWeight:
-    """int4 where the shape allows it (else int8), int8, or bfloat16."""
-    if kind == "bfloat16":
+def quantize(weight: torch.Tensor, kind: str, source: str = "") -> PackedWeight | None:
+    """The weight in the form packed_form() picks for `kind`; None when no packed kernel takes its shape."""
+    form = packed_form(kind, *weight.shape)
+    if form == "bfloat16":
         return to_bfloat16(weight, source)
-    if kind == "int4" and int4_shape_ok(*weight.shape):
+    if form == "int4":
         return quantize_int4(weight, source)
-    return quantize_int8(weight, source)
+    return quantize_int8(weight, source) if form == "int8" else None
 
 
 # -------------------------------------------------------------------------------------- autograd

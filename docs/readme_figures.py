@@ -1,0 +1,188 @@
+"""Regenerate the README's example outputs from real runs of llmscope's default mode (`make docs`), or check that
+the README still holds what the last run wrote (`--check`, and tests/test_readme_figures.py). Runs commands only.
+
+Two kinds of places in README.md:
+- a fenced block right after `<!-- run: NAME -->`: `$ COMMAND` and what it printed (stderr and stdout as a terminal
+  interleaves them, or stdout alone);
+- an inline `<!-- figure: NAME -->VALUE<!-- /figure -->`: one value read from a command's --json.
+Each output is also written to docs/readme/NAME.txt, so that the README can be checked without running a model.
+Commands run in docs/examples/ (paragraph.txt lives there) with the default model and options, COLUMNS=96, through
+pipes (so `token[p]` pairs, not colours), after one warm-up load so that every load line reads the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+OUTPUTS = ROOT / "docs" / "readme"
+EXAMPLES = ROOT / "docs" / "examples"
+COLUMNS = "96"
+MACHINE_LINES = ("warning: other processes keep the CPUs",)  # about the machine's load at the time, not the model
+
+
+@dataclass(frozen=True)
+class Run:
+    """A README block: the command as shown, whether stderr is shown too, the environment it needs."""
+
+    command: str  # as the reader types it, starting with `llmscope`
+    stderr: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An inline value: a command with --json, the path to the value in its document, how it is written."""
+
+    command: str
+    path: tuple[Any, ...]
+    format: str
+
+
+RUNS: dict[str, Run] = {
+    "generate-chat": Run('llmscope generate --chat "What is the capital of France?"'),
+    "generate-n12": Run('llmscope generate "The capital of France is" -n 12'),
+    "generate-show-probs": Run('llmscope generate "The capital of France is" -n 2 --show-probs', stderr=False),
+    "generate-logprobs-json": Run('llmscope generate "The capital of France is" -n 2 --json --logprobs 2 -q',
+                                  stderr=False),
+    "next-token": Run('llmscope next-token "The capital of France is" --top-k 5'),
+    "next-token-lens": Run('llmscope next-token "The capital of France is" --lens --top-k 3 -q'),
+    "score-paragraph": Run("llmscope score --file paragraph.txt --worst 3"),
+    "attribute": Run('llmscope attribute "The capital of France is"'),
+    "attribute-contrast": Run('llmscope attribute "The capital of France is" --contrast " London" --method '
+                              "ig,occlusion --quantize none"),
+    "quantize-next-token": Run('llmscope next-token "The capital of France is" -k 3'),
+    "patch-eiffel": Run('llmscope patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city '
+                        'of"'),
+}
+
+_PARIS = ("steps", 0, "top", 0, "probability")
+FIGURES: dict[str, Figure] = {
+    "paris-default": Figure('llmscope next-token "The capital of France is" --json -q', _PARIS, "{:.4f}"),
+    "paris-exact": Figure('llmscope next-token "The capital of France is" --quantize none --json -q', _PARIS,
+                          "{:.4f}"),
+    "paragraph-perplexity": Figure("llmscope score --file paragraph.txt --json -q", ("summary", "perplexity"),
+                                   "{:.3f}"),
+}
+
+RUN_BLOCK = re.compile(r"<!-- run: (?P<name>[\w-]+) -->\n```\n(?P<body>.*?)```\n", re.S)
+FIGURE_SPAN = re.compile(r"<!-- figure: (?P<name>[\w-]+) -->(?P<value>.*?)<!-- /figure -->")
+
+
+def _environment(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS=COLUMNS, PYTHONPATH=str(ROOT))
+    for name in ("LLMSCOPE_MODEL", "LLMSCOPE_QUANTIZE", "LLMSCOPE_ENDPOINT", "NO_COLOR", "FORCE_COLOR"):
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def run_command(command: str, env: dict[str, str] | None = None,
+                merged: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `llmscope ...` as this Python's `-m llmscope` in docs/examples; a failure stops the script. merged:
+    stderr into stdout's pipe, both unbuffered, so that the lines come in the order a terminal shows them."""
+    words = shlex.split(command)
+    assert words[0] == "llmscope", command
+    done = subprocess.run([sys.executable, "-m", "llmscope", *words[1:]], cwd=EXAMPLES, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True, timeout=1800,
+                          env=_environment({**(env or {}), "PYTHONUNBUFFERED": "1"}))
+    if done.returncode != 0:
+        raise SystemExit(f"`{command}` failed with exit {done.returncode}:\n{done.stderr or done.stdout}")
+    return done
+
+
+def block_text(run: Run, done: subprocess.CompletedProcess[str]) -> str:
+    """What a README block holds: the command, then what it printed (less the lines about the machine's load)."""
+    lines = [f"$ {run.command}"]
+    lines += [line for line in done.stdout.rstrip("\n").splitlines() if not line.startswith(MACHINE_LINES)]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def figure_text(figure: Figure, done: subprocess.CompletedProcess[str]) -> str:
+    value: Any = json.loads(done.stdout)
+    for key in figure.path:
+        value = value[key]
+    return figure.format.format(value)
+
+
+def stored(name: str) -> str:
+    return (OUTPUTS / f"{name}.txt").read_text()
+
+
+def apply(readme: str, blocks: dict[str, str], figures: dict[str, str]) -> str:
+    """The README with each marked block and figure replaced by its output."""
+    readme = RUN_BLOCK.sub(lambda m: f"<!-- run: {m['name']} -->\n```\n{blocks.get(m['name'], m['body'])}```\n",
+                           readme)
+    return FIGURE_SPAN.sub(lambda m: f"<!-- figure: {m['name']} -->{figures.get(m['name'], m['value'])}"
+                           "<!-- /figure -->", readme)
+
+
+def mismatches(readme: str) -> list[str]:
+    """Every run and figure whose README text differs from its stored output, or that the README lacks."""
+    found = []
+    blocks = {m["name"]: m["body"] for m in RUN_BLOCK.finditer(readme)}
+    values: dict[str, str] = {}
+    for match in FIGURE_SPAN.finditer(readme):  # a figure can stand in several places: each must match
+        name, value = match["name"], match["value"]
+        if name in FIGURES and values.setdefault(name, value) != value:
+            found.append(f"README.md figure {name} reads both {values[name]} and {value}")
+    for name in RUNS:
+        if name not in blocks:
+            found.append(f"README.md has no <!-- run: {name} --> block")
+        elif blocks[name] != stored(name):
+            found.append(f"README.md block {name} differs from docs/readme/{name}.txt")
+    for name in FIGURES:
+        if name not in values:
+            found.append(f"README.md has no <!-- figure: {name} --> value")
+        else:
+            for match in FIGURE_SPAN.finditer(readme):
+                if match["name"] == name and match["value"] != stored(name).strip():
+                    found.append(f"README.md figure {name} is {match['value']}, docs/readme/{name}.txt "
+                                 f"{stored(name).strip()}")
+    unknown = (set(blocks) - set(RUNS)) | ({m["name"] for m in FIGURE_SPAN.finditer(readme)} - set(FIGURES))
+    found += [f"README.md marks {name}, which docs/readme_figures.py does not run" for name in sorted(unknown)]
+    return found
+
+
+def regenerate(only: set[str] | None = None) -> None:
+    run_command("llmscope next-token warm-up -q")  # the conversion cache, so that every load line reads it
+    OUTPUTS.mkdir(exist_ok=True)
+    blocks, figures = {}, {}
+    for name, run in RUNS.items():
+        if only is None or name in only:
+            blocks[name] = block_text(run, run_command(run.command, run.env, merged=run.stderr))
+            (OUTPUTS / f"{name}.txt").write_text(blocks[name])
+            print(f"ran {name}", file=sys.stderr)
+    for name, figure in FIGURES.items():
+        if only is None or name in only:
+            figures[name] = figure_text(figure, run_command(figure.command))
+            (OUTPUTS / f"{name}.txt").write_text(figures[name] + "\n")
+            print(f"ran {name}: {figures[name]}", file=sys.stderr)
+    README.write_text(apply(README.read_text(), blocks, figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare the README with docs/readme/ (runs nothing)")
+    parser.add_argument("names", nargs="*", help="regenerate only these runs and figures")
+    options = parser.parse_args()
+    if options.check:
+        problems = mismatches(README.read_text())
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(1 if problems else 0)
+    regenerate(set(options.names) or None)
+
+
+if __name__ == "__main__":
+    main()
