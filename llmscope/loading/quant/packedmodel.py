@@ -189,8 +189,11 @@ def load_packed(folder: Path, dtype: torch.dtype, device: str) -> Any:
         if layer["same_as"] and source in packed:
             packed[name] = packed[source]
             continue
-        weight = PackedWeight(layer["kind"], layer["rows"], layer["columns"], tensors.pop(f"{source}.packed_data"),
-                              tensors.pop(f"{source}.packed_scales"), layer["source"])
+        # safetensors hands out tensors at 8-byte offsets in its buffer; torch's int8 kernel segfaults on them
+        # (AVX-512, measured): a copy is aligned.
+        weight = PackedWeight(layer["kind"], layer["rows"], layer["columns"],
+                              tensors.pop(f"{source}.packed_data").clone(),
+                              tensors.pop(f"{source}.packed_scales").clone(), layer["source"])
         packed[name] = weight.to(device)
     if manifest["file_blocks"]:
         processor = processor_for(manifest["architecture"], config)
