@@ -337,8 +337,10 @@ def _concurrent_logprobs(model: str, tokens: int) -> None:
 
     server = start_server(Path(model), "--api-key", KEY)
     try:
+        served = server.request("/v1/models")[1]["data"][0]["id"]
+
         def ask(prompt: str) -> list[float]:
-            status, body = server.request("/v1/completions", {"model": model, "prompt": prompt, "max_tokens": tokens,
+            status, body = server.request("/v1/completions", {"model": served, "prompt": prompt, "max_tokens": tokens,
                                                               "temperature": 0, "logprobs": 1})
             assert status == 200, body
             return body["choices"][0]["logprobs"]["token_logprobs"]
