@@ -62,6 +62,19 @@ RUNS: dict[str, Run] = {
     "attribute-contrast": Run('llmscope attribute "The capital of France is" --contrast " London" --method '
                               "ig,occlusion --quantize none"),
     "quantize-next-token": Run('llmscope next-token "The capital of France is" -k 3'),
+    "check-invariance": Run("llmscope check-invariance"),
+    "score-chat": Run('llmscope score "The capital of France is Paris." --chat --prompt "What is the capital of '
+                      'France?"'),
+    "compare-bfloat16": Run("llmscope compare --file paragraph.txt --against-dtype bfloat16 --worst 5"),
+    "compare-next-token": Run('llmscope compare "The capital of France is" --against-dtype bfloat16 --next-token -k 5 '
+                              "--worst 2"),
+    "compare-quantize": Run("llmscope compare --file paragraph.txt --against-quantize none"),
+    "attention": Run('llmscope attention "The dog chased the squirrel because it"      # COLUMNS=80',
+                     env={"COLUMNS": "80"}),
+    "attention-layer": Run('llmscope attention "The dog chased the squirrel because it" --layer 27'),
+    "attention-matrix": Run('llmscope attention "The dog chased the squirrel because it" --layer 27 --head 2 '
+                            "--matrix"),
+    "bench-cache": Run("llmscope bench-cache -n 16 --threads 1 --max-time 40"),
     "patch-eiffel": Run('llmscope patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city '
                         'of"'),
 }
@@ -91,7 +104,7 @@ def run_command(command: str, env: dict[str, str] | None = None,
                 merged: bool = False) -> subprocess.CompletedProcess[str]:
     """Run `llmscope ...` as this Python's `-m llmscope` in docs/examples; a failure stops the script. merged:
     stderr into stdout's pipe, both unbuffered, so that the lines come in the order a terminal shows them."""
-    words = shlex.split(command)
+    words = shlex.split(command, comments=True)  # a `# note` after the command is for the reader
     assert words[0] == "llmscope", command
     done = subprocess.run([sys.executable, "-m", "llmscope", *words[1:]], cwd=EXAMPLES, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True, timeout=1800,
