@@ -118,12 +118,26 @@ def _key_offsets(visible: torch.Tensor, position_ids: torch.Tensor | None) -> to
     return torch.remainder(start, KEY_CHUNK)
 
 
+def _slot_index(offsets: list[int], keys: int, device: torch.device) -> torch.Tensor:
+    """[batch, keys]: the grid slot of each row's key k, offsets[b] + k."""
+    return torch.tensor(offsets, device=device)[:, None] + torch.arange(keys, device=device)
+
+
 def _aligned(tensor: torch.Tensor, offsets: list[int], slots: int) -> torch.Tensor:
-    """tensor [batch, heads, keys, D] laid out at slots offsets[b]..offsets[b]+keys-1 of a zero [.., slots, D] grid."""
-    out = tensor.new_zeros(tensor.shape[0], tensor.shape[1], slots, tensor.shape[3])
-    for row, offset in enumerate(offsets):
-        out[row, :, offset:offset + tensor.shape[2]] = tensor[row]
-    return out
+    """tensor [batch, heads, keys, D] laid out at slots offsets[b]..offsets[b]+keys-1 of a zero [.., slots, D] grid.
+    One scatter for the whole batch (a copy per row would cost autograd a copy of the whole grid per row)."""
+    batch, heads, keys, depth = tensor.shape
+    if len(set(offsets)) == 1:  # every row starts at the same slot: one pad
+        return torch.nn.functional.pad(tensor, (0, 0, offsets[0], slots - offsets[0] - keys))
+    index = _slot_index(offsets, keys, tensor.device)[:, None, :, None].expand(batch, heads, keys, depth)
+    return tensor.new_zeros(batch, heads, slots, depth).scatter(2, index, tensor)
+
+
+def _unaligned(grid: torch.Tensor, offsets: list[int], keys: int) -> torch.Tensor:
+    """The inverse of _aligned on the last axis: grid [batch, heads, queries, slots] -> [.., keys]."""
+    batch, heads, queries, _ = grid.shape
+    index = _slot_index(offsets, keys, grid.device)[:, None, None, :].expand(batch, heads, queries, keys)
+    return grid.gather(3, index)
 
 
 def _layout(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, batch: int, queries: int,
@@ -137,9 +151,7 @@ def _layout(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | No
     visible = _visible(attention_mask, batch, queries, keys, device)
     offsets = _key_offsets(visible, position_ids).tolist()
     slots = -(-(keys + max(offsets)) // KEY_CHUNK) * KEY_CHUNK
-    grid_visible = visible.new_zeros(batch, queries, slots)
-    for row, offset in enumerate(offsets):
-        grid_visible[row, :, offset:offset + keys] = visible[row]
+    grid_visible = _aligned(visible[:, None, :, :].transpose(-1, -2), offsets, slots).transpose(-1, -2)[:, 0]
     blocks = []
     for start in range(0, queries, QUERY_BLOCK):
         stop = min(start + QUERY_BLOCK, queries)
@@ -210,8 +222,7 @@ def invariant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
     if not record:
         return output, None
     grid = torch.cat(weights, dim=3).reshape(batch, heads, queries, slots)
-    unaligned = torch.stack([grid[row, :, :, offset:offset + keys] for row, offset in enumerate(offsets)])
-    return output, unaligned.to(query.dtype)
+    return output, _unaligned(grid, offsets, keys).to(query.dtype)
 
 
 def _recording_attentions() -> bool:
