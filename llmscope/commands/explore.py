@@ -39,7 +39,7 @@ def explore(
     with command(shared.output.quiet) as display:
         from llmscope.server.config import ServeSettings, plan_for
 
-        # one request at a time: a padded batch of page requests would shift the figures from the CLI's alone
+        # one request at a time: the page is one person's, and its clicks queue instead of sharing a batch
         settings = ServeSettings(host=host, port=port, max_batch=1)
         models = shared.load.settings(model)
         display.mode = shared.output.mode()
