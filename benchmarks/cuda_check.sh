@@ -195,6 +195,24 @@ if has_command bench-cache; then
     STEP_STDOUT="$LOG_DIR/bench-cache.json" step "bench-cache (default run)" \
         "${LLMSCOPE[@]}" bench-cache "${GPU[@]}" --json -q
 fi
+if has_command attribute; then
+    STEP_STDOUT="$LOG_DIR/attribute.json" step "attribute (every method)" \
+        "${LLMSCOPE[@]}" attribute "The capital of France is" "${GPU[@]}" --json -q
+fi
+if has_command check-invariance; then  # CUDA keeps SDPA: the differences it reports are the figure to read
+    STEP_STDOUT="$LOG_DIR/check-invariance.json" step "check-invariance (CUDA: measured, not exact)" \
+        "${LLMSCOPE[@]}" check-invariance "${GPU[@]}" --json -q
+fi
+if has_command patch; then
+    STEP_STDOUT="$LOG_DIR/patch.json" step "patch (Eiffel Tower / Colosseum, every site)" \
+        "${LLMSCOPE[@]}" patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city of" \
+        --site all "${GPU[@]}" --json -q
+fi
+if has_command explore; then
+    step "explore --check" "${LLMSCOPE[@]}" explore --port 0 --check "${GPU[@]}"
+    step "next-token --html" "${LLMSCOPE[@]}" next-token "The capital of France is" --html "$LOG_DIR/paris.html" \
+        "${GPU[@]}" -q
+fi
 
 # ---------------------------------------------------------------------------------------------- figures
 say ""
