@@ -99,6 +99,9 @@ StrideOpt = Annotated[int | None, typer.Option(
     show_default=False)]
 MaxTokensOpt = Annotated[int | None, typer.Option(
     "--max-tokens", help="Score at most this many tokens of the text.", show_default=False)]
+PortOpt = Annotated[int, typer.Option("--port", "-p", help="Port to listen on; 0 picks a free one (printed).")]
+ServeCheckOpt = Annotated[bool, typer.Option(
+    "--check", help="Load the model, print what would be served, and exit without listening.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="With --batch: prompts run together (padded).")]
 HtmlOpt = Annotated[str | None, typer.Option(
     "--html", metavar="FILE|DIR", help="Also write the result as one self-contained HTML page (data inline, opens "

@@ -10,7 +10,7 @@ import typer
 
 from llmscope.cli.app import app
 from llmscope.cli.groups import Shared, grouped
-from llmscope.cli.kit import EXIT_CODES_HELP, ModelOpt, command, example, load, warn_all
+from llmscope.cli.kit import EXIT_CODES_HELP, ModelOpt, PortOpt, ServeCheckOpt, command, example, load, warn_all
 from llmscope.commands.serve import LISTENING
 
 PAGE_LINE = "explore at {url}/explore"  # printed on stderr after the listening line
@@ -23,10 +23,9 @@ def explore(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (the page has no key: keep it local).")] = (
         "127.0.0.1"),
-    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on; 0 picks a free one (printed).")] = 8000,
+    port: PortOpt = 8000,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default web browser.")] = False,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Load the model, print what would be served, and exit without listening.")] = False,
+    check: ServeCheckOpt = False,
     *,
     shared: Shared,
 ) -> None:

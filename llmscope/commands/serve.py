@@ -13,6 +13,8 @@ from llmscope.cli.groups import Shared, grouped
 from llmscope.cli.kit import (
     EXIT_CODES_HELP,
     ModelOpt,
+    PortOpt,
+    ServeCheckOpt,
     command,
     example,
     load,
@@ -29,7 +31,7 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = (
         "127.0.0.1"),
-    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on; 0 picks a free one (printed).")] = 8000,
+    port: PortOpt = 8000,
     api_key: Annotated[str | None, typer.Option(
         "--api-key", envvar="LLMSCOPE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but "
         "/health. Default: $LLMSCOPE_API_KEY, else no key.", show_default=False)] = None,
@@ -65,8 +67,7 @@ def serve(
     keep_alive_timeout: Annotated[float, typer.Option(
         "--keep-alive-timeout", metavar="SECONDS", help="Time an idle keep-alive connection stays open between "
         "requests.")] = 5.0,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Load the model, print what would be served, and exit without listening.")] = False,
+    check: ServeCheckOpt = False,
     *,
     shared: Shared,
 ) -> None:
