@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.commands import COMMANDS, MODEL_COMMANDS, app_commands, command_line
+from helpers.paths import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,26 +16,6 @@ from llmscope import __version__
 
 ENVELOPE = {"llmscope_version", "command", "model", "device", "dtype"}
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|4[0-9]|9[0-7]|10[0-7])[0-9;]*m")
-
-
-def app_commands() -> dict[str, object]:
-    """Every command of the Typer app, by name, with its callback: found from the app, not listed here."""
-    import typer.main
-
-    from llmscope.cli.main import app
-
-    return {typer.main.get_command_name(c.name or c.callback.__name__): c.callback for c in app.registered_commands}
-
-
-COMMANDS = sorted(app_commands())
-MODEL_COMMANDS = [name for name in COMMANDS if "{model}" in getattr(app_commands()[name], "__llmscope_example__", ())]
-
-
-def command_line(name: str, tiny: Path) -> list[str]:
-    """The command's own example (attached with clikit.example), pointed at the tiny model."""
-    example = getattr(app_commands()[name], "__llmscope_example__", None)
-    assert example is not None, f"{name} has no @example: the contract tests cannot run it"
-    return [name, *(str(tiny) if arg == "{model}" else arg for arg in example)]
 
 
 def test_every_command_has_an_example_and_is_named_in_the_root_help(cli) -> None:
@@ -101,7 +83,7 @@ def test_colours_follow_the_terminal_and_no_color(cli, tiny_model_dir: Path) -> 
 def test_reference_page_is_current() -> None:
     from llmscope.cli.reference import reference_page
 
-    page = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    page = ROOT / "docs" / "cli.md"
     assert page.read_text() == reference_page(), "docs/cli.md is stale: run `make docs`"
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.paths import PACKAGE, TESTS
 
 USAGE, RUNTIME, INTERRUPTED, TERMINATED = 2, 1, 130, 143
 PROMPTS = ["The capital of France is", "Hello", "Write an email to Sarah about the tokens and ids", "def main():"]
@@ -63,7 +64,7 @@ def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir
 
 def test_the_token_loop_exists_once() -> None:
     """generate and next-token both run on decoding.decode_steps; neither calls the model itself."""
-    root = Path(__file__).resolve().parent.parent / "llmscope"
+    root = PACKAGE
     for module in ("generation/generation.py", "inspection/inspection.py"):
         source = (root / module).read_text()
         assert "decode_steps(" in source and "model(input_ids" not in source, module
@@ -105,7 +106,7 @@ def test_the_token_loop_exists_once() -> None:
 ])
 def test_bad_values_exit_2_before_any_load(cli, no_loading: None, args: list[str], fragment: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(Path(__file__).parent)
+    monkeypatch.chdir(TESTS)
     result = cli(*args)
     assert result.exit_code == USAGE, (result.stdout, result.stderr)
     assert fragment in " ".join(result.stderr.split()), result.stderr

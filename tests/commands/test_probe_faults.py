@@ -107,7 +107,7 @@ def test_columns_zero_still_prints(cli, tiny_model_dir: Path, command: tuple[str
 
 
 def _tokenizer_with_template(folder: Path, template: str):
-    from conftest import build_tokenizer
+    from helpers.models import build_tokenizer
 
     tokenizer = build_tokenizer(folder)
     tokenizer.chat_template = template
@@ -510,7 +510,7 @@ def test_an_ascii_locale_escapes_instead_of_failing(tiny_model_dir: Path) -> Non
 
 
 def test_tokenize_spans_never_overlap_with_a_byte_fallback_tokenizer(tmp_path: Path) -> None:
-    from conftest import CORPUS
+    from helpers.models import CORPUS
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from test_serve import Server, start_server, stop_server
+from helpers.servers import Server, start_server, stop_server
 
 PROMPT = "The capital of France is"
 

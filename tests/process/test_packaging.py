@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import ROOT
 
 import llmscope
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pyproject_declares_what_the_license_string_needs() -> None:

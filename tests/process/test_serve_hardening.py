@@ -432,7 +432,7 @@ def test_a_bad_host_is_refused_before_the_load(cli: Any, tmp_path: Path) -> None
 def test_a_finished_row_stops_consuming_positions(tmp_path_factory: pytest.TempPathFactory) -> None:
     """GPT-2 with 40 learned positions: a 34-token prompt with 6 new tokens batched with a short prompt with 38
     used to feed the finished row past position 39 (IndexError for both); each row now gets its own run."""
-    from conftest import build_tiny_model
+    from helpers.models import build_tiny_model
 
     from llmscope.core.settings import GenerationSettings
     from llmscope.generation.generation import generate_encoded

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_config_folders
+from helpers.models import write_config_folders
 
 from llmscope.architecture.describe import describe_config_model
 from llmscope.architecture.kvcache import cache_size
@@ -242,7 +242,7 @@ def test_bad_planner_options_exit_2_before_loading(cli, args: tuple[str, str]) -
 
 def test_gemma_lens_applies_final_logit_softcapping(tmp_path: Path) -> None:
     import torch
-    from conftest import build_tokenizer
+    from helpers.models import build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from llmscope.inspection.inspection import next_token_distribution

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_config_folders
+from helpers.models import write_config_folders
 
 from llmscope.architecture.describe import describe_config_model
 from llmscope.architecture.kvcache import cache_size
@@ -195,7 +195,7 @@ def test_kv_table_shows_the_context_asked_for(family_dirs: dict[str, Path], cli)
 @pytest.mark.parametrize("name", ["minimax", "falcon_h1"])
 def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path: Path) -> None:
     import torch
-    from conftest import build_tokenizer
+    from helpers.models import build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from llmscope.bench import benchmark

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import BENCHMARKS
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import benchlib  # noqa: E402 (benchmarks/ is not a package; it is put on the path just above)
+import benchlib
 
 
 def test_median_skips_missing_and_non_finite_values() -> None:

@@ -24,7 +24,7 @@ def tiny(tiny_model_dir: Path):
 @pytest.fixture(scope="module")
 def other_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another tiny llama with the same tokenizer but other random weights."""
-    from conftest import build_tiny_model
+    from helpers.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-other"), "llama", seed=7)
 
@@ -32,7 +32,7 @@ def other_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def other_tokenizer_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with a tokenizer trained to a smaller vocabulary (fewer merges: other ids)."""
-    from conftest import CORPUS
+    from helpers.models import CORPUS
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -157,7 +157,7 @@ def test_cli_bad_values_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPat
 def test_embedded_float32_against_bfloat16(embedded_model) -> None:
     import numpy
     import torch
-    from test_score import PARAGRAPH
+    from helpers.texts import PARAGRAPH
 
     bf16 = load_model(None, device="cpu", dtype="bfloat16")
     result = compare_texts(embedded_model, bf16, PARAGRAPH, CompareSettings(against_dtype="bfloat16"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "llmscope"
+from helpers.paths import PACKAGE
 
 
 def module_names() -> dict[str, Path]:

@@ -304,7 +304,7 @@ SERVE_PROMPTS = ["The capital of France is", "Hello", "def add(a, b):", "Once up
 def test_the_serve_engine_batch_of_8_gives_each_request_its_lone_logprobs(tiny_model_dir: Path) -> None:
     import asyncio
 
-    from test_serve import _generate_jobs
+    from helpers.servers import generate_jobs
 
     from llmscope.core.settings import GenerationSettings
     from llmscope.generation.generation import generate
@@ -314,7 +314,7 @@ def test_the_serve_engine_batch_of_8_gives_each_request_its_lone_logprobs(tiny_m
 
     async def run() -> tuple[list, Engine]:
         engine = Engine(loaded, max_batch=8)
-        jobs = _generate_jobs(loaded, asyncio.get_running_loop(), SERVE_PROMPTS, 6)
+        jobs = generate_jobs(loaded, asyncio.get_running_loop(), SERVE_PROMPTS, 6)
         for job in jobs:  # queued before the worker starts: one batch of 8
             engine.submit(job)
         engine.start()
@@ -333,7 +333,7 @@ def _concurrent_logprobs(model: str, tokens: int) -> None:
     """A lone completion, then 8 clients at once (the same prompt among them): the same log-probabilities."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from test_serve import KEY, start_server, stop_server
+    from helpers.servers import KEY, start_server, stop_server
 
     server = start_server(Path(model), "--api-key", KEY)
     try:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers.paths import ROOT
 
 from llmscope.loading.quant.modules import PackedLinear
 from llmscope.loading.quant.packing import quantize_int4, quantize_int8
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("kind", ["int4", "int8"])

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tinygguf import encode_q4_k, write_tiny_gguf
+from helpers.tinygguf import encode_q4_k, write_tiny_gguf
 
 from llmscope.loading.loader import load_model
 from llmscope.loading.quant.ggufweights import int4_blocks
@@ -186,7 +186,7 @@ def test_quantize_a_folder_at_load(tiny_model_dir: Path, kind: str) -> None:
 
 
 def test_every_model_command_runs_on_packed_weights(cli, quantized_gguf: Path) -> None:
-    from test_contract import MODEL_COMMANDS, command_line
+    from helpers.commands import MODEL_COMMANDS, command_line
 
     for name in MODEL_COMMANDS:
         if name == "tokenize":

@@ -22,7 +22,7 @@ WIDE = 100  # hidden size: not a multiple of 8, the shape that crashed _weight_i
 def width_100_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny llama of hidden size 100 (5 heads of 20) and MLP width 160: q/k/v/o, gate/up and the head read 100
     values (no packed kernel), down_proj reads 160 (int8 can pack it, int4 cannot)."""
-    from conftest import build_tokenizer
+    from helpers.models import build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = tmp_path_factory.mktemp("width-100")

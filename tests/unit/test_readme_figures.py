@@ -8,12 +8,10 @@ import importlib.util
 import json
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.paths import ROOT
 
 
 @pytest.fixture(scope="module")

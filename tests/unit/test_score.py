@@ -7,18 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers.texts import PARAGRAPH
 
 from llmscope.core.errors import UsageError
 from llmscope.inspection.scoring import ScoreSettings, score_text, window_plan
 from llmscope.loading.loader import load_model
 
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
-PARAGRAPH = (
-    "Paris is the capital and largest city of France. It sits on the river Seine, in the north of the country, "
-    "and has been a centre of trade, science and the arts for many centuries. Visitors come to see its museums, "
-    "its old churches and the iron tower that was built for a world fair at the end of the nineteenth century.")
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path):
     return load_model(str(tiny_model_dir), device="cpu")
@@ -28,7 +23,7 @@ def tiny(tiny_model_dir: Path):
 def short_context(tmp_path_factory: pytest.TempPathFactory):
     """A tiny llama whose context is only 24 tokens, for the sliding window."""
     import torch
-    from conftest import TINY_CONFIGS, build_tokenizer
+    from helpers.models import TINY_CONFIGS, build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-short-context")

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.paths import BENCHMARKS
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import vs_llamacpp  # noqa: E402 (benchmarks/ is not a package; it is put on the path just above)
+import vs_llamacpp
 
 
 def _answer(decode: float | None, prompt: float) -> dict[str, Any]:
