@@ -1,31 +1,20 @@
-"""Bad input and faults: one readable line on stderr, the documented exit code, never a traceback."""
+"""Bad input and faults through the commands: one readable line on stderr, the documented exit code, never a
+traceback; settings refused before any load; models, devices, prompts, token ids and tokenizers that do not fit."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import RUNTIME, USAGE, assert_one_line_error, one_error_line, records
+from helpers.paths import TESTS
 
-from llmscope.core.errors import ModelLoadError
-from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.core.errors import ModelLoadError, UsageError
 from llmscope.loading import loader
-
-USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
-
-
-def assert_one_line_error(result, exit_code: int, *fragments: str) -> None:
-    assert result.exit_code == exit_code, (result.exit_code, result.stdout, result.stderr)
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert result.stdout == ""
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +28,44 @@ def bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-# ------------------------------------------------------------------------------------- models
+
+
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this-should-never-run",))
+
+
+
+
+@pytest.fixture(scope="module")
+def overgrown_tokenizer_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a tokenizer that has one token more than the embedding has rows."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("overgrown")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.add_tokens(["zqzqzq"])
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+
+
+@pytest.fixture
+def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to load a model or tokenizer fails the test."""
+    import llmscope.loading.loader as loader
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    for name in ("load_model", "load_tokenizer", "load_config", "resolve_model_spec"):
+        monkeypatch.setattr(loader, name, refuse)
 
 
 def test_model_path_that_does_not_exist(cli, tmp_path: Path) -> None:
@@ -59,39 +85,6 @@ def test_hub_id_not_cached_while_offline(cli, tmp_path: Path, monkeypatch: pytes
     result = cli("generate", "hi", "-m", "someorg/not-cached-model")
     assert_one_line_error(result, RUNTIME, "not in the local Hugging Face cache", "HF_HUB_OFFLINE=1",
                           "hf download someorg/not-cached-model")
-
-
-def test_offline_makes_no_network_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    attempts: list[object] = []
-    real_connect = socket.socket.connect
-
-    def recording_connect(self, address):
-        attempts.append(address)
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", recording_connect)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
-        loader.load_model("someorg/not-cached-model", device="cpu")
-    with pytest.raises(ModelLoadError):
-        loader.load_tokenizer("someorg/not-cached-model")
-    assert attempts == []
-
-
-def test_gated_and_private_models_are_explained() -> None:
-    import httpx2
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    spec = loader.ModelSpec("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", "hub", "meta-llama/Llama-3.1-8B")
-    response = httpx2.Response(401, request=httpx2.Request("GET", "https://huggingface.co/meta-llama"))
-    gated = loader._translate_load_error(GatedRepoError("Access to model is restricted", response=response),
-                                         spec, "config")
-    assert "gated model" in str(gated) and "HF_TOKEN" in str(gated)
-    private = loader._translate_load_error(RepositoryNotFoundError("404", response=response), spec, "config")
-    assert "private" in str(private) and "hf auth login" in str(private)
 
 
 def test_model_that_is_not_a_causal_lm(cli, bert_folder: Path) -> None:
@@ -125,9 +118,6 @@ def test_pickle_weights_fallback_is_announced(cli, tiny_model_dir: Path, tmp_pat
     result = cli("generate", "Hello", "-m", folder, "-n", "2", "--no-chat")
     assert result.exit_code == 0, result.stderr
     assert "falling back to pickle-based .bin files" in result.stderr
-
-
-# ------------------------------------------------------------------------------------- devices
 
 
 def test_cuda_asked_for_without_cuda(cli, tiny_model_dir: Path) -> None:
@@ -166,9 +156,6 @@ def test_out_of_memory_names_model_size_and_free_memory(cli, tiny_model_dir: Pat
     monkeypatch.setattr(LlamaForCausalLM, "forward", out_of_memory)
     result = cli("generate", "Hello", "-m", tiny_model_dir, "--no-chat")
     assert_one_line_error(result, RUNTIME, "out of memory on cpu", "parameters", "GiB of weights", "free of")
-
-
-# ------------------------------------------------------------------------------------- inputs
 
 
 def test_empty_prompt(cli, tiny_model_dir: Path) -> None:
@@ -219,105 +206,126 @@ def test_debug_variable_shows_the_traceback(cli, tmp_path: Path) -> None:
     assert result.exit_code != 0 and isinstance(result.exception, ModelLoadError)
 
 
-# ------------------------------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("command", ["generate", "next-token", "tokenize", "bench-cache"])
+def test_folder_with_only_a_config_says_what_is_missing(cli, tiny_model_dir: Path, tmp_path: Path,
+                                                        command: str) -> None:
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copyfile(tiny_model_dir / "config.json", folder / "config.json")
+    result = cli(command, "hi", "-m", folder)
+    assert result.exit_code == RUNTIME
+    line = one_error_line(result)
+    assert "has no tokenizer" in line and "tokenizer.json" in line and "`architecture` works" in line
+    assert not line.rstrip().endswith(":")
+    assert cli("architecture", "-m", folder, "--json").exit_code == 0
 
 
-def test_interrupted_generation_keeps_what_was_generated(tiny_model_dir: Path) -> None:
-    loaded = loader.load_model(str(tiny_model_dir), device="cpu")
-    seen: list[int] = []
+def test_malicious_pickle_names_the_blocked_global_and_never_suggests_unsafe_loading(
+        cli, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
 
-    def stop_after_three(token) -> None:
-        seen.append(token.token_id)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
-
-    result = generate(loaded, "Hello", GenerationSettings(max_new_tokens=30), on_token=stop_after_three)
-    assert result.finish_reason == "interrupted" and list(result.token_ids) == seen
-
-
-def test_ctrl_c_during_generate_exits_130_with_partial_output(cli, tiny_model_dir: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmscope.render.generation as show
-
-    real_printer = show.stream_printer
-
-    def interrupting_printer(display, show_probs):
-        printer = real_printer(display, show_probs)
-        count = {"n": 0}
-
-        def on_token(token) -> None:
-            count["n"] += 1
-            printer(token)
-            if count["n"] == 4:
-                raise KeyboardInterrupt
-
-        return on_token
-
-    monkeypatch.setattr(show, "stream_printer", interrupting_printer)
-    result = cli("generate", "Hello", "-m", tiny_model_dir, "--no-chat", "-n", "40", "--stream")
-    assert result.exit_code == INTERRUPTED
-    assert result.stdout.strip() != "" and "4 new tokens" in result.stderr and "interrupted" in result.stderr
+    folder = tmp_path / "evil"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": _RunsCode()}, folder / "pytorch_model.bin", pickle_module=pickle)
+    result = cli("next-token", "hi", "-m", folder)
+    assert result.exit_code == RUNTIME
+    line = one_error_line(result)
+    assert "refused" in line and "system" in line  # the unsupported global: posix.system / os.system
+    assert "weights_only` set to `False" not in result.stderr and "will likely succeed" not in result.stderr
+    assert "this-should-never-run" not in result.stdout + result.stderr
 
 
-def test_sigint_to_a_real_process_exits_130(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import signal
-
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "-m", "llmscope", "bench-cache", "-m", str(tiny_model_dir), "-n",
-                                "150", "--repeat", "50", "--warmup", "0", "--no-chat"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:  # wait until a timed run has finished (one line per run): runs are in progress
-        if " run 1: " in line:
-            break
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == INTERRUPTED, stderr
-    assert "Traceback" not in stderr
+def test_empty_specs_name_what_was_empty(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli("tokenize", "hi", "-m", "")
+    assert result.exit_code == USAGE and "--model is empty" in one_error_line(result)
+    monkeypatch.setenv("LLMSCOPE_MODEL", "   ")
+    with pytest.raises(UsageError, match="LLMSCOPE_MODEL is set but empty"):
+        loader.resolve_model_spec(None)
 
 
-# ------------------------------------------------------------------------------------- GGUF and the cache
+@pytest.mark.parametrize("command", [("score", "Hello zqzqzq world"), ("attention", "Hello zqzqzq world"),
+                                     ("compare", "Hello zqzqzq world", "--against-dtype", "bfloat16"),
+                                     ("bench-cache", "Hello zqzqzq", "-n", "2", "--repeat", "1", "--warmup", "0")])
+def test_ids_beyond_the_embedding_are_a_usage_error(cli, overgrown_tokenizer_model: Path,
+                                                    command: tuple[str, ...]) -> None:
+    result = cli(*command, "-m", overgrown_tokenizer_model)
+    assert result.exit_code == USAGE, result.stderr
+    assert "but the model's embedding has only" in result.stderr and "IndexError" not in result.stderr
 
 
-@pytest.mark.slow
-def test_truncated_gguf_is_reported(cli, tmp_path: Path) -> None:
-    source = loader.embedded_gguf_path()
-    broken = tmp_path / "broken.gguf"
-    with open(source, "rb") as handle:
-        broken.write_bytes(handle.read(1 << 20))
-    result = cli("generate", "hi", "-m", broken)
-    assert_one_line_error(result, RUNTIME, "could not read the GGUF file", "corrupt or truncated")
+def test_score_batch_goes_on_past_a_record_beyond_the_embedding(cli, overgrown_tokenizer_model: Path) -> None:
+    result = cli("score", "-m", overgrown_tokenizer_model, "--batch", "-", input="Hello world\nzqzqzq x\nThe capital\n")
+    lines = records(result.stdout)
+    assert [("error" in line) for line in lines] == [False, True, False]
+    assert "embedding has only" in lines[1]["error"]
 
 
-@pytest.mark.slow
-def test_concurrent_conversions_and_a_broken_cache_entry(tmp_path: Path) -> None:
-    """Two processes convert the same GGUF at once: both succeed and the entry is whole; a truncated entry
-    is detected and rebuilt from the GGUF file."""
-    copy = tmp_path / "smol.gguf"
-    shutil.copyfile(loader.embedded_gguf_path(), copy)
-    cache = tmp_path / "cache"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", LLMSCOPE_CACHE=str(cache))
-    command = [sys.executable, "-m", "llmscope", "tokenize", "--ids", "-m", str(copy), "The capital of France is"]
-    generate_command = [sys.executable, "-m", "llmscope", "generate", "-m", str(copy), "--no-chat", "-n", "1",
-                        "--json", "-q", "The capital of France is"]
-    first = subprocess.Popen(generate_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    second = subprocess.Popen(generate_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    outputs = [first.communicate(timeout=600), second.communicate(timeout=600)]
-    assert first.returncode == 0 and second.returncode == 0, outputs
-    assert all(json.loads(out)["token_ids"] == [7042] for out, _ in outputs)
-    entries = [p for p in (cache / "gguf").iterdir() if not p.name.endswith(".tokenizer")]
-    assert len(entries) == 1 and not entries[0].name.startswith(".tmp")
-    assert loader.cache_entry_is_whole(entries[0])
-    assert not [p for p in (cache / "gguf").iterdir() if p.name.startswith(".tmp")]
+def test_messages_name_only_the_options_given(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
+    alone = cli("next-token", "Hello", "-m", tiny_model_dir, "--batch-size", "4")
+    assert alone.exit_code == USAGE and "--batch-size needs --batch FILE" in alone.stderr
+    assert "--batch-format" not in alone.stderr
+    against = cli("compare", "Hello world", "-m", tiny_model_dir, "--against", "")
+    assert against.exit_code == USAGE and "--against is empty" in against.stderr and "--model" not in against.stderr
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("Hello\nThe capital\n\n\n")  # blank lines at the end start no record
+    shown = cli("generate", "-m", tiny_model_dir, "--batch", batch, "-n", "2", "--show-probs")
+    assert shown.exit_code == 0, shown.stderr
+    assert "--show-probs is ignored with --batch" in shown.stderr and "--json" not in shown.stderr
+    assert len(records(shown.stdout)) == 2
 
-    weights = max(entries[0].glob("*.safetensors"), key=lambda path: path.stat().st_size)  # packed or float32
-    with open(weights, "r+b") as handle:
-        handle.truncate(weights.stat().st_size // 2)
-    not_quiet = [arg for arg in generate_command if arg != "-q"]
-    rebuilt = subprocess.run(not_quiet, capture_output=True, text=True, env=env, timeout=600)
-    assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "is broken" in rebuilt.stderr and "rebuilding it from the GGUF file" in rebuilt.stderr
-    assert json.loads(rebuilt.stdout)["token_ids"] == [7042]
-    assert loader.cache_entry_is_whole(entries[0])
-    tokens = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert tokens.stdout == "504 3575 282 4649 314\n"
+
+@pytest.mark.parametrize("args, fragment", [
+    (["generate", "hi", "-n", "0"], "--max-new-tokens must be at least 1"),
+    (["generate", "hi", "--temperature", "nan"], "--temperature must be a finite number"),
+    (["generate", "hi", "--temperature", "-1"], "--temperature must be in"),
+    (["generate", "hi", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["generate", "hi", "--top-p", "inf"], "--top-p must be a finite number"),
+    (["generate", "hi", "--top-k", "0"], "--top-k must be at least 1"),
+    (["generate", "hi", "--seed", "99999999999999999999999"], "--seed must be at most"),
+    (["generate", "hi", "--threads", "99999999999"], "--threads must be at most"),
+    (["generate", "hi", "--logprobs", "-1"], "--logprobs must be at least 0"),
+    (["generate", "hi", "--compile", "--no-cache"], "need the KV cache"),
+    (["generate", "hi", "--show-probs=loud"], "--show-probs takes"),
+    (["generate", "hi", "--json", "--jsonl"], "not several"),
+    (["generate", "hi", "--batch", "conftest.py"], "give either PROMPT or --batch"),
+    (["generate", "--batch", "/nonexistent/prompts.txt"], "no such file"),
+    (["generate", "--batch", "-", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["generate", "hi", "--batch-size", "4"], "--batch-size needs --batch FILE"),
+    (["generate", "hi", "-m", ""], "--model is empty"),
+    (["generate", "hi", "-m", "x", "--device-map", "balanced"], "--device-map takes 'auto'"),
+    (["generate", "\ud800"], "not valid Unicode"),
+    (["generate", "   "], "the prompt is empty"),
+    (["next-token", "hi", "--top-k", "0"], "--top-k must be at least 1"),
+    (["next-token", "hi", "--steps", "0"], "--steps must be at least 1"),
+    (["next-token", "hi", "--temperature", "nan"], "--temperature must be a finite number"),
+    (["next-token", "hi", "--temperature", "0"], "--temperature must be in (0,"),
+    (["next-token", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["next-token"], "missing PROMPT"),
+    (["tokenize", "hi", "--ids", "--json"], "not several"),
+    (["tokenize", "hi", "--decode", "1 2"], "either TEXT or --decode"),
+    (["tokenize", "--decode", "1", "-m", "a", "-m", "b"], "--decode takes one --model"),
+])
+def test_bad_values_exit_2_before_any_load(cli, no_loading: None, args: list[str], fragment: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(TESTS)
+    result = cli(*args)
+    assert result.exit_code == USAGE, (result.stdout, result.stderr)
+    assert fragment in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_tokenizer_larger_than_its_model_is_a_usage_error(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "grown-tokenizer"
+    shutil.copytree(tiny_model_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.add_tokens(["<brand-new-token>"])
+    tokenizer.save_pretrained(str(folder))
+    result = cli("generate", "Hello <brand-new-token>", "-m", folder, "--no-chat", "-n", "2")
+    assert result.exit_code == USAGE, result.stderr
+    assert "embedding has only" in result.stderr and "Traceback" not in result.stderr
+

@@ -100,3 +100,16 @@ def encode_q4_k(values: np.ndarray) -> np.ndarray:
     block = np.concatenate([d[..., None].view(np.uint8), dmin[..., None].view(np.uint8), packed_scales,
                             nibbles.reshape(rows, columns // 256, 128)], axis=-1)
     return block.reshape(rows, columns // 256 * 144)
+
+
+# The quantized tiny llama's tensors: q in Q4_1, the MLP's down projection in Q8_0 (int8 per row), the embedding (tied
+# to the head) in Q8_0 (dequantized exactly under auto), everything else 2-D in Q4_0; norms stay float32.
+TINY_TYPES = {"": "Q4_0", "attn_q.weight": "Q4_1", "ffn_down.weight": "Q8_0", "token_embd.weight": "Q8_0"}
+
+
+def load_converted(gguf: Path) -> tuple[Any, Path]:
+    """Load `gguf` (converting it into the conversion cache on first use) and return it with its cache entry."""
+    from llmscope.loading import loader
+
+    loaded = loader.load_model(str(gguf), device="cpu")
+    return loaded, loader.gguf_cache_dir(loaded.spec)

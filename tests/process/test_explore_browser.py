@@ -1,7 +1,5 @@
-"""The explore page and the --html files in a real headless chromium (Playwright), against `llmscope explore` on a
-tiny random model: the page's numbers equal the JSON routes and the library's own math, a head's matrix equals the
-attention weights, every --html file opens from disk with the network blocked, and no page logs a console error.
-Skipped, with the reason, when Playwright or a chromium is missing (README: "Browser tests")."""
+"""The explore page and the --html files in a real headless chromium (Playwright), against `llmscope explore`: the
+page's numbers equal the routes' and the library's, every --html file opens from disk with the network blocked."""
 
 from __future__ import annotations
 
@@ -23,11 +21,13 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed: pip install 'llmscope[browser]' (see README)")
-
 pytestmark = pytest.mark.browser
+
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
 PROMPT = "hello world the cat"
 
 
@@ -139,6 +139,37 @@ def run_prompt(page: Any, text: str) -> None:
 
 def rows(page: Any, selector: str) -> list[dict[str, str]]:
     return page.eval_on_selector_all(selector, "rows => rows.map(r => Object.assign({}, r.dataset))")
+
+
+@pytest.fixture(scope="module")
+def html_files(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One --html file per command (and a --batch folder), written by the CLI on the tiny model."""
+    folder = tmp_path_factory.mktemp("html")
+    model = str(tiny_model_dir)
+    runs = {
+        "next-token": ["next-token", PROMPT, "--temperature", "0.7", "--lens", "--steps", "2"],
+        "attention": ["attention", PROMPT],
+        "attribute": ["attribute", PROMPT],
+        "score": ["score", PROMPT],
+        "compare": ["compare", PROMPT, "--against-dtype", "bfloat16"],
+        "generate": ["generate", "hello", "-n", "4", "--no-chat", "--show-probs"],
+    }
+    files = {}
+    for name, args in runs.items():
+        path = folder / f"{name}.html"
+        done = subprocess.run([sys.executable, "-m", "llmscope", *args, "-m", model, "--threads", "1", "-q",
+                               "--html", str(path)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        files[name] = path
+    batch = folder / "prompts.txt"
+    batch.write_text("hello\nthe cat\n")
+    done = subprocess.run([sys.executable, "-m", "llmscope", "next-token", "--batch", str(batch), "-m", model,
+                           "--threads", "1", "-q", "--html", str(folder / "batch")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    files["batch-0"] = folder / "batch" / "0000.html"
+    files["batch-1"] = folder / "batch" / "0001.html"
+    return files
 
 
 def test_bars_equal_the_next_token_route(server: Explore, page: Page) -> None:
@@ -263,37 +294,6 @@ def test_the_page_fits_a_phone_and_draws_every_panel(server: Explore, browser: A
         narrow.close()
 
 
-@pytest.fixture(scope="module")
-def html_files(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One --html file per command (and a --batch folder), written by the CLI on the tiny model."""
-    folder = tmp_path_factory.mktemp("html")
-    model = str(tiny_model_dir)
-    runs = {
-        "next-token": ["next-token", PROMPT, "--temperature", "0.7", "--lens", "--steps", "2"],
-        "attention": ["attention", PROMPT],
-        "attribute": ["attribute", PROMPT],
-        "score": ["score", PROMPT],
-        "compare": ["compare", PROMPT, "--against-dtype", "bfloat16"],
-        "generate": ["generate", "hello", "-n", "4", "--no-chat", "--show-probs"],
-    }
-    files = {}
-    for name, args in runs.items():
-        path = folder / f"{name}.html"
-        done = subprocess.run([sys.executable, "-m", "llmscope", *args, "-m", model, "--threads", "1", "-q",
-                               "--html", str(path)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        files[name] = path
-    batch = folder / "prompts.txt"
-    batch.write_text("hello\nthe cat\n")
-    done = subprocess.run([sys.executable, "-m", "llmscope", "next-token", "--batch", str(batch), "-m", model,
-                           "--threads", "1", "-q", "--html", str(folder / "batch")], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    files["batch-0"] = folder / "batch" / "0000.html"
-    files["batch-1"] = folder / "batch" / "0001.html"
-    return files
-
-
 @pytest.mark.parametrize("name", ["next-token", "attention", "attribute", "score", "compare", "generate", "batch-0",
                                   "batch-1"])
 def test_each_html_file_opens_from_disk_with_the_network_blocked(name: str, html_files: dict[str, Path],
@@ -344,3 +344,4 @@ def test_the_embedded_model_page_says_paris(browser: Any, llmscope_cache: Path) 
     finally:
         opened.close()
         stop(explore)
+

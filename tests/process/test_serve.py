@@ -1,11 +1,14 @@
-"""`llmscope serve` as a real subprocess on 127.0.0.1 (port 0), with the official openai client and raw HTTP:
-answers equal the library's own run, streaming equals non-streaming, errors have OpenAI's shape and status, and
-SIGTERM exits 0. The batching queue and cancellation are checked on the engine itself (no timing involved)."""
+"""`llmscope serve` over HTTP: as a subprocess with the openai client (answers equal the library's, streaming,
+errors in OpenAI's shape, SIGTERM), and in this process behind gates to see what it does meanwhile (caps, cancel)."""
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import json
+import signal
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.servers import KEY, Server, concurrent_logprobs, start_server, stop_server
+
+from llmscope.loading.loader import load_model
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from helpers.servers import KEY, Server, generate_jobs, start_server, stop_server
+
+
+
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +35,6 @@ def server(tiny_model_dir: Path) -> Iterator[Server]:
     assert stop_server(running) == 0, "".join(running.log)
 
 
-@pytest.fixture(scope="module")
-def local(tiny_model_dir: Path) -> Any:
-    from llmscope.loading.loader import load_model
-
-    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
 @pytest.fixture
@@ -40,20 +43,147 @@ def client(server: Server) -> Any:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
 
 
-# ---------------------------------------------------------------------------------------------- OpenAI routes
+def _declared_too_large(server: Server) -> tuple[int, Any]:
+    """A request that declares a 5 MiB body: refused from its headers, before the body is read."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    connection.putrequest("POST", "/v1/completions")
+    connection.putheader("Authorization", f"Bearer {KEY}")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(5 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    status, body = response.status, json.loads(response.read())
+    connection.close()
+    return status, body
+
+
+WAIT = 120  # seconds before an awaited event counts as never coming (a failure, not a timing assumption)
+
+
+class Gate:
+    """A forward pre-hook on the model: counts forward passes and, while closed, holds each one until opened."""
+
+    def __init__(self, model: Any, closed: bool = True) -> None:
+        self.calls = 0
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        if not closed:
+            self.opened.set()
+        self.handle = model.register_forward_pre_hook(self)
+
+    def __call__(self, _module: Any, _args: Any) -> None:
+        self.calls += 1
+        self.entered.set()
+        assert self.opened.wait(WAIT), "the gate was never opened"
+
+    def remove(self) -> None:
+        self.opened.set()
+        self.handle.remove()
+
+
+class InProcessServer:
+    """build_server's uvicorn server on a thread, listening on a free port of 127.0.0.1."""
+
+    def __init__(self, loaded: Any, **fields: Any) -> None:
+        from llmscope.server.config import ServeSettings
+        from llmscope.server.run import bind, build_server
+
+        self.settings = ServeSettings(port=0, **fields)
+        self.log: list[str] = []
+        self.sock = bind("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.server, self.engine = build_server(loaded, self.settings, self.log.append)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        assert self.server.ready.wait(WAIT), "the server never started"
+
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        sent = {"Content-Type": "application/json"} if data is not None else {}
+        sent.update(headers or {})
+        connection.request(method, path, body=data, headers=sent)
+        response = connection.getresponse()
+        status, got, content = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        connection.close()
+        return status, got, content
+
+    def post(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        status, _, content = self.request("POST", path, body, raw=raw)
+        return status, json.loads(content)
+
+    def running_job(self) -> Any:
+        """The job the engine runs now (the test has made sure there is one)."""
+        with self.engine._lock:
+            return self.engine._running[0]
+
+    def stop(self) -> None:
+        self.server.handle_exit(signal.SIGTERM, None)
+        self.thread.join(WAIT)
+        self.engine.close(0)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir: Path) -> Any:
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def served(loaded: Any) -> Iterator[InProcessServer]:
+    server = InProcessServer(loaded)
+    yield server
+    server.stop()
+
+
+def in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run work() on a thread; its result (or error) lands in the returned dict."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = work()
+        except BaseException as error:  # handed to the test
+            out["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closes the connection (recv returns b""); a recv timeout counts as not closed."""
+    sock.settimeout(WAIT)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_serve_with_8_concurrent_clients_returns_the_lone_logprobs(tiny_model_dir: Path) -> None:
+    pytest.importorskip("uvicorn")
+    concurrent_logprobs(str(tiny_model_dir), 6)
 
 
 def test_models_lists_the_served_model(client: Any, tiny_model_dir: Path) -> None:
     assert [model.id for model in client.models.list().data] == [str(tiny_model_dir)]
 
 
-def test_greedy_completion_is_the_library_generation(client: Any, local: Any, tiny_model_dir: Path) -> None:
+def test_greedy_completion_is_the_library_generation(client: Any, tiny: Any, tiny_model_dir: Path) -> None:
     from llmscope.core.settings import GenerationSettings
     from llmscope.generation.generation import generate
 
     answer = client.completions.create(model=str(tiny_model_dir), prompt="The capital of France is", max_tokens=6,
                                        temperature=0, logprobs=3)
-    expected = generate(local, "The capital of France is", GenerationSettings(max_new_tokens=6, logprobs=3))
+    expected = generate(tiny, "The capital of France is", GenerationSettings(max_new_tokens=6, logprobs=3))
     choice = answer.choices[0]
     assert choice.text == expected.text
     assert choice.logprobs.token_logprobs == pytest.approx([t.logprob for t in expected.tokens], abs=1e-5)
@@ -88,7 +218,7 @@ def test_stop_strings_end_the_text_before_them(client: Any, tiny_model_dir: Path
     assert streamed == stopped.choices[0].text
 
 
-def test_echo_gives_the_prompt_log_probabilities_of_score(client: Any, local: Any, tiny_model_dir: Path) -> None:
+def test_echo_gives_the_prompt_log_probabilities_of_score(client: Any, tiny: Any, tiny_model_dir: Path) -> None:
     from llmscope.inspection.scoring import score_text
 
     answer = client.completions.create(model=str(tiny_model_dir), prompt="Hello world", max_tokens=0, echo=True,
@@ -96,7 +226,7 @@ def test_echo_gives_the_prompt_log_probabilities_of_score(client: Any, local: An
     logprobs = answer.choices[0].logprobs
     assert answer.choices[0].text == "Hello world"
     assert logprobs.token_logprobs[0] is None
-    scored = score_text(local, "Hello world")  # no BOS in the tiny tokenizer: the first token is context only
+    scored = score_text(tiny, "Hello world")  # no BOS in the tiny tokenizer: the first token is context only
     assert logprobs.token_logprobs[1:] == pytest.approx([t.logprob for t in scored.tokens], abs=1e-5)
 
 
@@ -106,9 +236,6 @@ def test_chat_logprobs(client: Any, tiny_model_dir: Path) -> None:
     content = answer.choices[0].logprobs.content
     assert len(content) == 3 and all(len(entry.top_logprobs) == 2 for entry in content)
     assert content[0].top_logprobs[0].logprob >= content[0].top_logprobs[1].logprob
-
-
-# ---------------------------------------------------------------------------------------------- errors
 
 
 def test_errors_have_openai_shape_and_status(server: Server, tiny_model_dir: Path) -> None:
@@ -127,24 +254,6 @@ def test_errors_have_openai_shape_and_status(server: Server, tiny_model_dir: Pat
         assert status == expected, body
         assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"]
     assert server.request("/health", key=None)[0] == 200  # health needs no key
-
-
-def _declared_too_large(server: Server) -> tuple[int, Any]:
-    """A request that declares a 5 MiB body: refused from its headers, before the body is read."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    address = urlsplit(server.url)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
-    connection.putrequest("POST", "/v1/completions")
-    connection.putheader("Authorization", f"Bearer {KEY}")
-    connection.putheader("Content-Type", "application/json")
-    connection.putheader("Content-Length", str(5 * 1024 * 1024))
-    connection.endheaders()
-    response = connection.getresponse()
-    status, body = response.status, json.loads(response.read())
-    connection.close()
-    return status, body
 
 
 def test_wrong_key_is_401_for_the_openai_client(server: Server) -> None:
@@ -179,60 +288,6 @@ def test_requests_are_logged_on_stderr(server: Server) -> None:
     assert any('"GET /health" 200' in line for line in server.log)
 
 
-# ---------------------------------------------------------------------------------------------- the engine
-
-
-def test_queued_requests_run_as_one_batch_with_single_run_answers(local: Any) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
-    from llmscope.server.engine import Engine
-
-    prompts = ["Hello", "The capital of Italy is", "Write an email to Sarah."]
-
-    async def run() -> tuple[list[Any], Engine]:
-        engine = Engine(local, max_batch=8)
-        jobs = generate_jobs(local, asyncio.get_running_loop(), prompts, 5)
-        for job in jobs:  # queued before the worker starts: they arrive "while a batch runs"
-            engine.submit(job)
-        engine.start()
-        results = await asyncio.gather(*(job.future for job in jobs))
-        engine.close(5)
-        return results, engine
-
-    results, engine = asyncio.run(run())
-    assert engine.stats.batches == 1 and engine.stats.largest_batch == 3
-    for prompt, result in zip(prompts, results):
-        assert result.token_ids == generate(local, prompt, GenerationSettings(max_new_tokens=5)).token_ids
-
-
-def test_a_full_queue_is_503_and_a_cancelled_job_stops(local: Any) -> None:
-    from llmscope.server.engine import Engine
-    from llmscope.server.openai_shapes import ApiError
-
-    async def run() -> Any:
-        engine = Engine(local, max_batch=8, max_queue=1)
-        loop = asyncio.get_running_loop()
-        first, second = generate_jobs(local, loop, ["Hello", "Hello"], 200)
-        engine.submit(first)
-        with pytest.raises(ApiError) as refused:
-            engine.submit(second)
-        assert refused.value.status == 503
-        emitted = first.emit
-
-        def emit_and_leave(item: Any) -> None:  # the client goes away after its first token
-            first.cancelled.set()
-            emitted(item)
-
-        first.emit = emit_and_leave  # type: ignore[method-assign]
-        engine.start()
-        result = await first.future
-        engine.close(5)
-        return result
-
-    result = asyncio.run(run())
-    assert result.finish_reason == "cancelled" and result.new_tokens == 1
-
-
 def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     """SIGTERM while a stream runs: the server stops accepting, the stream finishes (or ends with an error event and
     [DONE] after the shutdown time) and the process exits 0."""
@@ -261,42 +316,6 @@ def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     assert summary["command"] == "serve" and summary["url"] == running.url and summary["requests"] == 1
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"prompt": "Hi", "n": 2}, "n"),
-    ({"prompt": "Hi", "logprobs": 21}, "logprobs"),
-    ({"prompt": "Hi", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"prompt": "Hi", "max_tokens": 0}, "max_tokens"),  # 0 only with echo
-    ({"prompt": "Hi", "top_p": 0}, "top_p"),
-    ({"prompt": "Hi", "seed": -1}, "seed"),
-    ({"prompt": "Hi", "stream": "yes"}, "stream"),
-    ({"prompt": [1, 2, 3]}, "prompt"),
-    ({"prompt": "Hi", "frequency_penalty": 0.5}, "frequency_penalty"),  # refused, not silently ignored
-    ({"prompt": "Hi", "logit_bias": {"50": 10}}, "logit_bias"),
-])
-def test_completion_requests_are_checked(body: dict[str, Any], param: str) -> None:
-    from llmscope.server.openai_shapes import ApiError, parse_completion
-
-    with pytest.raises(ApiError) as refused:
-        parse_completion(body)
-    assert refused.value.status == 400 and refused.value.param == param
-
-
-def test_request_shapes_read_openai_fields() -> None:
-    from llmscope.server.openai_shapes import ApiError, parse_chat, parse_completion
-
-    echo = parse_completion({"prompt": ["a", "b"], "max_tokens": 0, "echo": True, "logprobs": 2, "stop": "x"})
-    assert echo.prompts == ("a", "b") and echo.sampling.max_tokens == 0 and echo.sampling.stop == ("x",)
-    chat = parse_chat({"messages": [{"role": "developer", "content": "Be brief."},
-                                    {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
-                       "max_completion_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 3})
-    assert chat.messages == (("system", "Be brief."), ("user", "Hi")) and chat.sampling.max_tokens == 5
-    assert chat.sampling.greedy and chat.top_logprobs == 3
-    with pytest.raises(ApiError):
-        parse_chat({"messages": [{"role": "tool", "content": "x"}]})
-    with pytest.raises(ApiError):
-        parse_chat({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})  # needs logprobs
-
-
 def test_llmscope_routes_check_their_options(server: Server) -> None:
     assert server.request("/llmscope/v1/score", {"text": "Hi there", "options": {"window": "big"}})[0] == 400
     assert server.request("/llmscope/v1/score", {"text": "Hi there", "options": {"colour": 1}})[0] == 400
@@ -304,3 +323,253 @@ def test_llmscope_routes_check_their_options(server: Server) -> None:
     status, body = server.request("/llmscope/v1/tokenize", {"text": "Hello world"})
     assert status == 200 and body["result"]["token_count"] == len(body["result"]["tokens"]) > 0
     assert body["model_info"]["device"] == "cpu"
+
+
+def test_health_answers_while_a_prompt_is_being_tokenized(served: InProcessServer,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmscope.generation import prompts
+
+    entered, opened = threading.Event(), threading.Event()
+    original = prompts.prompt_ids
+
+    def held_prompt_ids(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert opened.wait(WAIT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(prompts, "prompt_ids", held_prompt_ids)
+    thread, out = in_thread(lambda: served.post("/v1/completions", {"prompt": "Hello", "max_tokens": 2}))
+    try:
+        assert entered.wait(WAIT)  # the request is tokenizing its prompt, and cannot finish until opened
+        status, _, content = served.request("GET", "/health")
+        assert status == 200 and json.loads(content)["status"] == "ok"
+        assert thread.is_alive() and not out
+    finally:
+        opened.set()
+    thread.join(WAIT)
+    assert out["result"][0] == 200, out
+
+
+def test_health_answers_while_a_score_job_runs(served: InProcessServer, loaded: Any) -> None:
+    gate = Gate(loaded.model)
+    try:
+        thread, out = in_thread(lambda: served.post("/llmscope/v1/score", {"text": "Hello world, hello again"}))
+        assert gate.entered.wait(WAIT)
+        assert served.request("GET", "/health")[0] == 200
+        assert thread.is_alive()
+    finally:
+        gate.remove()
+    thread.join(WAIT)
+    assert out["result"][0] == 200
+
+
+@pytest.mark.parametrize("path, body, words", [
+    ("/llmscope/v1/next-token", {"prompt": "Hi", "top_k": 101}, "--max-top-k"),
+    ("/llmscope/v1/next-token", {"prompt": "Hi", "steps": 65}, "--max-steps"),
+    ("/llmscope/v1/score", {"text": "Hello world", "options": {"top_k": 101}}, "--max-top-k"),
+    ("/llmscope/v1/generate", {"prompt": "Hi", "options": {"logprobs": 101}}, "--max-top-k"),
+    ("/llmscope/v1/next-token", {"prompt": "Hi", "top_k": 100, "steps": 64}, "--max-answer-bytes"),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 30}, "--max-tokens"),
+    ("/llmscope/v1/score", {"text": "Hello world " * 20}, "--max-tokens"),
+    ("/v1/completions", {"prompt": ["Hi"] * 9, "max_tokens": 1}, "--max-queue"),
+    ("/v1/completions", {"prompt": "x" * 100_000, "max_tokens": 1}, "characters make at least"),  # not tokenized
+])
+def test_requests_past_the_caps_are_400_before_any_work(loaded: Any, path: str, body: dict[str, Any],
+                                                         words: str) -> None:
+    server = InProcessServer(loaded, max_tokens=24, max_answer_bytes=64 * 1024, max_queue=8)
+    gate = Gate(loaded.model, closed=False)
+    try:
+        status, answer = server.post(path, body)
+        assert status == 400, answer
+        assert words in answer["error"]["message"] and set(answer["error"]) == {"message", "type", "param", "code"}
+        assert gate.calls == 0  # refused before the model ran
+    finally:
+        gate.remove()
+        server.stop()
+
+
+def test_a_job_past_its_time_budget_stops_at_its_next_forward_pass(loaded: Any) -> None:
+    server = InProcessServer(loaded, job_timeout=0.1)
+    gate = Gate(loaded.model)
+    try:
+        thread, out = in_thread(lambda: server.post("/llmscope/v1/generate", {
+            "prompt": "Hello", "options": {"max_new_tokens": 40}}))
+        assert gate.entered.wait(WAIT)
+        job = server.running_job()
+        while not job.expired(time.monotonic()):  # the first forward pass is held until the budget is spent
+            time.sleep(0.01)
+        gate.opened.set()
+        thread.join(WAIT)
+        status, answer = out["result"]
+        assert status == 504 and answer["error"]["code"] == "timeout" and "--job-timeout" in answer["error"]["message"]
+        assert gate.calls == 1
+        assert server.engine.stats.timed_out == 1
+    finally:
+        gate.remove()
+        server.stop()
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/llmscope/v1/score", {"text": "Hello world, the capital of France is Paris. " * 8,
+                            "options": {"window": 16, "stride": 8}}),
+    ("/llmscope/v1/generate", {"prompt": "Hello", "options": {"max_new_tokens": 60}}),
+])
+def test_a_client_that_goes_away_stops_its_job(served: InProcessServer, loaded: Any, path: str,
+                                               body: dict[str, Any]) -> None:
+    gate = Gate(loaded.model)
+    try:
+        client = socket.create_connection(("127.0.0.1", served.port), timeout=WAIT)
+        data = json.dumps(body).encode()
+        client.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        assert gate.entered.wait(WAIT)  # its first forward pass is held
+        job = served.running_job()
+        client.close()  # the client goes away
+        assert job.cancelled.wait(WAIT)
+        gate.opened.set()
+        # The engine runs one job at a time: once the next request is answered, the abandoned one has ended.
+        status, answer = served.post("/llmscope/v1/next-token", {"prompt": "Hi"})
+        assert status == 200, answer
+        assert gate.calls == 2  # the held pass (never run) and next-token's one
+        assert served.engine.stats.cancelled == 1
+    finally:
+        gate.remove()
+
+
+def test_idle_and_half_sent_connections_are_closed(loaded: Any) -> None:
+    server = InProcessServer(loaded, header_timeout=0.5)
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        half = socket.create_connection(("127.0.0.1", server.port))
+        half.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
+        assert _closed_by_server(idle) and _closed_by_server(half)
+        assert server.request("GET", "/health")[0] == 200  # the server still serves
+    finally:
+        server.stop()
+
+
+def test_connections_past_the_limit_are_closed_on_arrival(loaded: Any) -> None:
+    server = InProcessServer(loaded, max_connections=2, header_timeout=600, keep_alive_timeout=600)
+    held = []
+    try:
+        for _ in range(2):  # two kept-alive connections, each with a request served (so the server holds them)
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
+            connection.request("GET", "/health")
+            assert connection.getresponse().read()
+            held.append(connection)
+        extra = socket.create_connection(("127.0.0.1", server.port))
+        assert _closed_by_server(extra)
+        held[0].request("GET", "/health")  # the held ones still work
+        assert held[0].getresponse().status == 200
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
+
+
+def test_only_this_servers_host_names_are_answered(loaded: Any) -> None:
+    server = InProcessServer(loaded, allowed_hosts=("box.lan",))
+    try:
+        port = server.port
+        for host in ("evil.example", f"evil.example:{port}", "localhost.evil.example"):
+            for method, path in (("GET", "/health"), ("POST", "/v1/completions"), ("GET", "/any/page")):
+                status, _, content = server.request(method, path, {"prompt": "Hi"} if method == "POST" else None,
+                                                    headers={"Host": host})
+                assert status == 400 and json.loads(content)["error"]["code"] == "host_not_allowed", (host, path)
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "box.lan",
+                     f"10.1.2.3:{port}"):
+            assert server.request("GET", "/health", headers={"Host": host})[0] == 200, host
+    finally:
+        server.stop()
+
+
+def test_posts_must_be_json_and_no_cors_is_granted(served: InProcessServer) -> None:
+    body = json.dumps({"prompt": "Hi", "max_tokens": 1}).encode()
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, headers, content = served.request("POST", "/v1/completions", raw=body,
+                                                   headers={"Content-Type": kind, "Origin": "http://evil.example"})
+        assert status == 415 and json.loads(content)["error"]["code"] == "unsupported_media_type"
+        assert not any(name.startswith("access-control-") for name in headers)
+    status, headers, _ = served.request("OPTIONS", "/v1/completions", headers={
+        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert status >= 400 and not any(name.startswith("access-control-") for name in headers)
+    status, headers, _ = served.request("POST", "/v1/completions", raw=body, headers={
+        "Content-Type": "application/json; charset=utf-8", "Origin": "http://evil.example"})
+    assert status == 200 and not any(name.startswith("access-control-") for name in headers)
+
+
+def test_shutdown_answers_what_is_left_with_503_and_ends_streams(loaded: Any,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    server = InProcessServer(loaded, shutdown_timeout=1.0)
+    gate = Gate(loaded.model)
+    try:
+        plain, plain_out = in_thread(lambda: server.request("POST", "/v1/completions", {
+            "prompt": "Hello", "max_tokens": 50, "temperature": 0}))
+        assert gate.entered.wait(WAIT)  # the first request holds the model
+        streamed, stream_out = in_thread(lambda: server.request("POST", "/v1/completions", {
+            "prompt": "Hi", "max_tokens": 50, "temperature": 0, "stream": True}))
+        while server.engine.queued == 0:  # the stream's job is queued behind it
+            assert streamed.is_alive()
+            time.sleep(0.01)
+        server.server.handle_exit(signal.SIGTERM, None)  # what SIGTERM calls
+        server.thread.join(WAIT)
+        assert not server.thread.is_alive()  # the server stopped while the model was still held
+        assert not gate.opened.is_set()
+        plain.join(WAIT)
+        streamed.join(WAIT)
+        status, headers, content = plain_out["result"]
+        assert status == 503 and headers["content-type"] == "application/json"
+        assert json.loads(content)["error"]["code"] == "shutting_down"
+        status, _, content = stream_out["result"]
+        events = [line[6:] for line in content.decode().splitlines() if line.startswith("data: ")]
+        assert status == 200 and events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "shutting_down"
+    finally:
+        gate.remove()
+        server.stop()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("path, raw", [
+    ("/v1/completions", b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    ("/v1/completions", b'{"prompt": "\\ud800", "max_tokens": 1}'),
+    ("/llmscope/v1/tokenize", b'{"text": "a\\udfffb"}'),
+    ("/llmscope/v1/score", b'{"text": "Hello world", "options": {"window": 2.5}}'),
+    ("/llmscope/v1/generate", b'{"prompt": 5}'),
+    ("/llmscope/v1/generate", b'{"prompt": "Hi", "options": {"max_new_tokens": 2.5}}'),
+    ("/llmscope/v1/generate", b'{"prompt": "Hi", "options": {"do_sample": "no"}}'),
+    ("/llmscope/v1/generate", b'{"prompt": "Hi", "options": {"use_cache": "no"}}'),
+    ("/llmscope/v1/generate", b'{"prompt": "Hi", "options": {"seed": true}}'),
+    ("/llmscope/v1/score", b'{"text": "Hello world", "options": {"top_k": "5"}}'),
+    ("/llmscope/v1/logprobs", b'{"text": "Hello", "ids": [1], "plan": [[0, 1, 1]], "next_token": "no"}'),
+])
+def test_malformed_requests_are_400(served: InProcessServer, path: str, raw: bytes) -> None:
+    status, answer = served.post(path, raw=raw)
+    assert status == 400, answer
+    assert set(answer["error"]) == {"message", "type", "param", "code"}
+
+
+def test_chat_default_budget_is_clipped_to_the_context(served: InProcessServer, loaded: Any) -> None:
+    long_message = "Hello world, the capital of France is Paris. " * 4  # its tokens + 256 pass the 256 context
+    status, answer = served.post("/v1/chat/completions", {"messages": [{"role": "user", "content": long_message}],
+                                                          "temperature": 0})
+    assert status == 200, answer
+    usage = answer["usage"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] <= 256
+    status, answer = served.post("/v1/chat/completions", {"messages": [{"role": "user", "content": long_message}],
+                                                          "max_tokens": 256})
+    assert status == 400  # a budget asked for is checked, not clipped
+
+
+def test_stream_options_include_usage(served: InProcessServer) -> None:
+    for path, body in (("/v1/completions", {"prompt": "Hi"}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]})):
+        body = dict(body, max_tokens=3, temperature=0, stream=True, stream_options={"include_usage": True})
+        status, _, content = served.request("POST", path, body)
+        events = [line[6:] for line in content.decode().splitlines() if line.startswith("data: ")]
+        assert status == 200 and events[-1] == "[DONE]"
+        last = json.loads(events[-2])
+        assert last["choices"] == [] and last["usage"]["completion_tokens"] >= 1
+        assert last["usage"]["total_tokens"] == last["usage"]["prompt_tokens"] + last["usage"]["completion_tokens"]
+

@@ -1,6 +1,5 @@
-"""`architecture` on state-space and hybrid families (Jamba, Bamba, GraniteMoeHybrid, Falcon-H1, Zamba2, MiniMax,
-LFM2, Mamba, Mamba2) and on Llama 4, SmolLM3, ERNIE 4.5 MoE and Hunyuan MoE: tiny random configs built here, every
-cache figure checked against the tensors transformers' own cache holds after a real 40-token forward."""
+"""`architecture` on hybrid and state-space families (Jamba, Bamba, Mamba, MiniMax, ...): cache bytes against
+transformers' own cache after 40 tokens, KV and recurrent state apart, parameters and labels."""
 
 from __future__ import annotations
 
@@ -9,56 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.models import write_config_folders
+from helpers.architectures import HYBRIDS
 
 from llmscope.architecture.describe import describe_config_model
 from llmscope.architecture.kvcache import cache_size
-from llmscope.architecture.planner import PlannerSettings
-from llmscope.render import human_bytes
 
-COMMON = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=48, max_position_embeddings=128)
-MAMBA2 = dict(mamba_n_heads=4, mamba_d_state=16, mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=16)
-FAMILIES: dict[str, dict[str, Any]] = {
-    "jamba": dict(COMMON, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1,
-                  num_experts=4, num_experts_per_tok=2, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2),
-    "bamba": dict(COMMON, attn_layer_indices=[1], **MAMBA2),
-    "granitemoehybrid": dict(COMMON, layer_types=["mamba", "attention"], num_local_experts=4, num_experts_per_tok=2,
-                             shared_intermediate_size=24, **MAMBA2),
-    "falcon_h1": dict(COMMON, head_dim=8, mamba_d_ssm=64, **MAMBA2),
-    "zamba2": dict(COMMON, num_key_value_heads=4, layers_block_type=["mamba", "hybrid"], mamba_d_state=16,
-                   mamba_d_conv=4, mamba_expand=2, mamba_ngroups=1, n_mamba_heads=4, chunk_size=16, num_mem_blocks=1),
-    "minimax": dict(COMMON, head_dim=8, num_local_experts=4, num_experts_per_tok=2, block_size=16,
-                    layer_types=["linear_attention", "full_attention"]),
-    "lfm2": dict(COMMON, full_attn_idxs=[1], conv_L_cache=3),
-    "mamba": dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, state_size=8, conv_kernel=4, expand=2),
-    "mamba2": dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, state_size=16, conv_kernel=4, expand=2,
-                   num_heads=4, head_dim=16, n_groups=1, chunk_size=16),
-    "llama4_text": dict(COMMON, intermediate_size_mlp=64, head_dim=8, num_local_experts=4, num_experts_per_tok=1,
-                        attention_chunk_size=16, no_rope_layer_interval=2, interleave_moe_layer_step=1),
-    "smollm3": dict(COMMON, no_rope_layer_interval=2, pad_token_id=0, bos_token_id=1, eos_token_id=2),
-    "ernie4_5_moe": dict(COMMON, moe_intermediate_size=16, moe_num_experts=4, moe_k=2, moe_num_shared_experts=1,
-                         moe_layer_start_index=0, moe_layer_interval=1),
-    "hunyuan_v1_moe": dict(COMMON, moe_intermediate_size=16, head_dim=8, num_experts=4, moe_topk=2),
-}
 STATE = ("jamba", "bamba", "granitemoehybrid", "falcon_h1", "zamba2", "minimax", "lfm2", "mamba", "mamba2")
+
+
 TOKENS = 40
 
 
 def family_config(name: str) -> Any:
     from transformers import AutoConfig
 
-    return AutoConfig.for_model(name, **FAMILIES[name])
+    return AutoConfig.for_model(name, **HYBRIDS[name])
+
+
 
 
 @pytest.fixture(scope="module")
-def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_config_folders(tmp_path_factory, FAMILIES)
-
-
-@pytest.fixture(scope="module")
-def reports(family_dirs: dict[str, Path]) -> dict[str, Any]:
-    return {name: describe_config_model(str(folder)) for name, folder in family_dirs.items()}
+def reports(hybrid_dirs: dict[str, Path]) -> dict[str, Any]:
+    return {name: describe_config_model(str(folder)) for name, folder in hybrid_dirs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +38,7 @@ def family_models() -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     models = {}
-    for name in FAMILIES:
+    for name in HYBRIDS:
         torch.manual_seed(0)
         models[name] = AutoModelForCausalLM.from_config(family_config(name)).eval()
     return models
@@ -90,7 +61,7 @@ def held_parts(cache: Any) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", list(HYBRIDS))
 def test_cache_bytes_at_40_tokens_equal_transformers_cache(name: str, dtype: str,
                                                            family_models: dict[str, Any]) -> None:
     import torch
@@ -121,7 +92,7 @@ def test_total_and_active_parameters(reports: dict[str, Any], family_models: dic
         assert p.active == p.total - skipped, name
 
 
-def test_state_is_in_the_kv_table_and_the_plan(reports: dict[str, Any], family_dirs: dict[str, Path]) -> None:
+def test_state_is_in_the_kv_table_and_the_plan(reports: dict[str, Any], hybrid_dirs: dict[str, Path]) -> None:
     for name in STATE:
         report = reports[name]
         size = cache_size(family_config(name), 0, 1, report.plan.kv_dtype, state_dtype=report.plan.weights_dtype)
@@ -134,15 +105,6 @@ def test_state_is_in_the_kv_table_and_the_plan(reports: dict[str, Any], family_d
     for name, word in words.items():
         described = " ".join(kind.description for kind in reports[name].summary.layer_kinds)
         assert f"{word}:" in described or f"{word} state" in described, (name, described)
-
-
-def test_cli_shows_the_state(cli, family_dirs: dict[str, Path]) -> None:
-    shown = cli("architecture", "-m", family_dirs["bamba"], "-q", env={"COLUMNS": "80"})
-    assert shown.exit_code == 0, shown.stderr
-    kv_table = shown.stdout[shown.stdout.index("KV cache ("):shown.stdout.index("Memory plan")]
-    # conv (64 + 2 x 16 channels x 4) + SSM (4 x 16 x 16) in float32 (the config states no dtype)
-    assert f"fixed {human_bytes((96 * 4 + 4 * 16 * 16) * 4)} of state" in " ".join(kv_table.split())
-    assert "state" in shown.stdout[shown.stdout.index("Memory plan"):]
 
 
 def test_hybrid_layers_hold_kv_and_state(reports: dict[str, Any]) -> None:
@@ -177,21 +139,6 @@ def test_labels(reports: dict[str, Any]) -> None:
         assert "ALiBi" not in positions and "relative" not in positions and "recurrent" in positions
 
 
-def test_kv_table_shows_the_context_asked_for(family_dirs: dict[str, Path], cli) -> None:
-    asked = describe_config_model(str(family_dirs["smollm3"]), plan=PlannerSettings(context=100))
-    assert [point.tokens for point in asked.kv_cache.points] == [100]
-    assert asked.kv_cache.points[0].bytes == cache_size(family_config("smollm3"), 100, 1, "float32").total_bytes
-    longer = describe_config_model(str(family_dirs["smollm3"]), plan=PlannerSettings(context=2048))
-    assert [point.tokens for point in longer.kv_cache.points] == [1024, 2048]
-    shown = cli("architecture", "-m", family_dirs["smollm3"], "--context", "100", "-q").stdout
-    rows = [line.split()[0] for line in shown[shown.index("KV cache ("):shown.index("Memory plan")].splitlines()
-            if line.strip()[:1].isdigit()]
-    assert rows == ["100"]
-    past = cli("architecture", "-m", family_dirs["smollm3"], "--context", "2k", "-q").stdout
-    kv_table = past[past.index("KV cache ("):past.index("Memory plan")]
-    assert "2,048*" in kv_table and "* past the model's context of 128 tokens" in kv_table
-
-
 @pytest.mark.parametrize("name", ["minimax", "falcon_h1"])
 def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path: Path) -> None:
     import torch
@@ -202,7 +149,7 @@ def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path
     from llmscope.loading.loader import load_model
 
     tokenizer = build_tokenizer(tmp_path)
-    fields = dict(FAMILIES[name], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    fields = dict(HYBRIDS[name], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(AutoConfig.for_model(name, **fields)).save_pretrained(str(tmp_path))
@@ -211,3 +158,4 @@ def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path
     kv = result.results[0].kv_cache
     assert kv is not None and kv.tokens > 20  # MiniMax's first layer holds no keys: the tokens come from the others
     assert kv.measured_bytes == kv.formula_bytes and "fixed" in kv.note
+

@@ -1,6 +1,5 @@
-"""`llmscope attention`: weights that are real probabilities under the causal and sliding-window masks on every tiny
-architecture, equal to softmax(QKᵀ/√d + mask) recomputed here on the tiny llama, KV grouping, head statistics, the
-memory guard, options refused before loading, the views at 80 columns, JSON and the plot; a pinned fact on SmolLM2."""
+"""Attention weights on tiny models: rows are distributions under the causal and sliding masks, equal to the softmax
+of rotated queries and keys; key choices, head and layer views, the text views and the plot's checks."""
 
 from __future__ import annotations
 
@@ -10,25 +9,47 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.cli import ANSI_COLOUR
 
+from llmscope.attention.pick import MAX_PLOT_PANELS, check_against_config, strongest_keys
 from llmscope.attention.weights import AttentionSettings, attention_weights, masked
 from llmscope.core.errors import UsageError
 from llmscope.loading.loader import load_model
 
 PROMPT = "The capital of France is Paris. " * 3  # 42 tokens on the tiny tokenizer: past mistral's window of 32
-SEED_SENTENCE = "The dog chased the squirrel because it"
-ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|4[0-9])[0-9;]*m")
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    return load_model(str(tiny_model_dir), device="cpu")
+
+
 
 
 def _tensor(result):
     import torch
 
     return torch.tensor(result.weights)  # [layers, heads, queries, keys]
+
+
+def _rotate_half(x):
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _render(result, width: int, colour: bool, matrix: bool = False) -> str:
+    from rich.console import Console
+
+    from llmscope.render import Display
+    from llmscope.render.attention import show_attention
+
+    out = io.StringIO()
+    display = Display(out=Console(file=out, width=width, force_terminal=colour, no_color=not colour,
+                                  highlight=False, color_system="truecolor" if colour else None))
+    show_attention(display, None, result, matrix=matrix)
+    return out.getvalue()
+
+
+LONG_PROMPT = "The capital of France is Paris. The capital of Italy is Rome. Write an email to Sarah."
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "gpt2", "phi3", "mistral"])
@@ -60,13 +81,6 @@ def test_rows_are_distributions_under_the_masks(tiny_models: dict[str, Path], na
     assert sorted(h for group in result.kv_groups for h in group.heads) == list(range(heads))
     assert result.layout == {1: "multi-query", heads: "multi-head"}.get(kv, "grouped-query")
     assert loaded.model.config._attn_implementation == before  # switched (to eager, if needed) for the pass only
-
-
-def _rotate_half(x):
-    import torch
-
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def test_weights_equal_softmax_of_rotated_queries_and_keys(tiny) -> None:
@@ -163,70 +177,6 @@ def test_settings_refuse_bad_values() -> None:
     assert AttentionSettings(matrix=True, layer=0, head=0, query="it").ignored()
 
 
-@pytest.mark.parametrize("args", [
-    ["--layer", "-1"], ["--keys", ","], ["--matrix"], ["--matrix", "--layer", "0"], ["--max-weights", "0"],
-    ["--query", ""], ["--plot", "out.txt"], ["--plot", "/no/such/folder/out.png"], ["--layer", "x"]])
-def test_bad_options_exit_2_before_loading(cli, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
-    import llmscope.loading.loader
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the model was loaded")
-
-    monkeypatch.setattr(llmscope.loading.loader, "load_model", refuse)
-    result = cli("attention", "Hello", *args)
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert "the model was loaded" not in result.stderr
-
-
-@pytest.mark.parametrize("args", [["--keys", ","], ["--plot", "out.txt"], ["--max-weights", "0"]])
-def test_bad_options_are_refused_without_importing_torch(args: list[str]) -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys\nfrom llmscope.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as exit:\n"
-            "    print('EXIT', exit.code, [m for m in ('torch', 'transformers') if m in sys.modules])\n")
-    result = subprocess.run([sys.executable, "-c", code, "attention", "Hello", *args], capture_output=True, text=True)
-    assert "EXIT 2 []" in result.stdout, (result.stdout, result.stderr)
-
-
-def test_options_outside_the_model_exit_2(cli, tiny_model_dir: Path) -> None:
-    for args, words in ((["--layer", "2"], "--layer 2 is past the model's 2 layers"),
-                        (["--layer", "0", "--head", "4"], "--head 4 is past the layer's 4 heads"),
-                        (["--query", "99"], "--query 99 is outside the prompt's"),
-                        (["--query", "zebra"], "no prompt token reads 'zebra'"),
-                        (["--max-weights", "10"], "raise --max-weights")):
-        result = cli("attention", PROMPT, "-m", str(tiny_model_dir), *args)
-        assert result.exit_code == 2 and words in result.stderr, (args, result.stderr)
-
-
-def test_json_document(cli, tiny_model_dir: Path) -> None:
-    result = cli("attention", PROMPT, "-m", str(tiny_model_dir), "--layer", "1", "--head", "3", "--json")
-    assert result.exit_code == 0, result.stderr
-    document = result.json()
-    n = len(document["tokens"])
-    assert document["command"] == "attention" and document["attention_implementation"] == "llmscope_invariant"
-    assert document["shape"] == [1, 1, n, n] and document["layers"] == [1] and document["heads"] == [3]
-    assert len(document["weights"]) == 1 and len(document["weights"][0][0]) == n
-    assert all(abs(sum(row) - 1) < 1e-5 for row in document["weights"][0][0])
-    assert document["kv_groups"] == [{"kv_head": 0, "heads": [0, 1]}, {"kv_head": 1, "heads": [2, 3]}]
-    assert len(document["stats"]) == 8 and {"first_token", "previous_token", "same_token", "look_back",
-                                            "entropy"} <= set(document["stats"][0])
-    assert [row["head"] for row in document["head_rows"]] == [3]
-
-
-def _render(result, width: int, colour: bool, matrix: bool = False) -> str:
-    from rich.console import Console
-
-    from llmscope.render import Display
-    from llmscope.render.attention import show_attention
-
-    out = io.StringIO()
-    display = Display(out=Console(file=out, width=width, force_terminal=colour, no_color=not colour,
-                                  highlight=False, color_system="truecolor" if colour else None))
-    show_attention(display, None, result, matrix=matrix)
-    return out.getvalue()
-
-
 def test_views_fit_80_columns_with_numbers_with_and_without_colour(tiny) -> None:
     default = attention_weights(tiny, PROMPT)
     layer = attention_weights(tiny, PROMPT, AttentionSettings(layer=0))
@@ -244,17 +194,6 @@ def test_views_fit_80_columns_with_numbers_with_and_without_colour(tiny) -> None
     assert "groups of 2 heads share a KV head" in grouped
 
 
-def test_cli_colours_follow_the_terminal_and_no_color(cli, tiny_model_dir: Path) -> None:
-    args = ["attention", "Hello world", "-m", str(tiny_model_dir), "-q"]
-    piped = cli(*args)
-    forced = cli(*args, env={"FORCE_COLOR": "1", "NO_COLOR": ""})
-    no_color = cli(*args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
-    assert not ANSI_COLOUR.search(piped.stdout) and not ANSI_COLOUR.search(no_color.stdout)
-    assert ANSI_COLOUR.search(forced.stdout)
-    numbers = re.compile(r"^\s+0 mean(\s+\d+)+\s", re.M)  # the heat row's percentages
-    assert numbers.search(piped.stdout) and numbers.search(no_color.stdout)
-
-
 def test_matrix_draws_the_causal_mask_and_the_window(tiny_models: dict[str, Path]) -> None:
     loaded = load_model(str(tiny_models["mistral"]), device="cpu")
     result = attention_weights(loaded, PROMPT, AttentionSettings(layer=1, head=2, matrix=True))
@@ -268,30 +207,67 @@ def test_matrix_draws_the_causal_mask_and_the_window(tiny_models: dict[str, Path
     assert max(len(line) for line in narrow.splitlines()) <= 80 and "cut to fit 80 columns: positions 1–" in narrow
 
 
-@pytest.mark.parametrize("suffix", [".png", ".svg"])
-def test_plot_writes_the_head_grid(cli, tiny_model_dir: Path, tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"grid{suffix}"
-    result = cli("attention", "Hello world", "-m", str(tiny_model_dir), "--plot", str(path), "-q")
-    assert result.exit_code == 0, result.stderr
-    data = path.read_bytes()
-    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data
+def test_keys_by_text_and_position(tiny) -> None:
+    n = len(attention_weights(tiny, LONG_PROMPT).tokens)
+    result = attention_weights(tiny, LONG_PROMPT, AttentionSettings(keys="capital,0,-1"))
+    texts = [t.text for t in result.tokens]
+    capital = [i for i, text in enumerate(texts) if text.strip() == "capital"]
+    assert len(capital) == 2 and result.keys == tuple(sorted({0, n - 1, *capital}))
+    shown = _render(result, 80, colour=False)
+    header = [line for line in shown.splitlines() if "capital" in line and "prompt" not in line]
+    assert header, shown
+    assert "keys chosen with --keys" in shown
+    with pytest.raises(UsageError, match="after the query token"):
+        attention_weights(tiny, LONG_PROMPT, AttentionSettings(keys="-1", query="0"))
 
 
-def test_help_says_which_attention(cli) -> None:
-    result = cli("attention", "--help")
-    text = " ".join(result.stdout.replace("│", " ").split())
-    assert result.exit_code == 0 and "invariant attention" in text and "eager attention" in text
+def test_a_cut_view_keeps_the_strongest_keys(tiny) -> None:
+    from llmscope.render.attention import pick_keys
+
+    result = attention_weights(tiny, LONG_PROMPT)
+    rows = [row.mean for row in result.query_rows] + [row.strongest for row in result.query_rows]
+    shown, cell = pick_keys(result, rows, 30)
+    assert cell == 6 and len(shown) == 5 and shown == sorted(shown)
+    best = [max(row[key] for row in rows) for key in range(result.query + 1)]
+    weakest_shown = min(best[key] for key in shown)
+    assert all(best[key] <= weakest_shown for key in range(result.query + 1) if key not in shown)
+    plain = _render(result, 80, colour=False)
+    assert "the 8 keys with the largest weights of" in plain or "keys with the largest weights" in plain
+    assert max(len(line) for line in plain.splitlines()) <= 80
+    assert strongest_keys([(0.1, 0.5, 0.2, 0.9)], [0, 1, 2, 3], 2) == [1, 3]
 
 
-@pytest.mark.slow
-def test_it_looks_at_the_squirrel_on_smollm2(embedded_model) -> None:
-    """Measured: at layer 27, head 2, "it" puts 0.424 on " squirrel" (its top token), 0.37 on "The", little on dog."""
-    result = attention_weights(embedded_model, SEED_SENTENCE, AttentionSettings(layer=27, query="it"))
-    assert [t.token_id for t in result.tokens] == [504, 2767, 45360, 260, 27721, 975, 357]
-    assert result.query == 6 and result.shape == (1, 9, 7, 7)
-    assert [group.heads for group in result.kv_groups] == [(0, 1, 2), (3, 4, 5), (6, 7, 8)]
-    head2 = result.head_rows[2]
-    assert (head2.top[0].position, head2.top[0].text) == (4, " squirrel")
-    assert head2.top[0].weight == pytest.approx(0.4241, abs=0.005)
-    assert result.weights[0][2][6][1] < 0.1  # " dog"
-    assert result.head_rows[3].top[0].text == " squirrel"  # the next KV group's first head agrees
+def test_one_head_across_every_layer(tiny) -> None:
+    result = attention_weights(tiny, LONG_PROMPT, AttentionSettings(head=1))
+    n = len(result.tokens)
+    assert result.layers == (0, 1) and result.heads == (1,) and result.shape == (2, 1, 1, n)
+    every = attention_weights(tiny, LONG_PROMPT, AttentionSettings(all_queries=True))
+    assert result.weights[1][0][0] == pytest.approx(every.weights[1][1][n - 1], abs=1e-6)
+    plain = _render(result, 80, colour=False)
+    assert "layer by layer, head 1" in plain and "head 1 in every layer" in plain
+    assert len(re.findall(r"^\s+[01]\s+H1\s", plain, re.M)) == 2 and " mean " not in plain
+
+
+def test_plot_refuses_an_unreadable_grid_and_labels_tokens(tiny, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="270 panels"):
+        check_against_config(AttentionSettings(), 30, 9, plot=True)
+    check_against_config(AttentionSettings(head=2), 30, 9, plot=True)  # one head in 30 layers: 30 panels
+    check_against_config(AttentionSettings(layer=3), 30, 9, plot=True)
+    assert MAX_PLOT_PANELS >= 30
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    from llmscope.render.attention import label_axes
+
+    result = attention_weights(tiny, "The capital of France is Paris.", AttentionSettings(all_queries=True))
+    figure, axis = pyplot.subplots()
+    try:
+        label_axes(axis, result, bottom=True, left=True, font=5)
+        keys = [label.get_text() for label in axis.get_xticklabels()]
+        queries = [label.get_text() for label in axis.get_yticklabels()]
+    finally:
+        pyplot.close(figure)
+    assert "capital" in keys and "capital" in queries and len(keys) == len(result.tokens)
+

@@ -1,20 +1,19 @@
-"""The benchmark suite's pure helpers, and its --quick mode run end to end on the start-up figures and on a tiny
-random model. Timings are never asserted here: only that each figure is measured and reported."""
+"""The benchmark scripts' pure helpers (benchlib, vs_llamacpp): medians, ratios, targets, formatting, the checks
+derived from measured cells. Nothing here loads a model or times anything."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
-from helpers.paths import BENCHMARKS
-
-sys.path.insert(0, str(BENCHMARKS))
+from typing import Any
 
 import benchlib
+import pytest
+import vs_llamacpp
+
+
+def _answer(decode: float | None, prompt: float) -> dict[str, Any]:
+    return {"decode_tok_s": decode, "prompt_tok_s": prompt, "text": "x"}
 
 
 def test_median_skips_missing_and_non_finite_values() -> None:
@@ -45,17 +44,6 @@ def test_formatting() -> None:
     assert [benchlib.format_met(met) for met in (True, False, None)] == ["yes", "NO", "-"]
 
 
-def test_listed_commands_reads_the_help_page(cli) -> None:
-    result = cli("--help")
-    assert result.exit_code == 0
-    names = benchlib.listed_commands(result.stdout)
-    assert names[:2] == ["generate", "tokenize"]
-    assert "--help" not in names and "look" not in names
-    text = ("Usage: x\n\nCommands:\n  generate  Write text that goes on\n            past the line\n"
-            "  bench-cache  Time\n")
-    assert benchlib.listed_commands(text) == ["generate", "bench-cache"]
-
-
 def test_bench_cache_figures() -> None:
     document = {"results": [{"new_tokens": 100, "cache": {"seconds": {"mean": 4.0}},
                              "no_cache": {"seconds": {"mean": 10.0}},
@@ -71,57 +59,48 @@ def test_bench_cache_figures() -> None:
     assert benchlib.bench_cache_figures({}) is None
 
 
-def test_machine_is_read_without_torch() -> None:
-    info = benchlib.machine()
-    assert info["cores"] >= 1 and info["cpu"]
-    assert info["torch"] and info["torch"].startswith("2.")
-    assert "cores" in benchlib.machine_line(info)
-    assert info["timestamp"].endswith("+00:00") and "gpu" in info and info["threads"]
-    assert info["load_averages"] is None or len(info["load_averages"]) == 3
-    probe = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import benchlib; "
-                            "benchlib.machine(); print('torch' in sys.modules)", str(BENCHMARKS)],
-                           capture_output=True, text=True, timeout=60)
-    assert probe.stdout.strip() == "False", probe.stderr
+def test_checks_are_medians_compared_with_the_issue_targets() -> None:
+    cells = {
+        ("auto", 1, "quiet"): [_answer(30.0, 300.0), _answer(20.0, 100.0), _answer(40.0, 200.0)],
+        ("none", 1, "quiet"): [_answer(10.0, 250.0)],
+        ("llama.cpp", 1, "quiet"): [_answer(100.0, 90.0)],
+        ("auto", 1, "busy"): [_answer(9.0, 80.0), _answer(None, 70.0)],
+        ("none", 1, "busy"): [_answer(5.0, 40.0)],
+        ("llama.cpp", 1, "busy"): [_answer(50.0, 30.0)],
+    }
+    summary = vs_llamacpp.summarize(cells, [1], ["auto", "none", "llama.cpp"])
+    assert summary["speed"]["auto|1|quiet"] == {"decode_tok_s": 30.0, "prompt_tok_s": 200.0, "runs": 3}
+    assert summary["speed"]["auto|1|busy"]["decode_tok_s"] == 9.0  # a run without a decode figure is left out
+    checks = {item["check"]: item for item in summary["checks"]}
+    assert checks["decode auto / none, 1 thread, quiet"]["value"] == pytest.approx(3.0)
+    assert checks["decode auto / none, 1 thread, quiet"]["met"] is True
+    assert checks["prompt auto / none, 1 thread(s), quiet"]["value"] == pytest.approx(0.8)
+    assert checks["prompt auto / none, 1 thread(s), quiet"]["met"] is False
+    assert checks["decode auto / llama.cpp, 1 thread, quiet"]["value"] == pytest.approx(0.3)
+    assert checks["decode auto / llama.cpp, 1 thread, quiet"]["met"] is False
+    assert checks["decode busy / quiet, auto, 1 thread(s)"]["value"] == pytest.approx(0.3)
+    assert checks["decode busy / quiet, auto, 1 thread(s)"]["met"] is False
+    assert summary["other_ratios"]["decode_tok_s llama.cpp 1t busy/quiet"] == pytest.approx(0.5)
 
 
-def _run_suite(tmp_path: Path, *args: str) -> tuple[dict, dict]:
-    out = tmp_path / "result.json"
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "--quick", "--json-out", str(out), *args],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    last = json.loads(done.stdout.strip().splitlines()[-1])  # the compact JSON document ends stdout
-    assert last["suite"] == "llmscope-benchmarks" and last["quick"] is True
-    document = json.loads(out.read_text())
-    return document, {figure["name"]: figure for figure in document["figures"]}
+def test_without_llama_cpp_its_check_is_left_out_and_the_others_remain() -> None:
+    cells = {("auto", 2, "quiet"): [_answer(12.0, 150.0)], ("none", 2, "quiet"): [_answer(4.0, 100.0)]}
+    summary = vs_llamacpp.summarize(cells, [2], ["auto", "none"])
+    labels = [item["check"] for item in summary["checks"]]
+    assert not any("llama.cpp" in label for label in labels)
+    busy = next(item for item in summary["checks"] if item["check"].startswith("decode busy"))
+    assert busy["value"] is None and busy["met"] is None  # not measured, not failed
 
 
-def test_quick_startup_section(tmp_path: Path) -> None:
-    document, figures = _run_suite(tmp_path, "--only", "startup")
-    assert document["sections"] == ["startup"]
-    heavy = figures["import llmscope.cli.main, --help: heavy modules"]
-    assert heavy["value"] == "none" and heavy["met"] is True
-    for name in ("llmscope --help", "llmscope --version"):
-        assert figures[name]["value"] > 0 and figures[name]["baseline"] > 0
-        assert figures[name]["baseline_label"] == "python -c pass"
-        assert figures[name]["ratio"] == pytest.approx(figures[name]["value"] / figures[name]["baseline"])
+def test_a_missing_node_llama_cpp_is_named_with_the_install_command(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMSCOPE_NODE_LLAMA_CPP", raising=False)
+    folder, why = vs_llamacpp.node_llama_cpp_dir(None)
+    assert folder is None and "--node-llama-cpp" in why
+    monkeypatch.setattr(vs_llamacpp.shutil, "which", lambda name: "/usr/bin/node")
+    folder, why = vs_llamacpp.node_llama_cpp_dir(str(tmp_path))
+    assert folder is None and f"npm install --prefix {tmp_path} node-llama-cpp@3.22.1" in why
+    (tmp_path / "node_modules" / "node-llama-cpp").mkdir(parents=True)
+    (tmp_path / "node_modules" / "node-llama-cpp" / "package.json").write_text("{}")
+    assert vs_llamacpp.node_llama_cpp_dir(str(tmp_path)) == (tmp_path, "")
 
-
-def test_quick_generation_sections_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path) -> None:
-    document, figures = _run_suite(tmp_path, "--only", "decode,nocache,bandwidth", "--model", str(tiny_model_dir))
-    decode = figures["decode, dynamic cache"]
-    assert decode["value"] > 0 and decode["baseline"] > 0 and decode["unit"] == "tok/s"
-    assert "tokens identical" in decode["note"]
-    details = document["details"]["generation"]
-    assert details["decode"]["identical_tokens"] is True
-    assert len(details["decode"]["llmscope_tokens_per_s"]) == details["decode"]["rounds"] == 3
-    # the bytes read per token are the tiny model's float32 weights, counted once
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
-    unique = {id(p): p.numel() for p in model.parameters()}
-    assert details["weight_bytes"] == 4 * sum(unique.values())
-    nocache = figures["no-cache / cache time, 16 tokens"]
-    assert nocache["value"] > 0 and nocache["baseline"] > 0
-    assert figures["memory bandwidth (matvec)"]["value"] > 0
-    assert figures["decode / bandwidth limit"]["unit"] == "%"

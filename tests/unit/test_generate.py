@@ -1,4 +1,5 @@
-"""`llmscope generate`: greedy/sampled decoding, cache on/off, stop reasons, per-token probabilities."""
+"""Generation on tiny models: greedy equals transformers' generate, cache / no cache / static cache agree, seeded
+sampling, the decode-step core shared by every command, padded batches against single runs, interrupts."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers.paths import PACKAGE
 
 from llmscope.generation.decoding import sampler_distribution
 from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.loading import loader
 from llmscope.loading.loader import load_model
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    return load_model(str(tiny_model_dir), device="cpu")
+PROMPTS = ["The capital of France is", "Hello", "Write an email to Sarah about the tokens and ids", "def main():"]
 
 
 def test_greedy_matches_transformers_generate(tiny) -> None:
@@ -73,63 +73,6 @@ def test_max_new_tokens_and_eos(tiny) -> None:
     assert result.finish_reason == ("length" if result.new_tokens == 3 else "eos")
 
 
-def test_cli_generate_json(cli, tiny_model_dir: Path) -> None:
-    result = cli("generate", "Hello", "-m", tiny_model_dir, "-n", "5", "--no-chat", "--json", "--logprobs", "2")
-    assert result.exit_code == 0, result.stderr
-    data = result.json()
-    assert data["command"] == "generate" and data["device"] == "cpu" and data["dtype"] == "float32"
-    assert data["new_tokens"] == len(data["token_ids"]) <= 5
-    content = data["logprobs"]["content"]
-    assert [c["id"] for c in content] == data["token_ids"]
-    assert all(len(c["top_logprobs"]) == 2 for c in content)
-    assert "prompt tokens" in result.stderr and "stopped:" in result.stderr
-
-
-def test_cli_generate_text_and_show_probs_without_colour(cli, tiny_model_dir: Path) -> None:
-    result = cli("generate", "Hello", "-m", tiny_model_dir, "-n", "4", "--no-chat", "--show-probs")
-    assert result.exit_code == 0, result.stderr
-    import re
-
-    pairs = re.findall(r"\[(\d\.\d\d)\]", result.stdout)  # token[p] pairs when stdout is not a terminal
-    assert pairs and all(0 <= float(p) <= 1 for p in pairs)
-    assert "perplexity" in result.stderr
-
-
-@pytest.mark.slow
-def test_embedded_generate_paris(cli) -> None:
-    result = cli("generate", "The capital of France is", "--no-chat", "-n", "3", "--json", "--logprobs", "5",
-                 "--quantize", "none")  # the exact dequantization: the reference figures
-    assert result.exit_code == 0, result.stderr
-    data = result.json()
-    first = data["logprobs"]["content"][0]
-    assert first["token"] == " Paris" and first["id"] == 7042
-    assert first["probability"] == pytest.approx(0.7725, abs=0.005)
-    assert [alt["token"] for alt in first["top_logprobs"][:3]] == [" Paris", " the", " London"]
-    assert data["prompt_token_ids"] == [504, 3575, 282, 4649, 314]
-
-
-@pytest.mark.slow
-def test_generate_probability_equals_next_token(cli) -> None:
-    """The first generated token's probability is the one `next-token` reports for the same prompt."""
-    generated = cli("generate", "The capital of France is", "--no-chat", "-n", "1", "--json", "--logprobs", "3", "-q")
-    inspected = cli("next-token", "The capital of France is", "--top-k", "3", "--json", "-q")
-    first = generated.json()["logprobs"]["content"][0]
-    top = inspected.json()["steps"][0]["top"]
-    assert first["id"] == top[0]["token_id"] == 7042
-    assert first["probability"] == pytest.approx(top[0]["probability"], abs=1e-6)
-    assert [alt["id"] for alt in first["top_logprobs"]] == [t["token_id"] for t in top]
-    assert [alt["probability"] for alt in first["top_logprobs"]] == pytest.approx([t["probability"] for t in top],
-                                                                                  abs=1e-6)
-
-
-@pytest.mark.slow
-def test_embedded_chat_answer(cli) -> None:
-    result = cli("generate", "What is the capital of France?", "--chat", "-n", "20")  # make demo's command
-    assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip() == "The capital of France is Paris."
-    assert "end of sequence" in result.stderr
-
-
 @pytest.mark.parametrize("text", ["Ünïcödé 🙂 text, tabs\tand\nnewlines", "The capital of France is Paris.", "🙂🙂🙂"])
 def test_incremental_text_adds_up_to_the_whole_decode(tiny, text: str) -> None:
     from llmscope.generation.generation import IncrementalText
@@ -142,3 +85,63 @@ def test_incremental_text_adds_up_to_the_whole_decode(tiny, text: str) -> None:
         assert "\ufffd" not in delta
         pieces.append(delta)
     assert "".join(pieces) == text == tiny.tokenizer.decode(ids)
+
+
+def test_interrupted_generation_keeps_what_was_generated(tiny_model_dir: Path) -> None:
+    loaded = loader.load_model(str(tiny_model_dir), device="cpu")
+    seen: list[int] = []
+
+    def stop_after_three(token) -> None:
+        seen.append(token.token_id)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    result = generate(loaded, "Hello", GenerationSettings(max_new_tokens=30), on_token=stop_after_three)
+    assert result.finish_reason == "interrupted" and list(result.token_ids) == seen
+
+
+def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir: Path) -> None:
+    from llmscope.generation.decoding import decode_steps, pad_token_id, prompt_batch
+
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    rows = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS]
+    batch = prompt_batch(rows, pad_token_id(loaded.tokenizer), "cpu")
+    assert batch.lengths == tuple(len(r) for r in rows) and batch.padded
+    assert batch.attention_mask.sum(-1).tolist() == [len(r) for r in rows]
+    assert batch.position_ids[0, -len(rows[0]):].tolist() == list(range(len(rows[0])))
+    together = [step.token_ids for step in decode_steps(loaded.model, batch, 6)]
+    for index, row in enumerate(rows):
+        alone = [step.token_ids[0] for step in decode_steps(
+            loaded.model, prompt_batch([row], 0, "cpu"), 6)]
+        assert [ids[index] for ids in together] == alone
+    # greedy picks are the argmax, and their log-probabilities are the log-softmax's
+    import torch
+
+    with torch.inference_mode():
+        logits = loaded.model(torch.tensor([rows[1]])).logits[0, -1].float()
+    first = next(decode_steps(loaded.model, prompt_batch([rows[1]], 0, "cpu"), 1))
+    assert first.token_ids[0] == int(torch.argmax(logits))
+    assert first.logprobs[0] == pytest.approx(float(torch.log_softmax(logits, -1).max()), abs=1e-5)
+
+
+def test_the_token_loop_exists_once() -> None:
+    """generate and next-token both run on decoding.decode_steps; neither calls the model itself."""
+    root = PACKAGE
+    for module in ("generation/generation.py", "inspection/inspection.py"):
+        source = (root / module).read_text()
+        assert "decode_steps(" in source and "model(input_ids" not in source, module
+
+
+@pytest.mark.parametrize("mode", [{"use_cache": False}, {"static_cache": True}])
+def test_padded_batches_match_single_runs_without_a_dynamic_cache(tiny_model_dir: Path, mode: dict) -> None:
+    from llmscope.core.settings import GenerationSettings
+    from llmscope.generation.generation import generate_many
+
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    settings = GenerationSettings(max_new_tokens=5, **mode)
+    together = list(generate_many(loaded, PROMPTS, settings, batch_size=4))
+    for prompt, result in zip(PROMPTS, together):
+        alone = next(generate_many(loaded, [prompt], settings, batch_size=1))
+        assert result.token_ids == alone.token_ids
+        assert [t.logprob for t in result.tokens] == pytest.approx([t.logprob for t in alone.tokens], abs=1e-4)
+

@@ -1,5 +1,5 @@
-"""The modules of llmscope import each other one way: no circle of imports (issue 21 item 26), read from the
-source with ast, lazy imports inside functions included, imports under `if TYPE_CHECKING:` left out."""
+"""The modules of llmscope import each other one way: no circle of imports, and no module imports a layer above its
+own (read from the source with ast, lazy imports inside functions included, `if TYPE_CHECKING:` left out)."""
 
 from __future__ import annotations
 
@@ -74,18 +74,6 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_circle_finder_finds_a_circle() -> None:
-    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert circles({"a": {"b"}, "b": set()}) == []
-
-
-def test_no_llmscope_module_imports_itself_through_others() -> None:
-    modules = module_names()
-    graph = {name: imports_of(path, modules) - {name} for name, path in modules.items()}
-    assert "llmscope.core.errors" in graph and not graph["llmscope.core.errors"]  # the bottom: everyone may import it
-    assert circles(graph) == []
-
-
 # The layers, top to bottom (README "Layout"): a module may import its own layer and any layer below, never above.
 LAYERS = (
     ("llmscope.entry", "llmscope.__main__", "llmscope.cli", "llmscope.commands"),
@@ -108,6 +96,18 @@ def layer_of(module: str) -> int:
     raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS")
 
 
+def test_the_circle_finder_finds_a_circle() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_llmscope_module_imports_itself_through_others() -> None:
+    modules = module_names()
+    graph = {name: imports_of(path, modules) - {name} for name, path in modules.items()}
+    assert "llmscope.core.errors" in graph and not graph["llmscope.core.errors"]  # the bottom: everyone may import it
+    assert circles(graph) == []
+
+
 def test_every_module_sits_in_a_package_of_one_layer() -> None:
     loose = sorted(path.name for path in PACKAGE.glob("*.py"))
     assert loose == ["__init__.py", "__main__.py", "entry.py"]  # everything else lives in a package
@@ -127,3 +127,4 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
 def test_the_layer_check_sees_an_upward_import() -> None:
     assert layer_of("llmscope.loading.loader") > layer_of("llmscope.render.tokens") > layer_of("llmscope.cli.kit")
     assert layer_of("llmscope.core.errors") == layer_of("llmscope")
+

@@ -1,8 +1,10 @@
-"""The shared loader: spec resolution, device/dtype choice, the GGUF conversion cache."""
+"""The loader on local folders: aliases, paths that look like hub ids, devices and dtypes, the conversion cache's
+keys and staging, no network call offline, gated and private models explained, threads for a busy machine."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,19 +84,65 @@ def test_staging_dir_is_atomic(tmp_path: Path) -> None:
     assert not loader.cache_entry_is_whole(entry)
 
 
-@pytest.mark.slow
-def test_embedded_model_facts(embedded_model) -> None:
-    config = embedded_model.config
-    assert embedded_model.parameters == 134_515_008
-    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (30, 9, 3)
-    assert type(embedded_model.model).__name__ == "LlamaForCausalLM"
-    entry = loader.gguf_cache_dir(embedded_model.spec)
-    assert loader.cache_entry_is_whole(entry)
-    assert (entry / "model.safetensors").is_file() and (entry / "tokenizer.json").is_file()
+def test_offline_makes_no_network_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    attempts: list[object] = []
+    real_connect = socket.socket.connect
+
+    def recording_connect(self, address):
+        attempts.append(address)
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", recording_connect)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        loader.load_model("someorg/not-cached-model", device="cpu")
+    with pytest.raises(ModelLoadError):
+        loader.load_tokenizer("someorg/not-cached-model")
+    assert attempts == []
 
 
-@pytest.mark.slow
-def test_second_load_reads_the_cache(embedded_model) -> None:
-    again = loader.load_model(None, device="cpu")
-    assert again.from_cache is True
-    assert again.parameters == 134_515_008
+def test_gated_and_private_models_are_explained() -> None:
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    spec = loader.ModelSpec("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B", "hub", "meta-llama/Llama-3.1-8B")
+    response = httpx2.Response(401, request=httpx2.Request("GET", "https://huggingface.co/meta-llama"))
+    gated = loader._translate_load_error(GatedRepoError("Access to model is restricted", response=response),
+                                         spec, "config")
+    assert "gated model" in str(gated) and "HF_TOKEN" in str(gated)
+    private = loader._translate_load_error(RepositoryNotFoundError("404", response=response), spec, "config")
+    assert "private" in str(private) and "hf auth login" in str(private)
+
+
+def test_paths_are_not_taken_for_hub_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         tiny_model_dir: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loop-b", "loop-a")
+    os.symlink("loop-a", "loop-b")
+    with pytest.raises(ModelLoadError, match="broken symbolic link"):
+        loader.resolve_model_spec("loop-a")
+    Path("models").mkdir()
+    with pytest.raises(ModelLoadError, match="no such model folder"):
+        loader.resolve_model_spec("models/missing")  # `models` is here: a path, not a hub id
+    shutil.copytree(tiny_model_dir, tmp_path / "org" / "name")
+    spec = loader.resolve_model_spec("org/name")  # an existing relative folder wins over the hub
+    assert spec.kind == "folder" and spec.location == str((tmp_path / "org" / "name").resolve())
+    assert loader.resolve_model_spec("Qwen/Qwen2.5-0.5B").kind == "hub"
+    assert loader.resolve_model_spec("gpt2").kind == "hub"
+    with pytest.raises(ModelLoadError, match="no such model folder"):
+        loader.resolve_model_spec("not a model id")
+
+
+def test_threads_fit_the_cores_other_processes_leave() -> None:
+    from llmscope.loading.cputhreads import choose_threads
+
+    assert choose_threads(3, 90.0, cores=2).threads == 3  # asked for: kept
+    assert choose_threads(None, 60.0, cores=2).threads == 1  # one of two cores busy elsewhere
+    assert choose_threads(None, 40.0, cores=8).threads == 5  # three of eight busy
+    assert choose_threads(None, 100.0, cores=2).threads == 1  # never below one
+    assert choose_threads(None, 10.0, cores=2).threads is None  # a quiet machine: torch's default
+    assert choose_threads(None, None, cores=2).threads is None  # nothing measured: no change
+

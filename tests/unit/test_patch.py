@@ -1,12 +1,9 @@
-"""patch: activation patching and ablation. Fast tier on tiny random models (self-patching gives exactly 1 and 0,
-one cell against a hand-written plain-torch hook, batched against single cells, the CLI's refusals and outputs);
-slow tier on the embedded model (the Eiffel Tower / Colosseum pair: table, plot and JSON agree)."""
+"""Activation patching and ablation on tiny models: self-patching gives exactly 1 and 0, one cell against a
+hand-written torch hook, batched cells against single ones, zero / mean ablation and seeded noise."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +13,17 @@ from llmscope.core.errors import UsageError
 from llmscope.patching.settings import PatchSettings, select, site_list
 
 CLEAN = "The capital of France is"
+
+
 CORRUPT = "The capital of Rome is"  # the same 8 tokens in the tiny tokenizer
+
+
 ANSWERS = {"target": " capital", "corrupt_target": " of"}  # single tokens of the tiny tokenizer
+
+
 ALL_SITES = ("resid", "attn", "mlp", "heads")
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path) -> Any:
-    from llmscope.loading.loader import load_model
-
-    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
 def plan(loaded: Any, **changes: Any) -> Any:
@@ -39,7 +37,36 @@ def values(result: Any) -> list[float]:
     return [v for grid in result.grids for row in grid.values for v in row]
 
 
-# ---------------------------------------------------------------------------------------------- settings
+def reference_logits(model: Any, clean_ids: list[int], corrupt_ids: list[int], module: Any, position: int,
+                     width: slice | None, pre: bool) -> Any:
+    """Plain torch: capture `module`'s output (or input) in the clean run, write it at `position` (the `width`
+    slice only) into the corrupted run, and return the last position's logits."""
+    import torch
+
+    saved: dict[str, Any] = {}
+
+    def first(value: Any) -> Any:
+        return value[0] if isinstance(value, tuple) else value
+
+    def keep(_module: Any, args: Any, output: Any = None) -> None:
+        saved["clean"] = first(args if pre else output).detach().clone()
+
+    def write(_module: Any, args: Any, output: Any = None) -> Any:
+        tensor = first(args if pre else output).clone()
+        columns = width or slice(None)
+        tensor[0, position, columns] = saved["clean"][0, position, columns]
+        if pre:
+            return (tensor, *args[1:])
+        return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+    with torch.no_grad():
+        handle = module.register_forward_pre_hook(keep) if pre else module.register_forward_hook(keep)
+        model(torch.tensor([clean_ids]))
+        handle.remove()
+        handle = module.register_forward_pre_hook(write) if pre else module.register_forward_hook(write)
+        logits = model(torch.tensor([corrupt_ids])).logits[0, -1].double()
+        handle.remove()
+    return logits
 
 
 def test_selections_read_like_python_slices() -> None:
@@ -69,9 +96,6 @@ def test_settings_refuse_what_cannot_run() -> None:
     assert PatchSettings(ablate="zero").chosen_metric == "logprob"
 
 
-# ---------------------------------------------------------------------------------------------- sites
-
-
 def test_sites_are_found_in_every_tiny_architecture(tiny_models: dict[str, Path]) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -83,9 +107,6 @@ def test_sites_are_found_in_every_tiny_architecture(tiny_models: dict[str, Path]
         assert sites.layers == 2, name
         assert all(m is not None for m in (*sites.attention, *sites.mlp, *sites.output_projection)), name
         assert sites.heads == 4, name
-
-
-# ---------------------------------------------------------------------------------------------- exact values
 
 
 @pytest.mark.parametrize("site", ALL_SITES)
@@ -129,38 +150,6 @@ def test_batched_cells_equal_single_cell_runs(tiny: Any) -> None:
             assert batched.cost.passes == -(-single.cost.rows // min(rows, single.cost.rows))
             span = single.clean.metric_value - single.corrupt.metric_value if metric == "logit-diff" else 1.0
             assert max(abs(a - b) * abs(span) for a, b in zip(values(single), values(batched))) < 1e-5
-
-
-def reference_logits(model: Any, clean_ids: list[int], corrupt_ids: list[int], module: Any, position: int,
-                     width: slice | None, pre: bool) -> Any:
-    """Plain torch: capture `module`'s output (or input) in the clean run, write it at `position` (the `width`
-    slice only) into the corrupted run, and return the last position's logits."""
-    import torch
-
-    saved: dict[str, Any] = {}
-
-    def first(value: Any) -> Any:
-        return value[0] if isinstance(value, tuple) else value
-
-    def keep(_module: Any, args: Any, output: Any = None) -> None:
-        saved["clean"] = first(args if pre else output).detach().clone()
-
-    def write(_module: Any, args: Any, output: Any = None) -> Any:
-        tensor = first(args if pre else output).clone()
-        columns = width or slice(None)
-        tensor[0, position, columns] = saved["clean"][0, position, columns]
-        if pre:
-            return (tensor, *args[1:])
-        return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
-
-    with torch.no_grad():
-        handle = module.register_forward_pre_hook(keep) if pre else module.register_forward_hook(keep)
-        model(torch.tensor([clean_ids]))
-        handle.remove()
-        handle = module.register_forward_pre_hook(write) if pre else module.register_forward_hook(write)
-        logits = model(torch.tensor([corrupt_ids])).logits[0, -1].double()
-        handle.remove()
-    return logits
 
 
 def test_one_patched_cell_equals_a_hand_written_hook(tiny: Any) -> None:
@@ -233,147 +222,4 @@ def test_noising_writes_corrupted_values_into_the_clean_run(tiny: Any) -> None:
     assert result.mode == "noise" and result.patched_run == "clean"
     assert result.grids[0].values[-1][-1] == 0.0  # the corrupted last state gives the corrupted answer exactly
     assert result.grids[0].values[0][0] == 1.0  # "The" is the same token in both prompts
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def test_prompts_of_different_lengths_are_refused_with_both_tokenizations(cli: Any, tiny_model_dir: Path) -> None:
-    result = cli("patch", CLEAN, "--corrupt", "The capital of Italy is", "-m", tiny_model_dir)
-    assert result.exit_code == 2
-    line = next(x for x in result.stderr.splitlines() if x.startswith("error:"))
-    assert "8 tokens (The| capital| of| |Fr|an|ce| is)" in line and "7 (The| capital| of| |Ital|y| is)" in line
-    assert "--align" in line
-    aligned = cli("patch", CLEAN, "--corrupt", "The capital of Italy is", "-m", tiny_model_dir, "--align", "end",
-                  "--target", " capital", "--corrupt-target", " of", "--json", "-q")
-    assert aligned.exit_code == 0, aligned.stderr
-    columns = aligned.json()["grids"][0]["columns"]
-    assert [c["index"] for c in columns] == list(range(7))  # every position of the corrupted run (7 tokens)
-    assert [c["source_position"] for c in columns] == list(range(1, 8))  # paired with the clean run's from the end
-
-
-def test_endpoint_and_missing_corruption_are_refused_in_one_line(cli: Any, tiny_model_dir: Path) -> None:
-    result = cli("patch", CLEAN, "--corrupt", CORRUPT, "--endpoint", "http://127.0.0.1:9")
-    assert result.exit_code == 2 and "activations do not travel" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    result = cli("patch", CLEAN, "-m", tiny_model_dir)
-    assert result.exit_code == 2 and "--corrupt TEXT, --corrupt-noise SUBJECT, or --ablate" in result.stderr
-
-
-def test_max_passes_refuses_before_running(cli: Any, tiny_model_dir: Path) -> None:
-    result = cli("patch", CLEAN, "--corrupt", CORRUPT, "-m", tiny_model_dir, "--site", "all", "--max-passes", "10")
-    assert result.exit_code == 2
-    assert "48 patched runs (2 layers x 8 positions x 3 sites) exceed --max-passes 10" in result.stderr
-    assert "--layers" in result.stderr
-
-
-def test_json_table_and_plot_agree(cli: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
-    args = ["patch", CLEAN, "--corrupt", CORRUPT, "-m", tiny_model_dir, "--site", "resid,heads",
-            "--target", " capital", "--corrupt-target", " of"]
-    document = cli(*args, "--json", "-q").json()
-    assert document["command"] == "patch" and document["metric"] == "logit-diff" and document["normalised"]
-    assert document["answer"]["text"] == " capital" and document["foil"]["text"] == " of"
-    resid, heads = document["grids"]
-    assert len(resid["values"]) == 2 and len(resid["values"][0]) == 8
-    assert resid["values"][-1][-1] == pytest.approx(1.0, abs=1e-5)
-    assert len(heads["values"][0]) == 4 and heads["position"] == 7
-    assert resid["strongest"][0]["value"] == max(max(row) for row in resid["values"])
-    plot = tmp_path / "map.png"
-    table = cli(*args, "--plot", plot, env={"COLUMNS": "120", "NO_COLOR": "1"})
-    assert table.exit_code == 0, table.stderr
-    assert plot.stat().st_size > 1000 and "about to run: 24 cells" in table.stderr
-    rows = [line.split() for line in table.stdout.splitlines() if re.match(r"^\s+\d+\s+-?\d", line)]
-    assert [[float(x) for x in row[1:]] for row in rows[:2]] == [[round(v, 2) + 0.0 for v in row]
-                                                                   for row in resid["values"]]
-    from llmscope.loading.loader import load_model
-    from llmscope.patching.run import patch
-    from llmscope.render.patching import plot_figure
-
-    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
-    figure = plot_figure(patch(loaded, CLEAN, CORRUPT, PatchSettings(sites=("resid", "heads"), **ANSWERS)))
-    images = [axis.images[0].get_array() for axis in figure.axes if axis.images]
-    for image, grid in zip(images, (resid, heads), strict=True):
-        pixels = [float(v) for row in image for v in row]
-        assert pixels == pytest.approx([v for row in grid["values"] for v in row], abs=1e-5)
-
-
-def test_ablate_and_noise_from_the_command_line(cli: Any, tiny_model_dir: Path) -> None:
-    result = cli("patch", CLEAN, "-m", tiny_model_dir, "--ablate", "zero", "--site", "heads", "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    document = result.json()
-    assert document["mode"] == "ablate" and document["metric"] == "logprob" and document["corrupt"] is None
-    assert len(document["grids"][0]["values"]) == 2
-    result = cli("patch", CLEAN, "-m", tiny_model_dir, "--corrupt-noise", "France", "--samples", "2",
-                 "--metric", "prob", "--layers", "-1", "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    document = result.json()
-    assert document["noise"]["samples"] == 2 and document["cost"]["rows"] == 2 * 8
-    assert document["grids"][0]["layers"] == [1]
-
-
-def test_batch_of_jsonl_pairs(cli: Any, tiny_model_dir: Path, tmp_path: Path) -> None:
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("\n".join(json.dumps(record) for record in (
-        {"id": "a", "prompt": CLEAN, "corrupt": CORRUPT, **ANSWERS},
-        {"id": "b", "prompt": CLEAN, "subject": "France", "target": " capital"},
-        {"id": "c", "prompt": CLEAN, "corrupt": "The capital of Italy is", **ANSWERS},
-    )) + "\n")
-    result = cli("patch", "--batch", pairs, "-m", tiny_model_dir, "--layers", "-1", "--samples", "2",
-                 "--metric", "prob")
-    records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["id"] for r in records] == ["a", "b", "c"]
-    assert records[0]["corruption"] == "text" and records[1]["corruption"] == "noise"
-    assert "positions that align" in records[2]["error"] and result.exit_code == 1
-
-
-def test_packed_weights_patch_activations_only(cli: Any, tiny_model_dir: Path) -> None:
-    result = cli("patch", CLEAN, "--corrupt", CORRUPT, "-m", tiny_model_dir, "--quantize", "int8",
-                 "--target", " capital", "--corrupt-target", " of", "--cells-per-pass", "1", "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    document = result.json()
-    assert document["model_info"]["weights"] and document["model_info"]["quantize"] == "int8"
-    values = document["grids"][0]["values"]
-    assert values[-1][-1] == 1.0 and values[0][0] == 0.0  # "The" is the same token in both prompts
-
-
-# ---------------------------------------------------------------------------------------------- embedded model
-
-EIFFEL = "The Eiffel Tower is in the city of"
-COLOSSEUM = "The Colosseum is in the city of"
-
-
-@pytest.mark.slow
-def test_eiffel_tower_restoration_peaks_at_the_subject_then_at_the_last_token(embedded_model: Any) -> None:
-    from llmscope.patching.run import patch
-
-    result = patch(embedded_model, EIFFEL, COLOSSEUM, PatchSettings(sites=("resid",)))
-    assert (result.answer.text, result.foil.text) == (" Paris", " Rome")
-    assert result.clean.answer_probability == pytest.approx(0.6562, abs=1e-3)
-    assert result.corrupt.foil_probability == pytest.approx(0.8485, abs=1e-3)
-    grid = result.grids[0]
-    assert [c.label for c in grid.columns] == ["The", " E", "iffel", " Tower", " is", " in", " the", " city", " of"]
-    assert grid.values[-1][-1] == pytest.approx(1.0, abs=1e-5)
-    early = [max(range(9), key=lambda j: row[j]) for row in grid.values[:20]]
-    late = [max(range(9), key=lambda j: row[j]) for row in grid.values[24:]]
-    assert set(early) == {2} and set(late) == {8}  # "iffel" until layer 22, " of" from layer 23 on
-    assert max(grid.values[3]) > 0.95
-
-
-@pytest.mark.slow
-def test_eiffel_tower_table_json_and_plot_agree_on_packed_weights(cli: Any, tmp_path: Path) -> None:
-    plot = tmp_path / "eiffel.svg"
-    args = ["patch", EIFFEL, "--corrupt", COLOSSEUM, "--layers", "20:30", "--site", "resid,attn"]
-    result = cli(*args, "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    document = result.json()
-    assert document["model_info"]["quantize"] == "auto"
-    assert (document["answer"]["text"], document["foil"]["text"]) == (" Paris", " Rome")
-    resid = document["grids"][0]
-    assert resid["layers"] == list(range(20, 30)) and resid["values"][-1][-1] == pytest.approx(1.0, abs=1e-5)
-    table = cli(*args, "--plot", plot, env={"COLUMNS": "100", "NO_COLOR": "1"})
-    assert table.exit_code == 0 and "<svg" in plot.read_text()[:400]
-    rows = [line.split() for line in table.stdout.splitlines() if re.match(r"^\s+\d+\s+-?\d", line)]
-    assert [[float(x) for x in row[1:]] for row in rows[:10]] == [[round(v, 2) + 0.0 for v in row]
-                                                                    for row in resid["values"]]
-    assert f"layer {resid['strongest'][0]['layer']} position 8" in table.stdout
 

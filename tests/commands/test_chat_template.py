@@ -1,22 +1,17 @@
-"""One chat-template rule for every command (issue 21 item 9): the raw prompt unless --chat (or --system) asks for
-the tokenizer's template; the default is in each --help and the human output says when a template was applied."""
+"""The chat template through the commands: each command reads the raw prompt unless asked, generate says when a
+template was applied, the help shows the default, a failing template is one line naming --no-chat."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-
-from llmscope.core.settings import PromptSettings
+from helpers.cli import USAGE
 
 PROMPT = "The capital of France is"
 
 
-def test_the_rule() -> None:
-    assert PromptSettings().applies_template is False
-    assert PromptSettings(chat=True).applies_template is True
-    assert PromptSettings(system="be brief").applies_template is True
-    assert PromptSettings(chat=False, system="be brief").applies_template is False
 
 
 @pytest.mark.parametrize("command", [
@@ -44,3 +39,20 @@ def test_help_shows_the_default(cli, name: str) -> None:
     result = cli(name, "--help", env={"COLUMNS": "120"})
     text = " ".join(result.stdout.split())
     assert "default: off, the raw" in text and "on with --system" in text, name
+
+
+def test_a_failing_chat_template_is_one_line_naming_no_chat(cli, tmp_path: Path, tiny_model_dir: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "bad-template"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ messages.__class__.__mro__ }}{% for x in range(10 %}"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    for chat_template in (folder / "chat_template.jinja",):
+        if chat_template.exists():
+            chat_template.write_text(config["chat_template"])
+    result = cli("generate", "Hello", "-m", folder, "-n", "2", "--chat")
+    assert result.exit_code == USAGE, result.stderr
+    assert "chat template" in result.stderr and "--no-chat" in result.stderr and "Traceback" not in result.stderr
+
