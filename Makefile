@@ -1,4 +1,4 @@
-# Set-up helper for the README's two commands: `make demo` and `make test`.
+# Set-up helper for the README's two commands: `make demo` and `make test` (and a target per test tier).
 # Both create .venv and install llmscope with its tested pins (constraints.txt) on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROMPT ?= What is the capital of France?
 STAMP := $(VENV)/.llmscope-installed
 
-.PHONY: install demo test lint docs clean browser
+.PHONY: install demo test test-fast test-unit test-commands test-process test-slow lint docs clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,31 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
 		|| echo "no chromium installed: the browser tests will be skipped"
 
+# The tests run in TEST_WORKERS processes (pytest-xdist; auto: one per core), a test module's tests in one worker
+# (its module fixtures are built once); the 25 slowest tests are listed at the end. Tiers: tests/unit (library on
+# tiny models), tests/commands (the CLI in process), tests/process (subprocesses, signals, servers, the browser),
+# tests/slow (the embedded SmolLM2).
+TEST_WORKERS ?= auto
+PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=25
+
 test: $(STAMP) browser
 	$(BIN)/ruff check llmscope tests benchmarks
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	$(PYTEST)
+
+test-fast: $(STAMP)
+	$(PYTEST) tests/unit tests/commands -m "not slow"
+
+test-unit: $(STAMP)
+	$(PYTEST) tests/unit
+
+test-commands: $(STAMP)
+	$(PYTEST) tests/commands
+
+test-process: $(STAMP) browser
+	$(PYTEST) tests/process
+
+test-slow: $(STAMP)
+	$(PYTEST) tests/slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -6,18 +6,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.cli import CliResult
+from helpers.cli import CliResult, invoke
 from helpers.models import TINY_CONFIGS, build_tiny_model, write_config_folders
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # torch.compile's cache of this test session alone: a cache another process left half-written cannot fail a test
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="llmscope-inductor-"))
+# torch.compile's kernels compiled in the test's own process: a pool of compiler processes costs more to start than
+# the tiny model's few kernels take to compile
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+# Under pytest-xdist each worker is a process of its own: torch's threads share the cores among the workers (set before
+# torch is imported; the llmscope processes a test starts inherit it) instead of each worker using every core.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +40,45 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: build_tiny_model(tmp_path_factory.mktemp(f"tiny-{name}"), name) for name in TINY_CONFIGS}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One conversion cache for the whole run, shared by every xdist worker (each worker is a process that inherits
+    this environment): $LLMSCOPE_CACHE when set (CI keeps one per run), else a folder removed at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and not os.environ.get("LLMSCOPE_CACHE"):
+        folder = tempfile.mkdtemp(prefix="llmscope-cache-")
+        os.environ["LLMSCOPE_CACHE"] = folder
+        config.stash[_OWN_CACHE] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_OWN_CACHE, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_OWN_CACHE = pytest.StashKey[str]()
+# The tiers in the order their modules are handed to the xdist workers: the longest modules first, so that the last
+# ones to finish are short (a module's tests run in one worker: --dist loadscope).
+TIER_ORDER = ("slow", "process", "commands", "unit")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def tier(item: pytest.Item) -> int:
+        folder = item.path.relative_to(Path(__file__).parent).parts[0]
+        return TIER_ORDER.index(folder) if folder in TIER_ORDER else len(TIER_ORDER)
+
+    items.sort(key=tier)  # stable: within a tier, the collection order
+
+
 @pytest.fixture(scope="session", autouse=True)
-def llmscope_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The GGUF conversion cache: $LLMSCOPE_CACHE when set (CI keeps one per run), else a temporary folder."""
-    if not os.environ.get("LLMSCOPE_CACHE"):
-        os.environ["LLMSCOPE_CACHE"] = str(tmp_path_factory.mktemp("llmscope-cache"))
-    return Path(os.environ["LLMSCOPE_CACHE"])
+def llmscope_cache(request: pytest.FixtureRequest) -> Path:
+    """The GGUF conversion cache. When the run holds slow tests, the embedded model's conversions are made here
+    first, each once for all workers (see helpers.cache.warm_embedded_entries)."""
+    cache = Path(os.environ["LLMSCOPE_CACHE"])
+    if any(item.get_closest_marker("slow") for item in request.session.items):
+        from helpers.cache import warm_embedded_entries
+
+        warm_embedded_entries(cache)
+    return cache
 
 
 @pytest.fixture(scope="session")
@@ -51,15 +93,10 @@ def embedded_model(llmscope_cache: Path) -> Any:
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch):
     """Run llmscope in-process: cli("tokenize", "hi", "--json") -> CliResult with stdout/stderr apart."""
-    from typer.testing import CliRunner
-
-    from llmscope.cli.main import app
-
     monkeypatch.delenv("LLMSCOPE_MODEL", raising=False)
-    runner = CliRunner()
 
-    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> CliResult:
-        return CliResult(runner.invoke(app, [str(a) for a in args], input=input, env=env))
+    def run(*args: object, input: str | bytes | None = None, env: dict[str, str] | None = None) -> CliResult:
+        return invoke(*args, input=input, env=env)
 
     return run
 
@@ -150,3 +187,19 @@ def readme_figures() -> Any:
     sys.modules["readme_figures"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    """A headless chromium driven by Playwright; the test is skipped, with the reason, when either is missing."""
+    from helpers.browser import CHROMIUM_ARGS, chromium_path
+
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed: pip install 'llmscope[browser]' (see README)")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium found: apt-get install chromium (or set LLMSCOPE_CHROMIUM); see README")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -26,6 +26,16 @@ class CliResult:
         return json.loads(self.stdout)
 
 
+def invoke(*args: object, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> CliResult:
+    """Run llmscope in this process (Typer's CliRunner), without $LLMSCOPE_MODEL unless `env` sets it."""
+    from typer.testing import CliRunner
+
+    from llmscope.cli.main import app
+
+    return CliResult(CliRunner().invoke(app, [str(a) for a in args], input=input,
+                                        env={"LLMSCOPE_MODEL": None, **(env or {})}))
+
+
 def records(stdout: str) -> list[dict]:
     """The JSON-lines records of a --batch run's stdout (blank lines are no records)."""
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
