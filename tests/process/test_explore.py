@@ -4,19 +4,13 @@ attention's, the sampler's) and refuse what does not fit. The page itself is dri
 from __future__ import annotations
 
 import base64
-import json
 import re
-import signal
-import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.explore import Explore, start_explore, stop_explore
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -25,49 +19,11 @@ pytest.importorskip("uvicorn")
 PROMPT = "hello world the cat"
 
 
-class Explore:
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
-        self.process, self.url = process, url
-
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def result(self, path: str, body: dict[str, Any]) -> Any:
-        status, answer = self.post(path, body)
-        assert status == 200, answer
-        return answer["result"]
-
-    def get(self, path: str) -> tuple[int, str, str]:
-        with urllib.request.urlopen(self.url + path, timeout=60) as response:
-            return response.status, response.headers.get("content-type", ""), response.read().decode()
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path) -> Iterator[Explore]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmscope", "explore", "-m", str(tiny_model_dir), "--port", "0", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    url, log = None, []
-    for line in process.stderr:
-        log.append(line)
-        if line.startswith("listening on "):
-            url = line.split("listening on ", 1)[1].strip()
-        if line.startswith("explore at "):
-            break
-    else:
-        raise AssertionError("explore exited before listening:\n" + "".join(log))
-    threading.Thread(target=lambda: process.stderr.read(), daemon=True).start()  # type: ignore[union-attr]
-    assert url is not None
-    yield Explore(process, url)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    explore = start_explore(str(tiny_model_dir))
+    yield explore
+    stop_explore(explore)
 
 
 def test_the_page_and_its_assets_are_served_from_the_package(server: Explore) -> None:
@@ -147,4 +103,3 @@ def test_what_does_not_fit_is_refused_with_a_message(server: Explore) -> None:
     assert status == 400 and "vocabulary" in answer["error"]["message"]
     status, answer = server.post("/llmscope/v1/explore/decode", {"prompt": PROMPT, "temperature": "hot"})
     assert status == 400
-

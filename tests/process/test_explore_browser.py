@@ -4,119 +4,30 @@ page's numbers equal the routes' and the library's, every --html file opens from
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.browser import Page, rows, run_prompt
+from helpers.cli import invoke
+from helpers.explore import Explore, start_explore, stop_explore
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-playwright_api = pytest.importorskip(
+pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed: pip install 'llmscope[browser]' (see README)")
 pytestmark = pytest.mark.browser
 
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 PROMPT = "hello world the cat"
-
-
-def chromium_path() -> str | None:
-    """$LLMSCOPE_CHROMIUM, else Debian's chromium on the PATH (Playwright's own download is not used)."""
-    given = os.environ.get("LLMSCOPE_CHROMIUM")
-    if given:
-        return given if Path(given).exists() else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no chromium found: apt-get install chromium (or set LLMSCOPE_CHROMIUM); see README")
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-class Explore:
-    def __init__(self, process: subprocess.Popen[str], url: str, log: list[str], model: str) -> None:
-        self.process, self.url, self.log, self.model = process, url, log, model
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return json.loads(response.read())["result"]
-
-
-def start_explore(model: str, *extra: str) -> Explore:
-    """`llmscope explore` on `model` (port 0), ready once it prints its page's address (read from stderr)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmscope", "explore", "-m", model, "--port", "0", "--threads", "1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    assert process.stderr is not None
-    url = None
-    for line in process.stderr:
-        log.append(line)
-        if line.startswith("listening on "):
-            url = line.split("listening on ", 1)[1].strip()
-        if line.startswith("explore at "):
-            break
-    else:
-        raise AssertionError("explore exited before listening:\n" + "".join(log))
-    threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()  # type: ignore[arg-type]
-    assert url is not None
-    return Explore(process, url, log, model)
-
-
-def stop(explore: Explore) -> None:
-    explore.process.send_signal(signal.SIGTERM)
-    assert explore.process.wait(timeout=60) == 0
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path) -> Iterator[Explore]:
     explore = start_explore(str(tiny_model_dir))
     yield explore
-    stop(explore)
-
-
-class Page:
-    """A page with its console errors and uncaught exceptions collected."""
-
-    def __init__(self, browser: Any, width: int = 1280) -> None:
-        self.context = browser.new_context(viewport={"width": width, "height": 900})
-        self.requests: list[str] = []
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def block_network(self) -> None:
-        """Abort every request that is not the file itself (and note it)."""
-        def route(route: Any) -> None:
-            if route.request.url.startswith("file:"):
-                route.continue_()
-            else:
-                self.requests.append(route.request.url)
-                route.abort()
-        self.context.route("**/*", route)
-
-    def close(self) -> None:
-        self.context.close()
+    stop_explore(explore)
 
 
 @pytest.fixture
@@ -124,21 +35,6 @@ def page(browser: Any) -> Iterator[Page]:
     opened = Page(browser)
     yield opened
     opened.close()
-
-
-def run_prompt(page: Any, text: str) -> None:
-    """Type the prompt, press Enter and wait until tokens, bars and attention of that run are drawn."""
-    page.wait_for_selector("body[data-ready]")  # the first run (the default prompt) is done
-    before = page.get_attribute("body", "data-run")
-    page.fill("#prompt", text)
-    page.press("#prompt", "Enter")
-    page.wait_for_function("before => document.body.dataset.run !== before && "
-                           "document.body.dataset.ready === document.body.dataset.run", arg=before)
-    page.wait_for_selector("#decoding[data-ready='1']")
-
-
-def rows(page: Any, selector: str) -> list[dict[str, str]]:
-    return page.eval_on_selector_all(selector, "rows => rows.map(r => Object.assign({}, r.dataset))")
 
 
 @pytest.fixture(scope="module")
@@ -157,35 +53,31 @@ def html_files(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     files = {}
     for name, args in runs.items():
         path = folder / f"{name}.html"
-        done = subprocess.run([sys.executable, "-m", "llmscope", *args, "-m", model, "--threads", "1", "-q",
-                               "--html", str(path)], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        done = invoke(*args, "-m", model, "--threads", "1", "-q", "--html", path)
+        assert done.exit_code == 0, done.stderr
         files[name] = path
     batch = folder / "prompts.txt"
     batch.write_text("hello\nthe cat\n")
-    done = subprocess.run([sys.executable, "-m", "llmscope", "next-token", "--batch", str(batch), "-m", model,
-                           "--threads", "1", "-q", "--html", str(folder / "batch")], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = invoke("next-token", "--batch", batch, "-m", model, "--threads", "1", "-q", "--html", folder / "batch")
+    assert done.exit_code == 0, done.stderr
     files["batch-0"] = folder / "batch" / "0000.html"
     files["batch-1"] = folder / "batch" / "0001.html"
     return files
 
 
-def test_bars_equal_the_next_token_route(server: Explore, page: Page) -> None:
+def test_bars_equal_the_next_token_route(server: Explore, page: Page, cli: Any) -> None:
     page.page.goto(server.url + "/explore")
     run_prompt(page.page, PROMPT)
-    expected = server.post("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 10})["steps"][0]["top"]
+    expected = server.result("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 10})["steps"][0]["top"]
     shown = rows(page.page, "#bars tr.candidate")
     assert [int(r["tokenId"]) for r in shown] == [t["token_id"] for t in expected]
     assert [float(r["probability"]) for r in shown] == [t["probability"] for t in expected]  # exactly
     assert [float(r["logit"]) for r in shown] == [t["logit"] for t in expected]
     assert page.page.inner_text("#bars tr.candidate >> nth=0").split("\t")[3] == f"{expected[0]['probability']:.4f}"
-    command = subprocess.run([sys.executable, "-m", "llmscope", "next-token", PROMPT, "-m", server.model, "--json",
-                              "--threads", "1", "-q"], capture_output=True, text=True, timeout=300)
-    assert command.returncode == 0, command.stderr
-    assert json.loads(command.stdout)["steps"][0]["top"] == expected  # the CLI's --json, exactly
-    tokens = server.post("/llmscope/v1/tokenize", {"text": PROMPT})
+    command = cli("next-token", PROMPT, "-m", server.model, "--json", "--threads", "1", "-q")
+    assert command.exit_code == 0, command.stderr
+    assert command.json()["steps"][0]["top"] == expected  # the CLI's --json, exactly
+    tokens = server.result("/llmscope/v1/tokenize", {"text": PROMPT})
     chips = page.page.eval_on_selector_all("#tokens .chip", "chips => chips.map(c => Number(c.dataset.tokenId))")
     assert chips == [t["token_id"] for t in tokens["tokens"]]
     assert page.errors == []
@@ -203,7 +95,7 @@ def test_temperature_and_top_p_renormalise_as_the_library_samples(server: Explor
     page.page.fill("#temperature", "1.5")
     page.page.wait_for_selector("#decoding[data-temperature='1.5'][data-ready='1']")
     shown = rows(page.page, "#decoding tr.candidate")
-    cli_view = server.post("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 10, "temperature": 1.5})
+    cli_view = server.result("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 10, "temperature": 1.5})
     expected = cli_view["steps"][0]["top"]
     assert [int(r["tokenId"]) for r in shown] == [t["token_id"] for t in expected]
     assert [float(r["samplerProbability"]) for r in shown] == [t["sampler_probability"] for t in expected]
@@ -241,7 +133,7 @@ def test_temperature_and_top_p_renormalise_as_the_library_samples(server: Explor
 def test_greedy_step_appends_the_top_token(server: Explore, page: Page) -> None:
     page.page.goto(server.url + "/explore")
     run_prompt(page.page, PROMPT)
-    top = server.post("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 1})["steps"][0]["top"][0]
+    top = server.result("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 1})["steps"][0]["top"][0]
     run = page.page.get_attribute("body", "data-run")
     page.page.click("#greedy")
     page.page.wait_for_function("run => document.body.dataset.ready && document.body.dataset.ready !== run", arg=run)
@@ -323,25 +215,3 @@ def test_each_html_file_opens_from_disk_with_the_network_blocked(name: str, html
         assert page.page.locator(".attr-row").count() == len(data["methods"])
     assert page.requests == []  # nothing tried to reach the network
     assert page.errors == []
-
-
-@pytest.mark.slow
-def test_the_embedded_model_page_says_paris(browser: Any, llmscope_cache: Path) -> None:
-    """The chapter's example on the real model: " Paris" at p = 0.7725 on top of the bars, as next-token says."""
-    explore = start_explore("smollm2", "--quantize", "none")
-    opened = Page(browser)
-    try:
-        opened.page.goto(explore.url + "/explore")
-        run_prompt(opened.page, "The capital of France is")
-        shown = rows(opened.page, "#bars tr.candidate")
-        top = explore.post("/llmscope/v1/next-token", {"prompt": "The capital of France is", "top_k": 10})
-        assert [float(r["probability"]) for r in shown] == [t["probability"] for t in top["steps"][0]["top"]]
-        assert top["steps"][0]["top"][0]["text"] == " Paris"
-        assert round(float(shown[0]["probability"]), 4) == 0.7725
-        assert [t["token_id"] for t in top["prompt_tokens"]] == [504, 3575, 282, 4649, 314]
-        assert opened.page.locator(".head-thumb").count() == 30 * 9
-        assert opened.errors == []
-    finally:
-        opened.close()
-        stop(explore)
-
