@@ -71,24 +71,20 @@ SERVE_PROMPTS = ["The capital of France is", "Hello", "def add(a, b):", "Once up
                  "1, 2, 3,", "Attention heads share keys", "Write an email to Sarah about the trains", "Tokens"]
 
 
-def concurrent_logprobs(model: str, tokens: int) -> None:
+def concurrent_logprobs(server: Server, tokens: int) -> None:
     """A lone completion, then 8 clients at once (the same prompt among them): the same log-probabilities."""
     from concurrent.futures import ThreadPoolExecutor
 
-    server = start_server(Path(model), "--api-key", KEY)
-    try:
-        served = server.request("/v1/models")[1]["data"][0]["id"]
+    served = server.request("/v1/models")[1]["data"][0]["id"]
 
-        def ask(prompt: str) -> list[float]:
-            status, body = server.request("/v1/completions", {"model": served, "prompt": prompt, "max_tokens": tokens,
-                                                              "temperature": 0, "logprobs": 1})
-            assert status == 200, body
-            return body["choices"][0]["logprobs"]["token_logprobs"]
+    def ask(prompt: str) -> list[float]:
+        status, body = server.request("/v1/completions", {"model": served, "prompt": prompt, "max_tokens": tokens,
+                                                          "temperature": 0, "logprobs": 1})
+        assert status == 200, body
+        return body["choices"][0]["logprobs"]["token_logprobs"]
 
-        lone = ask(SERVE_PROMPTS[0])
-        with ThreadPoolExecutor(8) as pool:
-            together = list(pool.map(ask, SERVE_PROMPTS))
-        assert len(lone) == tokens and together[0] == lone
-        assert [ask(prompt) for prompt in SERVE_PROMPTS[1:3]] == together[1:3]
-    finally:
-        assert stop_server(server) == 0, "".join(server.log)
+    lone = ask(SERVE_PROMPTS[0])
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, SERVE_PROMPTS))
+    assert len(lone) == tokens and together[0] == lone
+    assert [ask(prompt) for prompt in SERVE_PROMPTS[1:3]] == together[1:3]

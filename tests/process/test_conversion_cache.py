@@ -1,9 +1,11 @@
-"""The conversion cache across processes: a writer killed mid-write leaves no trusted entry, and the staging
-folder of a process that has ended goes on the next load."""
+"""The conversion cache across processes: two processes converting one GGUF at once, a broken entry rebuilt, a writer
+killed mid-write that leaves no trusted entry, the staging folder of a process that has ended removed."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -58,3 +60,39 @@ def test_a_dead_process_staging_folder_goes_on_the_next_load(tiny_gguf: Path, tm
     loader.load_model(str(tiny_gguf), device="cpu")  # a plain load of the valid entry
     assert not leftover.exists()
 
+
+def test_concurrent_conversions_and_a_broken_cache_entry(quantized_gguf: Path, tmp_path: Path, cli) -> None:
+    """Two processes convert the same GGUF (4-bit blocks, packed as the embedded model's are) at once: both succeed
+    with the token a run in this process gives, and the entry is whole; a truncated entry is detected and rebuilt
+    from the GGUF file."""
+    prompt = "The capital of France is"
+    copy = tmp_path / "tiny-q4.gguf"
+    shutil.copyfile(quantized_gguf, copy)
+    expected = cli("generate", "-m", copy, "--no-chat", "-n", "1", "--json", "-q", prompt).json()["token_ids"]
+    expected_ids = cli("tokenize", "--ids", "-m", copy, prompt).stdout
+    cache = tmp_path / "cache"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", LLMSCOPE_CACHE=str(cache))
+    command = [sys.executable, "-m", "llmscope", "tokenize", "--ids", "-m", str(copy), prompt]
+    generate_command = [sys.executable, "-m", "llmscope", "generate", "-m", str(copy), "--no-chat", "-n", "1",
+                        "--json", "-q", prompt]
+    first = subprocess.Popen(generate_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    second = subprocess.Popen(generate_command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    outputs = [first.communicate(timeout=600), second.communicate(timeout=600)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    assert all(json.loads(out)["token_ids"] == expected for out, _ in outputs)
+    entries = [p for p in (cache / "gguf").iterdir() if not p.name.endswith(".tokenizer")]
+    assert len(entries) == 1 and not entries[0].name.startswith(".tmp") and entries[0].name.endswith(".packed-auto")
+    assert loader.cache_entry_is_whole(entries[0])
+    assert not [p for p in (cache / "gguf").iterdir() if p.name.startswith(".tmp")]
+
+    weights = max(entries[0].glob("*.safetensors"), key=lambda path: path.stat().st_size)
+    with open(weights, "r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+    not_quiet = [arg for arg in generate_command if arg != "-q"]
+    rebuilt = subprocess.run(not_quiet, capture_output=True, text=True, env=env, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "is broken" in rebuilt.stderr and "rebuilding it from the GGUF file" in rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["token_ids"] == expected
+    assert loader.cache_entry_is_whole(entries[0])
+    tokens = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert tokens.stdout == expected_ids

@@ -24,17 +24,11 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path) -> Iterator[Server]:
     running = start_server(tiny_model_dir, "--api-key", KEY)
     yield running
     assert stop_server(running) == 0, "".join(running.log)
-
-
 
 
 @pytest.fixture
@@ -168,9 +162,8 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
-def test_serve_with_8_concurrent_clients_returns_the_lone_logprobs(tiny_model_dir: Path) -> None:
-    pytest.importorskip("uvicorn")
-    concurrent_logprobs(str(tiny_model_dir), 6)
+def test_serve_with_8_concurrent_clients_returns_the_lone_logprobs(server: Server) -> None:
+    concurrent_logprobs(server, 6)
 
 
 def test_models_lists_the_served_model(client: Any, tiny_model_dir: Path) -> None:
@@ -572,4 +565,3 @@ def test_stream_options_include_usage(served: InProcessServer) -> None:
         last = json.loads(events[-2])
         assert last["choices"] == [] and last["usage"]["completion_tokens"] >= 1
         assert last["usage"]["total_tokens"] == last["usage"]["prompt_tokens"] + last["usage"]["completion_tokens"]
-

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -95,12 +94,10 @@ def test_sigterm_stops_like_ctrl_c_with_143(tiny_model_dir: Path) -> None:
                                          "--warmup", "0", "--no-chat"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert process.stderr is not None
-    for line in process.stderr:
-        if line.startswith("loaded "):
+    for line in process.stderr:  # wait until a timed run has finished (one line per run): runs are in progress
+        if " run 1: " in line:
             break
-    time.sleep(2.0)  # the timed runs have started: 50 pairs of 150 tokens take far longer than this
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == TERMINATED, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
-

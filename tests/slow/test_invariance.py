@@ -7,25 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.invariance import assert_batches_match_alone, greedy, prompt_ids, unpadded
+from helpers.invariance import PROMPTS, all_logits, assert_batches_match_alone, greedy, prompt_ids, unpadded
 
 from llmscope.loading.loader import load_model
-
-PROMPTS = ["The capital of France is", "Hello", "def add(a, b):\n    return", "Once upon a time there was a robot",
-           "1, 2, 3,", "Attention heads share keys", "Write an email to Sarah about the weather and the trains",
-           "Tokens"]
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @pytest.mark.slow
@@ -40,18 +24,27 @@ def test_embedded_model_batches_match_alone_on_every_weight_path(mode: str) -> N
 
 @pytest.mark.slow
 def test_embedded_model_greedy_64_tokens_on_10_prompts_with_and_without_cache() -> None:
+    """64 greedy tokens on 10 prompts with the KV cache are the tokens the model picks without it. Without a cache,
+    step t recomputes the whole prefix (prompt + t tokens) and takes its last position; causal attention makes that
+    position's logits the same as in one forward pass over prompt + all 64 tokens (one padded batch, no cache), so
+    one pass checks every step. The step-by-step loop without the cache runs too, for the first 16 tokens."""
+    import torch
+
     loaded = load_model(None, device="cpu")  # the default path: packed int4 weights, bfloat16 into the kernel
     texts = [*PROMPTS, "The best way to learn a language is", "Q: What is 7 times 8?\nA:"]
     rows = prompt_ids(loaded, texts)
     cached, _ = greedy(loaded, rows, 64, use_cache=True)
-    recomputed, _ = greedy(loaded, rows, 64, use_cache=False)
     assert len(rows) == 10 and all(len(tokens) == 64 for tokens in cached)
-    assert cached == recomputed
+    recomputed, _ = greedy(loaded, rows, 16, use_cache=False)
+    assert recomputed == [tokens[:16] for tokens in cached]
+    teacher_forced = all_logits(loaded, [row + tokens[:-1] for row, tokens in zip(rows, cached)])
+    picked = [torch.argmax(logits[len(row) - 1:], dim=-1).tolist() for row, logits in zip(rows, teacher_forced)]
+    assert picked == cached
 
 
 @pytest.mark.slow
 def test_paris_is_the_same_alone_and_as_line_one_of_a_padded_batch(cli, tmp_path: Path) -> None:
-    """The issue's example: p(" Paris") was 0.757396 alone and 0.772998 in a 3-line batch on the packed path."""
+    """p(" Paris") was once 0.757396 alone and 0.772998 in a 3-line batch on the packed path: now one figure."""
     batch = tmp_path / "prompts.txt"
     batch.write_text("The capital of France is\nHello, my name is\nOnce upon a time in a land far away, there\n")
     alone = cli("next-token", "The capital of France is", "--top-k", "1", "--json")
@@ -77,4 +70,3 @@ def test_check_invariance_on_the_embedded_model(cli) -> None:
     assert result.exit_code == 0, result.stderr
     document = result.json()
     assert document["identical"] is True and document["quantize"] == "auto" and document["prompt_tokens"] == 5
-
