@@ -17,10 +17,6 @@ BERT = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size
         "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100}
 
 
-
-
-
-
 def test_phi3_cli_table_fits_80_columns_and_json(cli, phi3_dir: Path) -> None:
     result = cli("architecture", "-m", phi3_dir, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.stderr
@@ -85,4 +81,3 @@ def test_a_config_of_defaults_only_says_so(cli, tmp_path: Path) -> None:
     (sized / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64,
                                                    "num_hidden_layers": 2, "intermediate_size": 128}))
     assert "sets no size" not in cli("architecture", "-m", sized, "--json").stderr
-

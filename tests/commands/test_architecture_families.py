@@ -19,8 +19,6 @@ PHI3_MINI_4K = {  # the book's model (FACTS.md): 3,821,079,552 parameters
     "hidden_act": "silu", "torch_dtype": "bfloat16"}
 
 
-
-
 def test_cli_shows_moe_hybrid_and_latent(cli, family_dirs: dict[str, Path]) -> None:
     moe = cli("architecture", "-m", family_dirs["qwen3_next"], env={"COLUMNS": "80"})
     assert moe.exit_code == 0, moe.stderr
@@ -82,4 +80,3 @@ def test_gpt2_intermediate_size_and_one_tree_format(cli, tiny_models: dict[str, 
               if "LayerNorm(" in line and not line.rstrip().endswith(")")]
     assert folded  # at 80 columns GPT-2's LayerNorm lines are too long: the rest hangs under the label
     assert all(after[:width].strip() == "" and after.strip().endswith(")") for _, after in folded)
-

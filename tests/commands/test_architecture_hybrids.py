@@ -20,8 +20,6 @@ def family_config(name: str) -> Any:
     return AutoConfig.for_model(name, **HYBRIDS[name])
 
 
-
-
 def test_cli_shows_the_state(cli, hybrid_dirs: dict[str, Path]) -> None:
     shown = cli("architecture", "-m", hybrid_dirs["bamba"], "-q", env={"COLUMNS": "80"})
     assert shown.exit_code == 0, shown.stderr
@@ -44,4 +42,3 @@ def test_kv_table_shows_the_context_asked_for(hybrid_dirs: dict[str, Path], cli)
     past = cli("architecture", "-m", hybrid_dirs["smollm3"], "--context", "2k", "-q").stdout
     kv_table = past[past.index("KV cache ("):past.index("Memory plan")]
     assert "2,048*" in kv_table and "* past the model's context of 128 tokens" in kv_table
-

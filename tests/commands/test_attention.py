@@ -13,11 +13,7 @@ from helpers.cli import ANSI_COLOUR, RUNTIME
 PROMPT = "The capital of France is Paris. " * 3  # 42 tokens on the tiny tokenizer: past mistral's window of 32
 
 
-
-
 LONG_PROMPT = "The capital of France is Paris. The capital of Italy is Rome. Write an email to Sarah."
-
-
 
 
 @pytest.mark.parametrize("args", [
@@ -143,4 +139,3 @@ def test_a_full_disk_leaves_no_empty_plot(cli, tiny_model_dir: Path, tmp_path: P
     assert result.exit_code == RUNTIME
     assert "could not write" in result.stderr and "No space left on device" in result.stderr
     assert list(tmp_path.iterdir()) == []
-

@@ -13,8 +13,6 @@ pytestmark = pytest.mark.usefixtures("outside_inference_mode")
 PROMPT = "The capital of France is"
 
 
-
-
 JSON_KEYS = {"prompt", "text", "chat", "tokens", "ids", "prompt_tokens", "target_source", "target_function",
              "targets", "methods", "top_agree", "seconds"}
 
@@ -24,8 +22,6 @@ METHOD_KEYS = {"method", "question", "parameters", "matrix", "completeness", "to
 
 COMPLETENESS_KEYS = {"attribution_sum", "expected", "error", "relative_error", "steps", "converged", "suggested_steps",
                      "compared_steps", "largest_move", "unsettled"}
-
-
 
 
 def test_json_schema_is_stable(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -92,4 +88,3 @@ def test_contrast_mismatch_is_refused_before_the_model_loads(cli, tiny_model_dir
     greedy = cli("attribute", "Hello world", "-m", tiny_model_dir, "-n", "2", "--contrast", " a b c d e f",
                  "--method", "occlusion")
     assert greedy.exit_code == 2 and "but the target is 2" in greedy.stderr and "loaded" not in greedy.stderr
-

@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import INTERRUPTED, RUNTIME, USAGE, records
+from helpers.texts import BATCH_PROMPTS
 
 from llmscope.cli.batch import parse_items
 from llmscope.core.errors import UsageError
 from llmscope.core.settings import OutputMode, output_mode
-
-PROMPTS = ["The capital of France is", "Hello", "Write an email to Sarah about the tokens and ids", "def main():"]
-
-
 
 
 def test_batch_with_json_writes_json_lines(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -55,13 +52,13 @@ def test_next_token_batch_with_a_truncated_last_line(cli, tiny_model_dir: Path) 
 
 def test_next_token_batch_records_equal_single_runs(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
     batch_file = tmp_path / "prompts.txt"
-    batch_file.write_text("\n".join(PROMPTS) + "\n")
+    batch_file.write_text("\n".join(BATCH_PROMPTS) + "\n")
     together = cli("next-token", "-m", tiny_model_dir, "--batch", batch_file, "--batch-size", "3", "--top-k", "5",
                    "--steps", "3")
     assert together.exit_code == 0, together.stderr
     lines = records(together.stdout)
-    assert [line["index"] for line in lines] == list(range(len(PROMPTS)))
-    for prompt, line in zip(PROMPTS, lines):
+    assert [line["index"] for line in lines] == list(range(len(BATCH_PROMPTS)))
+    for prompt, line in zip(BATCH_PROMPTS, lines):
         alone = cli("next-token", prompt, "-m", tiny_model_dir, "--top-k", "5", "--steps", "3", "--json").json()
         assert line["prompt"] == prompt and line["command"] == "next-token"
         assert [t["token_id"] for t in line["prompt_tokens"]] == [t["token_id"] for t in alone["prompt_tokens"]]
@@ -74,13 +71,13 @@ def test_next_token_batch_records_equal_single_runs(cli, tiny_model_dir: Path, t
 
 def test_generate_batch_records_equal_single_runs(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
     batch_file = tmp_path / "prompts.jsonl"
-    batch_file.write_text("".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS)))
+    batch_file.write_text("".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in enumerate(BATCH_PROMPTS)))
     together = cli("generate", "-m", tiny_model_dir, "--batch", batch_file, "-n", "8", "--no-chat",
                    "--logprobs", "2")
     assert together.exit_code == 0, together.stderr
     lines = records(together.stdout)
-    assert [(line["index"], line["id"]) for line in lines] == [(i, f"p{i}") for i in range(len(PROMPTS))]
-    for prompt, line in zip(PROMPTS, lines):
+    assert [(line["index"], line["id"]) for line in lines] == [(i, f"p{i}") for i in range(len(BATCH_PROMPTS))]
+    for prompt, line in zip(BATCH_PROMPTS, lines):
         alone = cli("generate", prompt, "-m", tiny_model_dir, "-n", "8", "--no-chat", "--json",
                     "--logprobs", "2").json()
         assert line["token_ids"] == alone["token_ids"] and line["prompt_token_ids"] == alone["prompt_token_ids"]
@@ -91,10 +88,10 @@ def test_generate_batch_records_equal_single_runs(cli, tiny_model_dir: Path, tmp
 
 def test_sampled_batch_rows_sample_what_they_would_alone(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
     batch_file = tmp_path / "prompts.txt"
-    batch_file.write_text("\n".join(PROMPTS[:3]) + "\n")
+    batch_file.write_text("\n".join(BATCH_PROMPTS[:3]) + "\n")
     together = records(cli("generate", "-m", tiny_model_dir, "--batch", batch_file, "-n", "6", "--no-chat",
                            "--sample", "--seed", "7").stdout)
-    for prompt, line in zip(PROMPTS, together):
+    for prompt, line in zip(BATCH_PROMPTS, together):
         alone = cli("generate", prompt, "-m", tiny_model_dir, "-n", "6", "--no-chat", "--sample", "--seed", "7",
                     "--json").json()
         assert line["token_ids"] == alone["token_ids"]
@@ -141,9 +138,8 @@ def test_an_interrupt_keeps_the_finished_records(cli, tiny_model_dir: Path, tmp_
 
     monkeypatch.setattr(inspection, "next_token_encoded", interrupting)
     batch_file = tmp_path / "prompts.txt"
-    batch_file.write_text("\n".join(PROMPTS) + "\n")
+    batch_file.write_text("\n".join(BATCH_PROMPTS) + "\n")
     result = cli("next-token", "-m", tiny_model_dir, "--batch", batch_file, "--batch-size", "2")
     assert result.exit_code == INTERRUPTED
     assert [line["index"] for line in records(result.stdout)] == [0, 1]
     assert "the finished records were written" in " ".join(result.stderr.split())
-

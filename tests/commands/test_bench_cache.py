@@ -33,7 +33,7 @@ def test_threads_fit_the_free_cores(cli, tiny_model_dir: Path, monkeypatch: pyte
 
 @pytest.mark.parametrize("columns", [80, 64])
 def test_depth_view_cuts_no_figure_and_wraps_fits_under_themselves(cli, tiny_model_dir: Path, columns: int) -> None:
-    """Issue 21 item 7: at 80 columns (and narrower) no number or header is cut with '…': columns are left out
+    """At 80 columns (and narrower) no number or header is cut with '…': columns are left out
     (the pair count then said in a caption), and the growth fits wrap under their own text, never to column 0."""
     result = cli("bench-cache", "Hello world", "-m", tiny_model_dir, "--depth", "6,24", "-n", "3", "--repeat", "1",
                  "--warmup", "0", "-q", env={"COLUMNS": str(columns)})
@@ -260,4 +260,3 @@ def test_depth_times_prefill_and_decode_at_each_prompt_length(cli, tiny_model_di
     # each noise note is said once for the points it covers, not once per point or per mode
     assert text.stdout.count("one pair only") == 1 and "⚠ every point: one pair only" in text.stdout
     assert text.stdout.count("two points: the line passes through both") == 2  # once per fitted quantity
-

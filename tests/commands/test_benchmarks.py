@@ -14,4 +14,3 @@ def test_listed_commands_reads_the_help_page(cli) -> None:
     text = ("Usage: x\n\nCommands:\n  generate  Write text that goes on\n            past the line\n"
             "  bench-cache  Time\n")
     assert benchlib.listed_commands(text) == ["generate", "bench-cache"]
-

@@ -66,4 +66,3 @@ def test_clear_that_cannot_remove_says_so(cli, fake_cache: Path, monkeypatch: py
     assert "could not remove aaaa1111 (Permission denied)" in result.stderr
     empty = cli("cache", "--clear", env={"LLMSCOPE_CACHE": str(fake_cache.parent.parent / "none")})
     assert empty.exit_code == 0 and "nothing to remove" in empty.stderr
-

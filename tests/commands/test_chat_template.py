@@ -12,8 +12,6 @@ from helpers.cli import USAGE
 PROMPT = "The capital of France is"
 
 
-
-
 @pytest.mark.parametrize("command", [
     ("generate", "-n", "1"), ("next-token", "-k", "1"), ("attention",), ("tokenize",)])
 def test_every_command_reads_the_raw_prompt_unless_asked(cli, tiny_model_dir: Path, command: tuple[str, ...]) -> None:
@@ -55,4 +53,3 @@ def test_a_failing_chat_template_is_one_line_naming_no_chat(cli, tmp_path: Path,
     result = cli("generate", "Hello", "-m", folder, "-n", "2", "--chat")
     assert result.exit_code == USAGE, result.stderr
     assert "chat template" in result.stderr and "--no-chat" in result.stderr and "Traceback" not in result.stderr
-

@@ -24,4 +24,3 @@ def test_check_invariance_table(cli, tiny_model_dir: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "0 (bit for bit)" in result.stdout and "same 2" in result.stdout
     assert "identical: every logit" in result.stderr
-

@@ -16,10 +16,6 @@ from llmscope.loading.loader import load_model
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def other_tokenizer_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with a tokenizer trained to a smaller vocabulary (fewer merges: other ids)."""
@@ -106,4 +102,3 @@ def test_compare_labels_each_side_by_its_weights(cli, tiny_model_dir: Path) -> N
     assert human.exit_code == 0, human.stderr
     assert f"B = {tiny_model_dir} ({document['weights_b']})" in human.stdout
     assert f"A = {tiny_model_dir} (float32)" in human.stdout
-

@@ -16,15 +16,6 @@ from llmscope.cli.main import app
 ENVELOPE = {"llmscope_version", "command", "model", "device", "dtype"}
 
 
-
-
-def _commands() -> list[tuple[str, object]]:
-    import typer.main
-
-    return [(typer.main.get_command_name(info.name or info.callback.__name__), info.callback)
-            for info in app.registered_commands]
-
-
 TEXT = "The capital of France is Paris.\n"
 
 
@@ -41,7 +32,6 @@ def test_every_command_has_an_example_and_is_named_in_the_root_help(cli) -> None
 def test_every_command_has_json_and_quiet() -> None:
     import typer.main
 
-    from llmscope.cli.main import app
 
     group = typer.main.get_command(app)
     for name, sub in group.commands.items():  # type: ignore[attr-defined]
@@ -100,7 +90,7 @@ def test_help_lists_exit_codes(cli) -> None:
 
 
 def test_every_command_help_shows_its_example(cli) -> None:
-    for name, _callback in _commands():
+    for name, _callback in app_commands().items():
         result = cli(name, "--help", env={"COLUMNS": "80"})
         assert result.exit_code == 0, (name, result.stderr)
         assert "Example:" in result.stdout and f"llmscope {name}" in result.stdout.split("Example:")[1], name
@@ -114,7 +104,7 @@ def test_root_help_keeps_whole_descriptions(cli) -> None:
     commands = result.stdout.split("Commands:")[1]
     assert "..." not in commands
     flat = " ".join(commands.split())
-    for name, callback in _commands():
+    for name, callback in app_commands().items():
         first = " ".join((inspect.getdoc(callback) or "").split("\n\n")[0].split())
         assert first.replace("- ", "-") in flat.replace("- ", "-"), name
 
@@ -167,4 +157,3 @@ def test_columns_zero_still_prints(cli, tiny_model_dir: Path, command: tuple[str
     result = cli(*command, "-m", tiny_model_dir, env={"COLUMNS": "0"})
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip()
-

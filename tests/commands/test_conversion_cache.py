@@ -75,4 +75,3 @@ def test_damaged_config_in_an_entry_falls_back_to_the_gguf_header(empty_cache: P
 
     expected = AutoConfig.from_pretrained(str(tiny_gguf.parent), gguf_file=tiny_gguf.name)
     assert loader.load_config(str(tiny_gguf)).hidden_size == expected.hidden_size == 64
-

@@ -28,15 +28,9 @@ def bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-
-
-
-
 class _RunsCode:
     def __reduce__(self):
         return (os.system, ("echo this-should-never-run",))
-
-
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +46,6 @@ def overgrown_tokenizer_model(tiny_model_dir: Path, tmp_path_factory: pytest.Tem
     tokenizer.add_tokens(["zqzqzq"])
     tokenizer.save_pretrained(str(folder))
     return folder
-
-
 
 
 @pytest.fixture
@@ -328,4 +320,3 @@ def test_a_tokenizer_larger_than_its_model_is_a_usage_error(cli, tiny_model_dir:
     result = cli("generate", "Hello <brand-new-token>", "-m", folder, "--no-chat", "-n", "2")
     assert result.exit_code == USAGE, result.stderr
     assert "embedding has only" in result.stderr and "Traceback" not in result.stderr
-

@@ -59,4 +59,3 @@ def test_batch_html_writes_one_page_per_record(cli: Any, tiny_model_dir: Path, t
     for record, page in zip(records, pages):
         inline = inline_document(page)
         assert inline["id"] == record["id"] and inline["steps"] == record["steps"]
-

@@ -56,4 +56,3 @@ def test_logprobs_json_lists_no_impossible_alternatives(cli, tiny_model_dir: Pat
     content = document["logprobs"]["content"]
     if document["finish_reason"] == "length":  # no end-of-sequence token: the bytes spell the text exactly
         assert b"".join(bytes(token["bytes"]) for token in content) == document["text"].encode("utf-8")
-

@@ -25,8 +25,6 @@ def signal_handlers():
     errors._signals.update(flags)
 
 
-
-
 def test_ctrl_c_during_generate_exits_130_with_partial_output(cli, tiny_model_dir: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import llmscope.render.generation as show
@@ -108,4 +106,3 @@ def test_an_interrupt_while_importing_is_one_line(monkeypatch: pytest.MonkeyPatc
         entry.main(["--help"])
     assert stopped.value.code == INTERRUPTED
     assert capsys.readouterr().err == "error: interrupted\n"
-

@@ -10,8 +10,6 @@ import pytest
 PROMPT = "The capital of France is"
 
 
-
-
 def test_every_load_checks_its_planned_peak_first(cli, tiny_model_dir: Path, tiny_gguf: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A load whose planned weights exceed the free memory is refused in one line with the figures (the float32
@@ -54,4 +52,3 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Pa
         assert torch.get_num_threads() == 2 and "busy" not in asked.stderr  # asked for: not second-guessed
     finally:
         torch.set_num_threads(before)
-

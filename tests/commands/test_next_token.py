@@ -12,10 +12,6 @@ from helpers.cli import USAGE
 PROMPT = "The capital of France is"
 
 
-
-
-
-
 def test_cli_json_stdin_and_chat(cli, tiny_model_dir: Path) -> None:
     result = cli("next-token", "-", "-m", tiny_model_dir, "--json", "--top-k", "4", "--steps", "2", input=PROMPT)
     assert result.exit_code == 0, result.stderr
@@ -58,4 +54,3 @@ def test_steps_past_the_context_name_the_steps_option(cli, tiny_model_dir: Path)
     result = cli("next-token", "Hello", "-m", tiny_model_dir, "--steps", "100000")
     assert result.exit_code == USAGE
     assert "--steps" in result.stderr and "--max-new-tokens" not in result.stderr
-

@@ -121,4 +121,3 @@ def test_packed_weights_patch_activations_only(cli: Any, tiny_model_dir: Path) -
     assert document["model_info"]["weights"] and document["model_info"]["quantize"] == "int8"
     values = document["grids"][0]["values"]
     assert values[-1][-1] == 1.0 and values[0][0] == 0.0  # "The" is the same token in both prompts
-

@@ -18,8 +18,6 @@ from llmscope.loading.loader import load_model
 PROMPT = "The capital of France is"
 
 
-
-
 def test_every_model_command_runs_on_packed_weights(cli, quantized_gguf: Path) -> None:
     from helpers.commands import MODEL_COMMANDS, command_line
 
@@ -75,4 +73,3 @@ def test_the_planner_counts_packed_weights_as_the_loader_holds_them(cli, quantiz
     assert plan["weight_bytes"] == predicted and plan["weights_format"] == held_in
     loaded_plan = cli("architecture", "-m", quantized_gguf, "--quantize", mode, "--weights", "--json").json()["plan"]
     assert loaded_plan["weight_bytes"] == predicted
-

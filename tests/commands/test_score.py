@@ -14,10 +14,6 @@ from llmscope.inspection.scoring import score_text
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
 
 
-
-
-
-
 def test_cli_json_is_openai_shaped(cli, tiny_model_dir: Path, tiny) -> None:
     result = cli("score", "-", "-m", tiny_model_dir, "--json", "--top-k", "2", input=TEXT)
     assert result.exit_code == 0, result.stderr
@@ -72,4 +68,3 @@ def test_score_tables_quote_token_text(cli, tiny_model_dir: Path) -> None:
 def test_an_empty_prompt_option_is_named(cli, tiny_model_dir: Path) -> None:
     result = cli("score", "Hello", "--prompt", "", "-m", tiny_model_dir)
     assert result.exit_code == USAGE and "--prompt is empty" in result.stderr
-

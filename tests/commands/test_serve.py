@@ -14,4 +14,3 @@ pytest.importorskip("uvicorn")
 def test_a_bad_host_is_refused_before_the_load(cli: Any, tmp_path: Path) -> None:
     result = cli("serve", "-m", str(tmp_path / "no-model-here"), "--host", "no-such-host.invalid", "--check")
     assert result.exit_code != 0 and "--host no-such-host.invalid" in result.stderr
-

@@ -84,4 +84,3 @@ def test_decode_of_a_huge_id_is_outside_the_vocabulary(cli, tiny_model_dir: Path
     assert result.exit_code == USAGE and "outside the vocabulary" in result.stderr and "5000 digits" in result.stderr
     superscript = cli("tokenize", "-m", tiny_model_dir, "--decode", "1,²")
     assert superscript.exit_code == USAGE and "'²' is not a token id" in superscript.stderr
-

@@ -10,7 +10,6 @@ PROMPTS = ["The capital of France is", "Hello", "def add(a, b):\n    return", "O
            "Tokens"]
 
 
-
 def prompt_ids(loaded, texts):
     return [loaded.tokenizer(text)["input_ids"] for text in texts]
 
@@ -51,7 +50,6 @@ def assert_batches_match_alone(loaded, ids: list[list[int]]) -> None:
             chosen = [ids[i] for i in order]
             for position, logits in zip(order, all_logits(loaded, chosen)):
                 assert torch.equal(logits, alone[position]), (size, order, position)
-
 
 
 def greedy(loaded, rows, steps: int, use_cache: bool):

@@ -10,8 +10,6 @@ from pathlib import Path
 PROMPT = "The capital of France is"
 
 
-
-
 def test_through_a_pipe_attribute_prints_plain_text_and_no_progress_bar(tiny_gguf: Path, tmp_path: Path) -> None:
     """A first --quantize none load converts the GGUF (transformers' bar wrote "\\r"-joined frames into the pipe);
     the people view printed the prompt once per method as lines that only colour gave meaning to."""
@@ -28,4 +26,3 @@ def test_through_a_pipe_attribute_prints_plain_text_and_no_progress_bar(tiny_ggu
     assert not any(line.rstrip().endswith(PROMPT) for line in lines), run.stdout  # no colour-only prompt lines
     rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
     assert len(rows) >= 5 and all(len(row) >= 3 for row in rows[:5])  # the table carries the figures
-

@@ -67,4 +67,3 @@ def test_quick_generation_sections_on_a_tiny_model(tmp_path: Path, tiny_model_di
     assert nocache["value"] > 0 and nocache["baseline"] > 0
     assert figures["memory bandwidth (matvec)"]["value"] > 0
     assert figures["decode / bandwidth limit"]["unit"] == "%"
-

@@ -103,8 +103,6 @@ def other() -> Iterator[Hostile]:
     server.close()
 
 
-
-
 def completion(logprobs: Any, usage: Any = None) -> dict[str, Any]:
     return {"choices": [{"text": "x", "logprobs": logprobs}], "usage": usage or {"prompt_tokens": 5}}
 
@@ -545,4 +543,3 @@ def test_compare_against_a_wrong_logprobs_answer(cli, hostile: Hostile, tiny_mod
     result = cli("compare", "Hello world, hello again.", "-m", tiny_model_dir, "--against-endpoint", hostile.url)
     assert result.exit_code == 1
     assert "rows of 7 log-probabilities in 4 bytes, where" in one_error_line(result)
-

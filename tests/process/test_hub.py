@@ -104,4 +104,3 @@ def test_every_hub_request_is_bounded_in_time(silent_listener: int, monkeypatch:
     with pytest.raises(Exception) as waited:  # model_info and others pass timeout=None: no limit at all before
         huggingface_hub.get_session().get(f"http://127.0.0.1:{silent_listener}/api/models/x", timeout=None)
     assert "Timeout" in type(waited.value).__name__
-

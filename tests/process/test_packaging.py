@@ -34,4 +34,3 @@ def test_built_metadata_has_the_one_version_and_the_license(tmp_path: Path) -> N
     assert metadata["License-Expression"] == "Apache-2.0"
     assert metadata.get_all("License-File") == ["LICENSE"]
     assert "Topic :: Scientific/Engineering :: Artificial Intelligence" in metadata.get_all("Classifier")
-

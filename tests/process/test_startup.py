@@ -82,4 +82,3 @@ def test_installed_entry_point_and_module() -> None:
     assert result.returncode == 0 and result.stdout.startswith("llmscope ")
     module = subprocess.run([sys.executable, "-m", "llmscope", "--help"], capture_output=True, text=True)
     assert module.returncode == 0 and "tokenize" in module.stdout
-

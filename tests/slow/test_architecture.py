@@ -33,4 +33,3 @@ def test_planner_on_the_embedded_model(cli) -> None:
     plan = document["plan"]
     assert plan["weight_bytes"] == 4 * 134_515_008
     assert plan["rows"][-1]["tokens"] == 8192 and plan["rows"][-1]["kv_bytes"] == 377_487_360
-

@@ -21,4 +21,3 @@ def test_it_looks_at_the_squirrel_on_smollm2(embedded_model) -> None:
     assert head2.top[0].weight == pytest.approx(0.4241, abs=0.005)
     assert result.weights[0][2][6][1] < 0.1  # " dog"
     assert result.head_rows[3].top[0].text == " squirrel"  # the next KV group's first head agrees
-

@@ -16,8 +16,6 @@ pytestmark = pytest.mark.usefixtures("outside_inference_mode")
 PROMPT = "The capital of France is"
 
 
-
-
 def gradient_ready(loaded: Any) -> Any:
     """The shared fixture's model, or a fresh load when it was loaded while a test had left inference mode on (a
     partly consumed generator holding `with torch.inference_mode()` leaks it): such weights cannot take gradients."""
@@ -46,4 +44,3 @@ def test_capital_of_france_on_the_embedded_model(embedded_model: Any) -> None:
     assert check.steps == 64 and check.compared_steps == 32 and check.unsettled == () and check.largest_move < 0.05
     occlusion = method(result, "occlusion")
     assert len(occlusion.matrix[0]) == 5 and result.tokens == ("The", " capital", " of", " France", " is")
-

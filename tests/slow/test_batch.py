@@ -30,4 +30,3 @@ def test_batch_on_the_embedded_model_equals_single_runs(cli, embedded_model, tmp
     assert lines[0]["steps"][0]["top"][0]["text"] == " Paris"
     assert lines[0]["steps"][0]["top"][0]["probability"] == pytest.approx(first.top[0].probability, abs=1e-4)
     assert first.top[0].probability == pytest.approx(0.7725, abs=2e-3)
-

@@ -18,4 +18,3 @@ def test_embedded_model_same_ids_and_kv_size(cli) -> None:
     assert length["check"]["identical"] is True
     assert length["kv_cache"]["bytes_per_token"] == SMOLLM2_KV_BYTES_PER_TOKEN
     assert length["kv_cache"]["measured_bytes"] == SMOLLM2_KV_BYTES_PER_TOKEN * (21 + 3 - 1)
-

@@ -26,4 +26,3 @@ def test_embedded_float32_against_bfloat16(embedded_model) -> None:
     assert result.top1_agreement > 95 and result.tokens_compared == len(ids) - 1
     assert result.perplexity_a == pytest.approx(13.97, rel=0.01)
     assert abs(result.perplexity_b - result.perplexity_a) / result.perplexity_a < 0.02
-

@@ -26,4 +26,3 @@ def test_key_figures_rerun_in_the_default_mode_match_the_readme(readme_figures: 
         text = figure.format.format(value)
         assert f"<!-- figure: {name} -->{text}<!-- /figure -->" in readme, (name, text)
     assert readme_figures.stored("paris-default").strip() in readme_figures.stored("next-token")
-

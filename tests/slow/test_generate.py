@@ -38,4 +38,3 @@ def test_embedded_chat_answer(cli) -> None:
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "The capital of France is Paris."
     assert "end of sequence" in result.stderr
-

@@ -28,4 +28,3 @@ def test_embedded_cli_table(cli) -> None:
     result = cli("next-token", PROMPT, "--top-k", "3", "--quantize", "none")
     assert result.exit_code == 0, result.stderr
     assert "␣Paris" in result.stdout and "0.7725" in result.stdout and "[1, 5, 49152]" in result.stdout
-

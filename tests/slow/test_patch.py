@@ -50,4 +50,3 @@ def test_eiffel_tower_table_json_and_plot_agree_on_packed_weights(cli: Any, tmp_
     assert [[float(x) for x in row[1:]] for row in rows[:10]] == [[round(v, 2) + 0.0 for v in row]
                                                                     for row in resid["values"]]
     assert f"layer {resid['strongest'][0]['layer']} position 8" in table.stdout
-

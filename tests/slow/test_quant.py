@@ -23,4 +23,3 @@ def test_embedded_gguf_keeps_its_blocks(cli) -> None:
     assert top["text"] == " Paris" and top["probability"] == pytest.approx(0.7725, abs=0.03)
     entry = gguf_entry_for(resolve_model_spec(None), "auto")
     assert folder_size(entry) <= 1.5 * embedded_gguf_path().stat().st_size
-

@@ -21,4 +21,3 @@ def test_embedded_perplexity_and_paris(embedded_model) -> None:
     assert result.perplexity == pytest.approx(13.97, rel=0.01)  # measured: 13.974 (float32, CPU)
     paris = score_text(embedded_model, "The capital of France is Paris").tokens[-1]
     assert paris.text == " Paris" and paris.rank == 1 and paris.probability == pytest.approx(0.7725, abs=0.005)
-

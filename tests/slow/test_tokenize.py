@@ -40,8 +40,7 @@ def test_light_tokenizer_matches_transformers(embedded_model) -> None:
 
 @pytest.mark.slow
 def test_embedded_tokens_split_inside_characters(cli) -> None:
-    """The issue's example on SmolLM2: ' 👋' is split as ␣F0 9F | 91 | 8B, not three copies of 👋."""
+    """A byte-level split on SmolLM2: ' 👋' is split as ␣F0 9F | 91 | 8B, not three copies of 👋."""
     result = cli("tokenize", "héllo wörld 👋 東京")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[0] == "h|é|llo|␣w|ör|ld|␣<F0 9F>|<91>|<8B>|␣<E6>|<9D>|<B1>|<E4 BA>|<AC>"
-

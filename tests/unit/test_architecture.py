@@ -113,4 +113,3 @@ def test_tiny_attention_kinds_positions_and_windows(tiny_models: dict[str, Path]
     llama_tree = reports["llama"].tree
     assert [child.name for child in llama_tree.children] == ["model", "lm_head"]
     assert llama_tree.children[1].tied_to == "model.embed_tokens.weight"
-

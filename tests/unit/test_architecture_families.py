@@ -23,8 +23,6 @@ def family_config(name: str) -> Any:
     return AutoConfig.for_model(name, **FAMILIES[name])
 
 
-
-
 @pytest.fixture(scope="module")
 def family_models() -> dict[str, Any]:
     """Each family as a real tiny model with random weights (float32, CPU)."""
@@ -188,4 +186,3 @@ def test_bench_cache_formula_counts_the_window(tiny_models: dict[str, Path]) -> 
     assert kv is not None and kv.tokens > 32
     assert kv.measured_bytes == kv.formula_bytes == 31 * kv.bytes_per_token  # window - 1 positions kept
     assert "window 32 - 1" in kv.note
-

@@ -25,8 +25,6 @@ def family_config(name: str) -> Any:
     return AutoConfig.for_model(name, **HYBRIDS[name])
 
 
-
-
 @pytest.fixture(scope="module")
 def reports(hybrid_dirs: dict[str, Path]) -> dict[str, Any]:
     return {name: describe_config_model(str(folder)) for name, folder in hybrid_dirs.items()}
@@ -158,4 +156,3 @@ def test_bench_cache_formula_equals_measured_on_state_layers(name: str, tmp_path
     kv = result.results[0].kv_cache
     assert kv is not None and kv.tokens > 20  # MiniMax's first layer holds no keys: the tokens come from the others
     assert kv.measured_bytes == kv.formula_bytes and "fixed" in kv.note
-

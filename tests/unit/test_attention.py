@@ -19,10 +19,6 @@ from llmscope.loading.loader import load_model
 PROMPT = "The capital of France is Paris. " * 3  # 42 tokens on the tiny tokenizer: past mistral's window of 32
 
 
-
-
-
-
 def _tensor(result):
     import torch
 
@@ -38,10 +34,15 @@ def _rotate_half(x):
 
 def _render(result, width: int, colour: bool, matrix: bool = False) -> str:
     from rich.console import Console
+    from rich.style import Style
 
     from llmscope.render import Display
     from llmscope.render.attention import show_attention
 
+    # Rich keeps a parsed style's colour codes from the first console that drew it: one drawn earlier in this process
+    # by a 16-colour console would come out in 16 colours here. Parse afresh.
+    Style.parse.cache_clear()
+    Style._add.cache_clear()
     out = io.StringIO()
     display = Display(out=Console(file=out, width=width, force_terminal=colour, no_color=not colour,
                                   highlight=False, color_system="truecolor" if colour else None))
@@ -270,4 +271,3 @@ def test_plot_refuses_an_unreadable_grid_and_labels_tokens(tiny, tmp_path: Path)
     finally:
         pyplot.close(figure)
     assert "capital" in keys and "capital" in queries and len(keys) == len(result.tokens)
-

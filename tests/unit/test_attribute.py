@@ -19,8 +19,6 @@ pytestmark = pytest.mark.usefixtures("outside_inference_mode")
 PROMPT = "The capital of France is"
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny64(tiny_model_dir: Path) -> Any:
     """The tiny llama in float64: finite differences and quadrature sums agree with autograd to ~1e-10."""
@@ -75,8 +73,6 @@ def gradient_at(f: Any, points: Any) -> Any:
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(f(points).sum(), points)
     return grad
-
-
 
 
 def _fake_runs(move: Any, calls: list[int]) -> Any:
@@ -224,7 +220,7 @@ def test_usage_guards(tiny32: Any) -> None:
 
 
 def test_a_right_sum_with_moving_tokens_is_not_converged() -> None:
-    """Issue 28 item 19: the sum alone said converged while single tokens still moved."""
+    """The sum alone once said converged while single tokens still moved."""
     from llmscope.attribution.methods import settle
 
     calls: list[int] = []
@@ -265,7 +261,7 @@ def test_each_token_is_compared_with_a_run_of_half_the_steps(tiny_model_dir: Pat
 
 
 def test_the_step_batch_shrinks_to_the_memory_there_is(tiny32: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 28 item 22: integrated gradients ran 640 token positions per pass whatever memory there was."""
+    """Integrated gradients once ran 640 token positions per pass whatever memory there was."""
     from llmscope.attribution.attribute import attribute
     from llmscope.attribution.settings import AttributionSettings
     from llmscope.loading import memory
@@ -280,4 +276,3 @@ def test_the_step_batch_shrinks_to_the_memory_there_is(tiny32: Any, monkeypatch:
     assert ig_free.parameters["step_batch"] == 8 and ig_tight.parameters["step_batch"] == 3
     assert ig_tight.parameters["planned_memory_bytes"] == 3 * per_step
     assert ig_tight.matrix[0][1:] == pytest.approx(ig_free.matrix[0][1:], abs=1e-5)  # the same integral
-

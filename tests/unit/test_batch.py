@@ -48,4 +48,3 @@ def test_one_failing_record_does_not_abort_the_batch() -> None:
     outcomes = list(run_batch(items, 4, prepare=lambda item: item.prompt, run_chunk=run_chunk))
     assert [o.result for o in outcomes] == ["A", None, "C", "D"]
     assert outcomes[1].error is not None and "IndexError" in outcomes[1].error and outcomes[1].exit_code == RUNTIME
-

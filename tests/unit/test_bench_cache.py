@@ -161,7 +161,7 @@ def test_t_quantiles_and_the_interval_of_a_mean() -> None:
 
 
 def test_noise_is_said_in_words() -> None:
-    # the busy-machine figures: 17.8 s ± 8.54 s is noise; a fit with R² 0.315 is noise
+    # figures measured on a busy machine: 17.8 s ± 8.54 s is noise; a fit with R² 0.315 is noise
     noisy = Stats(n=7, mean=17.8, std=8.54, min=9.0, median=17.0, max=30.0)
     assert spread_note(noisy, "the uncached time") == (
         "noise: the uncached time varied by ±48% of its mean from run to run (busy machine?), so the mean is not a "
@@ -333,4 +333,3 @@ def test_cuda_peak_memory_is_per_run(tiny_model_dir: Path) -> None:
     assert result.results[0].check is not None and result.results[0].check.identical
     kv = result.results[0].kv_cache
     assert kv is not None and kv.measured_bytes == kv.formula_bytes
-

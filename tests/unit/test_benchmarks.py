@@ -103,4 +103,3 @@ def test_a_missing_node_llama_cpp_is_named_with_the_install_command(tmp_path: Pa
     (tmp_path / "node_modules" / "node-llama-cpp").mkdir(parents=True)
     (tmp_path / "node_modules" / "node-llama-cpp" / "package.json").write_text("{}")
     assert vs_llamacpp.node_llama_cpp_dir(str(tmp_path)) == (tmp_path, "")
-

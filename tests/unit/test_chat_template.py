@@ -40,4 +40,3 @@ def test_a_chat_template_that_renders_without_end_is_stopped_at_the_cap(tmp_path
     assert "chat template" in str(too_big.value) and "--no-chat" in str(too_big.value)
     tokenizer.chat_template = "{{ messages[0]['content'] * 2 }}"  # an ordinary template still renders
     assert apply_chat_template(tokenizer, "ab") == "abab"
-

@@ -16,12 +16,6 @@ from llmscope.loading.loader import load_model
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
 
 
-
-
-
-
-
-
 def test_a_model_against_itself(tiny) -> None:
     result = compare_texts(tiny, tiny, TEXT, CompareSettings(against_dtype="float32", next_token=True, top_k=4))
     assert result.tokens_compared == len(result.token_ids) - 1
@@ -88,4 +82,3 @@ def test_compare_leaves_inference_mode_off(tiny_model_dir) -> None:
     compare_texts(loaded, loaded, "The capital of France is Paris. The capital of Italy is Rome.",
                   CompareSettings(against_dtype="float32"))
     assert not torch.is_inference_mode_enabled()
-

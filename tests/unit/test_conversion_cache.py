@@ -25,8 +25,6 @@ def _logits(loaded: loader.LoadedModel, ids: list[int]) -> list[float]:
 IDS = [5, 17, 42, 99, 3]
 
 
-
-
 def test_full_disk_while_writing_weights_falls_back_to_memory(empty_cache: Path, tiny_gguf: Path,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -115,7 +113,7 @@ def test_staging_of_a_live_process_is_kept(empty_cache: Path) -> None:
 
 def test_last_use_is_never_before_creation_when_the_clocks_disagree(empty_cache: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 28 item 14: "created" came from time.time() and "last used" from the kernel's coarser file clock.
+    """"created" once came from time.time() and "last used" from the kernel's coarser file clock.
     Python's clock is set 1000 s ahead of the kernel's here, so two clocks cannot agree by luck."""
     import time as time_module
 
@@ -234,4 +232,3 @@ def test_an_entry_cleared_while_in_use_is_rebuilt_without_library_text(tiny_gguf
     assert tokenizer("Hello")["input_ids"]
     assert any("was removed while in use" in line for line in said), said
     assert not any("Couldn't instantiate" in line or "first use" in line for line in said), said
-

@@ -37,4 +37,3 @@ def test_reference_page_is_current() -> None:
 
     page = ROOT / "docs" / "cli.md"
     assert page.read_text() == reference_page(), "docs/cli.md is stale: run `make docs`"
-

@@ -21,4 +21,3 @@ def test_errors_are_recognised_by_type() -> None:
     memory = translate(torch.OutOfMemoryError("CUDA out of memory"))
     assert isinstance(memory, DeviceError) and "out of memory" in str(memory)
     assert translate(ValueError("something else")) is None
-

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 from helpers.paths import PACKAGE
+from helpers.texts import BATCH_PROMPTS
 
 from llmscope.generation.decoding import sampler_distribution
 from llmscope.generation.generation import GenerationSettings, generate
 from llmscope.loading import loader
 from llmscope.loading.loader import load_model
-
-PROMPTS = ["The capital of France is", "Hello", "Write an email to Sarah about the tokens and ids", "def main():"]
 
 
 def test_greedy_matches_transformers_generate(tiny) -> None:
@@ -104,7 +103,7 @@ def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir
     from llmscope.generation.decoding import decode_steps, pad_token_id, prompt_batch
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
-    rows = [loaded.tokenizer(p)["input_ids"] for p in PROMPTS]
+    rows = [loaded.tokenizer(p)["input_ids"] for p in BATCH_PROMPTS]
     batch = prompt_batch(rows, pad_token_id(loaded.tokenizer), "cpu")
     assert batch.lengths == tuple(len(r) for r in rows) and batch.padded
     assert batch.attention_mask.sum(-1).tolist() == [len(r) for r in rows]
@@ -139,9 +138,8 @@ def test_padded_batches_match_single_runs_without_a_dynamic_cache(tiny_model_dir
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     settings = GenerationSettings(max_new_tokens=5, **mode)
-    together = list(generate_many(loaded, PROMPTS, settings, batch_size=4))
-    for prompt, result in zip(PROMPTS, together):
+    together = list(generate_many(loaded, BATCH_PROMPTS, settings, batch_size=4))
+    for prompt, result in zip(BATCH_PROMPTS, together):
         alone = next(generate_many(loaded, [prompt], settings, batch_size=1))
         assert result.token_ids == alone.token_ids
         assert [t.logprob for t in result.tokens] == pytest.approx([t.logprob for t in alone.tokens], abs=1e-4)
-

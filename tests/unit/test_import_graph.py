@@ -127,4 +127,3 @@ def test_no_module_imports_a_layer_above_its_own() -> None:
 def test_the_layer_check_sees_an_upward_import() -> None:
     assert layer_of("llmscope.loading.loader") > layer_of("llmscope.render.tokens") > layer_of("llmscope.cli.kit")
     assert layer_of("llmscope.core.errors") == layer_of("llmscope")
-

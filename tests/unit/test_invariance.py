@@ -7,25 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.invariance import assert_batches_match_alone, greedy, prompt_ids, unpadded
+from helpers.invariance import PROMPTS, assert_batches_match_alone, greedy, prompt_ids, unpadded
 
 from llmscope.loading.loader import load_model
-
-PROMPTS = ["The capital of France is", "Hello", "def add(a, b):\n    return", "Once upon a time there was a robot",
-           "1, 2, 3,", "Attention heads share keys", "Write an email to Sarah about the weather and the trains",
-           "Tokens"]
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @pytest.mark.parametrize("kind", ["float32", "int4", "int8", "bfloat16"])
@@ -167,4 +151,3 @@ def test_check_invariance_shows_the_differences_of_the_models_own_numerics(tiny_
     logits = next(d for d in result.differences if d.quantity == "logits" and d.comparison == "batch")
     assert logits.max_abs is not None and logits.max_abs < 1e-3  # float32: small, measured, shown
     json.dumps(logits.__dict__)
-

@@ -145,4 +145,3 @@ def test_threads_fit_the_cores_other_processes_leave() -> None:
     assert choose_threads(None, 100.0, cores=2).threads == 1  # never below one
     assert choose_threads(None, 10.0, cores=2).threads is None  # a quiet machine: torch's default
     assert choose_threads(None, None, cores=2).threads is None  # nothing measured: no change
-

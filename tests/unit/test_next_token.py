@@ -18,15 +18,11 @@ from llmscope.loading.loader import load_model
 PROMPT = "The capital of France is"
 
 
-
-
 def _reference_logits(loaded, ids: list[int]):
     import torch
 
     with torch.inference_mode():
         return loaded.model(torch.tensor([ids])).logits[0, -1].float()
-
-
 
 
 def test_top_k_matches_an_independent_forward_pass(tiny) -> None:
@@ -121,4 +117,3 @@ def test_fuzz_next_token_never_crashes(tiny, text: str) -> None:
         return
     probabilities = [candidate.probability for candidate in result.first.top]
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-5
-

@@ -21,4 +21,3 @@ def test_pyproject_declares_what_the_license_string_needs() -> None:
     assert not [c for c in project["project"]["classifiers"] if c.startswith("License ::")]  # PEP 639 forbids
     text = (ROOT / "LICENSE").read_text()
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
-

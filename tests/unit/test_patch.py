@@ -24,8 +24,6 @@ ANSWERS = {"target": " capital", "corrupt_target": " of"}  # single tokens of th
 ALL_SITES = ("resid", "attn", "mlp", "heads")
 
 
-
-
 def plan(loaded: Any, **changes: Any) -> Any:
     from llmscope.patching.run import plan_patch
 
@@ -222,4 +220,3 @@ def test_noising_writes_corrupted_values_into_the_clean_run(tiny: Any) -> None:
     assert result.mode == "noise" and result.patched_run == "clean"
     assert result.grids[0].values[-1][-1] == 0.0  # the corrupted last state gives the corrupted answer exactly
     assert result.grids[0].values[0][0] == 1.0  # "The" is the same token in both prompts
-

@@ -57,8 +57,6 @@ def weights() -> np.ndarray:
     return (generator.standard_normal((64, 512)) * 0.05 + 0.01).astype(np.float32)
 
 
-
-
 def _next_token_probabilities(loaded: Any, text: str = PROMPT) -> torch.Tensor:
     ids = loaded.tokenizer(text, return_tensors="pt").input_ids
     with torch.no_grad():
@@ -246,4 +244,3 @@ def test_int8_product_on_an_accepted_width_with_several_rows() -> None:
     packed = quantize_int8(weight)
     exact = x @ packed.dequantize().T
     assert float((packed.matmul(x) - exact).abs().max() / exact.abs().max()) < 0.02
-

@@ -74,4 +74,3 @@ def test_show_probs_without_colour_explains_the_figures_and_ends_newline_tokens(
     plain = confidence_legend("probability", colour=False)
     assert plain.plain == "each token is followed by [its probability]" and not plain.spans
     assert confidence_legend("probability", colour=True).spans
-

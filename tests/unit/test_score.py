@@ -18,8 +18,6 @@ from llmscope.loading.loader import load_model
 TEXT = "The capital of France is Paris. The capital of Italy is Rome."
 
 
-
-
 @pytest.fixture(scope="module")
 def short_context(tmp_path_factory: pytest.TempPathFactory):
     """A tiny llama whose context is only 24 tokens, for the sliding window."""
@@ -35,12 +33,6 @@ def short_context(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(1)
     AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", **fields)).save_pretrained(str(folder))
     return load_model(str(folder), device="cpu")
-
-
-
-
-
-
 
 
 def test_perplexity_is_exp_of_the_models_own_loss(tiny) -> None:
@@ -177,4 +169,3 @@ def test_fuzz_score_never_crashes(tiny, text: str) -> None:
     assert result.tokens_scored == len(result.token_ids) - 1  # longer than the context: the sliding window
     assert [token.position for token in result.tokens] == list(range(1, len(result.token_ids)))
     assert result.perplexity is not None and result.perplexity > 1
-

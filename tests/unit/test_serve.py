@@ -17,10 +17,6 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 
-
-
-
-
 def test_the_serve_engine_batch_of_8_gives_each_request_its_lone_logprobs(tiny_model_dir: Path) -> None:
     import asyncio
 
@@ -193,4 +189,3 @@ def test_a_finished_row_stops_consuming_positions(tmp_path_factory: pytest.TempP
         alone = generate_encoded(gpt2, [prompt], GenerationSettings(max_new_tokens=budget))[0]
         assert result.token_ids == alone.token_ids
         assert result.finish_reason in ("length", "eos")
-

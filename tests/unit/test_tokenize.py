@@ -98,4 +98,3 @@ def test_token_bytes_are_each_tokens_own_bytes(tiny_model_dir: Path) -> None:
         assert b"".join(pieces) == text.encode("utf-8")
     wave = tokenizer("👋", add_special_tokens=False)["input_ids"]
     assert len(wave) > 1 and all(len(token_bytes(tokenizer, i)) < 4 for i in wave)  # split inside the character
-
