@@ -19,9 +19,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # torch.compile's cache of this test session alone: a cache another process left half-written cannot fail a test
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="llmscope-inductor-"))
-# torch.compile's kernels compiled in the test's own process: a pool of compiler processes costs more to start than
-# the tiny model's few kernels take to compile
-os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 # Under pytest-xdist each worker is a process of its own: torch's threads share the cores among the workers (set before
 # torch is imported; the llmscope processes a test starts inherit it) instead of each worker using every core.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
