@@ -1,5 +1,6 @@
 """`llmscope explore` as a real subprocess: its JSON routes answer with the CLI's own figures (next-token's,
-attention's, the sampler's) and refuse what does not fit. The page itself is driven in test_explore_browser.py."""
+attention's, the sampler's) and refuse what does not fit. The page itself is driven in
+tests/process/test_explore_browser.py."""
 
 from __future__ import annotations
 

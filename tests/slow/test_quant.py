@@ -19,7 +19,7 @@ def test_embedded_gguf_keeps_its_blocks(cli) -> None:
     assert info["quantize"] == "auto" and info["parameters"] == 134_515_008
     assert info["weights"] == "int4 from Q4_1 x210"
     top = document["steps"][0]["top"][0]
-    # The exact dequantization gives 0.7725 (tests/test_next_token.py); bfloat16 activations move it a little.
+    # The exact dequantization gives 0.7725 (tests/slow/test_next_token.py); bfloat16 activations move it a little.
     assert top["text"] == " Paris" and top["probability"] == pytest.approx(0.7725, abs=0.03)
     entry = gguf_entry_for(resolve_model_spec(None), "auto")
     assert folder_size(entry) <= 1.5 * embedded_gguf_path().stat().st_size
