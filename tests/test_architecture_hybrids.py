@@ -14,7 +14,7 @@ from conftest import write_config_folders
 from llmscope.architecture.describe import describe_config_model
 from llmscope.architecture.kvcache import cache_size
 from llmscope.architecture.planner import PlannerSettings
-from llmscope.render import human_bytes
+from llmscope.render.display import human_bytes
 
 COMMON = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
               intermediate_size=48, max_position_embeddings=128)
@@ -95,7 +95,7 @@ def test_cache_bytes_at_40_tokens_equal_transformers_cache(name: str, dtype: str
                                                            family_models: dict[str, Any]) -> None:
     import torch
 
-    from llmscope.bench.run import cache_bytes
+    from llmscope.bench.timed_run import cache_bytes
 
     model = family_models[name] if dtype == "float32" else copy.deepcopy(family_models[name]).to(torch.bfloat16)
     with torch.no_grad():

@@ -217,8 +217,8 @@ def test_json_document(cli, tiny_model_dir: Path) -> None:
 def _render(result, width: int, colour: bool, matrix: bool = False) -> str:
     from rich.console import Console
 
-    from llmscope.render import Display
     from llmscope.render.attention import show_attention
+    from llmscope.render.display import Display
 
     out = io.StringIO()
     display = Display(out=Console(file=out, width=width, force_terminal=colour, no_color=not colour,

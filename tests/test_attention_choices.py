@@ -26,8 +26,8 @@ def tiny(tiny_model_dir: Path):
 def _render(result, width: int = 80) -> str:
     from rich.console import Console
 
-    from llmscope.render import Display
     from llmscope.render.attention import show_attention
+    from llmscope.render.display import Display
 
     out = io.StringIO()
     display = Display(out=Console(file=out, width=width, no_color=True, highlight=False, color_system=None))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from llmscope.cli.batch import BatchItem, BatchOutcome, parse_items
+from llmscope.core.command_settings import OutputMode, output_mode
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import OutputMode, output_mode
 
 
 def test_batch_with_json_writes_json_lines(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_progress_bar_steps_aside_for_records_at_a_terminal() -> None:
     from rich.console import Console
 
     from llmscope.cli.kit import write_batch
-    from llmscope.render import Display
+    from llmscope.render.display import Display
 
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=80, color_system="standard")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from llmscope.bench import benchmark
-from llmscope.bench import run as benchrun
+from llmscope.bench import timed_run as benchrun
 from llmscope.bench.benchmark import parse_sweep
 from llmscope.bench.results import CACHE, NO_CACHE, first_difference, speedup, summarize_mode
-from llmscope.bench.run import RunTiming, run_timing
+from llmscope.bench.timed_run import RunTiming, run_timing
 from llmscope.core.errors import UsageError
 from llmscope.core.stats import (
     PowerFit,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.core.settings import PromptSettings
+from llmscope.core.command_settings import PromptSettings
 
 PROMPT = "The capital of France is"
 

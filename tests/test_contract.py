@@ -153,7 +153,7 @@ def test_fuzz_cli_ids_then_decode(cli, tiny_model_dir: Path, text: str) -> None:
 @given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300))
 def test_fuzz_next_token_never_crashes(tiny_loaded, text: str) -> None:
     from llmscope.core.errors import UsageError
-    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.inspection.next_token import next_token_distribution
 
     try:
         result = next_token_distribution(tiny_loaded, text, top_k=5)

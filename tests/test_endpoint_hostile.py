@@ -355,7 +355,7 @@ def test_compare_refuses_an_endpoint_before_model_a_loads(cli, hostile: Hostile,
 
 
 def test_a_score_answer_with_settings_llmscope_refuses(cli, hostile: Hostile, tiny_model_dir: Any) -> None:
-    from llmscope.core.results import to_plain
+    from llmscope.core.model_info import to_plain
     from llmscope.inspection.scoring import ScoreSettings, score_text
     from llmscope.loading.loader import load_model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmscope.core.errors import ModelLoadError
-from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.generation.generate import GenerationSettings, generate
 from llmscope.loading import loader
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmscope.generation.decoding import sampler_distribution
-from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.generation.generate import GenerationSettings, generate
 from llmscope.loading.loader import load_model
 
 
@@ -132,7 +132,7 @@ def test_embedded_chat_answer(cli) -> None:
 
 @pytest.mark.parametrize("text", ["Ünïcödé 🙂 text, tabs\tand\nnewlines", "The capital of France is Paris.", "🙂🙂🙂"])
 def test_incremental_text_adds_up_to_the_whole_decode(tiny, text: str) -> None:
-    from llmscope.generation.generation import IncrementalText
+    from llmscope.generation.generate import IncrementalText
 
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
     window = IncrementalText(tiny.tokenizer)

@@ -65,8 +65,8 @@ def test_cache_table_keeps_entry_names_whole_at_80_columns() -> None:
     from rich.console import Console
 
     from llmscope.loading.conversion_cache import CacheEntry, CacheReport
-    from llmscope.render import Display
     from llmscope.render.cache import show_cache
+    from llmscope.render.display import Display
 
     names = ("0123456789abcdef0123.tokenizer", "fedcba98765432100123")
     report = CacheReport(root="/home/someone/.cache/llmscope/gguf", total_bytes=3 << 30, entries=tuple(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from llmscope.core.errors import UsageError
-from llmscope.generation.generation import GenerationSettings, generate
-from llmscope.inspection.inspection import next_token_distribution
+from llmscope.generation.generate import GenerationSettings, generate
+from llmscope.inspection.next_token import next_token_distribution
 from llmscope.loading.loader import load_model
 
 PROMPT = "The capital of France is"

@@ -29,7 +29,7 @@ def tiny(tiny_model_dir: Path) -> Any:
 
 
 def plan(loaded: Any, **changes: Any) -> Any:
-    from llmscope.patching.run import plan_patch
+    from llmscope.patching.patcher import plan_patch
 
     options = {"sites": ALL_SITES, **ANSWERS, **changes}
     return plan_patch(loaded, CLEAN, options.pop("corrupt", CORRUPT), PatchSettings(**options))
@@ -90,7 +90,7 @@ def test_sites_are_found_in_every_tiny_architecture(tiny_models: dict[str, Path]
 
 @pytest.mark.parametrize("site", ALL_SITES)
 def test_every_site_of_a_run_patched_into_itself_gives_exactly_one_or_zero(tiny: Any, site: str) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     planned = plan(tiny, sites=(site,), rows_per_pass=1)
     for role, expected in (("clean", 1.0), ("corrupt", 0.0)):
@@ -100,7 +100,7 @@ def test_every_site_of_a_run_patched_into_itself_gives_exactly_one_or_zero(tiny:
 
 
 def test_batched_self_patching_stays_within_1e5(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     planned = plan(tiny, rows_per_pass=7)  # 8 passes of 7 rows
     for role, expected in (("clean", 1.0), ("corrupt", 0.0)):
@@ -111,7 +111,7 @@ def test_batched_self_patching_stays_within_1e5(tiny: Any) -> None:
 
 
 def test_the_last_layers_residual_at_the_last_position_restores_exactly_one(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     result = run_plan(plan(tiny, sites=("resid",), rows_per_pass=1))
     grid = result.grids[0]
@@ -120,7 +120,7 @@ def test_the_last_layers_residual_at_the_last_position_restores_exactly_one(tiny
 
 
 def test_batched_cells_equal_single_cell_runs(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     for metric in ("logit-diff", "logprob"):
         single = run_plan(plan(tiny, rows_per_pass=1, metric=metric))
@@ -166,7 +166,7 @@ def reference_logits(model: Any, clean_ids: list[int], corrupt_ids: list[int], m
 def test_one_patched_cell_equals_a_hand_written_hook(tiny: Any) -> None:
     import torch
 
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     model, tokenizer = tiny.model, tiny.tokenizer
     clean_ids = tokenizer(CLEAN)["input_ids"]
@@ -194,7 +194,7 @@ def test_one_patched_cell_equals_a_hand_written_hook(tiny: Any) -> None:
 
 
 def test_ablation_writes_zeros_and_reference_means(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     result = run_plan(plan(tiny, corrupt=None, sites=("heads", "resid"), ablate="zero", metric="prob", target=None,
                            corrupt_target=None))
@@ -213,7 +213,7 @@ def test_ablation_writes_zeros_and_reference_means(tiny: Any) -> None:
 
 
 def test_noise_corruption_is_seeded_and_averaged(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     first = run_plan(plan(tiny, corrupt=None, noise_subject="France", samples=3, sites=("resid",), metric="prob"))
     again = run_plan(plan(tiny, corrupt=None, noise_subject="France", samples=3, sites=("resid",), metric="prob"))
@@ -227,7 +227,7 @@ def test_noise_corruption_is_seeded_and_averaged(tiny: Any) -> None:
 
 
 def test_noising_writes_corrupted_values_into_the_clean_run(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     result = run_plan(plan(tiny, sites=("resid",), noise=True, rows_per_pass=1))
     assert result.mode == "noise" and result.patched_run == "clean"
@@ -286,7 +286,7 @@ def test_json_table_and_plot_agree(cli: Any, tiny_model_dir: Path, tmp_path: Pat
     assert [[float(x) for x in row[1:]] for row in rows[:2]] == [[round(v, 2) + 0.0 for v in row]
                                                                    for row in resid["values"]]
     from llmscope.loading.loader import load_model
-    from llmscope.patching.run import patch
+    from llmscope.patching.patcher import patch
     from llmscope.render.patching import plot_figure
 
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
@@ -344,7 +344,7 @@ COLOSSEUM = "The Colosseum is in the city of"
 
 @pytest.mark.slow
 def test_eiffel_tower_restoration_peaks_at_the_subject_then_at_the_last_token(embedded_model: Any) -> None:
-    from llmscope.patching.run import patch
+    from llmscope.patching.patcher import patch
 
     result = patch(embedded_model, EIFFEL, COLOSSEUM, PatchSettings(sites=("resid",)))
     assert (result.answer.text, result.foil.text) == (" Paris", " Rome")

@@ -260,7 +260,7 @@ def test_bad_records_become_error_records_and_the_rest_go_on(cli, tiny_model_dir
 
 def test_an_interrupt_keeps_the_finished_records(cli, tiny_model_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmscope.inspection.inspection as inspection
+    import llmscope.inspection.next_token as inspection
 
     real = inspection.next_token_encoded
     calls = {"n": 0}
@@ -282,9 +282,9 @@ def test_an_interrupt_keeps_the_finished_records(cli, tiny_model_dir: Path, tmp_
 
 @pytest.mark.slow
 def test_batch_on_the_embedded_model_equals_single_runs(cli, embedded_model, tmp_path: Path) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate, generate_many
-    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate, generate_many
+    from llmscope.inspection.next_token import next_token_distribution
 
     prompts = ["The capital of France is", "What is the capital of France?", "1, 2, 3,"]
     settings = GenerationSettings(max_new_tokens=8)
@@ -386,14 +386,14 @@ def test_logprobs_json_lists_no_impossible_alternatives(cli, tiny_model_dir: Pat
 
 
 def test_non_finite_figures_are_null_in_json() -> None:
-    from llmscope.core.results import to_plain
+    from llmscope.core.model_info import to_plain
 
     assert to_plain({"logprob": float("-inf"), "x": float("nan"), "ok": -1.5}) == {"logprob": None, "x": None,
                                                                                   "ok": -1.5}
 
 
 def test_show_probs_without_colour_explains_the_figures_and_ends_newline_tokens() -> None:
-    from llmscope.generation.generation import GeneratedToken
+    from llmscope.generation.generate import GeneratedToken
     from llmscope.render.generation import confidence_legend, token_markup
 
     newline = GeneratedToken(index=0, token_id=1, probability=0.36, logprob=-1.02, seconds=0.0, text="\n", delta="\n")
@@ -457,8 +457,8 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Pa
 
 @pytest.mark.parametrize("mode", [{"use_cache": False}, {"static_cache": True}])
 def test_padded_batches_match_single_runs_without_a_dynamic_cache(tiny_model_dir: Path, mode: dict) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate_many
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate_many
     from llmscope.loading.loader import load_model
 
     loaded = load_model(str(tiny_model_dir), device="cpu")

@@ -206,7 +206,7 @@ def test_a_swallowed_interrupt_still_stops_the_run(cli, tiny_model_dir: Path, mo
                                                    signal_handlers) -> None:
     import signal
 
-    import llmscope.bench.run as benchrun
+    import llmscope.bench.timed_run as benchrun
     from llmscope.core.errors import handle_sigterm
 
     handle_sigterm()

@@ -92,8 +92,8 @@ def test_models_lists_the_served_model(client: Any, tiny_model_dir: Path) -> Non
 
 
 def test_greedy_completion_is_the_library_generation(client: Any, local: Any, tiny_model_dir: Path) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
 
     answer = client.completions.create(model=str(tiny_model_dir), prompt="The capital of France is", max_tokens=6,
                                        temperature=0, logprobs=3)
@@ -227,7 +227,7 @@ def test_requests_are_logged_on_stderr(server: Server) -> None:
 
 
 def _generate_jobs(local: Any, loop: asyncio.AbstractEventLoop, prompts: list[str], tokens: int) -> list[Any]:
-    from llmscope.core.settings import GenerationSettings
+    from llmscope.core.command_settings import GenerationSettings
     from llmscope.generation.prompts import encode_prompt
     from llmscope.server.engine import GenerateWork, Job
 
@@ -237,8 +237,8 @@ def _generate_jobs(local: Any, loop: asyncio.AbstractEventLoop, prompts: list[st
 
 
 def test_queued_requests_run_as_one_batch_with_single_run_answers(local: Any) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
     from llmscope.server.engine import Engine
 
     prompts = ["Hello", "The capital of Italy is", "Write an email to Sarah."]

@@ -49,7 +49,7 @@ class InProcessServer:
 
     def __init__(self, loaded: Any, **fields: Any) -> None:
         from llmscope.server.config import ServeSettings
-        from llmscope.server.run import bind, build_server
+        from llmscope.server.lifecycle import bind, build_server
 
         self.settings = ServeSettings(port=0, **fields)
         self.log: list[str] = []
@@ -434,8 +434,8 @@ def test_a_finished_row_stops_consuming_positions(tmp_path_factory: pytest.TempP
     used to feed the finished row past position 39 (IndexError for both); each row now gets its own run."""
     from conftest import build_tiny_model
 
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate_encoded
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate_encoded
     from llmscope.generation.prompts import EncodedPrompt, encode_prompt
     from llmscope.loading.loader import load_model
     from llmscope.server.engine import Engine, GenerateWork, Job

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmscope.core.errors import UsageError
-from llmscope.core.settings import (
+from llmscope.core.command_settings import (
     BatchSettings,
     ModelSettings,
     OutputMode,
@@ -14,6 +13,7 @@ from llmscope.core.settings import (
     plain_text,
     whole_number,
 )
+from llmscope.core.errors import UsageError
 
 METHOD_NAMES = ("occlusion", "input-x-gradient", "integrated-gradients", "attention-rollout")
 METHOD_ALIASES = {"ig": "integrated-gradients", "ixg": "input-x-gradient", "rollout": "attention-rollout",

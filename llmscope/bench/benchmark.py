@@ -30,7 +30,7 @@ from llmscope.bench.results import (
     summarize_mode,
     sweep_growth,
 )
-from llmscope.bench.run import (
+from llmscope.bench.timed_run import (
     RunTiming,
     busy_cpu_percent,
     cache_bytes,
@@ -38,7 +38,7 @@ from llmscope.bench.run import (
     cached_mode_options,
     run_timing,
 )
-from llmscope.bench.run import one_run as _one_run
+from llmscope.bench.timed_run import one_run as _one_run
 from llmscope.core.errors import UsageError
 from llmscope.loading.peakmem import memory_measure, process_peak_rss
 from llmscope.system.runinfo import run_info

@@ -12,6 +12,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from llmscope.client.errors import DEFAULT_TIMEOUT
+from llmscope.core.command_settings import (
+    BatchSettings,
+    ModelSettings,
+    OutputMode,
+    plain_text,
+    quantize_from,
+    read_bytes,
+    threads_from,
+    utf8_text,
+)
 from llmscope.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -23,21 +34,10 @@ from llmscope.core.errors import (
     terminated,
     translate,
 )
-from llmscope.core.settings import (
-    BatchSettings,
-    ModelSettings,
-    OutputMode,
-    plain_text,
-    quantize_from,
-    read_bytes,
-    threads_from,
-    utf8_text,
-)
-from llmscope.endpoint.errors import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.cli.batch import BatchItem, BatchOutcome
-    from llmscope.render import Display
+    from llmscope.render.display import Display
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted, 143 terminated."
 
@@ -151,7 +151,7 @@ def command(quiet: bool = False, mode: OutputMode = OutputMode.HUMAN) -> Iterato
 
     A closed stdout (`| head`) is not a failure: exit 0 quietly. Ctrl-C exits 130, SIGTERM 143.
     """
-    from llmscope.render import Display, attach_logging
+    from llmscope.render.display import Display, attach_logging
 
     display = Display(quiet=quiet, mode=mode)
     attach_logging(display)
@@ -228,7 +228,7 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
         load_model,
         resolve_model_spec,
     )
-    from llmscope.render import model_summary
+    from llmscope.render.display import model_summary
 
     spec = resolve_model_spec(settings.model)
     converting = spec.is_gguf and settings.quantize == "none" and not cache_entry_is_whole(gguf_cache_dir(spec))
@@ -299,7 +299,7 @@ def write_batch(display: Display, items: list[BatchItem], outcomes: Iterator[Bat
                 show: Callable[[Any, dict[str, Any]], None]) -> None:
     """Write one JSON record per --batch item as soon as it is done (show(result, keys) for a result, an error
     record otherwise), with a progress bar on stderr; exit 1 if any record failed, 130 when interrupted."""
-    from llmscope.render import batch_progress
+    from llmscope.render.display import batch_progress
 
     failed = 0
     with batch_progress(display, len(items)) as advance:

@@ -24,7 +24,7 @@ from llmscope.cli.kit import (
     warn_all,
     write_batch,
 )
-from llmscope.core.settings import PromptSettings
+from llmscope.core.command_settings import PromptSettings
 
 
 @app.command(epilog=EXIT_CODES_HELP)

@@ -29,8 +29,8 @@ from llmscope.cli.kit import (
     write_batch,
 )
 from llmscope.commands.remote import endpoint_settings
+from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import PromptSettings
 
 # ------------------------------------------------------------------------------------ bench-cache
 
@@ -262,12 +262,12 @@ def compare(
         from llmscope.render.html import save_html
 
         if remote is not None:
-            from llmscope.endpoint.compare import check_ready
+            from llmscope.client.compare import check_ready
 
             check_ready(remote)  # before model A loads: a server that cannot answer is found in a second
         model_a = load(display, settings_a)
         if remote is not None:
-            from llmscope.endpoint.compare import remote_chunks
+            from llmscope.client.compare import remote_chunks
             from llmscope.generation.prompts import vocabulary_rows
 
             model_b, chunks_b = remote_chunks(remote, source, settings.score, vocabulary_rows(model_a))

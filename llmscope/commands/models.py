@@ -22,12 +22,12 @@ from llmscope.cli.kit import (
     load,
     read_prompt,
 )
+from llmscope.core.command_settings import ModelSettings, PromptSettings, quantize_from
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import ModelSettings, PromptSettings, quantize_from
 
 if TYPE_CHECKING:
     from llmscope.attention.pick import AttentionSettings
-    from llmscope.render import Display
+    from llmscope.render.display import Display
 
 # ------------------------------------------------------------------------------------ attention
 
@@ -184,14 +184,14 @@ def architecture(
                                             shared.load.dtype if not weights else "auto")
         from llmscope.architecture import describe as arch
         from llmscope.render import architecture as show
-        from llmscope.render import human_count
+        from llmscope.render.display import human_count
 
         if weights:
             loaded = load(display, shared.load.settings(model))
             report = arch.describe_loaded_model(loaded, depth, plan)
             info = loaded.info
         else:
-            from llmscope.core.results import ModelInfo
+            from llmscope.core.model_info import ModelInfo
             from llmscope.loading.loader import resolve_model_spec
 
             if (shared.load.device, shared.load.device_map) != ("auto", None):

@@ -31,8 +31,8 @@ from llmscope.cli.kit import (
     write_batch,
 )
 from llmscope.commands.remote import endpoint_settings
+from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import PromptSettings
 
 # ------------------------------------------------------------------------------------ generate
 
@@ -76,7 +76,7 @@ def generate(
 ) -> None:
     """Generate a continuation of PROMPT (greedy unless sampling is asked for), with timings and why it stopped."""
     with command(shared.output.quiet) as display:
-        from llmscope.core.settings import GenerateCommand, GenerationSettings
+        from llmscope.core.command_settings import GenerateCommand, GenerationSettings
 
         batch_settings = shared.batch.settings(batch_size)
         settings = GenerateCommand(
@@ -106,7 +106,7 @@ def generate(
 def run_generate(display: Any, settings: Any, text: str | None, items: list[Any] | None = None,
                  html_path: Any = None) -> None:
     """generate after its settings are read: load -> run (one prompt, or --batch items) -> show (and --html)."""
-    from llmscope.generation.generation import TokenDetail, generate_encoded
+    from llmscope.generation.generate import TokenDetail, generate_encoded
     from llmscope.generation.prompts import check_top, encode_prompt
     from llmscope.render import generation as show
     from llmscope.render.html import save_html
@@ -183,7 +183,7 @@ def tokenize(
 ) -> None:
     """Show how TEXT splits into tokens: ids, pieces, spans and counts. Loads the tokenizer only."""
     with command(shared.output.quiet) as display:
-        from llmscope.core.settings import TokenizeCommand
+        from llmscope.core.command_settings import TokenizeCommand
 
         batch_settings = shared.batch.settings(8)
         settings = TokenizeCommand(
@@ -203,7 +203,7 @@ def tokenize(
 
 
 def _run_decode(display: Any, settings: Any) -> None:
-    from llmscope.core.results import ModelInfo
+    from llmscope.core.model_info import ModelInfo
     from llmscope.loading.loader import load_tokenizer, resolve_model_spec
     from llmscope.loading.tokenization import decode_ids, parse_id_list, vocabulary_size
     from llmscope.render import tokens as show
@@ -216,7 +216,7 @@ def _run_decode(display: Any, settings: Any) -> None:
 
 
 def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[Any] | None) -> None:
-    from llmscope.core.results import ModelInfo
+    from llmscope.core.model_info import ModelInfo
     from llmscope.loading.loader import load_tokenizer, resolve_model_spec
     from llmscope.loading.tokenization import tokenize_text
     from llmscope.render import tokens as show
@@ -269,7 +269,7 @@ def next_token(
 ) -> None:
     """Show the model's probabilities for the token after PROMPT: top-k, the tensor shapes, greedy steps, logit lens."""
     with command(shared.output.quiet) as display:
-        from llmscope.core.settings import NextTokenCommand, NextTokenSettings
+        from llmscope.core.command_settings import NextTokenCommand, NextTokenSettings
 
         batch_settings = shared.batch.settings(batch_size)
         settings = NextTokenCommand(
@@ -295,7 +295,7 @@ def next_token(
 
 def _run_next_token(display: Any, settings: Any, text: str | None, items: list[Any] | None, html_path: Any) -> None:
     from llmscope.generation.prompts import encode_prompt
-    from llmscope.inspection.inspection import next_token_encoded
+    from llmscope.inspection.next_token import next_token_encoded
     from llmscope.render import inspection as show
     from llmscope.render.html import save_html
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmscope.core.errors import DeviceError, ModelLoadError
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 from llmscope.loading import conversion_cache
 from llmscope.loading.devices import DEVICE_CHOICES as DEVICE_CHOICES
 from llmscope.loading.devices import DTYPE_CHOICES as DTYPE_CHOICES
@@ -56,7 +56,7 @@ class LoadedModel:
     weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
     activations: str | None = None  # the dtype packed matmuls take their input in
     kept_exact: str | None = None  # linear layers --quantize left dense (no packed kernel takes their shape)
-    invariant: bool = False  # loading.invariant's numerics are installed (same numbers alone, batched or cached)
+    invariant: bool = False  # invariance.kernels' numerics are installed (same numbers alone, batched or cached)
 
     @property
     def info(self) -> ModelInfo:
@@ -286,7 +286,7 @@ def load_model(
         trust_remote_code: run Python code shipped with the model (off unless asked for).
         quantize: auto|none|int8|int4 (see llmscope.loading.quant): auto keeps a GGUF's 4/8-bit blocks packed and loads
             other models as stored; none dequantizes a GGUF exactly; int8/int4 pack every linear layer at load.
-        invariant: on the CPU, install batch- and cache-invariant numerics (llmscope.loading.invariant): a prompt's
+        invariant: on the CPU, install batch- and cache-invariant numerics (llmscope.invariance.kernels): a prompt's
             logits, hidden states and attention weights are the same alone, in any padded batch and with the KV cache.
             Other devices keep the model's own attention (their GEMMs give no such guarantee).
     Returns:
@@ -352,7 +352,7 @@ def load_model(
     model.eval()
     exact = False
     if invariant and target == "cpu" and device_map is None:
-        from llmscope.loading.invariant import make_invariant
+        from llmscope.invariance.kernels import make_invariant
 
         exact = make_invariant(model)
     tokenizer = _prepare_tokenizer(tokenizer)

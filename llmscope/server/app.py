@@ -287,7 +287,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
 
     def generation_job(loop: asyncio.AbstractEventLoop, encoded: Any, sampling: shapes.Sampling, alternatives: int,
                        stream: bool) -> Job:
-        from llmscope.core.settings import GenerationSettings
+        from llmscope.core.command_settings import GenerationSettings
 
         budget = max(sampling.max_tokens, 1)
         if sampling.greedy:

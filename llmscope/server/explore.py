@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from llmscope.core.results import to_plain
+from llmscope.core.model_info import to_plain
 from llmscope.server import openai_shapes as shapes
 from llmscope.server.engine import call_job
 from llmscope.server.native import RouteTools, check_cap
@@ -100,8 +100,8 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         return await envelope(await run(request, lambda: sampler_view(loaded, encoded, settings)))
 
     async def lens(request: Request) -> Response:
-        from llmscope.core.settings import NextTokenSettings
-        from llmscope.inspection.inspection import next_token_encoded
+        from llmscope.core.command_settings import NextTokenSettings
+        from llmscope.inspection.next_token import next_token_encoded
 
         body, encoded = await read(request)
         settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)), lens=True)

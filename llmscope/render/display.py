@@ -1,5 +1,5 @@
-"""The show layer: the only code that writes to stdout/stderr (Rich for people, JSON for scripts).
-Results arrive as dataclasses of plain values; nothing here computes or loads a model."""
+"""The Display every command writes through (stdout for results, stderr for the rest), the JSON document, progress,
+logging, and the formatting every renderer shares (counts, bytes, visible whitespace). It computes nothing."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from llmscope import __version__
-from llmscope.core.results import ModelInfo, to_plain
-from llmscope.core.settings import OutputMode
+from llmscope.core.command_settings import OutputMode
+from llmscope.core.model_info import ModelInfo, to_plain
 
 WHITESPACE_MARKERS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 
