@@ -10,14 +10,13 @@ from llmscope.cli.app import app, normalize_argv
 from llmscope.cli.kit import EXIT_CODES_HELP
 
 # Importing a command module registers its commands; this order is the order of the root help.
-COMMAND_MODULES = ("llmscope.commands.text", "llmscope.commands.models", "llmscope.commands.measure",
-                   "llmscope.commands.explain", "llmscope.commands.check", "llmscope.commands.patch",
-                   "llmscope.commands.serve",
-                   "llmscope.commands.explore")
+COMMAND_MODULES = ("llmscope.commands.generate", "llmscope.commands.attention", "llmscope.commands.bench_cache",
+                   "llmscope.commands.attribute", "llmscope.commands.check_invariance", "llmscope.commands.patch",
+                   "llmscope.commands.serve", "llmscope.commands.explore")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 
-from llmscope.commands.text import run_generate  # noqa: E402  (after the registration above)
+from llmscope.commands.generate import run_generate  # noqa: E402  (after the registration above)
 
 __all__ = ["app", "main", "normalize_argv", "run_generate"]
 

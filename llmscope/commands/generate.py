@@ -30,7 +30,7 @@ from llmscope.cli.kit import (
     warn_all,
     write_batch,
 )
-from llmscope.commands.remote import endpoint_settings
+from llmscope.commands._endpoint import endpoint_settings
 from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
 
@@ -95,7 +95,7 @@ def generate(
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         if remote is not None:
-            from llmscope.commands.remote import run_generate as run_remote
+            from llmscope.commands._endpoint import run_generate as run_remote
 
             run_remote(display, remote, text, settings)
             return
@@ -286,7 +286,7 @@ def next_token(
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
         if remote is not None:
-            from llmscope.commands.remote import run_next_token
+            from llmscope.commands._endpoint import run_next_token
 
             run_next_token(display, remote, text, settings, items)
             return

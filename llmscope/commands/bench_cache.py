@@ -28,7 +28,7 @@ from llmscope.cli.kit import (
     require_text,
     write_batch,
 )
-from llmscope.commands.remote import endpoint_settings
+from llmscope.commands._endpoint import endpoint_settings
 from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
 
@@ -178,7 +178,7 @@ def score(
                                    display)
         items = read_batch(batch_settings)
         if remote is not None:
-            from llmscope.commands.remote import run_score
+            from llmscope.commands._endpoint import run_score
 
             run_score(display, remote, source, settings, colour_by, table, items)
             return
