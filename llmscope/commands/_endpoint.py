@@ -1,5 +1,5 @@
-"""The CLI side of --endpoint: its option types, and the run functions that next-token, score and generate call
-instead of loading a model (the same render entries as a local run). No torch, no transformers."""
+"""The --endpoint glue that several commands share: endpoint_settings (options checked against a served model), and
+the run functions next-token, score and generate call instead of loading one. No command, no torch, no transformers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Commands that run prompts through a model: generate, tokenize and next-token (one prompt, or --batch).
-They parse and check options, then call the library and the renderer; they compute nothing themselves."""
+"""The generate command: a continuation of a prompt (or of each --batch prompt), streamed or not, locally or through
+--endpoint. It parses and checks options, then calls llmscope.generation and the renderer; it computes nothing."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from llmscope.cli.kit import (
     ModelOpt,
     OptionalPromptArg,
     SystemOpt,
-    TrustOpt,
     command,
     example,
     html_target,
@@ -25,16 +24,11 @@ from llmscope.cli.kit import (
     load,
     prompt_or_batch,
     read_batch,
-    read_prompt,
-    require_text,
     warn_all,
     write_batch,
 )
 from llmscope.commands._endpoint import endpoint_settings
 from llmscope.core.command_settings import PromptSettings
-from llmscope.core.errors import UsageError
-
-# ------------------------------------------------------------------------------------ generate
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -154,171 +148,3 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
     save_html(display, html_path, "generate", loaded.info, result, show_probs=settings.show_probs)
     if result.finish_reason == "interrupted":
         raise interrupted_exit()
-
-
-# ------------------------------------------------------------------------------------ tokenize
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-@example("Hello world", "-m", "{model}")
-@grouped(batch=True)
-def tokenize(
-    text: Annotated[str | None, typer.Argument(
-        help="The text; '-' reads it from stdin byte for byte, final newline kept (or give --batch).",
-        show_default=False)] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Model whose tokenizer to use; give several to compare them side by side.",
-        show_default=False)] = None,
-    ids: Annotated[bool, typer.Option("--ids", help="Print only the ids, space-separated.")] = False,
-    decode: Annotated[str | None, typer.Option(
-        "--decode", help='Decode ids back to text, e.g. "504 3575 282"; "-" reads them from stdin.',
-        show_default=False)] = None,
-    special: Annotated[bool, typer.Option("--special/--no-special", help="Add BOS/EOS as the model does.")] = True,
-    chat: Annotated[bool, typer.Option(
-        "--chat", help="Tokenize after the chat template (default: off, the raw text; on with --system).")] = False,
-    system: SystemOpt = None,
-    trust_remote_code: TrustOpt = False,
-    *,
-    shared: Shared,
-) -> None:
-    """Show how TEXT splits into tokens: ids, pieces, spans and counts. Loads the tokenizer only."""
-    with command(shared.output.quiet) as display:
-        from llmscope.core.command_settings import TokenizeCommand
-
-        batch_settings = shared.batch.settings(8)
-        settings = TokenizeCommand(
-            models=tuple(model or [None]), prompt=PromptSettings(chat=True if chat else None, system=system),
-            mode=shared.output.mode(batch=batch_settings is not None, ids=ids),
-            special=special, decode=decode, trust_remote_code=trust_remote_code, batch=batch_settings)
-        display.mode = settings.mode
-        warn_all(display, settings.warnings())
-        if decode is not None:
-            if text is not None:
-                raise UsageError("give either TEXT or --decode, not both")
-            _run_decode(display, settings)
-            return
-        source = prompt_or_batch(text, batch_settings, exact=True)
-        items = read_batch(batch_settings)
-        _run_tokenize(display, settings, source, items)
-
-
-def _run_decode(display: Any, settings: Any) -> None:
-    from llmscope.core.model_info import ModelInfo
-    from llmscope.loading.loader import load_tokenizer, resolve_model_spec
-    from llmscope.loading.tokenization import decode_ids, parse_id_list, vocabulary_size
-    from llmscope.render import tokens as show
-
-    spec = resolve_model_spec(settings.models[0])
-    tokenizer = load_tokenizer(spec, settings.trust_remote_code, light=True)
-    ids = parse_id_list(read_prompt(settings.decode, "ids"), vocabulary_size(tokenizer))
-    decoded = decode_ids(tokenizer, ids, spec.name, skip_special_tokens=not settings.special)
-    show.show_decoded(display, ModelInfo(model=spec.name, source=spec.kind), decoded)
-
-
-def _run_tokenize(display: Any, settings: Any, source: str | None, items: list[Any] | None) -> None:
-    from llmscope.core.model_info import ModelInfo
-    from llmscope.loading.loader import load_tokenizer, resolve_model_spec
-    from llmscope.loading.tokenization import tokenize_text
-    from llmscope.render import tokens as show
-
-    specs = [resolve_model_spec(m) for m in settings.models]
-    chat = settings.prompt.applies_template
-    light = not chat  # the conversion cache's tokenizer.json can be read without torch / transformers
-    tokenizers = [load_tokenizer(spec, settings.trust_remote_code, light=light) for spec in specs]
-    info = ModelInfo(model=", ".join(spec.name for spec in specs), source=",".join(s.kind for s in specs))
-
-    def run(text: str) -> list[Any]:
-        return [tokenize_text(tokenizer, text, spec.name, add_special_tokens=settings.special, chat=chat,
-                              system=settings.prompt.system) for spec, tokenizer in zip(specs, tokenizers)]
-
-    if items is None:
-        show.show_tokens(display, info, run(source))
-        return
-    from llmscope.cli.batch import run_batch
-
-    outcomes = run_batch(items, 64, prepare=lambda item: require_text(item.prompt),
-                         run_chunk=lambda texts: [run(text) for text in texts])
-    write_batch(display, items, outcomes, lambda results, keys: show.show_tokens(display, info, results, **keys))
-
-
-# ------------------------------------------------------------------------------------ next-token
-
-
-@app.command("next-token", epilog=EXIT_CODES_HELP)
-@example("Hello", "-m", "{model}", "--top-k", "3")
-@grouped(load=True, batch=True, endpoint=True)
-def next_token(
-    prompt: OptionalPromptArg = None,
-    model: ModelOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates to show per step.")] = 10,
-    steps: Annotated[int, typer.Option(
-        "--steps", help="Greedy steps: append the top token and show the next distribution, N times.")] = 1,
-    temperature: Annotated[float | None, typer.Option(
-        help="Also show the distribution a sampler draws from at this temperature.", show_default=False)] = None,
-    top_p: Annotated[float | None, typer.Option(
-        "--top-p", help="Also show the sampler's distribution after nucleus (top-p) filtering.",
-        show_default=False)] = None,
-    lens: Annotated[bool, typer.Option(
-        "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
-    chat: ChatOpt = None,
-    system: SystemOpt = None,
-    html: HtmlOpt = None,
-    batch_size: BatchSizeOpt = 8,
-    *,
-    shared: Shared,
-) -> None:
-    """Show the model's probabilities for the token after PROMPT: top-k, the tensor shapes, greedy steps, logit lens."""
-    with command(shared.output.quiet) as display:
-        from llmscope.core.command_settings import NextTokenCommand, NextTokenSettings
-
-        batch_settings = shared.batch.settings(batch_size)
-        settings = NextTokenCommand(
-            inspect=NextTokenSettings(top_k=top_k, steps=steps, temperature=temperature, top_p=top_p, lens=lens),
-            prompt=PromptSettings(chat=chat, system=system),
-            model=shared.load.settings(model),
-            mode=shared.output.mode(batch=batch_settings is not None),
-            batch=batch_settings)
-        remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens, "--html": html is not None},
-                                   shared.load, display)
-        text = prompt_or_batch(prompt, batch_settings)
-        html_path = html_target(html, batch_settings is not None)
-        display.mode = settings.mode
-        warn_all(display, settings.warnings())
-        items = read_batch(batch_settings)
-        if remote is not None:
-            from llmscope.commands._endpoint import run_next_token
-
-            run_next_token(display, remote, text, settings, items)
-            return
-        _run_next_token(display, settings, text, items, html_path)
-
-
-def _run_next_token(display: Any, settings: Any, text: str | None, items: list[Any] | None, html_path: Any) -> None:
-    from llmscope.generation.prompts import encode_prompt
-    from llmscope.inspection.next_token import next_token_encoded
-    from llmscope.render import inspection as show
-    from llmscope.render.html import save_html
-
-    loaded = load(display, settings.model)
-    chat = settings.prompt.applies_template
-    steps = settings.inspect.steps
-
-    def encode(prompt: str) -> Any:
-        return encode_prompt(loaded, prompt, chat=chat, system=settings.prompt.system, new_tokens=steps - 1,
-                             budget_option="--steps", budget_offset=1)
-
-    if items is None:
-        result = next_token_encoded(loaded, [encode(text)], settings.inspect)[0]
-        show.show_next_token(display, loaded.info, result)
-        save_html(display, html_path, "next-token", loaded.info, result)
-        return
-    from llmscope.cli.batch import run_batch
-
-    outcomes = run_batch(items, settings.batch.batch_size, prepare=lambda item: encode(item.prompt),
-                         run_chunk=lambda encoded: next_token_encoded(loaded, encoded, settings.inspect))
-
-    def write(result: Any, keys: dict[str, Any]) -> None:
-        show.show_next_token(display, loaded.info, result, **keys)
-        save_html(display, html_path, "next-token", loaded.info, result, keys)
-
-    write_batch(display, items, outcomes, write)
