@@ -25,7 +25,8 @@ MAX_AUTO_STEPS = 256  # the budget the automatic steps may grow to (doubling) un
 MAX_STEPS = 4096
 COMPLETENESS_LIMIT = 0.01  # a relative completeness error above this is a warning
 SETTLED_LIMIT = 0.05  # a token whose value moves by more than this share of the row's largest |value| between half
-# the steps and the steps is not settled (the sum can be right while single tokens still move: issue 28 item 19)
+# the steps and the steps is not settled: the completeness sum can be right while single tokens still move, so a
+# passing completeness check alone does not show that each token's value has converged
 DEFAULT_MAX_TOKENS = 256  # prompt + target tokens one run may attribute (--max-tokens)
 MAX_TARGETS = 256
 
