@@ -64,7 +64,7 @@ def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir
 def test_the_token_loop_exists_once() -> None:
     """generate and next-token both run on decoding.decode_steps; neither calls the model itself."""
     root = Path(__file__).resolve().parent.parent / "llmscope"
-    for module in ("generation/generation.py", "inspection/inspection.py"):
+    for module in ("generation/generate.py", "inspection/next_token.py"):
         source = (root / module).read_text()
         assert "decode_steps(" in source and "model(input_ids" not in source, module
 
