@@ -25,7 +25,7 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m llmscope.cli.reference > docs/cli.md
-	HF_HUB_OFFLINE=1 $(BIN)/python docs/readme_figures.py
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/figures.py
 
 # Debian's chromium for the browser tests (Playwright's own download is unreachable here). Never fatal: without
 # a browser, `make test` skips those tests and says why.
