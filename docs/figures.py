@@ -80,6 +80,14 @@ RUNS: dict[str, Run] = {
     "bench-cache": Run("llmscope bench-cache -n 16 --threads 1 --max-time 40"),
     "patch-eiffel": Run('llmscope patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city '
                         'of"'),
+    "tokenize": Run('llmscope tokenize "The capital of France is"'),
+    "tokenize-ids": Run('llmscope tokenize "The capital of France is" --ids'),
+    "tokenize-decode": Run('llmscope tokenize --decode "504 3575 282 4649 314"'),
+    "architecture": Run("llmscope architecture --depth 3"),
+    "env": Run("llmscope env"),
+    "cache": Run("llmscope cache"),  # after the warm-up load, so it lists at least the embedded model's entries
+    "serve-check": Run("llmscope serve --port 0 --check"),
+    "explore-check": Run("llmscope explore --port 0 --check"),
 }
 
 _PARIS = ("steps", 0, "top", 0, "probability")
