@@ -4,7 +4,7 @@ drawn), over several prompts; target under 2 s each. Also saves the page's scree
 Run from the repository root:
   .venv/bin/python benchmarks/explore_bench.py [--model M] [--url URL] [--screenshots docs/]
 With --url it measures a page already served (`llmscope explore`); otherwise it starts one on a free port. It needs
-Playwright and Debian's chromium (README "Browser tests"), prints a table and ends stdout with one JSON document."""
+Playwright and Debian's chromium (docs/explore.md), prints a table and ends stdout with one JSON document."""
 
 from __future__ import annotations
 

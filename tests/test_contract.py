@@ -102,7 +102,7 @@ def test_reference_page_is_current() -> None:
     from llmscope.cli.reference import reference_page
 
     page = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-    assert page.read_text() == reference_page(), "docs/cli.md is stale: run `make docs`"
+    assert page.read_text() == reference_page(), "docs/cli.md is stale: run `make figures`"
 
 
 def test_help_lists_exit_codes(cli) -> None:

@@ -1,9 +1,10 @@
-"""The README's example outputs are what docs/readme_figures.py last ran (issue 28 item 16): every marked block and
-inline figure equals its stored output (fast, runs nothing); the slow tier runs the key figures again on the
-embedded model in the default mode and finds them in the README."""
+"""The example outputs of README.md and the documentation pages are what docs/figures.py last ran: every marked block
+and inline figure on every page equals its stored output, and every command's page shows at least one (fast, runs
+nothing); the slow tier runs the key figures again on the embedded model in the default mode and finds them."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import shlex
@@ -18,26 +19,67 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def figures() -> Any:
-    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "docs" / "readme_figures.py")
+    spec = importlib.util.spec_from_file_location("docs_figures", ROOT / "docs" / "figures.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_figures"] = module  # dataclasses look their module up there
+    sys.modules["docs_figures"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-def test_the_readme_holds_the_stored_outputs(figures: Any) -> None:
-    assert figures.mismatches((ROOT / "README.md").read_text()) == []
+def test_every_page_holds_the_stored_outputs(figures: Any) -> None:
+    pages = figures.read_pages()
+    assert "README.md" in pages and "docs/commands/generate.md" in pages
+    assert figures.mismatches(pages) == []
 
 
-def test_a_changed_figure_is_caught(figures: Any) -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_a_changed_figure_or_block_is_caught_on_any_page(figures: Any) -> None:
+    pages = figures.read_pages()
     value = figures.stored("paris-default").strip()
-    edited = readme.replace(f"<!-- figure: paris-default -->{value}<", "<!-- figure: paris-default -->0.1234<", 1)
+    readme = pages["README.md"]
+    pages["README.md"] = readme.replace(f"<!-- figure: paris-default -->{value}<",
+                                        "<!-- figure: paris-default -->0.1234<", 1)
     block = figures.stored("next-token")
-    edited = edited.replace(block, block.replace("Next token", "Next tokens", 1), 1)
-    problems = figures.mismatches(edited)
-    assert any("figure paris-default is 0.1234" in p for p in problems)
-    assert any("block next-token differs" in p for p in problems)
+    page = pages["docs/commands/next-token.md"]
+    assert block in page
+    pages["docs/commands/next-token.md"] = page.replace(block, block.replace("Next token", "Next tokens", 1), 1)
+    problems = figures.mismatches(pages)
+    assert any(p.startswith("README.md figure paris-default is 0.1234") for p in problems), problems
+    assert any(p.startswith("docs/commands/next-token.md block next-token differs") for p in problems), problems
+
+
+def test_a_run_no_page_shows_and_a_mark_nothing_runs_are_caught(figures: Any) -> None:
+    pages = {name: text.replace("<!-- run: check-invariance -->", "<!-- run: no-such-run -->")
+             for name, text in figures.read_pages().items()}
+    problems = figures.mismatches(pages)
+    assert "no page has a <!-- run: check-invariance --> block" in problems
+    assert any("marks run no-such-run, which docs/figures.py does not run" in p for p in problems), problems
+
+
+def test_every_command_has_a_page_with_a_real_output(figures: Any) -> None:
+    from llmscope.cli.reference import command_names
+
+    pages = figures.read_pages()
+    for name in command_names():
+        page = pages.get(f"docs/commands/{name}.md")
+        assert page is not None, f"docs/commands/{name}.md is missing"
+        runs = [m["name"] for m in figures.RUN_BLOCK.finditer(page)]
+        assert runs, f"docs/commands/{name}.md has no <!-- run: NAME --> block"
+        assert any(figures.RUNS[run].command.startswith(f"llmscope {name}") for run in runs), (name, runs)
+
+
+def test_the_api_page_documents_every_public_name() -> None:
+    """docs/api.md renders each name of llmscope.__all__, and llmscope/__init__.py imports each one for type checkers
+    (and mkdocstrings) from the module its lazy table loads it from."""
+    import llmscope
+
+    page = (ROOT / "docs" / "api.md").read_text()
+    public = [name for name in llmscope.__all__ if name != "__version__"]
+    for name in public:
+        assert f"::: llmscope.{name}\n" in page, name
+    tree = ast.parse((ROOT / "llmscope" / "__init__.py").read_text())
+    imported = {alias.name: node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names if node.module and node.module.startswith("llmscope.")}
+    assert imported == {name: llmscope._LAZY[name] for name in public}
 
 
 def test_the_examples_read_files_that_are_shipped(figures: Any) -> None:
@@ -50,10 +92,10 @@ def test_the_examples_read_files_that_are_shipped(figures: Any) -> None:
 
 
 @pytest.mark.slow
-def test_key_figures_rerun_in_the_default_mode_match_the_readme(figures: Any, cli, monkeypatch) -> None:
+def test_key_figures_rerun_in_the_default_mode_match_the_pages(figures: Any, cli, monkeypatch) -> None:
     """next-token's p(" Paris") in the default (packed) mode and score's perplexity of paragraph.txt, run again."""
     monkeypatch.chdir(figures.EXAMPLES)
-    readme = (ROOT / "README.md").read_text()
+    text = "\n".join(figures.read_pages().values())
     for name in ("paris-default", "paragraph-perplexity"):
         figure = figures.FIGURES[name]
         args = shlex.split(figure.command)[1:]
@@ -62,6 +104,6 @@ def test_key_figures_rerun_in_the_default_mode_match_the_readme(figures: Any, cl
         value = json.loads(result.stdout)
         for key in figure.path:
             value = value[key]
-        text = figure.format.format(value)
-        assert f"<!-- figure: {name} -->{text}<!-- /figure -->" in readme, (name, text)
+        shown = figure.format.format(value)
+        assert f"<!-- figure: {name} -->{shown}<!-- /figure -->" in text, (name, shown)
     assert figures.stored("paris-default").strip() in figures.stored("next-token")

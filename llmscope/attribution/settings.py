@@ -19,8 +19,8 @@ METHOD_NAMES = ("occlusion", "input-x-gradient", "integrated-gradients", "attent
 METHOD_ALIASES = {"ig": "integrated-gradients", "ixg": "input-x-gradient", "rollout": "attention-rollout",
                   "loo": "occlusion", "all": ""}
 BASELINES = ("mean", "eos", "zero")
-DEFAULT_BASELINE = "mean"  # the only one that converged within 128 steps on 5-, 12- and 20-token prompts (README)
-DEFAULT_STEPS = 32  # Gauss-Legendre points; "The capital of France is": 0.48% completeness error (README)
+DEFAULT_BASELINE = "mean"  # the only one that converged within 128 steps on 5-, 12-, 20-token prompts (docs: attribute)
+DEFAULT_STEPS = 32  # Gauss-Legendre points; "The capital of France is": 0.48% completeness error (docs: attribute)
 MAX_AUTO_STEPS = 256  # the budget the automatic steps may grow to (doubling) until completeness < 1%
 MAX_STEPS = 4096
 COMPLETENESS_LIMIT = 0.01  # a relative completeness error above this is a warning
