@@ -5,14 +5,14 @@ pairs, and the rule that stops a point's pairs."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from llmscope.bench import benchmark
-from llmscope.bench.benchmark import BenchPlan, Point, PointLog
+from llmscope.bench.benchmark import BenchPlan, Point, PointLog, run_timing
 from llmscope.bench.results import CACHE, NO_CACHE
-from llmscope.bench.run import _Raw, run_timing
 from llmscope.core.errors import UsageError
 
 
@@ -44,7 +44,7 @@ def test_a_depth_past_the_context_is_refused_with_the_depth(tiny: Any) -> None:
 def test_a_point_log_counts_complete_pairs_and_keys_its_outputs() -> None:
     log = PointLog(Point((5, 6, 7), 2))
     assert log.complete_pairs == 0 and log.stop_reason == "interrupted" and log.outputs_by_run() == {}
-    first, second, third = _Raw(ids=[1, 2]), _Raw(ids=[1, 2]), _Raw(ids=[1, 3])
+    first, second, third = (SimpleNamespace(ids=ids) for ids in ([1, 2], [1, 2], [1, 3]))
     log.outputs[CACHE] += [first, third]  # pair 2 stopped after its cached run
     log.outputs[NO_CACHE].append(second)
     assert log.complete_pairs == 1

@@ -100,8 +100,8 @@ def test_models_and_health_name_the_served_model(local: Any, tiny_model_dir: Pat
 
 
 def test_a_greedy_completion_is_the_library_generation(running: Any, local: Any) -> None:
+    from llmscope import generate
     from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
     from llmscope.server.openai_routes import completions
 
     body = {"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0, "logprobs": 2}
