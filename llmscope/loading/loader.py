@@ -23,6 +23,8 @@ from llmscope.loading.devices import resolve_dtype as resolve_dtype
 from llmscope.loading.load_errors import check_hub_reachable, first_line, warn_remote_code
 from llmscope.loading.load_errors import require_causal_lm as require_causal_lm
 from llmscope.loading.load_errors import translate_load_error as _translate_load_error
+from llmscope.loading.memory import check_enabled
+from llmscope.loading.memory_check import check_load_fits, tensor_table
 from llmscope.loading.modelspec import ALIASES as ALIASES
 from llmscope.loading.modelspec import EMBEDDED_ALIAS as EMBEDDED_ALIAS
 from llmscope.loading.modelspec import EMBEDDED_INSTALL as EMBEDDED_INSTALL
@@ -292,14 +294,19 @@ def load_model(
     Returns:
         LoadedModel with the model in eval mode.
     Raises:
-        ModelLoadError, DeviceError, UsageError.
+        ModelLoadError, DeviceError, UsageError; MemoryLimitError before any weights are read when the planned
+        peak (loading.memory_check) is more than the memory free ($LLMSCOPE_MEMORY_CHECK=0 skips that check).
     """
     import torch
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     target = resolve_device(device)
     torch_dtype = _load_dtype(dtype, target, device_map)
-    mode = resolve_quantize(quantize, spec, target, device_map)
+    table = tensor_table(spec)  # a GGUF file's header, read once: the mode and the memory check both need it
+    mode = resolve_quantize(quantize, spec, target, device_map, table)
+    if device_map is None and check_enabled():  # accelerate places a device map's layers where they fit
+        converting = spec.is_gguf and mode == "none" and not cache_entry_is_whole(gguf_cache_dir(spec))
+        check_load_fits(spec, quantize, mode, dtype_name(torch_dtype), target, converting, table)
     started = time.perf_counter()
     if not spec.is_gguf:  # a GGUF file always holds a causal LM; reading its header first would cost seconds
         require_causal_lm(load_config(spec, trust_remote_code), spec)
