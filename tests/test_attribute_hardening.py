@@ -154,10 +154,10 @@ def test_every_load_checks_its_planned_peak_first(cli, tiny_model_dir: Path, tin
     copy of an 8B-shaped GGUF passed 15 GB in 79 s before)."""
     from llmscope.loading import loader, memory
 
-    loads: list[str] = []
-    real_load = loader.load_model
-    monkeypatch.setattr(loader, "load_model", lambda *args, **kwargs: loads.append("load") or real_load(*args,
-                                                                                                          **kwargs))
+    loads: list[str] = []  # a source's loader ran: weights were read
+    for source in ("_load_pretrained", "_load_dequantized_gguf", "_load_packed_gguf"):
+        real_load = getattr(loader, source)
+        monkeypatch.setattr(loader, source, lambda *args, real_load=real_load: loads.append("load") or real_load(*args))
     monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 100 << 10)  # 100 KiB
     monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "empty-cache"))
     folder = cli("next-token", PROMPT, "-m", tiny_model_dir)

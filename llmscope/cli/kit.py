@@ -232,7 +232,6 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
 
     spec = resolve_model_spec(settings.model)
     converting = spec.is_gguf and settings.quantize == "none" and not cache_entry_is_whole(gguf_cache_dir(spec))
-    check_load_fits(spec, settings, converting)
     show_bars = converting and display.err.is_terminal and not display.quiet
     if not show_bars:
         hide_library_progress_bars()
@@ -245,29 +244,6 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
     if loaded.device == "cpu" and (fit_threads or settings.threads is not None):
         fit_cpu_threads(display, settings.threads)
     return loaded
-
-
-def check_load_fits(spec: Any, settings: ModelSettings, converting: bool) -> None:
-    """Before any load: its planned peak (the planner's weights figure, doubled while a GGUF is dequantized) against
-    the memory there is; one line and exit 1 when it cannot fit ($LLMSCOPE_MEMORY_CHECK=0 skips the check)."""
-    from llmscope.architecture.describe import planned_load_peak
-    from llmscope.loading.memory import available_memory, check_enabled, require_fits
-
-    if not check_enabled() or settings.device_map:
-        return
-    device = "cpu" if settings.device in (None, "auto", "cpu") else settings.device
-    if settings.device in (None, "auto"):
-        import torch
-
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    peak = planned_load_peak(spec, settings.quantize, settings.dtype, device, converting)
-    if peak is None:
-        return
-    how = f"--quantize {settings.quantize}" + (" (a first load, dequantizing the GGUF file)" if converting else "")
-    packed_hint = "--quantize auto or int4 keeps the weights packed" if settings.quantize == "none" else (
-        "--quantize int4 holds the weights in the least memory")
-    require_fits(peak, available_memory(device), f"loading {spec.name} with {how}",
-                 hint=f"free memory, or {packed_hint}; LLMSCOPE_MEMORY_CHECK=0 skips this check")
 
 
 def fit_cpu_threads(display: Display, asked: int | None) -> None:
