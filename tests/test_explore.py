@@ -183,9 +183,10 @@ def test_attention_route_takes_one_head_apart(server: Explore) -> None:
     assert status == 400
 
 
-def test_lens_route_adds_block_norms_and_byte_tokens(server: Explore, tiny_model_dir: Path) -> None:
+def test_next_token_and_lens_routes_add_block_norms_and_byte_tokens(server: Explore, tiny_model_dir: Path) -> None:
     """The lens answer carries next-token's candidates (top_k of them), the block norms, and the bytes of every
-    candidate that holds part of a UTF-8 character, as the tokenizer's own token_bytes gives them."""
+    candidate that holds part of a UTF-8 character, as the tokenizer's own token_bytes gives them; the next-token
+    route the same candidates without the lens."""
     from llmscope.loading.loader import load_model
     from llmscope.loading.tokenization import token_bytes
 
@@ -194,6 +195,10 @@ def test_lens_route_adds_block_norms_and_byte_tokens(server: Explore, tiny_model
     top = answer["result"]["steps"][0]["top"]
     assert len(top) == 20
     assert top == server.result("/llmscope/v1/next-token", {"prompt": PROMPT, "top_k": 20})["steps"][0]["top"]
+    status, bars = server.post("/llmscope/v1/explore/next-token", {"prompt": PROMPT, "top_k": 20})
+    assert status == 200 and bars["result"]["steps"] == answer["result"]["steps"] and bars["result"]["lens"] is None
+    assert bars["partial_bytes"] == {key: value for key, value in answer["partial_bytes"].items()
+                                     if int(key) in {t["token_id"] for t in top}}
     blocks = answer["blocks"]
     assert [row["layer"] for row in blocks["last"]] == [0, 1] and blocks["adds_up"] is True
     assert blocks["last"][0]["residual_out"] == blocks["last"][1]["residual_in"]

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PROMPT = "hello world the cat"
+ROUTES_PER_RUN = ["attention", "cache", "decode", "lens", "next-token"]  # the explore routes one prompt's run asks
 
 
 def chromium_path() -> str | None:
@@ -434,19 +435,18 @@ def test_a_new_prompt_marks_the_old_results_until_its_own_arrive(server: Explore
     run_prompt(page.page, PROMPT)
     held: list[Any] = []
 
-    def hold_lens(route: Any) -> None:
+    def hold_bars(route: Any) -> None:
         if "the dog" in (route.request.post_data or ""):
             held.append(route)
         else:
             route.continue_()
 
-    page.page.route("**/llmscope/v1/explore/lens", hold_lens)
+    page.page.route("**/llmscope/v1/explore/next-token", hold_bars)
     page.page.fill("#prompt", "the dog")
     page.page.press("#prompt", "Enter")
-    page.page.wait_for_selector("#attention[data-ready='1']")  # the new attention is drawn, the lens held
-    for panel in ("next-panel", "lens-panel", "blocks-panel"):
-        classes = page.page.get_attribute(f"#{panel}", "class")
-        assert "stale" in classes and "busy" in classes
+    page.page.wait_for_selector("#attention[data-ready='1']")  # the new attention is drawn, the bars held
+    classes = page.page.get_attribute("#next-panel", "class")
+    assert "stale" in classes and "busy" in classes
     assert float(page.page.eval_on_selector("#bars", "e => getComputedStyle(e).opacity")) < 0.5
     assert "stale" not in page.page.get_attribute("#attention-panel", "class")
     assert page.page.inner_text("#status") == "computing…"  # nothing claimed before the first panels arrive
@@ -492,7 +492,7 @@ def test_a_new_prompt_aborts_the_old_run(server: Explore, page: Page) -> None:
     page.page.fill("#prompt", "first one")
     page.page.press("#prompt", "Enter")
     page.page.wait_for_selector("#tokens[data-ready='1']")
-    while len(held) < 4:  # lens, attention, decode, cache
+    while len(held) < 5:  # next-token, attention, decode, lens, cache
         page.page.wait_for_event("request")
     before = page.page.get_attribute("body", "data-run")
     page.page.fill("#prompt", "second one")
@@ -501,10 +501,10 @@ def test_a_new_prompt_aborts_the_old_run(server: Explore, page: Page) -> None:
     while any(e["end"] is None for e in seen if e["prompt"] == "first one"):
         page.page.wait_for_event("requestfailed")
     first = [e for e in seen if e["prompt"] == "first one"]
-    assert sorted(e["route"] for e in first) == ["attention", "cache", "decode", "lens"]
+    assert sorted(e["route"] for e in first) == ROUTES_PER_RUN
     assert all(e["end"] == "net::ERR_ABORTED" for e in first)
     second = [e for e in seen if e["prompt"] == "second one"]
-    assert sorted(e["route"] for e in second) == ["attention", "cache", "decode", "lens"]  # one run, once
+    assert sorted(e["route"] for e in second) == ROUTES_PER_RUN  # one run, each route once
     assert all(e["end"] == "finished" for e in second)
     assert page.page.eval_on_selector_all("#tokens .piece", "ps => ps.map(p => p.textContent).join('')") == \
         "second␣one"
@@ -531,8 +531,7 @@ def test_typing_leaves_at_most_one_run_per_prompt(server: Explore, page: Page) -
         per_prompt[(entry["prompt"], entry["route"])] = per_prompt.get((entry["prompt"], entry["route"]), 0) + 1
         assert entry["end"] in ("finished", "net::ERR_ABORTED")
     assert max(per_prompt.values()) == 1
-    assert {route for (prompt, route) in per_prompt if prompt == "Hello there"} == {"lens", "attention", "decode",
-                                                                                    "cache"}
+    assert sorted(route for (prompt, route) in per_prompt if prompt == "Hello there") == ROUTES_PER_RUN
     assert all(e["end"] == "finished" for e in seen if e["prompt"] == "Hello there")
     assert page.script_errors() == []
 
@@ -681,7 +680,7 @@ def test_figures_are_readable(server: Explore, page: Page) -> None:
     byte-fallback tokens read ⟨hex⟩ in every panel as in Tokens, cut rows keep 4.5:1 contrast."""
     page.page.goto(server.url + "/explore")
     run_prompt(page.page, PROMPT)
-    answer = server.post_full("/llmscope/v1/explore/lens", {"prompt": PROMPT})
+    answer = server.post_full("/llmscope/v1/explore/next-token", {"prompt": PROMPT})
     held = answer["partial_bytes"]
     assert held  # the tiny vocabulary's top tokens include bytes of a character
     for selector in ("#bars", "#decoding", "#lens"):

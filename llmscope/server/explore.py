@@ -30,6 +30,7 @@ CACHE_TIMING_PAIRS = 2  # cached / uncached pairs, after one untimed warm-up pai
 ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
     ("GET", "/explore", "the page (and /explore/assets/*: its script and stylesheet)"),
     ("POST", "/llmscope/v1/explore/decode", "the sampler's view: temperature, top_k, top_p, greedy / sampled pick"),
+    ("POST", "/llmscope/v1/explore/next-token", "next-token --json, with the bytes of byte-fallback candidates"),
     ("POST", "/llmscope/v1/explore/lens", "next-token --lens --json, and each block's residual-stream norms"),
     ("POST", "/llmscope/v1/explore/attention", "attention --json, every query row, weights packed as float32; with "
      "layer and head: that head's q, k, v, weights and output (weights: false for those alone)"),
@@ -142,6 +143,21 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         view, held = await run(request, work)
         return await envelope(view, partial_bytes=held)
 
+    async def next_token(request: Request) -> Response:
+        from llmscope.core.command_settings import NextTokenSettings
+        from llmscope.inspection.next_token import next_token_encoded
+
+        body, encoded = await read(request)
+        settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)))
+        check_cap("top_k", settings.top_k, tools.max_top_k, "--max-top-k")
+
+        def work() -> tuple[Any, dict[str, str]]:
+            result = next_token_encoded(loaded, [encoded], settings)[0]
+            return result, partial_bytes(loaded.tokenizer, [t.token_id for step in result.steps for t in step.top])
+
+        result, held = await run(request, work)
+        return await envelope(result, partial_bytes=held)
+
     async def lens(request: Request) -> Response:
         from llmscope.core.command_settings import NextTokenSettings
         from llmscope.inspection.blocknorms import block_norms
@@ -230,7 +246,8 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
 
         return await envelope(await run(request, lambda: describe_loaded_model(loaded, depth=1)))
 
-    posts = {"/llmscope/v1/explore/decode": decode, "/llmscope/v1/explore/lens": lens,
+    posts = {"/llmscope/v1/explore/decode": decode, "/llmscope/v1/explore/next-token": next_token,
+             "/llmscope/v1/explore/lens": lens,
              "/llmscope/v1/explore/attention": attention, "/llmscope/v1/explore/attribute": attribute,
              "/llmscope/v1/explore/cache": cache, "/llmscope/v1/explore/architecture": architecture}
     return [Route("/", guarded(home, open_route=True), methods=["GET"]),

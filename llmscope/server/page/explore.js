@@ -7,7 +7,8 @@
   const V = window.LlmscopeViews;
   const $ = (id) => document.getElementById(id);
   const ROUTES = {
-    tokenize: "/llmscope/v1/tokenize", lens: "/llmscope/v1/explore/lens", attention: "/llmscope/v1/explore/attention",
+    tokenize: "/llmscope/v1/tokenize", next: "/llmscope/v1/explore/next-token", lens: "/llmscope/v1/explore/lens",
+    attention: "/llmscope/v1/explore/attention",
     decode: "/llmscope/v1/explore/decode", cache: "/llmscope/v1/explore/cache",
     attribute: "/llmscope/v1/explore/attribute", architecture: "/llmscope/v1/explore/architecture",
   };
@@ -215,7 +216,6 @@
   }
 
   function drawLens(data) {
-    V.bars($("bars"), Object.assign({}, data.result, { lens: null }));
     V.lens($("lens"), data.result.lens, data.result.lens_note);
     state.blocks = data.blocks;
     drawBlocks();
@@ -344,12 +344,14 @@
     const first = Promise.all([
       panel(["tokens"], () => post(ROUTES.tokenize, { text: prompt(), chat: $("chat").checked }, signal), drawTokens,
         current, again_),
-      panel(["next", "lens", "blocks"], () => post(ROUTES.lens, Object.assign(base(), { top_k: shown() }), signal),
-        drawLens, current, again_),
+      panel(["next"], () => post(ROUTES.next, Object.assign(base(), { top_k: shown() }), signal),
+        (data) => V.bars($("bars"), data.result), current, again_),
       panel(["attention", "steps"], () => post(ROUTES.attention, attentionBody, signal), drawAttention, current, again_),
     ]);
     const rest = Promise.all([
       decodeNow(null),
+      panel(["lens", "blocks"], () => post(ROUTES.lens, Object.assign(base(), { top_k: 1 }), signal), drawLens, current,
+        again_),
       panel(["cache"], () => post(ROUTES.cache, base(), signal), (data) => V.cache($("cache"), data.result), current,
         again_),
     ]);

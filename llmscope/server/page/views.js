@@ -629,8 +629,9 @@
   function completenessLine(check) {
     const error = percent(check.relative_error, check.relative_error < 0.001 ? 3 : 1);
     const said = check.converged ? "converged" : "did NOT converge";
-    const parts = [term("completeness", "Completeness"), `: the attributions add up to ${num(check.attribution_sum, 4)}; ` +
-      `the change they should add up to is ${num(check.expected, 4)} — an error of ${error} with ${check.steps} `,
+    const parts = [term("completeness", "Completeness"), `: the attributions add up to ${num(check.attribution_sum, 4)} ` +
+      `and should add up to ${num(check.expected, 4)} (the function's change from the baseline): an error of ` +
+      `${error} with ${check.steps} `,
     term("steps"), `: ${said}.`];
     if (!check.converged) {
       parts.push(check.suggested_steps ? ` Try ${check.suggested_steps} steps.` : " More steps may help; read the " +
