@@ -492,7 +492,7 @@ def test_a_new_prompt_aborts_the_old_run(server: Explore, page: Page) -> None:
     page.page.fill("#prompt", "first one")
     page.page.press("#prompt", "Enter")
     page.page.wait_for_selector("#tokens[data-ready='1']")
-    while len(held) < 5:  # next-token, attention, decode, lens, cache
+    while sum(e["prompt"] == "first one" for e in seen) < 5:  # next-token, attention, decode, lens, cache
         page.page.wait_for_event("request")
     before = page.page.get_attribute("body", "data-run")
     page.page.fill("#prompt", "second one")
@@ -561,6 +561,49 @@ def test_attribution_takes_steps_and_methods_and_shows_completeness(server: Expl
     page.page.uncheck("input[name='method'][value='integrated-gradients']")
     assert page.page.is_disabled("#attribute")  # no method, no request
     assert page.errors == []
+
+
+def test_cancel_a_new_prompt_or_a_moved_slider_abort_what_is_no_longer_wanted(server: Explore, page: Page) -> None:
+    """An attribution held unanswered is aborted by its cancel button, and by a new prompt; a decode request is
+    aborted by the next slider move."""
+    page.page.goto(server.url + "/explore")
+    run_prompt(page.page, PROMPT)
+    seen = explore_requests(page.page)
+    held: list[Any] = []
+    page.page.route("**/llmscope/v1/explore/attribute", lambda route: held.append(route))
+    page.page.click("#attribute")
+    while not seen:
+        page.page.wait_for_event("request")
+    assert page.page.is_visible("#attribute-cancel")
+    page.page.click("#attribute-cancel")
+    while seen[-1]["end"] is None:
+        page.page.wait_for_event("requestfailed")
+    assert seen[-1]["end"] == "net::ERR_ABORTED" and "cancelled" in page.page.inner_text("#attribution")
+    assert not page.page.is_visible("#attribute-cancel")
+
+    page.page.click("#attribute")
+    while len(seen) < 2:
+        page.page.wait_for_event("request")
+    attribution = seen[-1]
+    run_prompt(page.page, "the cat")
+    while attribution["end"] is None:
+        page.page.wait_for_event("requestfailed")
+    assert attribution["end"] == "net::ERR_ABORTED"
+    assert "the prompt changed" in page.page.inner_text("#attribution")
+
+    decodes: list[Any] = []
+    page.page.route("**/llmscope/v1/explore/decode", lambda route: decodes.append(route) if json.loads(
+        route.request.post_data)["temperature"] == 0.5 else route.continue_())
+    page.page.fill("#temperature", "0.5")
+    while seen[-1]["route"] != "decode":
+        page.page.wait_for_event("request")
+    first = seen[-1]
+    page.page.fill("#temperature", "0.8")
+    page.page.wait_for_selector("#decoding[data-temperature='0.8'][data-ready='1']")
+    while first["end"] is None:
+        page.page.wait_for_event("requestfailed")
+    assert first["end"] == "net::ERR_ABORTED"
+    assert page.script_errors() == []
 
 
 # ---------------------------------------------------------------------------------------- keyboard, touch, phone
