@@ -417,7 +417,7 @@ def test_an_empty_prompt_is_said_and_sends_nothing(server: Explore, page: Page) 
     page.page.wait_for_selector("body[data-done]")
     sent: list[str] = []
     page.page.on("request", lambda request: sent.append(request.url) if request.method == "POST" else None)
-    page.page.fill("#prompt", "")
+    page.page.fill("#prompt", "  \n ")  # white space alone is no prompt either (the routes refuse it)
     page.page.press("#prompt", "Enter")
     page.page.wait_for_selector("body[data-empty='1']")
     assert page.page.get_attribute("#status", "data-kind") == "empty"
@@ -903,6 +903,14 @@ def test_the_embedded_model_page_says_paris(browser: Any, llmscope_cache: Path) 
         assert round(float(shown[0]["probability"]), 4) == 0.7725
         assert [t["token_id"] for t in top["prompt_tokens"]] == [504, 3575, 282, 4649, 314]
         assert opened.page.locator(".head-thumb").count() == 30 * 9
+        opened.page.click(".head-thumb[data-layer='3'][data-head='4']")
+        opened.page.wait_for_selector("#head-steps[data-layer='3'][data-head='4'][data-ready='1']")
+        assert float(opened.page.get_attribute("#head-steps", "data-weight-gap")) < 1e-5  # the steps redo the model
+        group = opened.page.eval_on_selector_all("#head-steps .gqa-group.current .gqa-head",
+                                                 "hs => hs.map(h => Number(h.dataset.head))")
+        assert group == [3, 4, 5]  # 9 query heads on 3 KV heads
+        assert "RoPE" in opened.page.inner_text("#head-steps")
+        assert "134,515,008" in opened.page.inner_text("#architecture")
         assert opened.errors == []
     finally:
         opened.close()

@@ -312,7 +312,7 @@
     state.attention = null;
     drawStrip();
     document.body.dataset.empty = "1";
-    say("The prompt is empty: type some text (even one character) and the page runs it.", "empty");
+    say("The prompt is empty (or only white space): type some text and the page runs it.", "empty");
     writeAddress();
   }
 
@@ -323,7 +323,7 @@
     const key = runKey();
     if (key === state.runningKey) return;
     if (!again && key === state.shownKey) { unmarkStale(); return; }
-    if (prompt() === "") { state.runningKey = null; state.shownKey = key; showEmpty(); return; }
+    if (!prompt().trim()) { state.runningKey = null; state.shownKey = key; showEmpty(); return; }
     delete document.body.dataset.empty;
     abort("run", "decode", "steps", "cache-time");
     if (state.controllers.has("attribution")) cancelAttribution("the prompt changed; press the button to attribute " +
@@ -379,7 +379,10 @@
   }
 
   async function step(pick) {
-    if (!prompt()) { say("The prompt is empty: a step appends a token to it, so type something first.", "empty"); return; }
+    if (!prompt().trim()) {
+      say("The prompt is empty: a step appends a token to it, so type something first.", "empty");
+      return;
+    }
     const outcome = await decodeNow(pick);
     const picked = outcome.result && outcome.result.picked;
     if (!picked) return;
@@ -410,7 +413,10 @@
 
   function attribute() {
     const chosen = methods();
-    if (!prompt()) { showError("attribution", new Failure("empty", "the prompt is empty.", "Type a prompt first.")); return; }
+    if (!prompt().trim()) {
+      showError("attribution", new Failure("empty", "the prompt is empty.", "Type a prompt first."));
+      return;
+    }
     if (!chosen.length) {
       showError("attribution", new Failure("empty", "no method is chosen.", "Tick at least one method."));
       return;
@@ -430,7 +436,7 @@
   }
 
   function timeCache() {
-    if (!prompt()) return;
+    if (!prompt().trim()) return;
     const id = ++state.timing;
     const controller = controllerFor("cache-time");
     return panel(["cache"], () => post(ROUTES.cache, Object.assign(base(), { time: true }), controller.signal),
@@ -457,7 +463,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     readAddress();
-    const redecode = debounce(() => { if (prompt()) decodeNow(null); }, 120);
+    const redecode = debounce(() => { if (prompt().trim()) decodeNow(null); }, 120);
     $("run").addEventListener("click", () => runAll(true));
     $("prompt").addEventListener("input", () => {
       markStale();
