@@ -1,12 +1,14 @@
-# Set-up helper for the README's two commands: `make demo` and `make test` (and a target per test tier).
-# Both create .venv and install llmscope with its tested pins (constraints.txt) on first use.
+# Set-up helper for the README's two commands, `make demo` and `make test` (and a target per test tier), and for the
+# docs: `make docs` builds the site (runs no model), `make figures` reruns the pages' examples. Each creates .venv and
+# installs llmscope with its tested pins (constraints.txt) on first use; `make docs` adds the docs extra.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROMPT ?= What is the capital of France?
 STAMP := $(VENV)/.llmscope-installed
+DOCS_STAMP := $(VENV)/.llmscope-docs-installed
 
-.PHONY: install demo test test-fast test-unit test-commands test-process test-slow lint docs clean browser
+.PHONY: install demo test test-fast test-unit test-commands test-process test-slow lint docs figures clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +25,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check llmscope tests benchmarks
 
-docs: $(STAMP)
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[docs]' --config-settings editable_mode=compat
+	touch $(DOCS_STAMP)
+
+# The documentation site into site/: --strict fails on a broken link or anchor, a page left out of the nav or an API
+# name mkdocstrings cannot resolve. Reads the pages as they are; runs no model.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Regenerate the real outputs: docs/cli.md from the app, then every example block and figure of README.md and
+# docs/**/*.md from runs of the embedded model (minutes).
+figures: $(STAMP)
 	$(BIN)/python -m llmscope.cli.reference > docs/cli.md
-	HF_HUB_OFFLINE=1 $(BIN)/python docs/readme_figures.py
+	HF_HUB_OFFLINE=1 $(BIN)/python docs/figures.py
 
 # Debian's chromium for the browser tests (Playwright's own download is unreachable here). Never fatal: without
 # a browser, `make test` skips those tests and says why.
@@ -60,4 +73,4 @@ test-slow: $(STAMP)
 	$(PYTEST) tests/slow
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

@@ -142,7 +142,7 @@ def raw_generate(model: Any, tokenizer: Any, prompt_ids: list[int], device: Any,
 
 
 def _llmscope_generate(loaded: Any, prompt: str, new_tokens: int, **settings: Any) -> Any:
-    from llmscope.generation.generation import GenerationSettings, generate
+    from llmscope.generation.generate import GenerationSettings, generate
 
     return generate(loaded, prompt, GenerationSettings(max_new_tokens=new_tokens, **settings), chat=False)
 
@@ -259,7 +259,7 @@ def probe_compile(options: dict[str, Any]) -> dict[str, Any]:
     """GenerationSettings(static_cache=True, compile=True): compile time, same tokens, decode vs raw generate."""
     import dataclasses
 
-    from llmscope.generation.generation import GenerationSettings
+    from llmscope.generation.generate import GenerationSettings
     from llmscope.loading.loader import load_model
 
     names = {field.name for field in dataclasses.fields(GenerationSettings)}
@@ -301,8 +301,8 @@ def probe_compile(options: dict[str, Any]) -> dict[str, Any]:
 
 def probe_batch_generate(options: dict[str, Any]) -> dict[str, Any]:
     """Greedy generation of the same prompts in padded batches vs one at a time, in one loaded process."""
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate_many
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate_many
     from llmscope.loading.loader import load_model
 
     loaded = load_model(options.get("model"), device=options.get("device", "cpu"), dtype=options.get("dtype", "auto"))

@@ -4,7 +4,7 @@ drawn), over several prompts; target under 2 s each. Also saves the page's scree
 Run from the repository root:
   .venv/bin/python benchmarks/explore_bench.py [--model M] [--url URL] [--screenshots docs/]
 With --url it measures a page already served (`llmscope explore`); otherwise it starts one on a free port. It needs
-Playwright and Debian's chromium (README "Browser tests"), prints a table and ends stdout with one JSON document."""
+Playwright and Debian's chromium (docs/explore.md), prints a table and ends stdout with one JSON document."""
 
 from __future__ import annotations
 
@@ -52,9 +52,8 @@ def measure(url: str, prompts: tuple[str, ...], screenshots: Path | None) -> dic
         errors: list[str] = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.goto(url, timeout=600_000)
-        page.wait_for_selector("body[data-ready]", timeout=600_000)  # the page's first run (its default prompt)
-        for selector in ("#decoding", "#lens", "#cache", "#architecture"):  # the first run's other panels too
-            page.wait_for_selector(f"{selector}[data-ready='1']", timeout=600_000)
+        page.wait_for_selector("body[data-done]", timeout=600_000)  # the page's first run (its default prompt)
+        page.wait_for_selector("#architecture[data-ready='1']", timeout=600_000)
         runs = []
         for prompt in prompts:
             before = page.get_attribute("body", "data-run")
@@ -66,23 +65,22 @@ def measure(url: str, prompts: tuple[str, ...], screenshots: Path | None) -> dic
             timing = page.evaluate("window.llmscopeExplore.timings.at(-1)")
             tokens = page.locator("#tokens .chip").count()
             runs.append({"prompt": prompt, "tokens": tokens, "seconds": timing["tokens_bars_attention_ms"] / 1000})
-            page.wait_for_selector("#decoding[data-ready='1']", timeout=600_000)  # let the rest finish too
-            page.wait_for_selector("#cache[data-ready='1']", timeout=600_000)
-            page.wait_for_selector("#lens[data-ready='1']", timeout=600_000)
+            page.wait_for_function("() => document.body.dataset.done === document.body.dataset.run",
+                                   timeout=600_000)  # let the rest finish too
         if screenshots is not None:
             page.fill("#prompt", prompts[0])
             before = page.get_attribute("body", "data-run")
             page.press("#prompt", "Enter")
-            page.wait_for_function("before => document.body.dataset.ready === document.body.dataset.run && "
+            page.wait_for_function("before => document.body.dataset.done === document.body.dataset.run && "
                                    "document.body.dataset.run !== before", arg=before, timeout=600_000)
-            for selector in ("#decoding", "#lens", "#cache"):
-                page.wait_for_selector(f"{selector}[data-ready='1']", timeout=600_000)
             page.fill("#temperature", "0.7")
             page.wait_for_selector("#decoding[data-temperature='0.7'][data-ready='1']", timeout=600_000)
             page.click("#attribute")
             page.wait_for_selector("#attribution[data-ready='1']", timeout=600_000)
             page.click(".head-thumb[data-layer='3'][data-head='0']")
             page.wait_for_selector("#matrix[data-layer='3']", timeout=60_000)
+            page.wait_for_selector("#head-steps[data-layer='3'][data-head='0'][data-ready='1']", timeout=600_000)
+            page.evaluate("window.scrollTo(0, 0)")
             screenshots.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshots / "explore-1280.png"), full_page=True)
             page.set_viewport_size({"width": 390, "height": 844})

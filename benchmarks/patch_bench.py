@@ -47,7 +47,7 @@ def main() -> None:
     import torch
 
     from llmscope.loading.loader import load_model
-    from llmscope.patching.run import plan_patch, run_plan
+    from llmscope.patching.patcher import plan_patch, run_plan
     from llmscope.patching.settings import PatchSettings
 
     if args.threads:

@@ -70,8 +70,8 @@ def decode_speed(rounds: int, new_tokens: int) -> dict[str, Any]:
     """Decode tok/s of --quantize auto and none at one thread, rounds interleaved, medians."""
     import torch
 
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
     from llmscope.loading.loader import load_model
     from llmscope.loading.quant.modules import held_weight_bytes
 

@@ -92,8 +92,8 @@ def llmscope_worker(mode: str, model: str | None) -> None:
     importlib.import_module("llmscope")  # before torch, as the CLI does (it sets torch's thread wait policy)
     import torch
 
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
     from llmscope.loading.loader import load_model
 
     loaded = load_model(model, device="cpu", dtype="float32", quantize=mode)

@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 
 from llmscope.cli.main import run_generate
-from llmscope.render import Display
-from llmscope.core.settings import GenerateCommand, GenerationSettings, ModelSettings, PromptSettings
+from llmscope.core.command_settings import GenerateCommand, GenerationSettings, ModelSettings, PromptSettings
+from llmscope.render.display import Display
 
 PROMPT = "Write a haiku about the sea."
 

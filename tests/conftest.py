@@ -172,16 +172,16 @@ def hybrid_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def readme_figures() -> Any:
-    """docs/readme_figures.py as a module: the stored outputs of the README's marked blocks and figures."""
+def docs_figures() -> Any:
+    """docs/figures.py as a module: the stored outputs of the marked blocks and figures of README.md and docs/."""
     import importlib.util
     import sys
 
     from helpers.paths import ROOT
 
-    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "docs" / "readme_figures.py")
+    spec = importlib.util.spec_from_file_location("docs_figures", ROOT / "docs" / "figures.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["readme_figures"] = module  # dataclasses look their module up there
+    sys.modules["docs_figures"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

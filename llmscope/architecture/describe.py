@@ -4,7 +4,6 @@ prints; it reads names through transformers' config attributes, with no per-arch
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from llmscope.architecture.layerkinds import (
     layer_pattern,
 )
 from llmscope.architecture.moduletree import ModuleNode, check_depth, module_tree, prune_tree
-from llmscope.architecture.planner import MemoryPlan, PlannerSettings, load_peak_bytes, plan_memory
+from llmscope.architecture.planner import MemoryPlan, PlannerSettings, plan_memory
 from llmscope.core.errors import ModelLoadError
 from llmscope.loading.modelconfig import (
     config_value,
@@ -160,57 +159,6 @@ def _file_weights(spec: Any, quantize: str, plan: PlannerSettings | None) -> tup
     from llmscope.loading.quant.ggufweights import file_weight_bytes
 
     return file_weight_bytes(spec.gguf_path, mode, 4)
-
-
-def _file_parameters(spec: Any, table: list[Any] | None) -> int | None:
-    """Parameters counted from the weight files' headers (a GGUF tensor table, safetensors headers); None when the
-    files are not here to read (a hub id not downloaded yet) or cannot be read."""
-    import json
-    import struct
-    from pathlib import Path
-
-    try:
-        if spec.is_gguf:
-            return sum(math.prod(entry.shape) for entry in table) if table is not None else None
-        files = sorted(Path(spec.location).glob("*.safetensors")) if spec.kind == "folder" else []
-        total = 0
-        for path in files:
-            with open(path, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                header = json.loads(handle.read(length))
-            total += sum(math.prod(item["shape"]) for name, item in header.items() if name != "__metadata__")
-        return total or None
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
-        return None
-
-
-def planned_load_peak(spec: Any, quantize: str, dtype: str, device: str, converting: bool) -> int | None:
-    """The planned peak memory of loading `spec` (planner.load_peak_bytes), from its files' headers alone: a GGUF's
-    weights as --quantize holds them, else parameters x the dtype's size; None when the files cannot tell."""
-    from llmscope.loading.quant.mode import resolve_quantize
-
-    table = None
-    if spec.is_gguf:
-        from llmscope.loading.quant.ggufheader import read_tensor_table
-
-        try:
-            table = read_tensor_table(spec.gguf_path)
-        except (OSError, ValueError):
-            return None  # the load itself says what is wrong with the file
-    parameters = _file_parameters(spec, table)
-    if parameters is None:
-        return None
-    weights_dtype = dtype if dtype in WEIGHT_BYTES_KNOWN else ("float32" if device == "cpu" else "bfloat16")
-    mode = resolve_quantize(quantize, spec, device, None)
-    held = None
-    if spec.is_gguf and mode != "none":
-        from llmscope.loading.quant.ggufweights import file_weight_bytes
-
-        held = file_weight_bytes(spec.gguf_path, mode, 4 if weights_dtype == "float32" else 2, table)
-    return load_peak_bytes(parameters, weights_dtype, held, converting=converting and held is None)
-
-
-WEIGHT_BYTES_KNOWN = ("float32", "bfloat16", "float16")
 
 
 def describe_loaded_model(loaded: LoadedModel, depth: int | None = None,

@@ -87,7 +87,7 @@ def _same(a: ModuleNode, b: ModuleNode) -> bool:
 
 def check_depth(depth: int | None) -> None:
     """The one rule for --depth: how many levels of the tree to show, 0 or more (None: all)."""
-    from llmscope.core.settings import whole_number
+    from llmscope.core.command_settings import whole_number
 
     whole_number("--depth", depth, 0, 1_000)
 

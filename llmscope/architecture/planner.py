@@ -10,9 +10,9 @@ from typing import Any
 
 from llmscope.architecture.kvcache import KV_DTYPE_BYTES, cache_size
 from llmscope.core.errors import UsageError
+from llmscope.loading.memory_check import WEIGHT_DTYPE_BYTES, weight_bytes
 from llmscope.loading.modelconfig import context_length
 
-WEIGHT_DTYPE_BYTES: dict[str, float] = {"float32": 4, "bfloat16": 2, "float16": 2}
 PLAN_LENGTHS = (4096, 32768, 131072)
 GPU_SIZES = (("24 GiB", 24 << 30), ("40 GiB", 40 << 30), ("80 GiB", 80 << 30))
 MAX_TOKENS = 1 << 31
@@ -99,22 +99,6 @@ class MemoryPlan:
 def _dtype_name(dtype: str | None) -> str | None:
     name = None if dtype is None else str(dtype).removeprefix("torch.").split(",")[0].strip()
     return name if name in WEIGHT_DTYPE_BYTES else None
-
-
-def weight_bytes(parameters: int, weights_dtype: str, held: tuple[int, str] | None = None) -> int:
-    """What the weights take once loaded: packed bytes when held packed, else parameters x the dtype's size."""
-    return held[0] if held else math.ceil(parameters * WEIGHT_DTYPE_BYTES[weights_dtype])
-
-
-CONVERSION_COPIES = 2  # a first GGUF --quantize none load holds the dequantized tensors and the model at once
-# (measured on the embedded model: 1.14 GiB peak RSS for 0.50 GiB of float32 weights; FACTS.md)
-
-
-def load_peak_bytes(parameters: int, weights_dtype: str, held: tuple[int, str] | None = None,
-                    converting: bool = False) -> int:
-    """The planned peak of loading a model: its weights as held (the figure plan_memory starts from), twice over
-    while a GGUF file is dequantized into a float32 model. Activations and the KV cache come on top."""
-    return weight_bytes(parameters, weights_dtype, held) * (CONVERSION_COPIES if converting else 1)
 
 
 def plan_memory(config: Any, parameters: int, settings: PlannerSettings, stored_dtype: str | None = None,

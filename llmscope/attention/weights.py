@@ -170,7 +170,7 @@ def use_eager_attention(model: Any) -> str:
     """Switch the model to an attention that returns weights, and return the one it had: llmscope's invariant
     attention stays (it returns its weights when asked, the same numbers every other command computes with); any
     other becomes transformers' eager attention (SDPA / flash kernels return none)."""
-    from llmscope.loading.invariant import is_invariant
+    from llmscope.invariance.kernels import is_invariant
 
     before = getattr(model.config, "_attn_implementation", None) or "eager"
     if is_invariant(model):

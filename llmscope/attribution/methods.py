@@ -3,7 +3,7 @@
 
 The attributed function of target k is log p(target_k | inputs[:position_k]) in float32 (minus log p(contrast_k)
 with a contrast). Integrated gradients holds position 0 at its own embedding: with no BOS token the first token is
-the model's attention sink, and moving it along the path makes the integral diverge (measured: README, attribute).
+the model's attention sink, and moving it along the path makes the integral diverge (measured: docs, attribute).
 """
 
 from __future__ import annotations

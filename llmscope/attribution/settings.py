@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmscope.core.errors import UsageError
-from llmscope.core.settings import (
+from llmscope.core.command_settings import (
     BatchSettings,
     ModelSettings,
     OutputMode,
@@ -14,18 +13,20 @@ from llmscope.core.settings import (
     plain_text,
     whole_number,
 )
+from llmscope.core.errors import UsageError
 
 METHOD_NAMES = ("occlusion", "input-x-gradient", "integrated-gradients", "attention-rollout")
 METHOD_ALIASES = {"ig": "integrated-gradients", "ixg": "input-x-gradient", "rollout": "attention-rollout",
                   "loo": "occlusion", "all": ""}
 BASELINES = ("mean", "eos", "zero")
-DEFAULT_BASELINE = "mean"  # the only one that converged within 128 steps on 5-, 12- and 20-token prompts (README)
-DEFAULT_STEPS = 32  # Gauss-Legendre points; "The capital of France is": 0.48% completeness error (README)
+DEFAULT_BASELINE = "mean"  # the only one that converged within 128 steps on 5-, 12-, 20-token prompts (docs: attribute)
+DEFAULT_STEPS = 32  # Gauss-Legendre points; "The capital of France is": 0.48% completeness error (docs: attribute)
 MAX_AUTO_STEPS = 256  # the budget the automatic steps may grow to (doubling) until completeness < 1%
 MAX_STEPS = 4096
 COMPLETENESS_LIMIT = 0.01  # a relative completeness error above this is a warning
 SETTLED_LIMIT = 0.05  # a token whose value moves by more than this share of the row's largest |value| between half
-# the steps and the steps is not settled (the sum can be right while single tokens still move: issue 28 item 19)
+# the steps and the steps is not settled: the completeness sum can be right while single tokens still move, so a
+# passing completeness check alone does not show that each token's value has converged
 DEFAULT_MAX_TOKENS = 256  # prompt + target tokens one run may attribute (--max-tokens)
 MAX_TARGETS = 256
 

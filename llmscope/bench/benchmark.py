@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmscope.bench.results import (
@@ -30,7 +30,7 @@ from llmscope.bench.results import (
     summarize_mode,
     sweep_growth,
 )
-from llmscope.bench.run import (
+from llmscope.bench.timed_run import (
     RunTiming,
     busy_cpu_percent,
     cache_bytes,
@@ -38,7 +38,7 @@ from llmscope.bench.run import (
     cached_mode_options,
     run_timing,
 )
-from llmscope.bench.run import one_run as _one_run
+from llmscope.bench.timed_run import one_run as _one_run
 from llmscope.core.errors import UsageError
 from llmscope.loading.peakmem import memory_measure, process_peak_rss
 from llmscope.system.runinfo import run_info
@@ -222,133 +222,230 @@ def bench_cache(loaded: LoadedModel, prompt: str = DEFAULT_PROMPT, lengths: Sequ
     if compile and warmup < 1:
         raise UsageError("--compile needs at least one warm-up run (compiling must not be timed)",
                          hint="use --warmup 1 or more")
-    cache_options = cached_mode_options(static_cache or compile, compile, str(loaded.input_device))
+    plan = BenchPlan(prompt=prompt, lengths=lengths, depths=depths, warmup=warmup, repeat=repeat,
+                     budget=None if repeat is not None else (max_time or DEFAULT_MAX_TIME), target_ci=target_ci,
+                     chat=chat, system=system, sweep=sweep, busy_percent=busy_percent,
+                     cache_options=cached_mode_options(static_cache or compile, compile, str(loaded.input_device)))
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _bench(loaded, prompt, lengths, depths, warmup, repeat, None if repeat is not None else (
-            max_time or DEFAULT_MAX_TIME), target_ci, chat, system, sweep, busy_percent, on_progress, on_run,
-            cache_options, clock)
+        return _bench(loaded, plan, on_progress, on_run, clock)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _bench(loaded: LoadedModel, prompt: str, lengths: tuple[int, ...], depths: tuple[int, ...], warmup: int,
-           repeat: int | None, budget: float | None, target_ci: float, chat: bool, system: str | None, sweep: bool,
-           busy_percent: float | None, on_progress: ProgressCallback | None, on_run: RunCallback | None,
-           cache_options: dict[str, Any], clock: Callable[[], float] | None = None) -> BenchResult:
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one bench_cache call times (its arguments already checked): the prompt, points, pairs and budget."""
+
+    prompt: str
+    lengths: tuple[int, ...]  # new tokens per run: one per point, or lengths[0] at every depth
+    depths: tuple[int, ...] = ()  # prompt lengths (the prompt's tokens repeated); () times the prompt as it is
+    warmup: int = DEFAULT_WARMUP
+    repeat: int | None = None  # pairs per point; None: adaptive
+    budget: float | None = None  # seconds for the whole timing, warm-up included (None with a fixed repeat)
+    target_ci: float = TARGET_CI
+    chat: bool = False
+    system: str | None = None
+    sweep: bool = False
+    busy_percent: float | None = None  # recorded only
+    cache_options: dict[str, Any] = field(default_factory=dict)  # generate's options for the cached mode
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measuring point: the prompt's ids and the new tokens each run generates."""
+
+    ids: tuple[int, ...]
+    new_tokens: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class PointLog:
+    """What was measured at one point: each mode's raw outputs (run 1 first; a run stopped inside is left out), why
+    its pairs stopped and the seconds they took."""
+
+    point: Point
+    outputs: dict[str, list[Any]] = field(default_factory=lambda: {mode: [] for mode in MODES})
+    stop_reason: str = "interrupted"
+    seconds: float = 0.0
+
+    @property
+    def complete_pairs(self) -> int:
+        return min(len(self.outputs[CACHE]), len(self.outputs[NO_CACHE]))
+
+    def outputs_by_run(self) -> dict[tuple[str, int, int, int], Any]:
+        """The outputs keyed (mode, prompt tokens, new tokens, run), as results.length_result reads them."""
+        return {(mode, self.point.prompt_tokens, self.point.new_tokens, run): raw
+                for mode, raws in self.outputs.items() for run, raw in enumerate(raws, start=1)}
+
+
+def _bench(loaded: LoadedModel, plan: BenchPlan, on_progress: ProgressCallback | None = None,
+           on_run: RunCallback | None = None, clock: Callable[[], float] | None = None) -> BenchResult:
     import torch
 
-    from llmscope.architecture.kvcache import held_cache_bytes, kv_cache_bytes_per_token
-    from llmscope.generation.prompts import check_ids_fit, check_lengths
-    from llmscope.loading.tokenization import prompt_ids
-
-    prompt_text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)
-    check_ids_fit(loaded.model, ids)
-    prompts = [depth_ids(ids, depth) for depth in depths] if depths else [ids]
-    try:
-        check_lengths(loaded.model.config, max(len(p) for p in prompts) if ids else 0, max(lengths))
-    except UsageError as error:
-        if not depths or not ids:
-            raise
-        raise UsageError(f"--depth {max(depths)} does not fit: {error.message}",
-                         hint="use smaller --depth values or fewer --max-new-tokens") from None
-    points = [(p, lengths[0]) for p in prompts] if depths else [(ids, n) for n in lengths]
-    warm = warmup_tokens(points[0][1], bool(cache_options))
-    progress = on_progress or (lambda description, advance: None)
+    prompt_text, ids = _prompt(loaded, plan)
+    points = _points(loaded, plan, ids)
     machine = run_info(str(loaded.input_device), torch.get_num_threads())
-
-    def tensors(prompt_list: list[int]) -> tuple[Any, Any]:
-        input_ids = torch.tensor([prompt_list], device=loaded.input_device)
-        return input_ids, torch.ones_like(input_ids)
-
-    runs: list[RunTiming] = []
-    raws: dict[tuple[str, int, int, int], Any] = {}
-    stops: dict[tuple[int, int], str] = {}
-    spent: dict[tuple[int, int], float] = {}
-    clock = clock or time.perf_counter
-    started = clock()
-    deadline = None if budget is None else started + budget
-    within_budget = {} if deadline is None else {"stop": lambda: clock() > deadline}
-    interrupted = False
-    budget_note = None
+    timer = _Timer(loaded, plan, on_progress or (lambda description, advance: None), on_run,
+                   clock or time.perf_counter)
+    logs = [PointLog(point) for point in points]
+    warm = warmup_tokens(points[0].new_tokens, bool(plan.cache_options))
+    interrupted, budget_note = False, None
     try:
-        first = tensors(points[0][0])
-        for index in range(warmup):
-            for mode in _order(index + 1):
-                progress(f"warm-up {index + 1}/{warmup}, {mode}", 0)
-                raw = _one_run(loaded, *first, warm, mode == CACHE, lambda: progress("", 1), cache_options,
-                               **within_budget)[3]
-                if len(raw.ids) < warm:
-                    raise _OutOfTime(f"the {mode} warm-up run was stopped after {len(raw.ids)} of {warm} tokens: "
-                                     f"the --max-time budget of {budget:g} s ran out before any timed run")
-        for number, (prompt_list, new_tokens) in enumerate(points):
-            key = (len(prompt_list), new_tokens)
-            point_started = clock()
-            share = None if budget is None else (budget - (point_started - started)) / (len(points) - number)
-            input_ids, attention_mask = tensors(prompt_list)
-            where = f"{key[0]}-token prompt, {new_tokens} tokens" if depths else f"{new_tokens} tokens"
-            run = 0
-            while True:
-                run += 1
-                for mode in _order(run):
-                    progress(f"{where}, {mode} run {run}{'' if repeat is None else f'/{repeat}'}", 0)
-                    seconds, times, memory, raw = _one_run(loaded, input_ids, attention_mask, new_tokens,
-                                                           mode == CACHE, lambda: progress("", 1), cache_options,
-                                                           **within_budget)
-                    if len(raw.ids) < new_tokens:
-                        stops[key] = "time budget"
-                        spent[key] = clock() - point_started
-                        raise _OutOfTime(
-                            f"the {mode} run {run} at {where} was stopped after {len(raw.ids)} of {new_tokens} tokens "
-                            f"({seconds:.1f} s): the --max-time budget of {budget:g} s ran out, so it is left out"
-                            + ("" if runs else " and no run finished"))
-                    timing = run_timing(mode, new_tokens, run, seconds, times, *memory, prompt_tokens=key[0])
-                    runs.append(timing)
-                    raws[(mode, key[0], new_tokens, run)] = raw
-                    if on_run is not None:
-                        on_run(timing)
-                spent[key] = clock() - point_started
-                stop = _stop_reason(run, repeat, runs, key, target_ci, spent[key], share)
-                if stop is not None:
-                    stops[key] = stop
-                    break
+        timer.warm_up(points[0], warm)
+        for number, log in enumerate(logs):
+            timer.time_point(log, points_left=len(points) - number)
     except _OutOfTime as stopped:
         budget_note = str(stopped)
     except KeyboardInterrupt:
         interrupted = True
+    results = _point_results(loaded, plan, logs, timer.runs)
+    return BenchResult(
+        model=loaded.spec.name, prompt=plan.prompt, prompt_text=prompt_text, prompt_tokens=len(ids),
+        chat_template_applied=plan.chat, device=loaded.device, dtype=loaded.dtype, warmup=plan.warmup,
+        repeat=plan.repeat, lengths=plan.lengths, sweep=plan.sweep, threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(), busy_cpu_percent=plan.busy_percent,
+        memory_measure=memory_measure(str(loaded.input_device)), process_peak_rss_bytes=process_peak_rss(),
+        results=results, growth=_growth(plan, results),
+        runs=tuple(timer.runs), interrupted=interrupted, cache_kind=cache_kind_name(plan.cache_options),
+        complete_pairs=sum(log.complete_pairs for log in logs), depths=plan.depths, max_time_s=plan.budget,
+        target_ci=None if plan.budget is None else plan.target_ci, min_pairs=None if plan.budget is None else MIN_PAIRS,
+        warmup_tokens=warm if plan.warmup else 0, seconds=timer.elapsed(), machine=machine, budget_note=budget_note)
+
+
+def _prompt(loaded: LoadedModel, plan: BenchPlan) -> tuple[str, list[int]]:
+    """The prompt as the model reads it (the chat template applied when asked) and its ids, checked to fit."""
+    from llmscope.generation.prompts import check_ids_fit
+    from llmscope.loading.tokenization import prompt_ids
+
+    prompt_text, ids = prompt_ids(loaded.tokenizer, plan.prompt, chat=plan.chat, system=plan.system)
+    check_ids_fit(loaded.model, ids)
+    return prompt_text, ids
+
+
+def _points(loaded: LoadedModel, plan: BenchPlan, ids: list[int]) -> list[Point]:
+    """The measuring points: each output length after the prompt, or each depth generating lengths[0] tokens;
+    refused when the longest would not fit the model's context."""
+    from llmscope.generation.prompts import check_lengths
+
+    prompts = [tuple(depth_ids(ids, depth)) for depth in plan.depths] if plan.depths else [tuple(ids)]
+    try:
+        check_lengths(loaded.model.config, max(len(p) for p in prompts) if ids else 0, max(plan.lengths))
+    except UsageError as error:
+        if not plan.depths or not ids:
+            raise
+        raise UsageError(f"--depth {max(plan.depths)} does not fit: {error.message}",
+                         hint="use smaller --depth values or fewer --max-new-tokens") from None
+    if plan.depths:
+        return [Point(p, plan.lengths[0]) for p in prompts]
+    return [Point(tuple(ids), n) for n in plan.lengths]
+
+
+class _Timer:
+    """Runs the timed generate calls of one benchmark, keeps their timings in order and watches the time budget."""
+
+    def __init__(self, loaded: LoadedModel, plan: BenchPlan, progress: ProgressCallback, on_run: RunCallback | None,
+                 clock: Callable[[], float]) -> None:
+        self.loaded, self.plan, self.progress, self.on_run, self.clock = loaded, plan, progress, on_run, clock
+        self.runs: list[RunTiming] = []
+        self.started = clock()
+        deadline = None if plan.budget is None else self.started + plan.budget
+        self.within_budget = {} if deadline is None else {"stop": lambda: clock() > deadline}
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def _inputs(self, point: Point) -> tuple[Any, Any]:
+        """The point's input ids and attention mask, on the model's input device."""
+        import torch
+
+        input_ids = torch.tensor([list(point.ids)], device=self.loaded.input_device)
+        return input_ids, torch.ones_like(input_ids)
+
+    def _run(self, inputs: tuple[Any, Any], new_tokens: int, cached: bool) -> tuple[float, list[float], Any, Any]:
+        return _one_run(self.loaded, *inputs, new_tokens, cached, lambda: self.progress("", 1),
+                        self.plan.cache_options, **self.within_budget)
+
+    def warm_up(self, point: Point, tokens: int) -> None:
+        """The untimed pairs before the first point; _OutOfTime when the budget ends one of them."""
+        inputs = self._inputs(point)
+        for index in range(self.plan.warmup):
+            for mode in _order(index + 1):
+                self.progress(f"warm-up {index + 1}/{self.plan.warmup}, {mode}", 0)
+                raw = self._run(inputs, tokens, mode == CACHE)[3]
+                if len(raw.ids) < tokens:
+                    raise _OutOfTime(f"the {mode} warm-up run was stopped after {len(raw.ids)} of {tokens} tokens: "
+                                     f"the --max-time budget of {self.plan.budget:g} s ran out before any timed run")
+
+    def time_point(self, log: PointLog, points_left: int) -> None:
+        """Timed pairs at one point until _stop_reason says stop (the point's share of the budget: what is left over
+        the points left); _OutOfTime when the budget ends a run inside."""
+        plan, point = self.plan, log.point
+        point_started = self.clock()
+        share = None if plan.budget is None else (plan.budget - (point_started - self.started)) / points_left
+        inputs = self._inputs(point)
+        where = (f"{point.prompt_tokens}-token prompt, {point.new_tokens} tokens" if plan.depths
+                 else f"{point.new_tokens} tokens")
+        run = 0
+        while True:
+            run += 1
+            for mode in _order(run):
+                self.progress(f"{where}, {mode} run {run}{'' if plan.repeat is None else f'/{plan.repeat}'}", 0)
+                seconds, times, memory, raw = self._run(inputs, point.new_tokens, mode == CACHE)
+                if len(raw.ids) < point.new_tokens:
+                    log.stop_reason, log.seconds = "time budget", self.clock() - point_started
+                    raise _OutOfTime(
+                        f"the {mode} run {run} at {where} was stopped after {len(raw.ids)} of {point.new_tokens} "
+                        f"tokens ({seconds:.1f} s): the --max-time budget of {plan.budget:g} s ran out, so it is "
+                        "left out" + ("" if self.runs else " and no run finished"))
+                timing = run_timing(mode, point.new_tokens, run, seconds, times, *memory,
+                                    prompt_tokens=point.prompt_tokens)
+                self.runs.append(timing)
+                log.outputs[mode].append(raw)
+                if self.on_run is not None:
+                    self.on_run(timing)
+            log.seconds = self.clock() - point_started
+            stop = _stop_reason(run, plan.repeat, self.runs, point, plan.target_ci, log.seconds, share)
+            if stop is not None:
+                log.stop_reason = stop
+                return
+
+
+def _point_results(loaded: LoadedModel, plan: BenchPlan, logs: Sequence[PointLog], runs: list[RunTiming]
+                   ) -> tuple[LengthResult, ...]:
+    """Each point that finished a run: its per-mode figures, speed-up, output check and KV cache size."""
+    import torch
+
+    from llmscope.architecture.kvcache import held_cache_bytes, kv_cache_bytes_per_token
 
     bytes_per_value = torch.empty((), dtype=loaded.model.dtype).element_size()
     per_token = kv_cache_bytes_per_token(loaded.model.config, bytes_per_value)
-    results = tuple(
-        length_result(new_tokens, runs, raws, len(prompt_list), per_token, bytes_per_value, loaded.tokenizer,
-                       stops.get((len(prompt_list), new_tokens), "interrupted"),
-                       spent.get((len(prompt_list), new_tokens), 0.0),
-                       formula=lambda held: held_cache_bytes(loaded.model.config, held, loaded.dtype),
-                       same_prefill=not cache_options)
-        for prompt_list, new_tokens in points
-        if any(r.new_tokens == new_tokens and r.prompt_tokens == len(prompt_list) for r in runs))
-    growth = depth_growth(results) if depths else (sweep_growth(results) if sweep else ())
-    return BenchResult(
-        model=loaded.spec.name, prompt=prompt, prompt_text=prompt_text, prompt_tokens=len(ids),
-        chat_template_applied=chat, device=loaded.device, dtype=loaded.dtype, warmup=warmup, repeat=repeat,
-        lengths=lengths, sweep=sweep, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-        busy_cpu_percent=busy_percent, memory_measure=memory_measure(str(loaded.input_device)),
-        process_peak_rss_bytes=process_peak_rss(), results=results, growth=growth, runs=tuple(runs),
-        interrupted=interrupted, cache_kind=cache_kind_name(cache_options),
-        complete_pairs=sum(1 for (mode, p, n, run) in raws if mode == CACHE and (NO_CACHE, p, n, run) in raws),
-        depths=depths, max_time_s=budget, target_ci=None if budget is None else target_ci,
-        min_pairs=None if budget is None else MIN_PAIRS, warmup_tokens=warm if warmup else 0,
-        seconds=clock() - started, machine=machine, budget_note=budget_note)
+    return tuple(
+        length_result(log.point.new_tokens, runs, log.outputs_by_run(), log.point.prompt_tokens, per_token,
+                      bytes_per_value, loaded.tokenizer, log.stop_reason, log.seconds,
+                      formula=lambda held: held_cache_bytes(loaded.model.config, held, loaded.dtype),
+                      same_prefill=not plan.cache_options)
+        for log in logs if any(log.outputs.values()))
 
 
-def _stop_reason(run: int, repeat: int | None, runs: Sequence[RunTiming], key: tuple[int, int], target_ci: float,
+def _growth(plan: BenchPlan, results: Sequence[LengthResult]) -> tuple[GrowthFit, ...]:
+    if plan.depths:
+        return depth_growth(results)
+    return sweep_growth(results) if plan.sweep else ()
+
+
+def _stop_reason(run: int, repeat: int | None, runs: Sequence[RunTiming], point: Point, target_ci: float,
                  spent: float, share: float | None) -> str | None:
     """Why to stop after `run` pairs at this point, or None to time another pair."""
     if repeat is not None:
         return "repeat" if run >= repeat else None
-    found = speedup(runs, key[1], key[0])
+    found = speedup(runs, point.new_tokens, point.prompt_tokens)
     interval = found.interval if found is not None else None
     if run >= MIN_PAIRS and interval is not None and interval.relative_half_width <= target_ci:
         return "converged"
@@ -363,5 +460,3 @@ class _OutOfTime(Exception):
 
 def _order(run: int) -> tuple[str, str]:
     return (CACHE, NO_CACHE) if run % 2 else (NO_CACHE, CACHE)
-
-

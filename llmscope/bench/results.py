@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmscope.bench.run import RunTiming
+from llmscope.bench.timed_run import RunTiming
 from llmscope.core.stats import (
     Interval,
     PowerFit,

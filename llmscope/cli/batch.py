@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from llmscope.core.command_settings import BatchSettings, read_bytes, utf8_text
 from llmscope.core.errors import EXIT_RUNTIME, EXIT_USAGE, LlmscopeError, UsageError, translate
-from llmscope.core.settings import BatchSettings, read_bytes, utf8_text
 
 Result = TypeVar("Result")
 

@@ -34,7 +34,7 @@ from llmscope.cli.kit import (
     batch_from_options,
     model_settings,
 )
-from llmscope.core.settings import ModelSettings, OutputMode, output_mode
+from llmscope.core.command_settings import ModelSettings, OutputMode, output_mode
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 

@@ -12,6 +12,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from llmscope.client.errors import DEFAULT_TIMEOUT
+from llmscope.core.command_settings import (
+    BatchSettings,
+    ModelSettings,
+    OutputMode,
+    plain_text,
+    quantize_from,
+    read_bytes,
+    threads_from,
+    utf8_text,
+)
 from llmscope.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -23,21 +34,10 @@ from llmscope.core.errors import (
     terminated,
     translate,
 )
-from llmscope.core.settings import (
-    BatchSettings,
-    ModelSettings,
-    OutputMode,
-    plain_text,
-    quantize_from,
-    read_bytes,
-    threads_from,
-    utf8_text,
-)
-from llmscope.endpoint.errors import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.cli.batch import BatchItem, BatchOutcome
-    from llmscope.render import Display
+    from llmscope.render.display import Display
 
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted, 143 terminated."
 
@@ -151,7 +151,7 @@ def command(quiet: bool = False, mode: OutputMode = OutputMode.HUMAN) -> Iterato
 
     A closed stdout (`| head`) is not a failure: exit 0 quietly. Ctrl-C exits 130, SIGTERM 143.
     """
-    from llmscope.render import Display, attach_logging
+    from llmscope.render.display import Display, attach_logging
 
     display = Display(quiet=quiet, mode=mode)
     attach_logging(display)
@@ -228,11 +228,10 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
         load_model,
         resolve_model_spec,
     )
-    from llmscope.render import model_summary
+    from llmscope.render.display import model_summary
 
     spec = resolve_model_spec(settings.model)
     converting = spec.is_gguf and settings.quantize == "none" and not cache_entry_is_whole(gguf_cache_dir(spec))
-    check_load_fits(spec, settings, converting)
     show_bars = converting and display.err.is_terminal and not display.quiet
     if not show_bars:
         hide_library_progress_bars()
@@ -245,29 +244,6 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
     if loaded.device == "cpu" and (fit_threads or settings.threads is not None):
         fit_cpu_threads(display, settings.threads)
     return loaded
-
-
-def check_load_fits(spec: Any, settings: ModelSettings, converting: bool) -> None:
-    """Before any load: its planned peak (the planner's weights figure, doubled while a GGUF is dequantized) against
-    the memory there is; one line and exit 1 when it cannot fit ($LLMSCOPE_MEMORY_CHECK=0 skips the check)."""
-    from llmscope.architecture.describe import planned_load_peak
-    from llmscope.loading.memory import available_memory, check_enabled, require_fits
-
-    if not check_enabled() or settings.device_map:
-        return
-    device = "cpu" if settings.device in (None, "auto", "cpu") else settings.device
-    if settings.device in (None, "auto"):
-        import torch
-
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    peak = planned_load_peak(spec, settings.quantize, settings.dtype, device, converting)
-    if peak is None:
-        return
-    how = f"--quantize {settings.quantize}" + (" (a first load, dequantizing the GGUF file)" if converting else "")
-    packed_hint = "--quantize auto or int4 keeps the weights packed" if settings.quantize == "none" else (
-        "--quantize int4 holds the weights in the least memory")
-    require_fits(peak, available_memory(device), f"loading {spec.name} with {how}",
-                 hint=f"free memory, or {packed_hint}; LLMSCOPE_MEMORY_CHECK=0 skips this check")
 
 
 def fit_cpu_threads(display: Display, asked: int | None) -> None:
@@ -299,7 +275,7 @@ def write_batch(display: Display, items: list[BatchItem], outcomes: Iterator[Bat
                 show: Callable[[Any, dict[str, Any]], None]) -> None:
     """Write one JSON record per --batch item as soon as it is done (show(result, keys) for a result, an error
     record otherwise), with a progress bar on stderr; exit 1 if any record failed, 130 when interrupted."""
-    from llmscope.render import batch_progress
+    from llmscope.render.display import batch_progress
 
     failed = 0
     with batch_progress(display, len(items)) as advance:

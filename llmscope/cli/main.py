@@ -9,15 +9,16 @@ import sys
 from llmscope.cli.app import app, normalize_argv
 from llmscope.cli.kit import EXIT_CODES_HELP
 
-# Importing a command module registers its commands; this order is the order of the root help.
-COMMAND_MODULES = ("llmscope.commands.text", "llmscope.commands.models", "llmscope.commands.measure",
-                   "llmscope.commands.explain", "llmscope.commands.check", "llmscope.commands.patch",
-                   "llmscope.commands.serve",
-                   "llmscope.commands.explore")
+# Importing a command module registers its command; this order is the order of the root help.
+COMMAND_MODULES = ("llmscope.commands.generate", "llmscope.commands.tokenize_text", "llmscope.commands.next_token",
+                   "llmscope.commands.attention", "llmscope.commands.architecture", "llmscope.commands.env",
+                   "llmscope.commands.cache", "llmscope.commands.bench_cache", "llmscope.commands.score",
+                   "llmscope.commands.compare", "llmscope.commands.attribute", "llmscope.commands.check_invariance",
+                   "llmscope.commands.patch", "llmscope.commands.serve", "llmscope.commands.explore")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 
-from llmscope.commands.text import run_generate  # noqa: E402  (after the registration above)
+from llmscope.commands.generate import run_generate  # noqa: E402  (after the registration above)
 
 __all__ = ["app", "main", "normalize_argv", "run_generate"]
 

@@ -43,7 +43,7 @@ def explore(
         models = shared.load.settings(model)
         display.mode = shared.output.mode()
         warn_all(display, settings.warnings())
-        from llmscope.server.run import require_server_packages
+        from llmscope.server.lifecycle import require_server_packages
 
         require_server_packages()
         loaded = load(display, models)
@@ -53,7 +53,7 @@ def explore(
 
             show_plan(display, loaded.info, plan_for(settings, loaded.spec.name), "explore", ROUTES)
             return
-        from llmscope.server.run import serve as run_server
+        from llmscope.server.lifecycle import serve as run_server
 
         def listening(bound: int) -> None:
             url = plan_for(settings, loaded.spec.name, bound).url

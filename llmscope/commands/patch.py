@@ -88,7 +88,7 @@ def patch(
     """Find which layer and position carry the answer: copy one activation at a time from the clean run into the
     corrupted one (or back, or ablate it) and measure how much of the answer comes back."""
     with command(shared.output.quiet) as display:
-        from llmscope.core.settings import ModelSettings
+        from llmscope.core.command_settings import ModelSettings
         from llmscope.patching.settings import PatchCommand, PatchSettings, site_list
 
         if shared.endpoint.endpoint is not None:
@@ -146,7 +146,7 @@ def _pair(item: Any, settings: Any) -> tuple[str, str | None, Any]:
 
 
 def _run_patch(display: Any, settings: Any, text: str | None, items: list[Any] | None) -> None:
-    from llmscope.patching.run import plan_patch, run_plan
+    from llmscope.patching.patcher import plan_patch, run_plan
     from llmscope.render import patching as show
 
     loaded = load(display, settings.model)

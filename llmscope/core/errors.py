@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmscope.core.results import ModelInfo
+    from llmscope.core.model_info import ModelInfo
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1

@@ -151,6 +151,38 @@ def _generators(sampler: Sampler, rows: int, device: Any) -> list[Any]:
     return generators
 
 
+TokenPicker = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor", "torch.Tensor | None"]]
+"""logits [batch, vocab] float32 -> (picked ids [batch], their log-probabilities [batch], the distribution they were
+drawn from [batch, vocab] when sampling, else None)."""
+
+
+def greedy_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """The highest-scoring token of each row and its log-probability under the raw softmax."""
+    import torch
+
+    picked = torch.argmax(logits, dim=-1)
+    return picked, torch.log_softmax(logits, dim=-1).gather(-1, picked[:, None])[:, 0], None
+
+
+def make_picker(sampler: Sampler | None, rows: int, device: Any) -> TokenPicker:
+    """How decode_steps picks each step's tokens for `rows` rows: greedy_pick unless the sampler samples; then a
+    draw per row from sampler_distribution with the row's own generator (every row seeded alike)."""
+    import torch
+
+    sampler = sampler or Sampler()
+    if not sampler.do_sample:
+        return greedy_pick
+    generators = _generators(sampler, rows, device)
+
+    def sample_pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        distribution = sampler_distribution(logits, sampler.temperature, sampler.top_k, sampler.top_p)
+        picked = torch.cat([torch.multinomial(distribution[row], 1, generator=generator)
+                            for row, generator in enumerate(generators)])
+        return picked, distribution.gather(-1, picked[:, None])[:, 0].log(), distribution
+
+    return sample_pick
+
+
 def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_ids: set[int] | frozenset[int] = frozenset(), use_cache: bool = True,
                  static_cache: bool = False, compiled_step: Callable[..., Any] | None = None,
@@ -162,7 +194,8 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
         model: a transformers causal LM in eval mode.
         batch: left-padded prompts (prompt_batch); a padded batch gives each row what it would get alone.
         max_new_tokens: the most steps.
-        sampler: greedy when None or not do_sample; sampling draws from sampler_distribution per row.
+        sampler: greedy when None or not do_sample; sampling draws from sampler_distribution per row (make_picker
+            builds the pick once, before the first step).
         stop_ids: token ids that finish a row. A finished row is still fed (its later tokens are not used) but no
             longer consumes positions: its position stays put and its mask stays 0, so a short row batched with a
             long one never runs past a context of learned positions.
@@ -176,10 +209,9 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
     """
     import torch
 
-    sampler = sampler or Sampler()
     device = batch.input_ids.device
     rows = batch.input_ids.shape[0]
-    generators = _generators(sampler, rows, device) if sampler.do_sample else []
+    pick = make_picker(sampler, rows, device)
     cache_keyword, keep = forward_options(model)
     cache = new_cache(model, static_cache, batch.input_ids.shape[1] + max_new_tokens) if use_cache else None
     input_ids, attention_mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
@@ -203,15 +235,7 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
                 output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=full_positions,
                                use_cache=False, **keep, **extra)
             logits = output.logits[:, -1].float()
-            distribution = None
-            if sampler.do_sample:
-                distribution = sampler_distribution(logits, sampler.temperature, sampler.top_k, sampler.top_p)
-                picked = torch.cat([torch.multinomial(distribution[row], 1, generator=generators[row])
-                                    for row in range(rows)])
-                chosen = distribution.gather(-1, picked[:, None])[:, 0].log()
-            else:
-                picked = torch.argmax(logits, dim=-1)
-                chosen = torch.log_softmax(logits, dim=-1).gather(-1, picked[:, None])[:, 0]
+            picked, chosen, distribution = pick(logits)
             # The one host sync of the step: the picked ids and their log-probabilities together.
             picked_host, chosen_host = torch.stack([picked.double(), chosen.double()]).tolist()
             token_ids = tuple(int(t) for t in picked_host)

@@ -17,7 +17,7 @@ from llmscope.generation.decoding import (
     sampler_distribution,
 )
 from llmscope.generation.prompts import EncodedPrompt, check_top
-from llmscope.inspection.inspection import TokenProbability, candidates
+from llmscope.inspection.next_token import TokenProbability, candidates
 
 if TYPE_CHECKING:
     from llmscope.loading.loader import LoadedModel
@@ -37,7 +37,7 @@ class SamplerSettings:
     seed: int | None = None  # for "sample"; None draws a fresh seed (returned in the view)
 
     def __post_init__(self) -> None:
-        from llmscope.core.settings import MAX_TOP, real_number, whole_number
+        from llmscope.core.command_settings import MAX_TOP, real_number, whole_number
 
         real_number("temperature", self.temperature, 0.0, 1e6, low_open=True)
         whole_number("top_k", self.top_k, 0, MAX_TOP)

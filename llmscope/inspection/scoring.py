@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmscope.core.errors import UsageError
-from llmscope.generation.generation import TokenAlternative
+from llmscope.generation.generate import TokenAlternative
 from llmscope.loading.tokenization import token_bytes
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ def nll_summary(logprobs: list[float], scored_bytes: int) -> tuple[float, float 
 
 def text_deltas(tokenizer: Any, ids: tuple[int, ...], first: int) -> list[str]:
     """What each of ids[first:] adds to the decoded text (a character split over tokens lands on its last one)."""
-    from llmscope.generation.generation import IncrementalText
+    from llmscope.generation.generate import IncrementalText
 
     window = IncrementalText(tokenizer, 0, 0)
     _, window = window.advance(list(ids[:first]))

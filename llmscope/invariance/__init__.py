@@ -1,3 +1,3 @@
-"""Compute: checks that a prompt's numbers do not depend on how it was run (alone, in a shuffled padded batch, token by
-token with the KV cache). Returns dataclasses of plain values and never prints; it may import core, loading and other
-compute packages."""
+"""Batch and cache invariance in one place: kernels.py holds the invariant linears and attention the loader installs
+(load layer: torch only), check.py runs check-invariance on a loaded model (compute layer: it uses generation's decode
+core). Two layers, one subject: tests/test_import_graph.py ranks invariance.kernels with loading, the rest above it."""

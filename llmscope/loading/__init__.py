@@ -1,2 +1,3 @@
 """The load layer: model specs, the one loader, devices and threads, the GGUF conversion cache, load errors, the
-config reader, tokenizers and packed weights (quant/). It may import llmscope.core only; it never prints."""
+config reader, tokenizers and packed weights (quant/). It may import llmscope.core and the invariant kernels it
+installs (llmscope.invariance.kernels) only; it never prints."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmscope.core.errors import DeviceError, ModelLoadError
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 from llmscope.loading import conversion_cache
 from llmscope.loading.devices import DEVICE_CHOICES as DEVICE_CHOICES
 from llmscope.loading.devices import DTYPE_CHOICES as DTYPE_CHOICES
@@ -23,6 +23,8 @@ from llmscope.loading.devices import resolve_dtype as resolve_dtype
 from llmscope.loading.load_errors import check_hub_reachable, first_line, warn_remote_code
 from llmscope.loading.load_errors import require_causal_lm as require_causal_lm
 from llmscope.loading.load_errors import translate_load_error as _translate_load_error
+from llmscope.loading.memory import check_enabled
+from llmscope.loading.memory_check import check_load_fits, tensor_table
 from llmscope.loading.modelspec import ALIASES as ALIASES
 from llmscope.loading.modelspec import EMBEDDED_ALIAS as EMBEDDED_ALIAS
 from llmscope.loading.modelspec import EMBEDDED_INSTALL as EMBEDDED_INSTALL
@@ -56,7 +58,7 @@ class LoadedModel:
     weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
     activations: str | None = None  # the dtype packed matmuls take their input in
     kept_exact: str | None = None  # linear layers --quantize left dense (no packed kernel takes their shape)
-    invariant: bool = False  # loading.invariant's numerics are installed (same numbers alone, batched or cached)
+    invariant: bool = False  # invariance.kernels' numerics are installed (same numbers alone, batched or cached)
 
     @property
     def info(self) -> ModelInfo:
@@ -286,63 +288,36 @@ def load_model(
         trust_remote_code: run Python code shipped with the model (off unless asked for).
         quantize: auto|none|int8|int4 (see llmscope.loading.quant): auto keeps a GGUF's 4/8-bit blocks packed and loads
             other models as stored; none dequantizes a GGUF exactly; int8/int4 pack every linear layer at load.
-        invariant: on the CPU, install batch- and cache-invariant numerics (llmscope.loading.invariant): a prompt's
+        invariant: on the CPU, install batch- and cache-invariant numerics (llmscope.invariance.kernels): a prompt's
             logits, hidden states and attention weights are the same alone, in any padded batch and with the KV cache.
             Other devices keep the model's own attention (their GEMMs give no such guarantee).
     Returns:
         LoadedModel with the model in eval mode.
     Raises:
-        ModelLoadError, DeviceError, UsageError.
+        ModelLoadError, DeviceError, UsageError; MemoryLimitError before any weights are read when the planned
+        peak (loading.memory_check) is more than the memory free ($LLMSCOPE_MEMORY_CHECK=0 skips that check).
     """
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from llmscope.loading.cached_model import load_cached_model
 
     spec = spec if isinstance(spec, ModelSpec) else resolve_model_spec(spec)
     target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, target if device_map is None else "cpu")
-    if dtype in ("auto", None) and device_map == "auto" and torch.cuda.is_available():
-        torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    mode = resolve_quantize(quantize, spec, target, device_map)
+    torch_dtype = _load_dtype(dtype, target, device_map)
+    table = tensor_table(spec)  # a GGUF file's header, read once: the mode and the memory check both need it
+    mode = resolve_quantize(quantize, spec, target, device_map, table)
+    if device_map is None and check_enabled():  # accelerate places a device map's layers where they fit
+        converting = spec.is_gguf and mode == "none" and not cache_entry_is_whole(gguf_cache_dir(spec))
+        check_load_fits(spec, quantize, mode, dtype_name(torch_dtype), target, converting, table)
     started = time.perf_counter()
     if not spec.is_gguf:  # a GGUF file always holds a causal LM; reading its header first would cost seconds
-        config = load_config(spec, trust_remote_code)
-        require_causal_lm(config, spec)
-    from_cache: bool | None = None
-    placement: dict[str, Any] = {"device_map": device_map} if device_map else (
-        {"device_map": target} if target != "cpu" else {})
+        require_causal_lm(load_config(spec, trust_remote_code), spec)
     try:
         if spec.is_gguf and mode != "none":
             model, tokenizer, from_cache = _load_packed_gguf(spec, mode, torch_dtype, target)
         elif spec.is_gguf:
-            entry = gguf_cache_dir(spec)
-            model = tokenizer = None
-            if _usable_entry(entry):
-                try:
-                    tokenizer = load_tokenizer(spec)
-                    model = load_cached_model(entry, torch_dtype, target, device_map)
-                    from_cache = True
-                except (ModelLoadError, DeviceError, torch.OutOfMemoryError):
-                    raise
-                except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
-                    if target != "cpu" and isinstance(error, RuntimeError) and (
-                            "CUDA" in str(error) or "MPS" in str(error)):
-                        raise  # the device failed, not the entry
-                    conversion_cache.remove_entry(entry, first_line(error))
-            if model is None:
-                model, tokenizer, written = _convert_gguf(spec, entry)
-                model = model.to(dtype=torch_dtype, device=target if device_map is None else "cpu")
-                from_cache = False if written else None
+            model, tokenizer, from_cache = _load_dequantized_gguf(spec, torch_dtype, target, device_map)
         else:
-            _warn_if_pickle_weights(spec)
-            tokenizer = load_tokenizer(spec, trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                spec.location, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement)
-            if mode in ("int8", "int4"):
-                from llmscope.loading.quant.modules import quantize_linears
-
-                quantize_linears(model, mode)
+            model, tokenizer, from_cache = _load_pretrained(spec, mode, torch_dtype, target, device_map,
+                                                            trust_remote_code)
     except (ModelLoadError, DeviceError):
         raise
     except torch.OutOfMemoryError as error:
@@ -352,31 +327,69 @@ def load_model(
     model.eval()
     exact = False
     if invariant and target == "cpu" and device_map is None:
-        from llmscope.loading.invariant import make_invariant
+        from llmscope.invariance.kernels import make_invariant
 
         exact = make_invariant(model)
-    tokenizer = _prepare_tokenizer(tokenizer)
-    device_label = target
-    if device_map:
-        placed = sorted({str(where) for where in (getattr(model, "hf_device_map", None) or {}).values()})
-        device_label = f"{device_map} ({', '.join(placed)})" if placed else str(device_map)
-    from llmscope.loading.quant.modules import packed_summary, unpackable_layers
-
-    held = packed_summary(model)
-    weights = ", ".join(f"{form} x{count}" for form, count in held.items()) or None
-    kept = unpackable_layers(model, "int4" if mode == "auto" else mode) if mode != "none" else {}
-    kept_exact = ", ".join(f"{form} x{count}" for form, count in kept.items()) or None
-    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device_label,
-                       dtype=dtype_name(torch_dtype), parameters=count_parameters(model),
-                       load_seconds=time.perf_counter() - started, from_cache=from_cache, quantize=mode,
-                       weights=weights, activations=KERNEL_DTYPE_NAME if held else None,
-                       kept_exact=kept_exact, invariant=exact)
+    return _loaded_model(spec, model, _prepare_tokenizer(tokenizer), _device_label(model, target, device_map),
+                         torch_dtype, mode, started, from_cache, exact)
 
 
-KERNEL_DTYPE_NAME = "bfloat16"
+Loaded = tuple[Any, Any, "bool | None"]  # (model, tokenizer, from_cache) as each source's loader returns them
 
 
-def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> tuple[Any, Any, bool | None]:
+def _load_dtype(dtype: str, target: str, device_map: str | None) -> torch.dtype:
+    """The dtype to load in: the one asked for, else the device's default (a device map on CUDA: bfloat16 where
+    the GPUs have it, else float16)."""
+    import torch
+
+    torch_dtype = resolve_dtype(dtype, target if device_map is None else "cpu")
+    if dtype in ("auto", None) and device_map == "auto" and torch.cuda.is_available():
+        torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch_dtype
+
+
+def _load_pretrained(spec: ModelSpec, mode: str, dtype: torch.dtype, target: str, device_map: str | None,
+                     trust_remote_code: bool) -> Loaded:
+    """A hub id or folder through transformers, its linear layers packed afterwards under --quantize int8/int4."""
+    from transformers import AutoModelForCausalLM
+
+    _warn_if_pickle_weights(spec)
+    tokenizer = load_tokenizer(spec, trust_remote_code)
+    placement: dict[str, Any] = {"device_map": device_map} if device_map else (
+        {"device_map": target} if target != "cpu" else {})
+    model = AutoModelForCausalLM.from_pretrained(spec.location, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                 **placement)
+    if mode in ("int8", "int4"):
+        from llmscope.loading.quant.modules import quantize_linears
+
+        quantize_linears(model, mode)
+    return model, tokenizer, None
+
+
+def _load_dequantized_gguf(spec: ModelSpec, dtype: torch.dtype, target: str, device_map: str | None) -> Loaded:
+    """A GGUF file dequantized exactly (--quantize none): its float32 conversion from the cache, else converted
+    from the file now and cached (from_cache None when the cache could not be written)."""
+    import torch
+
+    from llmscope.loading.cached_model import load_cached_model
+
+    entry = gguf_cache_dir(spec)
+    if _usable_entry(entry):
+        try:
+            tokenizer = load_tokenizer(spec)
+            return load_cached_model(entry, dtype, target, device_map), tokenizer, True
+        except (ModelLoadError, DeviceError, torch.OutOfMemoryError):
+            raise
+        except Exception as error:  # a damaged entry that passed the checks: rebuild, never use it
+            if target != "cpu" and isinstance(error, RuntimeError) and ("CUDA" in str(error) or "MPS" in str(error)):
+                raise  # the device failed, not the entry
+            conversion_cache.remove_entry(entry, first_line(error))
+    model, tokenizer, written = _convert_gguf(spec, entry)
+    model = model.to(dtype=dtype, device=target if device_map is None else "cpu")
+    return model, tokenizer, False if written else None
+
+
+def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> Loaded:
     """A GGUF model with packed weights: from its cache entry, else built from the file and cached."""
     import torch
 
@@ -396,6 +409,34 @@ def _load_packed_gguf(spec: ModelSpec, mode: str, dtype: Any, device: str) -> tu
     model = build_from_gguf(spec.gguf_path, load_config(spec), mode, dtype, device)
     written = _write_entry(entry, spec, "packed model", lambda folder: save_packed(model, Path(folder)))
     return model, tokenizer, False if written else None
+
+
+def _device_label(model: Any, target: str, device_map: str | None) -> str:
+    """Where the model is: the device, or the device map with the devices it placed layers on."""
+    if not device_map:
+        return target
+    placed = sorted({str(where) for where in (getattr(model, "hf_device_map", None) or {}).values()})
+    return f"{device_map} ({', '.join(placed)})" if placed else str(device_map)
+
+
+def _loaded_model(spec: ModelSpec, model: Any, tokenizer: Any, device: str, dtype: torch.dtype, mode: str,
+                  started: float, from_cache: bool | None, invariant: bool) -> LoadedModel:
+    """The LoadedModel of a model in eval mode, with how its weights are held (packed forms, layers kept dense);
+    its load time counted from `started` (time.perf_counter())."""
+    from llmscope.loading.quant.modules import packed_summary, unpackable_layers
+
+    held = packed_summary(model)
+    weights = ", ".join(f"{form} x{count}" for form, count in held.items()) or None
+    kept = unpackable_layers(model, "int4" if mode == "auto" else mode) if mode != "none" else {}
+    kept_exact = ", ".join(f"{form} x{count}" for form, count in kept.items()) or None
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, config=model.config, device=device,
+                       dtype=dtype_name(dtype), parameters=count_parameters(model),
+                       load_seconds=time.perf_counter() - started,
+                       from_cache=from_cache, quantize=mode, weights=weights,
+                       activations=KERNEL_DTYPE_NAME if held else None, kept_exact=kept_exact, invariant=invariant)
+
+
+KERNEL_DTYPE_NAME = "bfloat16"
 
 
 def _warn_if_pickle_weights(spec: ModelSpec) -> None:

@@ -1,13 +1,20 @@
 """What `patch` was asked to do, checked once when built: sites, layers and positions as typed, the metric, the
 direction, corruption by text or by noise, ablation, the pass budget. No torch, no model: bad values fail before any
-load; rules that need the tokenizer or the model's size come later (llmscope.patching.run)."""
+load; rules that need the tokenizer or the model's size come later (llmscope.patching.patcher)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmscope.core.command_settings import (
+    BatchSettings,
+    ModelSettings,
+    OutputMode,
+    plain_text,
+    real_number,
+    whole_number,
+)
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import BatchSettings, ModelSettings, OutputMode, plain_text, real_number, whole_number
 from llmscope.patching.sites import SITE_KINDS
 
 METRICS = ("logit-diff", "prob", "logprob")

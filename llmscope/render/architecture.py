@@ -11,8 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.architecture.describe import ArchitectureReport, ModuleNode
-from llmscope.core.results import ModelInfo
-from llmscope.render import Display, human_bytes, human_count, titled
+from llmscope.core.model_info import ModelInfo
+from llmscope.render.display import Display, human_bytes, human_count, titled
 
 GROUP_LABELS = {"embeddings": "embeddings", "attention": "attention", "mlp": "MLP", "experts": "routed experts",
                 "router": "router", "norms": "norms", "lm_head": "LM head", "other": "other"}

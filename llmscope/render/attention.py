@@ -14,8 +14,8 @@ from rich.text import Text
 from llmscope.attention.pick import MAX_PLOT_PANELS, strongest_keys
 from llmscope.attention.weights import Attended, AttentionResult, HeadStats, Role, masked
 from llmscope.core.errors import UsageError
-from llmscope.core.results import ModelInfo
-from llmscope.render import Display, titled, visible
+from llmscope.core.model_info import ModelInfo
+from llmscope.render.display import Display, titled, visible
 
 # Viridis (perceptually uniform, readable with the common colour-vision deficiencies): lower bound in %, colour.
 SCALE = ((0, "#440154"), (2, "#482878"), (5, "#3e4989"), (10, "#31688e"), (20, "#26828e"), (30, "#1f9e89"),

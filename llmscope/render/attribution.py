@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.attribution.results import AttributionResult, Completeness, MethodAttribution, disagreement
-from llmscope.core.results import ModelInfo
-from llmscope.render import Display, titled, visible
+from llmscope.core.model_info import ModelInfo
+from llmscope.render.display import Display, titled, visible
 from llmscope.render.generation import colours_on
 
 POSITIVE = (214, 39, 40)  # red: the input raises the function

@@ -13,11 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 from llmscope.bench.results import CACHE, BenchResult, GrowthFit, LengthResult, ModeSummary
-from llmscope.bench.run import RunTiming
-from llmscope.core.results import ModelInfo
+from llmscope.bench.timed_run import RunTiming
+from llmscope.core.model_info import ModelInfo
 from llmscope.core.stats import Stats
-from llmscope.render import Display, human_bytes
 from llmscope.render.benchchart import MODE_LABELS, MODE_STYLES, seconds_text, text_chart
+from llmscope.render.display import Display, human_bytes
 
 CSV_FIELDS = ("mode", "new_tokens", "run", "seconds", "ttft_s", "decode_ms_per_token", "tokens_per_s",
               "peak_memory_bytes", "peak_over_start_bytes", "prompt_tokens")
@@ -239,7 +239,7 @@ def kv_text(length: LengthResult) -> Text:
 def show_bench(display: Display, info: ModelInfo, result: BenchResult) -> None:
     """bench-cache's one render entry: the document (--json / --jsonl), one CSV row per timed run (--csv), or the
     people's view: one table per length (or one sweep/depth table, growth fits and a chart)."""
-    from llmscope.core.settings import OutputMode
+    from llmscope.core.command_settings import OutputMode
 
     if display.mode == OutputMode.CSV:
         display.csv(list(CSV_FIELDS), [csv_row(run) for run in result.runs])

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from llmscope.loading.conversion_cache import CacheReport
-from llmscope.render import Display, human_bytes
+from llmscope.render.display import Display, human_bytes
 
 
 def _when(stamp: float | None) -> str:

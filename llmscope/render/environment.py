@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from llmscope.render import Display, human_bytes
+from llmscope.render.display import Display, human_bytes
 from llmscope.system.environment import EnvReport
 
 

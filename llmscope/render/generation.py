@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from rich.text import Text
 
-from llmscope.core.results import ModelInfo
-from llmscope.generation.generation import GeneratedToken, GenerationResult
-from llmscope.render import Display, human_bytes
+from llmscope.core.model_info import ModelInfo
+from llmscope.generation.generate import GeneratedToken, GenerationResult
+from llmscope.render.display import Display, human_bytes
 
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), from sure to unsure.
 CONFIDENCE_COLOURS = ("#56B4E9", "#009E73", "#F0E442", "#E69F00", "#D55E00")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmscope.core.errors import UsageError
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 
 # Nothing may leave the file: no fetch, no image, no font, no frame; only its own inline script and style run.
 POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
@@ -25,7 +25,7 @@ def asset_text(name: str) -> str:
 
 def html_document(command: str, info: ModelInfo | None, payload: Any, **extra: Any) -> dict[str, Any]:
     """The --json document of a result (json_document), with the keys a view needs beyond it."""
-    from llmscope.render import json_document
+    from llmscope.render.display import json_document
 
     document = json_document(command, info, payload)
     document.update(extra)
@@ -87,7 +87,7 @@ def result_document(command: str, info: ModelInfo | None, result: Any, show_prob
                     ) -> dict[str, Any]:
     """The document a command's --html page carries: its --json payload (attention's weights packed as float32;
     generate's tokens with their probability and entropy, which --show-probs colours by)."""
-    from llmscope.core.results import to_plain
+    from llmscope.core.model_info import to_plain
 
     if command == "attention":
         from llmscope.core.floatpack import packed_attention

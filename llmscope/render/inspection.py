@@ -11,9 +11,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.core.results import ModelInfo
-from llmscope.inspection.inspection import NextTokenResult, NextTokenStep
-from llmscope.render import Display, titled, visible
+from llmscope.core.model_info import ModelInfo
+from llmscope.inspection.next_token import NextTokenResult, NextTokenStep
+from llmscope.render.display import Display, titled, visible
 
 BLOCKS = " ▏▎▍▌▋▊▉█"
 TOKEN_WIDTH = 16

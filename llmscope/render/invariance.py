@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 from llmscope.invariance.check import QUANTITIES, Difference, InvarianceResult
-from llmscope.render import Display, titled
+from llmscope.render.display import Display, titled
 
 
 def _cell(difference: Difference | None) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 from llmscope.patching.results import PatchCost, PatchResult, RunSummary, SiteGrid
-from llmscope.render import Display, human_bytes, titled, visible
 from llmscope.render.attribution import cell_style
+from llmscope.render.display import Display, human_bytes, titled, visible
 from llmscope.render.generation import colours_on
 
 CELL = 6  # characters per column of the heat table
@@ -139,7 +139,7 @@ def show_patch(display: Display, info: ModelInfo, result: PatchResult, top: int 
 
 def patch_payload(result: PatchResult, top: int = 5) -> dict[str, Any]:
     """The JSON body: the runs, the answers, every grid in full (layers x columns) with its strongest cells."""
-    from llmscope.core.results import to_plain
+    from llmscope.core.model_info import to_plain
 
     body = to_plain(result)
     body["grids"] = []

@@ -10,10 +10,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 from llmscope.inspection.comparison import ComparedPosition, CompareResult
 from llmscope.inspection.scoring import ScoredToken, ScoreResult
-from llmscope.render import Display, titled
+from llmscope.render.display import Display, titled
 from llmscope.render.generation import colours_on, legend, token_markup
 from llmscope.render.inspection import TOKEN_WIDTH, probability_text, token_text
 

@@ -7,8 +7,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.core.results import ModelInfo
-from llmscope.render import Display, titled
+from llmscope.core.model_info import ModelInfo
+from llmscope.render.display import Display, titled
 from llmscope.server.config import ServePlan, ServeSummary
 
 

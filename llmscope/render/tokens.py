@@ -6,9 +6,9 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.core.results import ModelInfo
+from llmscope.core.model_info import ModelInfo
 from llmscope.loading.tokenization import DecodeResult, TokenizationResult, TokenPiece
-from llmscope.render import Display, visible
+from llmscope.render.display import Display, visible
 
 BOUNDARY_STYLES = ("black on #56B4E9", "black on #E69F00")
 
@@ -69,7 +69,7 @@ def footer(result: TokenizationResult) -> str:
 def show_tokens(display: Display, info: ModelInfo, results: list[TokenizationResult], **extra: object) -> None:
     """tokenize's one render entry: the document (--json / --jsonl), the ids (--ids), a comparison of several
     tokenizers, or one tokenizer's boundaries, table and counts."""
-    from llmscope.core.settings import OutputMode
+    from llmscope.core.command_settings import OutputMode
 
     if display.mode == OutputMode.IDS:
         show_ids(display, results)

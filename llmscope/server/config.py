@@ -8,8 +8,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from llmscope.core.command_settings import real_number, whole_number
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import real_number, whole_number
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a request body past this gets 413
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")

@@ -233,14 +233,14 @@ class Engine:
                         "(serve --job-timeout); ask for less", kind="server_error", code="timeout")
 
     def _next_token(self, jobs: list[Job]) -> None:
-        from llmscope.inspection.inspection import next_token_encoded
+        from llmscope.inspection.next_token import next_token_encoded
 
         results = next_token_encoded(self.loaded, [job.payload for job in jobs], jobs[0].key[1])
         for job, result in zip(jobs, results):
             job.resolve(result)
 
     def _generate(self, jobs: list[Job]) -> None:
-        from llmscope.generation.generation import TokenDetail, generate_encoded
+        from llmscope.generation.generate import TokenDetail, generate_encoded
 
         works: list[GenerateWork] = [job.payload for job in jobs]
         rows = [RowState(stops=StopMatcher(work.stop)) for work in works]

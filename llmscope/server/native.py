@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmscope.core.results import to_plain
+from llmscope.core.model_info import to_plain
 from llmscope.server import openai_shapes as shapes
 from llmscope.server.engine import Job, call_job
 
@@ -80,7 +80,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         return await envelope(result)
 
     async def next_token(request: Request) -> Response:
-        from llmscope.core.settings import NextTokenSettings
+        from llmscope.core.command_settings import NextTokenSettings
         from llmscope.generation.prompts import check_top, encode_prompt
 
         parsed = shapes.parse_next_token(await read(request))
@@ -119,8 +119,8 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         return await envelope((await wait(request, [job]))[0])
 
     async def generate(request: Request) -> Response:
-        from llmscope.core.settings import GenerationSettings
-        from llmscope.generation.generation import TokenDetail, generate_encoded
+        from llmscope.core.command_settings import GenerationSettings
+        from llmscope.generation.generate import TokenDetail, generate_encoded
         from llmscope.generation.prompts import check_top, encode_prompt
 
         body = await read(request)

@@ -11,7 +11,7 @@ from helpers.architectures import HYBRIDS
 from llmscope.architecture.describe import describe_config_model
 from llmscope.architecture.kvcache import cache_size
 from llmscope.architecture.planner import PlannerSettings
-from llmscope.render import human_bytes
+from llmscope.render.display import human_bytes
 
 
 def family_config(name: str) -> Any:

@@ -11,8 +11,8 @@ from helpers.cli import INTERRUPTED, RUNTIME, USAGE, records
 from helpers.texts import BATCH_PROMPTS
 
 from llmscope.cli.batch import parse_items
+from llmscope.core.command_settings import OutputMode, output_mode
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import OutputMode, output_mode
 
 
 def test_batch_with_json_writes_json_lines(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_bad_records_become_error_records_and_the_rest_go_on(cli, tiny_model_dir
 
 def test_an_interrupt_keeps_the_finished_records(cli, tiny_model_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmscope.inspection.inspection as inspection
+    import llmscope.inspection.next_token as inspection
 
     real = inspection.next_token_encoded
     calls = {"n": 0}

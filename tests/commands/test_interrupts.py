@@ -70,7 +70,7 @@ def test_sigterm_outside_a_command_is_one_line_and_143(monkeypatch: pytest.Monke
 def test_a_swallowed_interrupt_still_stops_the_run(cli, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                                    signal_handlers) -> None:
 
-    import llmscope.bench.run as benchrun
+    import llmscope.bench.timed_run as benchrun
     from llmscope.core.errors import handle_sigterm
 
     handle_sigterm()

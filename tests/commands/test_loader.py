@@ -1,5 +1,5 @@
-"""The loader through the commands: a busy machine gets fewer threads and one warning, and every load checks its
-planned memory first."""
+"""The loader through the commands: a busy machine gets fewer threads and one warning, every load checks its
+planned memory first, and a GGUF file's tensor table is read once per load."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def test_every_load_checks_its_planned_peak_first(cli, tiny_model_dir: Path, tin
     copy of an 8B-shaped GGUF passed 15 GB in 79 s before)."""
     from llmscope.loading import loader, memory
 
-    loads: list[str] = []
-    real_load = loader.load_model
-    monkeypatch.setattr(loader, "load_model", lambda *args, **kwargs: loads.append("load") or real_load(*args,
-                                                                                                          **kwargs))
+    loads: list[str] = []  # a source's loader ran: weights were read
+    for source in ("_load_pretrained", "_load_dequantized_gguf", "_load_packed_gguf"):
+        real_load = getattr(loader, source)
+        monkeypatch.setattr(loader, source, lambda *args, real_load=real_load: loads.append("load") or real_load(*args))
     monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 100 << 10)  # 100 KiB
     monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "empty-cache"))
     folder = cli("next-token", PROMPT, "-m", tiny_model_dir)
@@ -52,3 +52,16 @@ def test_a_busy_machine_gets_fewer_threads_and_a_warning(cli, tiny_model_dir: Pa
         assert torch.get_num_threads() == 2 and "busy" not in asked.stderr  # asked for: not second-guessed
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_gguf_load_reads_its_tensor_table_once(cli, tiny_gguf: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmscope.loading.quant import ggufheader
+
+    reads: list[Path] = []
+    real_read = ggufheader.read_tensor_table
+    monkeypatch.setattr(ggufheader, "read_tensor_table", lambda path: reads.append(path) or real_read(path))
+    monkeypatch.setenv("LLMSCOPE_CACHE", str(tmp_path / "cache"))  # a first load: nothing packed or converted yet
+    result = cli("next-token", "Hello", "-m", tiny_gguf, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert reads == [tiny_gguf] and result.json()["model_info"]["quantize"] == "none"  # a float32 file: nothing packed

@@ -73,7 +73,7 @@ def test_json_table_and_plot_agree(cli: Any, tiny_model_dir: Path, tmp_path: Pat
     assert [[float(x) for x in row[1:]] for row in rows[:2]] == [[round(v, 2) + 0.0 for v in row]
                                                                    for row in resid["values"]]
     from llmscope.loading.loader import load_model
-    from llmscope.patching.run import patch
+    from llmscope.patching.patcher import patch
     from llmscope.render.patching import plot_figure
 
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")

@@ -26,10 +26,14 @@ class Explore:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def result(self, path: str, body: dict[str, Any]) -> Any:
+    def answer(self, path: str, body: dict[str, Any]) -> Any:
+        """The whole answer of a route that must succeed ({"model_info", "result", ...})."""
         status, answer = self.post(path, body)
         assert status == 200, answer
-        return answer["result"]
+        return answer
+
+    def result(self, path: str, body: dict[str, Any]) -> Any:
+        return self.answer(path, body)["result"]
 
     def get(self, path: str) -> tuple[int, str, str]:
         with urllib.request.urlopen(self.url + path, timeout=60) as response:

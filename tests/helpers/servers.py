@@ -58,7 +58,7 @@ def stop_server(server: Server) -> int:
 
 
 def generate_jobs(local: Any, loop: asyncio.AbstractEventLoop, prompts: list[str], tokens: int) -> list[Any]:
-    from llmscope.core.settings import GenerationSettings
+    from llmscope.core.command_settings import GenerationSettings
     from llmscope.generation.prompts import encode_prompt
     from llmscope.server.engine import GenerateWork, Job
 

@@ -235,9 +235,9 @@ def test_next_token_over_the_server_is_the_local_document(cli, server: Server, t
 
 
 def test_next_token_from_openai_logprobs_alone(server: Server, tiny_model_dir: Path) -> None:
-    from llmscope.core.settings import NextTokenSettings
-    from llmscope.endpoint.client import Client, EndpointSettings, next_token_openai
-    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.client.endpoint import Client, EndpointSettings, next_token_openai
+    from llmscope.core.command_settings import NextTokenSettings
+    from llmscope.inspection.next_token import next_token_distribution
     from llmscope.loading.loader import load_model
 
     client = Client(EndpointSettings(url=server.url + "/v1"))
@@ -327,8 +327,8 @@ def test_compare_against_the_server_is_the_local_compare(cli, server: Server, ti
 
 
 def test_score_from_openai_prompt_logprobs(server: Server, tiny_model_dir: Path) -> None:
-    from llmscope.endpoint.client import Client, EndpointSettings, score_openai
-    from llmscope.endpoint.results import read_entries, score_from_openai
+    from llmscope.client.answers import read_entries, score_from_openai
+    from llmscope.client.endpoint import Client, EndpointSettings, score_openai
     from llmscope.inspection.scoring import ScoreSettings, score_text
     from llmscope.loading.loader import load_model
 
@@ -515,7 +515,7 @@ def test_compare_refuses_an_endpoint_before_model_a_loads(cli, hostile: Hostile,
 
 
 def test_a_score_answer_with_settings_llmscope_refuses(cli, hostile: Hostile, tiny_model_dir: Any) -> None:
-    from llmscope.core.results import to_plain
+    from llmscope.core.model_info import to_plain
     from llmscope.inspection.scoring import ScoreSettings, score_text
     from llmscope.loading.loader import load_model
 

@@ -84,7 +84,7 @@ class InProcessServer:
 
     def __init__(self, loaded: Any, **fields: Any) -> None:
         from llmscope.server.config import ServeSettings
-        from llmscope.server.run import bind, build_server
+        from llmscope.server.lifecycle import bind, build_server
 
         self.settings = ServeSettings(port=0, **fields)
         self.log: list[str] = []
@@ -171,8 +171,8 @@ def test_models_lists_the_served_model(client: Any, tiny_model_dir: Path) -> Non
 
 
 def test_greedy_completion_is_the_library_generation(client: Any, tiny: Any, tiny_model_dir: Path) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
 
     answer = client.completions.create(model=str(tiny_model_dir), prompt="The capital of France is", max_tokens=6,
                                        temperature=0, logprobs=3)

@@ -10,9 +10,9 @@ from helpers.cli import records
 
 @pytest.mark.slow
 def test_batch_on_the_embedded_model_equals_single_runs(cli, embedded_model, tmp_path: Path) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate, generate_many
-    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate, generate_many
+    from llmscope.inspection.next_token import next_token_distribution
 
     prompts = ["The capital of France is", "What is the capital of France?", "1, 2, 3,"]
     settings = GenerationSettings(max_new_tokens=8)

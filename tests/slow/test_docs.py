@@ -1,4 +1,4 @@
-"""The README's key figures run again on the embedded SmolLM2 in the default mode."""
+"""The key figures of README.md and the documentation pages run again on the embedded SmolLM2 in the default mode."""
 
 from __future__ import annotations
 
@@ -7,22 +7,21 @@ import shlex
 from typing import Any
 
 import pytest
-from helpers.paths import ROOT
 
 
 @pytest.mark.slow
-def test_key_figures_rerun_in_the_default_mode_match_the_readme(readme_figures: Any, cli, monkeypatch) -> None:
+def test_key_figures_rerun_in_the_default_mode_match_the_pages(docs_figures: Any, cli, monkeypatch) -> None:
     """next-token's p(" Paris") in the default (packed) mode and score's perplexity of paragraph.txt, run again."""
-    monkeypatch.chdir(readme_figures.EXAMPLES)
-    readme = (ROOT / "README.md").read_text()
+    monkeypatch.chdir(docs_figures.EXAMPLES)
+    text = "\n".join(docs_figures.read_pages().values())
     for name in ("paris-default", "paragraph-perplexity"):
-        figure = readme_figures.FIGURES[name]
+        figure = docs_figures.FIGURES[name]
         args = shlex.split(figure.command)[1:]
         result = cli(*args)
         assert result.exit_code == 0, result.stderr
         value = json.loads(result.stdout)
         for key in figure.path:
             value = value[key]
-        text = figure.format.format(value)
-        assert f"<!-- figure: {name} -->{text}<!-- /figure -->" in readme, (name, text)
-    assert readme_figures.stored("paris-default").strip() in readme_figures.stored("next-token")
+        shown = figure.format.format(value)
+        assert f"<!-- figure: {name} -->{shown}<!-- /figure -->" in text, (name, shown)
+    assert docs_figures.stored("paris-default").strip() in docs_figures.stored("next-token")

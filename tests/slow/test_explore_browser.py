@@ -1,5 +1,6 @@
 """The explore page on the embedded SmolLM2 in a real headless chromium: " Paris" on top of the bars, as next-token
-says. Skipped, with the reason, when Playwright or a chromium is missing (README: "Browser tests")."""
+says, and a head's attention steps (GQA, RoPE) and the parameter count. Skipped, with the reason, when Playwright or
+a chromium is missing (README: "Browser tests")."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ def test_the_embedded_model_page_says_paris(browser: Any, llmscope_cache: Path) 
         assert round(float(shown[0]["probability"]), 4) == 0.7725
         assert [t["token_id"] for t in top["prompt_tokens"]] == [504, 3575, 282, 4649, 314]
         assert opened.page.locator(".head-thumb").count() == 30 * 9
+        opened.page.click(".head-thumb[data-layer='3'][data-head='4']")
+        opened.page.wait_for_selector("#head-steps[data-layer='3'][data-head='4'][data-ready='1']")
+        assert float(opened.page.get_attribute("#head-steps", "data-weight-gap")) < 1e-5  # the steps redo the model
+        group = opened.page.eval_on_selector_all("#head-steps .gqa-group.current .gqa-head",
+                                                 "hs => hs.map(h => Number(h.dataset.head))")
+        assert group == [3, 4, 5]  # 9 query heads on 3 KV heads
+        assert "RoPE" in opened.page.inner_text("#head-steps")
+        assert "134,515,008" in opened.page.inner_text("#architecture")
         assert opened.errors == []
     finally:
         opened.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmscope.inspection.inspection import next_token_distribution
+from llmscope.inspection.next_token import next_token_distribution
 
 PROMPT = "The capital of France is"
 

@@ -18,7 +18,7 @@ COLOSSEUM = "The Colosseum is in the city of"
 
 @pytest.mark.slow
 def test_eiffel_tower_restoration_peaks_at_the_subject_then_at_the_last_token(embedded_model: Any) -> None:
-    from llmscope.patching.run import patch
+    from llmscope.patching.patcher import patch
 
     result = patch(embedded_model, EIFFEL, COLOSSEUM, PatchSettings(sites=("resid",)))
     assert (result.answer.text, result.foil.text) == (" Paris", " Rome")

@@ -154,7 +154,7 @@ def test_gemma_lens_applies_final_logit_softcapping(tmp_path: Path) -> None:
     from helpers.models import build_tokenizer
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.inspection.next_token import next_token_distribution
     from llmscope.loading.loader import load_model
 
     tokenizer = build_tokenizer(tmp_path)

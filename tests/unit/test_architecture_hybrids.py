@@ -64,7 +64,7 @@ def test_cache_bytes_at_40_tokens_equal_transformers_cache(name: str, dtype: str
                                                            family_models: dict[str, Any]) -> None:
     import torch
 
-    from llmscope.bench.run import cache_bytes
+    from llmscope.bench.timed_run import cache_bytes
 
     model = family_models[name] if dtype == "float32" else copy.deepcopy(family_models[name]).to(torch.bfloat16)
     with torch.no_grad():

@@ -36,8 +36,8 @@ def _render(result, width: int, colour: bool, matrix: bool = False) -> str:
     from rich.console import Console
     from rich.style import Style
 
-    from llmscope.render import Display
     from llmscope.render.attention import show_attention
+    from llmscope.render.display import Display
 
     # Rich keeps a parsed style's colour codes from the first console that drew it: one drawn earlier in this process
     # by a 16-colour console would come out in 16 colours here. Parse afresh.

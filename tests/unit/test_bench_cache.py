@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmscope.bench import benchmark
-from llmscope.bench import run as benchrun
+from llmscope.bench import timed_run as benchrun
 from llmscope.bench.benchmark import bench_cache, parse_sweep
 from llmscope.bench.results import (
     CACHE,
@@ -22,7 +22,7 @@ from llmscope.bench.results import (
     summarize_mode,
     ttft_gap_note,
 )
-from llmscope.bench.run import RunTiming, run_timing
+from llmscope.bench.timed_run import RunTiming, run_timing
 from llmscope.core.errors import UsageError
 from llmscope.core.stats import (
     PowerFit,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmscope.core.settings import PromptSettings
+from llmscope.core.command_settings import PromptSettings
 
 
 def _tokenizer_with_template(folder: Path, template: str):

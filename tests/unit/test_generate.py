@@ -11,7 +11,7 @@ from helpers.paths import PACKAGE
 from helpers.texts import BATCH_PROMPTS
 
 from llmscope.generation.decoding import sampler_distribution
-from llmscope.generation.generation import GenerationSettings, generate
+from llmscope.generation.generate import GenerationSettings, generate
 from llmscope.loading import loader
 from llmscope.loading.loader import load_model
 
@@ -74,7 +74,7 @@ def test_max_new_tokens_and_eos(tiny) -> None:
 
 @pytest.mark.parametrize("text", ["Ünïcödé 🙂 text, tabs\tand\nnewlines", "The capital of France is Paris.", "🙂🙂🙂"])
 def test_incremental_text_adds_up_to_the_whole_decode(tiny, text: str) -> None:
-    from llmscope.generation.generation import IncrementalText
+    from llmscope.generation.generate import IncrementalText
 
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
     window = IncrementalText(tiny.tokenizer)
@@ -126,15 +126,15 @@ def test_decode_steps_pads_left_and_gives_each_row_its_own_tokens(tiny_model_dir
 def test_the_token_loop_exists_once() -> None:
     """generate and next-token both run on decoding.decode_steps; neither calls the model itself."""
     root = PACKAGE
-    for module in ("generation/generation.py", "inspection/inspection.py"):
+    for module in ("generation/generate.py", "inspection/next_token.py"):
         source = (root / module).read_text()
         assert "decode_steps(" in source and "model(input_ids" not in source, module
 
 
 @pytest.mark.parametrize("mode", [{"use_cache": False}, {"static_cache": True}])
 def test_padded_batches_match_single_runs_without_a_dynamic_cache(tiny_model_dir: Path, mode: dict) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate_many
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate_many
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     settings = GenerationSettings(max_new_tokens=5, **mode)

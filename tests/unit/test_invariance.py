@@ -17,7 +17,7 @@ def test_a_row_gets_the_same_bits_whatever_rows_come_with_it(kind: str) -> None:
     """The property every linear layer relies on: row i of a call of M rows equals the call of row i alone."""
     import torch
 
-    from llmscope.loading.invariant import InvariantLinear
+    from llmscope.invariance.kernels import InvariantLinear
     from llmscope.loading.quant.modules import PackedLinear
     from llmscope.loading.quant.packing import quantize
 
@@ -25,7 +25,7 @@ def test_a_row_gets_the_same_bits_whatever_rows_come_with_it(kind: str) -> None:
     dense = InvariantLinear(256, 192, bias=True)
     layer = dense if kind == "float32" else PackedLinear(quantize(dense.weight.data, kind), dense.bias.data)
     if kind == "bfloat16":  # a dense bfloat16 GEMM: it needs the row floor too
-        from llmscope.loading.invariant import make_linears_invariant
+        from llmscope.invariance.kernels import make_linears_invariant
 
         holder = torch.nn.Sequential(layer)
         make_linears_invariant(holder)
@@ -43,7 +43,7 @@ def test_the_dense_gemm_needs_the_row_floor() -> None:
     alone (M = 1), with 1-2 others, and with 3 or more others. If this starts failing, the floor may be unneeded."""
     import torch
 
-    from llmscope.loading.invariant import ROW_FLOOR
+    from llmscope.invariance.kernels import ROW_FLOOR
 
     torch.manual_seed(0)
     weight, x = torch.randn(1536, 576), torch.randn(8, 576)
@@ -101,10 +101,10 @@ def test_many_key_chunks_and_query_blocks_stay_invariant(tiny_model_dir: Path, m
     that shifts the grid: alone, batched and cached still agree to the last bit."""
     import torch
 
-    from llmscope.loading import invariant
+    from llmscope.invariance import kernels
 
-    monkeypatch.setattr(invariant, "KEY_CHUNK", 16)
-    monkeypatch.setattr(invariant, "QUERY_BLOCK", 8)
+    monkeypatch.setattr(kernels, "KEY_CHUNK", 16)
+    monkeypatch.setattr(kernels, "QUERY_BLOCK", 8)
     loaded = load_model(str(tiny_model_dir), device="cpu")
     rows = prompt_ids(loaded, [PROMPTS[6] + " " + PROMPTS[3], PROMPTS[1], PROMPTS[0]])
     assert len(rows[0]) > 40
@@ -116,10 +116,10 @@ def test_many_key_chunks_and_query_blocks_stay_invariant(tiny_model_dir: Path, m
 
 def test_library_batches_match_single_calls(tiny_model_dir: Path) -> None:
     """generate_encoded and next-token batches: each prompt's figures equal its own call's, to the last bit."""
-    from llmscope.core.settings import GenerationSettings, NextTokenSettings
-    from llmscope.generation.generation import generate_encoded
+    from llmscope.core.command_settings import GenerationSettings, NextTokenSettings
+    from llmscope.generation.generate import generate_encoded
     from llmscope.generation.prompts import encode_prompt
-    from llmscope.inspection.inspection import next_token_encoded
+    from llmscope.inspection.next_token import next_token_encoded
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
     encoded = [encode_prompt(loaded, text, new_tokens=6) for text in PROMPTS[:5]]

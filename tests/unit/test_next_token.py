@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmscope.core.errors import UsageError
-from llmscope.generation.generation import GenerationSettings, generate
-from llmscope.inspection.inspection import next_token_distribution
+from llmscope.generation.generate import GenerationSettings, generate
+from llmscope.inspection.next_token import next_token_distribution
 from llmscope.loading.loader import load_model
 
 PROMPT = "The capital of France is"
@@ -108,7 +108,7 @@ def test_bad_options_are_usage_errors(tiny) -> None:
 @given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300))
 def test_fuzz_next_token_never_crashes(tiny, text: str) -> None:
     from llmscope.core.errors import UsageError
-    from llmscope.inspection.inspection import next_token_distribution
+    from llmscope.inspection.next_token import next_token_distribution
 
     try:
         result = next_token_distribution(tiny, text, top_k=5)

@@ -25,7 +25,7 @@ ALL_SITES = ("resid", "attn", "mlp", "heads")
 
 
 def plan(loaded: Any, **changes: Any) -> Any:
-    from llmscope.patching.run import plan_patch
+    from llmscope.patching.patcher import plan_patch
 
     options = {"sites": ALL_SITES, **ANSWERS, **changes}
     return plan_patch(loaded, CLEAN, options.pop("corrupt", CORRUPT), PatchSettings(**options))
@@ -109,7 +109,7 @@ def test_sites_are_found_in_every_tiny_architecture(tiny_models: dict[str, Path]
 
 @pytest.mark.parametrize("site", ALL_SITES)
 def test_every_site_of_a_run_patched_into_itself_gives_exactly_one_or_zero(tiny: Any, site: str) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     planned = plan(tiny, sites=(site,), rows_per_pass=1)
     for role, expected in (("clean", 1.0), ("corrupt", 0.0)):
@@ -119,7 +119,7 @@ def test_every_site_of_a_run_patched_into_itself_gives_exactly_one_or_zero(tiny:
 
 
 def test_batched_self_patching_stays_within_1e5(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     planned = plan(tiny, rows_per_pass=7)  # 8 passes of 7 rows
     for role, expected in (("clean", 1.0), ("corrupt", 0.0)):
@@ -130,7 +130,7 @@ def test_batched_self_patching_stays_within_1e5(tiny: Any) -> None:
 
 
 def test_the_last_layers_residual_at_the_last_position_restores_exactly_one(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     result = run_plan(plan(tiny, sites=("resid",), rows_per_pass=1))
     grid = result.grids[0]
@@ -139,7 +139,7 @@ def test_the_last_layers_residual_at_the_last_position_restores_exactly_one(tiny
 
 
 def test_batched_cells_equal_single_cell_runs(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     for metric in ("logit-diff", "logprob"):
         single = run_plan(plan(tiny, rows_per_pass=1, metric=metric))
@@ -153,7 +153,7 @@ def test_batched_cells_equal_single_cell_runs(tiny: Any) -> None:
 def test_one_patched_cell_equals_a_hand_written_hook(tiny: Any) -> None:
     import torch
 
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     model, tokenizer = tiny.model, tiny.tokenizer
     clean_ids = tokenizer(CLEAN)["input_ids"]
@@ -181,7 +181,7 @@ def test_one_patched_cell_equals_a_hand_written_hook(tiny: Any) -> None:
 
 
 def test_ablation_writes_zeros_and_reference_means(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     result = run_plan(plan(tiny, corrupt=None, sites=("heads", "resid"), ablate="zero", metric="prob", target=None,
                            corrupt_target=None))
@@ -200,7 +200,7 @@ def test_ablation_writes_zeros_and_reference_means(tiny: Any) -> None:
 
 
 def test_noise_corruption_is_seeded_and_averaged(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     first = run_plan(plan(tiny, corrupt=None, noise_subject="France", samples=3, sites=("resid",), metric="prob"))
     again = run_plan(plan(tiny, corrupt=None, noise_subject="France", samples=3, sites=("resid",), metric="prob"))
@@ -214,7 +214,7 @@ def test_noise_corruption_is_seeded_and_averaged(tiny: Any) -> None:
 
 
 def test_noising_writes_corrupted_values_into_the_clean_run(tiny: Any) -> None:
-    from llmscope.patching.run import run_plan
+    from llmscope.patching.patcher import run_plan
 
     result = run_plan(plan(tiny, sites=("resid",), noise=True, rows_per_pass=1))
     assert result.mode == "noise" and result.patched_run == "clean"

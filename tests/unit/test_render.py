@@ -8,7 +8,7 @@ import json
 import re
 
 from llmscope.cli.batch import BatchItem, BatchOutcome
-from llmscope.core.settings import OutputMode
+from llmscope.core.command_settings import OutputMode
 
 
 def _terminal_lines(raw: str) -> list[str]:
@@ -21,8 +21,8 @@ def test_cache_table_keeps_entry_names_whole_at_80_columns() -> None:
     from rich.console import Console
 
     from llmscope.loading.conversion_cache import CacheEntry, CacheReport
-    from llmscope.render import Display
     from llmscope.render.cache import show_cache
+    from llmscope.render.display import Display
 
     names = ("0123456789abcdef0123.tokenizer", "fedcba98765432100123")
     report = CacheReport(root="/home/someone/.cache/llmscope/gguf", total_bytes=3 << 30, entries=tuple(
@@ -41,7 +41,7 @@ def test_progress_bar_steps_aside_for_records_at_a_terminal() -> None:
     from rich.console import Console
 
     from llmscope.cli.kit import write_batch
-    from llmscope.render import Display
+    from llmscope.render.display import Display
 
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=80, color_system="standard")
@@ -56,14 +56,14 @@ def test_progress_bar_steps_aside_for_records_at_a_terminal() -> None:
 
 
 def test_non_finite_figures_are_null_in_json() -> None:
-    from llmscope.core.results import to_plain
+    from llmscope.core.model_info import to_plain
 
     assert to_plain({"logprob": float("-inf"), "x": float("nan"), "ok": -1.5}) == {"logprob": None, "x": None,
                                                                                   "ok": -1.5}
 
 
 def test_show_probs_without_colour_explains_the_figures_and_ends_newline_tokens() -> None:
-    from llmscope.generation.generation import GeneratedToken
+    from llmscope.generation.generate import GeneratedToken
     from llmscope.render.generation import confidence_legend, token_markup
 
     newline = GeneratedToken(index=0, token_id=1, probability=0.36, logprob=-1.02, seconds=0.0, text="\n", delta="\n")

@@ -22,8 +22,8 @@ def test_the_serve_engine_batch_of_8_gives_each_request_its_lone_logprobs(tiny_m
 
     from helpers.servers import generate_jobs
 
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
     from llmscope.server.engine import Engine
 
     loaded = load_model(str(tiny_model_dir), device="cpu")
@@ -46,8 +46,8 @@ def test_the_serve_engine_batch_of_8_gives_each_request_its_lone_logprobs(tiny_m
 
 
 def test_queued_requests_run_as_one_batch_with_single_run_answers(tiny: Any) -> None:
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate
     from llmscope.server.engine import Engine
 
     prompts = ["Hello", "The capital of Italy is", "Write an email to Sarah."]
@@ -156,8 +156,8 @@ def test_a_finished_row_stops_consuming_positions(tmp_path_factory: pytest.TempP
     used to feed the finished row past position 39 (IndexError for both); each row now gets its own run."""
     from helpers.models import build_tiny_model
 
-    from llmscope.core.settings import GenerationSettings
-    from llmscope.generation.generation import generate_encoded
+    from llmscope.core.command_settings import GenerationSettings
+    from llmscope.generation.generate import generate_encoded
     from llmscope.generation.prompts import EncodedPrompt, encode_prompt
     from llmscope.loading.loader import load_model
     from llmscope.server.engine import Engine, GenerateWork, Job

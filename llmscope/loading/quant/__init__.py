@@ -3,6 +3,6 @@ layers (modules), the GGUF readers (ggufheader, ggufweights), whole models (pack
 
 from __future__ import annotations
 
-from llmscope.core.settings import QUANTIZE_CHOICES
+from llmscope.core.command_settings import QUANTIZE_CHOICES
 
 __all__ = ["QUANTIZE_CHOICES"]

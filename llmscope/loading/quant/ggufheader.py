@@ -110,7 +110,8 @@ def _parse(data: bytes, tensors: int, values: int, sizes: dict, types: type) -> 
     return table
 
 
-def quantized_matrices(path: Path) -> int:
-    """How many 2-D tensors of the file are stored in a quantized (block) type."""
-    return sum(1 for entry in read_tensor_table(path) if len(entry.shape) == 2
+def quantized_matrices(path: Path, table: list[TensorEntry] | None = None) -> int:
+    """How many 2-D tensors of the file are stored in a quantized (block) type (`table`: read_tensor_table(path)
+    when the caller has it already)."""
+    return sum(1 for entry in (table if table is not None else read_tensor_table(path)) if len(entry.shape) == 2
                and entry.ggml_type not in ("F32", "F16", "BF16", "F64"))

@@ -19,14 +19,15 @@ def cache_part(mode: str) -> str:
     return "model" if mode == "none" else f"packed-{mode}"
 
 
-def resolve_quantize(requested: str, spec: Any, device: str, device_map: str | None) -> str:
+def resolve_quantize(requested: str, spec: Any, device: str, device_map: str | None,
+                     table: list[Any] | None = None) -> str:
     """The --quantize mode that will run for a loader.ModelSpec: auto on a non-GGUF model is none (as stored), and
     so is auto on a float GGUF; auto falls back to none where no packed kernel runs (MPS, a device map), and an
-    explicit int8/int4 there is refused."""
+    explicit int8/int4 there is refused. table: the GGUF file's tensor table when the caller has read it already."""
     mode = (requested or "auto").strip().lower()
     if mode not in QUANTIZE_CHOICES:
         raise UsageError(f"unknown --quantize {requested!r}", hint="use one of: " + ", ".join(QUANTIZE_CHOICES))
-    if mode == "auto" and not (spec.is_gguf and _has_quantized_matrices(spec)):
+    if mode == "auto" and not (spec.is_gguf and _has_quantized_matrices(spec, table)):
         return "none"  # as stored; a float GGUF has nothing to keep packed, and `none` is the same weights
     if mode == "none":
         return mode
@@ -40,13 +41,13 @@ def resolve_quantize(requested: str, spec: Any, device: str, device_map: str | N
     raise UsageError(f"--quantize {mode} cannot run with {blocker}", hint="use --quantize none")
 
 
-def _has_quantized_matrices(spec: Any) -> bool:
+def _has_quantized_matrices(spec: Any, table: list[Any] | None = None) -> bool:
     from llmscope.loading import conversion_cache
     from llmscope.loading.quant.ggufheader import quantized_matrices
 
     if conversion_cache.entry_dir(spec.gguf_path, cache_part("auto")).is_dir():
         return True  # packed before: no need to read the tensor table again
     try:
-        return quantized_matrices(spec.gguf_path) > 0
+        return quantized_matrices(spec.gguf_path, table) > 0
     except (OSError, ValueError):
         return False  # the dequantizing path reports what is wrong with the file

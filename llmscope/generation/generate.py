@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llmscope.core.settings import GenerationSettings
+from llmscope.core.command_settings import GenerationSettings
 from llmscope.generation.decoding import (
     Sampler,
     decode_steps,

@@ -16,9 +16,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llmscope.client.errors import DEFAULT_TIMEOUT, MAX_ANSWER_BYTES, AnswerShapeError, EndpointError, NoSuchRoute
 from llmscope.core.errors import UsageError
-from llmscope.core.results import ModelInfo
-from llmscope.endpoint.errors import DEFAULT_TIMEOUT, MAX_ANSWER_BYTES, AnswerShapeError, EndpointError, NoSuchRoute
+from llmscope.core.model_info import ModelInfo
 
 __all__ = ["AnswerShapeError", "Client", "EndpointError", "EndpointSettings", "NoSuchRoute", "endpoint_from"]
 
@@ -220,7 +220,7 @@ def _info(document: dict[str, Any], settings: EndpointSettings) -> ModelInfo:
     """The model info `llmscope serve` sends (its model, dtype, weights), with the server's address added."""
     from dataclasses import replace
 
-    from llmscope.endpoint.results import from_plain
+    from llmscope.client.answers import from_plain
 
     if "model_info" not in document:
         raise AnswerShapeError("no 'model_info' in the answer")
@@ -239,8 +239,8 @@ def _openai_info(model: str, settings: EndpointSettings) -> ModelInfo:
 def next_token(settings: EndpointSettings, prompt: str, inspect: Any, chat: bool, system: str | None
                ) -> tuple[ModelInfo, Any, tuple[str, ...]]:
     """(model info, NextTokenResult, what the server could not give) for one prompt."""
-    from llmscope.endpoint.results import reading_answer, result_from
-    from llmscope.inspection.inspection import NextTokenResult
+    from llmscope.client.answers import reading_answer, result_from
+    from llmscope.inspection.next_token import NextTokenResult
 
     if inspect.lens:
         raise UsageError("--lens needs the model's hidden states, which no endpoint sends",
@@ -263,7 +263,7 @@ def next_token(settings: EndpointSettings, prompt: str, inspect: Any, chat: bool
 def next_token_openai(client: Client, prompt: str, inspect: Any, chat: bool, system: str | None
                       ) -> tuple[ModelInfo, Any, tuple[str, ...]]:
     """next-token from any OpenAI-compatible server: a greedy completion of `steps` tokens with top logprobs."""
-    from llmscope.endpoint.results import (
+    from llmscope.client.answers import (
         OPENAI_LIMITS,
         answer_choice,
         next_token_from_openai,
@@ -300,7 +300,7 @@ def next_token_openai(client: Client, prompt: str, inspect: Any, chat: bool, sys
 def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInfo, Any, tuple[str, ...]]:
     """(model info, ScoreResult, what the server could not give): `llmscope serve`'s score route, else the
     prompt's log-probabilities from an OpenAI-compatible server."""
-    from llmscope.endpoint.results import reading_answer, result_from
+    from llmscope.client.answers import reading_answer, result_from
     from llmscope.inspection.scoring import ScoreResult
 
     client = Client(settings)
@@ -319,7 +319,7 @@ def score(settings: EndpointSettings, text: str, options: Any) -> tuple[ModelInf
 def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, Any, tuple[str, ...]]:
     """score from any OpenAI-compatible server that echoes the prompt's log-probabilities (vLLM, llmscope serve;
     llama-cpp-python's echo, one token early, is put back in place or refused)."""
-    from llmscope.endpoint.results import (
+    from llmscope.client.answers import (
         SCORE_LIMITS,
         SHIFT_NOTE,
         answer_choice,
@@ -366,8 +366,8 @@ def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, An
 def generate(settings: EndpointSettings, prompt: str, chat: bool | None, system: str | None, generation: Any,
              detail: Any) -> tuple[ModelInfo, Any]:
     """(model info, GenerationResult) from `llmscope serve`'s generate route (the same decode as a local run)."""
-    from llmscope.endpoint.results import reading_answer, result_from
-    from llmscope.generation.generation import GenerationResult
+    from llmscope.client.answers import reading_answer, result_from
+    from llmscope.generation.generate import GenerationResult
 
     client = Client(settings)
     options = {k: v for k, v in asdict(generation).items() if k != "compile"}

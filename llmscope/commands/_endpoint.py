@@ -1,5 +1,5 @@
-"""The CLI side of --endpoint: its option types, and the run functions that next-token, score and generate call
-instead of loading a model (the same render entries as a local run). No torch, no transformers."""
+"""The --endpoint glue that several commands share: endpoint_settings (options checked against a served model), and
+the run functions next-token, score and generate call instead of loading one. No command, no torch, no transformers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def endpoint_settings(given: EndpointOptions, model: str | None, batch: Any,
     display."""
     import os
 
-    from llmscope.endpoint.client import endpoint_from
+    from llmscope.client.endpoint import endpoint_from
 
     url, api_key = given.endpoint, given.api_key
     settings = endpoint_from(url, api_key, model, given.timeout)
@@ -90,7 +90,7 @@ def _each(display: Any, endpoint: Any, items: list[Any], size: int, ask: Any, sh
 
 def run_next_token(display: Any, endpoint: Any, text: str | None, settings: Any, items: list[Any] | None = None
                    ) -> None:
-    from llmscope.endpoint import client as remote
+    from llmscope.client import endpoint as remote
     from llmscope.render import inspection as show
 
     def ask(prompt: str) -> Any:
@@ -110,7 +110,7 @@ def run_next_token(display: Any, endpoint: Any, text: str | None, settings: Any,
 
 def run_score(display: Any, endpoint: Any, text: str | None, settings: Any, colour_by: str, table: bool,
               items: list[Any] | None = None) -> None:
-    from llmscope.endpoint import client as remote
+    from llmscope.client import endpoint as remote
     from llmscope.render import scoring as show
 
     def ask(source: str) -> Any:
@@ -130,8 +130,8 @@ def run_score(display: Any, endpoint: Any, text: str | None, settings: Any, colo
 def run_generate(display: Any, endpoint: Any, text: str, settings: Any) -> None:
     """generate through the server: the same result and output as a local run, without --stream (the whole
     answer comes at once; use /v1/completions with stream for tokens as they come)."""
-    from llmscope.endpoint import client as remote
-    from llmscope.generation.generation import TokenDetail
+    from llmscope.client import endpoint as remote
+    from llmscope.generation.generate import TokenDetail
     from llmscope.render import generation as show
 
     generation = settings.generation

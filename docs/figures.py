@@ -1,13 +1,15 @@
-"""Regenerate the README's example outputs from real runs of llmscope's default mode (`make docs`), or check that
-the README still holds what the last run wrote (`--check`, and tests/test_readme_figures.py). Runs commands only.
+"""Regenerate the example outputs of README.md and of the documentation pages (docs/**/*.md) from real runs of
+llmscope's default mode (`make figures`), or check that every page still holds what the last run wrote (`--check`,
+and tests/test_readme_figures.py). Runs commands only.
 
-Two kinds of places in README.md:
+Two kinds of places in those pages:
 - a fenced block right after `<!-- run: NAME -->`: `$ COMMAND` and what it printed (stderr and stdout as a terminal
   interleaves them, or stdout alone);
 - an inline `<!-- figure: NAME -->VALUE<!-- /figure -->`: one value read from a command's --json.
-Each output is also written to docs/readme/NAME.txt, so that the README can be checked without running a model.
-Commands run in docs/examples/ (paragraph.txt lives there) with the default model and options, COLUMNS=96, through
-pipes (so `token[p]` pairs, not colours), after one warm-up load so that every load line reads the cache.
+A run or a figure may stand on several pages; each output is written once, to docs/outputs/NAME.txt, so that the
+pages can be checked without running a model. Commands run in docs/examples/ (paragraph.txt lives there) with the
+default model and options, COLUMNS=96, through pipes (so `token[p]` pairs, not colours), after one warm-up load so
+that every load line reads the cache.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-OUTPUTS = ROOT / "docs" / "readme"
-EXAMPLES = ROOT / "docs" / "examples"
+DOCS = ROOT / "docs"
+OUTPUTS = DOCS / "outputs"
+EXAMPLES = DOCS / "examples"
 COLUMNS = "96"
 MACHINE_LINES = ("warning: other processes keep the CPUs",)  # about the machine's load at the time, not the model
 
@@ -77,6 +80,14 @@ RUNS: dict[str, Run] = {
     "bench-cache": Run("llmscope bench-cache -n 16 --threads 1 --max-time 40"),
     "patch-eiffel": Run('llmscope patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city '
                         'of"'),
+    "tokenize": Run('llmscope tokenize "The capital of France is"'),
+    "tokenize-ids": Run('llmscope tokenize "The capital of France is" --ids'),
+    "tokenize-decode": Run('llmscope tokenize --decode "504 3575 282 4649 314"'),
+    "architecture": Run("llmscope architecture --depth 3"),
+    "env": Run("llmscope env"),
+    "cache": Run("llmscope cache"),  # after the warm-up load, so it lists at least the embedded model's entries
+    "serve-check": Run("llmscope serve --port 0 --check"),
+    "explore-check": Run("llmscope explore --port 0 --check"),
 }
 
 _PARIS = ("steps", 0, "top", 0, "probability")
@@ -132,42 +143,59 @@ def stored(name: str) -> str:
     return (OUTPUTS / f"{name}.txt").read_text()
 
 
-def apply(readme: str, blocks: dict[str, str], figures: dict[str, str]) -> str:
-    """The README with each marked block and figure replaced by its output."""
-    readme = RUN_BLOCK.sub(lambda m: f"<!-- run: {m['name']} -->\n```\n{blocks.get(m['name'], m['body'])}```\n",
-                           readme)
+def page_paths() -> list[Path]:
+    """Every markdown file the generator writes into: README.md and the documentation pages."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+def read_pages() -> dict[str, str]:
+    """Each page's text by its path relative to the repository root (the names the mismatches use)."""
+    return {path.relative_to(ROOT).as_posix(): path.read_text() for path in page_paths()}
+
+
+def apply(page: str, blocks: dict[str, str], figures: dict[str, str]) -> str:
+    """The page with each marked block and figure replaced by its output (others left as they are)."""
+    page = RUN_BLOCK.sub(lambda m: f"<!-- run: {m['name']} -->\n```\n{blocks.get(m['name'], m['body'])}```\n", page)
     return FIGURE_SPAN.sub(lambda m: f"<!-- figure: {m['name']} -->{figures.get(m['name'], m['value'])}"
-                           "<!-- /figure -->", readme)
+                           "<!-- /figure -->", page)
 
 
-def mismatches(readme: str) -> list[str]:
-    """Every run and figure whose README text differs from its stored output, or that the README lacks."""
+def page_mismatches(name: str, page: str) -> list[str]:
+    """Every run block and figure of one page whose text differs from its stored output or that nothing runs."""
     found = []
-    blocks = {m["name"]: m["body"] for m in RUN_BLOCK.finditer(readme)}
-    values: dict[str, str] = {}
-    for match in FIGURE_SPAN.finditer(readme):  # a figure can stand in several places: each must match
-        name, value = match["name"], match["value"]
-        if name in FIGURES and values.setdefault(name, value) != value:
-            found.append(f"README.md figure {name} reads both {values[name]} and {value}")
-    for name in RUNS:
-        if name not in blocks:
-            found.append(f"README.md has no <!-- run: {name} --> block")
-        elif blocks[name] != stored(name):
-            found.append(f"README.md block {name} differs from docs/readme/{name}.txt")
-    for name in FIGURES:
-        if name not in values:
-            found.append(f"README.md has no <!-- figure: {name} --> value")
-        else:
-            for match in FIGURE_SPAN.finditer(readme):
-                if match["name"] == name and match["value"] != stored(name).strip():
-                    found.append(f"README.md figure {name} is {match['value']}, docs/readme/{name}.txt "
-                                 f"{stored(name).strip()}")
-    unknown = (set(blocks) - set(RUNS)) | ({m["name"] for m in FIGURE_SPAN.finditer(readme)} - set(FIGURES))
-    found += [f"README.md marks {name}, which docs/readme_figures.py does not run" for name in sorted(unknown)]
+    missing = sorted({m["name"] for m in [*RUN_BLOCK.finditer(page), *FIGURE_SPAN.finditer(page)]
+                      if m["name"] in RUNS.keys() | FIGURES.keys() and not (OUTPUTS / f"{m['name']}.txt").is_file()})
+    if missing:
+        return [f"{name} shows {', '.join(missing)}, never run: docs/outputs/ has no such file "
+                f"(python docs/figures.py {' '.join(missing)})"]
+    for match in RUN_BLOCK.finditer(page):
+        if match["name"] not in RUNS:
+            found.append(f"{name} marks run {match['name']}, which docs/figures.py does not run")
+        elif match["body"] != stored(match["name"]):
+            found.append(f"{name} block {match['name']} differs from docs/outputs/{match['name']}.txt")
+    for match in FIGURE_SPAN.finditer(page):  # a figure can stand in several places: each must match
+        if match["name"] not in FIGURES:
+            found.append(f"{name} marks figure {match['name']}, which docs/figures.py does not run")
+        elif match["value"] != stored(match["name"]).strip():
+            found.append(f"{name} figure {match['name']} is {match['value']}, docs/outputs/{match['name']}.txt "
+                         f"{stored(match['name']).strip()}")
+    return found
+
+
+def mismatches(pages: dict[str, str]) -> list[str]:
+    """Every difference between the pages and the stored outputs, and every run or figure no page shows."""
+    found = [problem for name, page in pages.items() for problem in page_mismatches(name, page)]
+    shown = {m["name"] for page in pages.values() for m in RUN_BLOCK.finditer(page)}
+    shown |= {m["name"] for page in pages.values() for m in FIGURE_SPAN.finditer(page)}
+    found += [f"no page has a <!-- run: {name} --> block" for name in RUNS if name not in shown]
+    found += [f"no page has a <!-- figure: {name} --> value" for name in FIGURES if name not in shown]
     return found
 
 
 def regenerate(only: set[str] | None = None) -> None:
+    unknown = (only or set()) - set(RUNS) - set(FIGURES)
+    if unknown:
+        raise SystemExit(f"no run or figure named {', '.join(sorted(unknown))}")
     run_command("llmscope next-token warm-up -q")  # the conversion cache, so that every load line reads it
     OUTPUTS.mkdir(exist_ok=True)
     blocks, figures = {}, {}
@@ -181,16 +209,22 @@ def regenerate(only: set[str] | None = None) -> None:
             figures[name] = figure_text(figure, run_command(figure.command))
             (OUTPUTS / f"{name}.txt").write_text(figures[name] + "\n")
             print(f"ran {name}: {figures[name]}", file=sys.stderr)
-    README.write_text(apply(README.read_text(), blocks, figures))
+    for path in page_paths():
+        text = path.read_text()
+        updated = apply(text, blocks, figures)
+        if updated != text:
+            path.write_text(updated)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare the README with docs/readme/ (runs nothing)")
+    parser = argparse.ArgumentParser(description="Regenerate (or --check) the example outputs of README.md and "
+                                     "docs/**/*.md from real runs.")
+    parser.add_argument("--check", action="store_true",
+                        help="compare README.md and docs/**/*.md with docs/outputs/ (runs nothing)")
     parser.add_argument("names", nargs="*", help="regenerate only these runs and figures")
     options = parser.parse_args()
     if options.check:
-        problems = mismatches(README.read_text())
+        problems = mismatches(read_pages())
         for problem in problems:
             print(problem, file=sys.stderr)
         raise SystemExit(1 if problems else 0)

@@ -1,5 +1,5 @@
-"""Commands that explain a prediction: attribute (which input tokens made the model say its tokens).
-They parse and check options, then call the library and the renderer; they compute nothing themselves."""
+"""The attribute command: which input tokens made the model say its tokens (one prompt, or --batch).
+It parses and checks options, then calls llmscope.attribution and the renderer; it computes nothing itself."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from llmscope.cli.kit import (
     warn_all,
     write_batch,
 )
-from llmscope.core.settings import PromptSettings
+from llmscope.core.command_settings import PromptSettings
 
 
 @app.command(epilog=EXIT_CODES_HELP)

@@ -1,5 +1,5 @@
 """Results rebuilt from what a server sends: llmscope's own --json results back into their frozen dataclasses
-(from_plain, the inverse of results.to_plain), and next-token's result from OpenAI log-probabilities, with what
+(from_plain, the inverse of core.model_info.to_plain), and next-token's result from OpenAI log-probabilities, with what
 such a server cannot give left empty and named. It imports neither torch nor transformers and sends nothing."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import typing
 from collections.abc import Iterator
 from typing import Any, Union
 
+from llmscope.client.errors import AnswerShapeError, EndpointError
+from llmscope.core.command_settings import NextTokenSettings
 from llmscope.core.errors import UsageError
-from llmscope.core.settings import NextTokenSettings
-from llmscope.endpoint.errors import AnswerShapeError, EndpointError
-from llmscope.inspection.inspection import NextTokenResult, NextTokenStep, TokenProbability
+from llmscope.inspection.next_token import NextTokenResult, NextTokenStep, TokenProbability
 
 # What a plain OpenAI-compatible server cannot give next-token (said on stderr and in the --json document).
 OPENAI_LIMITS = ("entropy over the full vocabulary", "logits", "hidden-state and logits shapes", "the logit lens",
@@ -346,7 +346,7 @@ def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], sett
     A first token that does not start the text is a BOS the server added; entropy is NaN; ids are -1 unless vLLM's
     prompt_logprobs gave them. A rank is one the server gave: prompt_logprobs' rank, or the token's place among
     the `top` alternatives asked for (a server that adds the token itself past them gives no rank for it: 0)."""
-    from llmscope.generation.generation import TokenAlternative
+    from llmscope.generation.generate import TokenAlternative
     from llmscope.inspection.scoring import ScoredToken, ScoreResult, nll_summary
 
     top = settings.top_k if top is None else top

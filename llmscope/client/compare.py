@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from llmscope.core.results import ModelInfo
-from llmscope.endpoint.client import (
+from llmscope.client.answers import FIGURE_SLACK
+from llmscope.client.endpoint import (
     LLMSCOPE_SERVER,
     MAX_ANSWER_BYTES,
     Client,
@@ -17,7 +17,7 @@ from llmscope.endpoint.client import (
     EndpointSettings,
     NoSuchRoute,
 )
-from llmscope.endpoint.results import FIGURE_SLACK
+from llmscope.core.model_info import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def remote_chunks(settings: EndpointSettings, text: str, score_settings: Any, vo
     def chunks(ids: tuple[int, ...], plan: list[tuple[int, int, int]], next_token: bool) -> Iterator[Any]:
         import torch
 
-        from llmscope.endpoint.results import AnswerShapeError, from_plain, reading_answer
+        from llmscope.client.answers import AnswerShapeError, from_plain, reading_answer
         from llmscope.inspection.scoring import LogprobChunk
 
         sizes = block_sizes(len(ids), plan, next_token)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llmscope.core.settings import NextTokenSettings
+from llmscope.core.command_settings import NextTokenSettings
 from llmscope.generation.decoding import (
     Sampler,
     decode_steps,

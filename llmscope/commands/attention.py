@@ -1,5 +1,5 @@
-"""Commands that look at a model itself: attention, architecture, env and cache.
-They parse and check options, then call the library and the renderer; they compute nothing themselves."""
+"""The attention command: where each head looks, from one forward pass, with --layer/--head/--query/--keys checked
+against the config and the tokenizer before the weights load. It calls llmscope.attention and the renderer."""
 
 from __future__ import annotations
 
@@ -22,14 +22,11 @@ from llmscope.cli.kit import (
     load,
     read_prompt,
 )
-from llmscope.core.errors import UsageError
-from llmscope.core.settings import ModelSettings, PromptSettings, quantize_from
+from llmscope.core.command_settings import ModelSettings, PromptSettings
 
 if TYPE_CHECKING:
     from llmscope.attention.pick import AttentionSettings
-    from llmscope.render import Display
-
-# ------------------------------------------------------------------------------------ attention
+    from llmscope.render.display import Display
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -141,102 +138,3 @@ def check_attention_choices(display: Display, models: ModelSettings, settings: A
         if ids:
             tokens = [AttentionToken(i, t, tokenizer.decode([t])) for i, t in enumerate(ids)]
             resolve_keys(settings, tokens, resolve_query(settings, tokens))
-
-
-# ------------------------------------------------------------------------------------ architecture
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-@example("-m", "{model}")
-@grouped(load=True)
-def architecture(
-    model: ModelOpt = None,
-    weights: Annotated[bool, typer.Option(
-        "--weights", help="Load the real model for its dtypes and devices (default: config only, no weights).")
-    ] = False,
-    depth: Annotated[int | None, typer.Option(
-        "--depth", help="Show the module tree this many levels deep.", show_default=False)] = None,
-    context: Annotated[str | None, typer.Option(
-        "--context", help="Memory plan up to this many tokens: 4096, 32k, 128k (default: the model's context).",
-        show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(
-        "--batch-size", help="Memory plan for this many sequences at once (B).")] = 1,
-    kv_dtype: Annotated[str | None, typer.Option(
-        "--kv-dtype", help="KV cache dtype for the plan: float32 | bfloat16 | float16 | float8 | int8 | int4 "
-        "(default: the weights' dtype).", show_default=False)] = None,
-    gpu_memory: Annotated[str | None, typer.Option(
-        "--gpu-memory", help="Check the plan against this GPU size, e.g. 80GB (GB = GiB, as GPU makers mean it; "
-        "default: 24, 40 and 80 GiB).", show_default=False)] = None,
-    *,
-    shared: Shared,
-) -> None:
-    """Describe a model from its config alone: sizes, attention per layer type, parameters (active ones for MoE),
-    KV cache, a memory plan (weights + KV + state at --context x --batch-size; --dtype sets the weights' dtype)
-    and the module tree."""
-    with command(shared.output.quiet) as display:
-        display.mode = shared.output.mode()
-        from llmscope.architecture.moduletree import check_depth
-        from llmscope.architecture.planner import PlannerSettings
-
-        check_depth(depth)
-
-        plan = PlannerSettings.from_options(context, batch_size, kv_dtype, gpu_memory,
-                                            shared.load.dtype if not weights else "auto")
-        from llmscope.architecture import describe as arch
-        from llmscope.render import architecture as show
-        from llmscope.render import human_count
-
-        if weights:
-            loaded = load(display, shared.load.settings(model))
-            report = arch.describe_loaded_model(loaded, depth, plan)
-            info = loaded.info
-        else:
-            from llmscope.core.results import ModelInfo
-            from llmscope.loading.loader import resolve_model_spec
-
-            if (shared.load.device, shared.load.device_map) != ("auto", None):
-                display.warning("--device and --device-map only matter with --weights")
-            spec = resolve_model_spec(model)
-            with display.spinner(f"reading the config of {spec.name}"):
-                report = arch.describe_config_model(spec, depth, shared.load.trust_remote_code, plan,
-                                                    quantize_from(shared.load.quantize))
-            info = ModelInfo(model=spec.name, source=spec.kind, device="meta", dtype=report.summary.dtype,
-                             parameters=report.parameters.total)
-            display.status(f"built {report.summary.model_class} from the config on the meta device (no weights): "
-                           f"{human_count(report.parameters.total)} parameters")
-        show.show_architecture(display, info, report)
-
-
-@app.command("env", epilog=EXIT_CODES_HELP)
-@example()
-@grouped()
-def env_command(*, shared: Shared) -> None:
-    """Versions, CUDA/MPS and GPUs, cache folders and the default model: paste it into bug reports."""
-    with command(shared.output.quiet) as display:
-        display.mode = shared.output.mode()
-        from llmscope.render.environment import show_environment
-        from llmscope.system.environment import collect_environment
-
-        show_environment(display, collect_environment())
-
-
-@app.command("cache", epilog=EXIT_CODES_HELP)
-@example()
-@grouped()
-def cache_command(
-    clear: Annotated[bool, typer.Option("--clear", help="Remove the entries named, or every entry.")] = False,
-    entries: Annotated[list[str] | None, typer.Argument(
-        help="Entries to clear: a name (or its first characters) or a source file name.", show_default=False)] = None,
-    *,
-    shared: Shared,
-) -> None:
-    """List the GGUF conversion cache (size, source file, last use, state) or clear it."""
-    with command(shared.output.quiet) as display:
-        display.mode = shared.output.mode()
-        from llmscope.loading import conversion_cache
-        from llmscope.render.cache import show_cache
-
-        if entries and not clear:
-            raise UsageError("entry names are only used with --clear", hint="llmscope cache --clear NAME")
-        report = conversion_cache.clear(tuple(entries or ())) if clear else conversion_cache.list_entries(check=True)
-        show_cache(display, report)
