@@ -1,6 +1,6 @@
 """Regenerate the example outputs of README.md and of the documentation pages (docs/**/*.md) from real runs of
 llmscope's default mode (`make figures`), or check that every page still holds what the last run wrote (`--check`,
-and tests/test_readme_figures.py). Runs commands only.
+and tests/unit/test_docs.py). Runs commands only.
 
 Two kinds of places in those pages:
 - a fenced block right after `<!-- run: NAME -->`: `$ COMMAND` and what it printed (stderr and stdout as a terminal
