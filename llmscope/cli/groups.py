@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
+import typer
+
 from llmscope.cli.kit import (
     ApiKeyOpt,
     BatchFormatOpt,
@@ -37,6 +39,7 @@ from llmscope.cli.kit import (
 from llmscope.core.command_settings import ModelSettings, OutputMode, output_mode
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+CONTEXT_PARAMETER = "llmscope_context"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Shared:
     batch: BatchInput = BatchInput()
     endpoint: EndpointOptions = EndpointOptions()
     text: TextWindow = TextWindow()
+    given: frozenset[str] = frozenset()  # the command's parameters the user gave (not left at their defaults)
 
 
 # The Typer options of each group: (parameter name, field, annotation). Parameter names stay those the commands
@@ -137,6 +141,15 @@ GROUPS: dict[str, tuple[type, tuple[tuple[str, str, Any], ...]]] = {
 DEFAULTS = {cls: {field.name: field.default for field in fields(cls)} for cls, _ in GROUPS.values()}
 
 
+def given_parameters(context: Any) -> frozenset[str]:
+    """The parameters of the running command that the user gave (on the command line or through an environment
+    variable), by parameter name: what tells `--seed 0` typed from a seed left at its default of 0."""
+    if context is None:
+        return frozenset()
+    return frozenset(name for name in context.params
+                     if getattr(context.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT"))
+
+
 def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
             endpoint: bool = False) -> Callable[[Command], Command]:
     """Give a command the shared option groups it names (output always), in place of its one parameter typed
@@ -151,12 +164,16 @@ def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
                                      default=DEFAULTS[GROUPS[group][0]][field])
                    for group in chosen for name, field, annotation in GROUPS[group][1]]
         parameters = [parameter for parameter in signature.parameters.values() if parameter.name != target]
+        # Typer hands a parameter typed typer.Context the click context, which knows where each value came from.
+        options.append(inspect.Parameter(CONTEXT_PARAMETER, inspect.Parameter.KEYWORD_ONLY,
+                                         annotation=typer.Context, default=None))
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
+            given = given_parameters(kwargs.pop(CONTEXT_PARAMETER, None))
             values = {group: GROUPS[group][0](**{field: kwargs.pop(name) for name, field, _ in GROUPS[group][1]})
                       for group in chosen}
-            kwargs[target] = Shared(**values)
+            kwargs[target] = Shared(**values, given=given)
             return func(*args, **kwargs)
 
         run.__signature__ = signature.replace(parameters=parameters + options)  # type: ignore[attr-defined]

@@ -118,7 +118,8 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
         outcomes = run_batch(
             items, settings.batch.batch_size,
             prepare=lambda item: encode_prompt(loaded, item.prompt, chat=chat, system=settings.prompt.system,
-                                               new_tokens=generation.max_new_tokens),
+                                               new_tokens=generation.max_new_tokens,
+                                               budget_option="--max-new-tokens"),
             run_chunk=lambda encoded: generate_encoded(loaded, encoded, generation, detail=TokenDetail(
                 texts=html_path is not None or generation.logprobs > 0,
                 entropy=html_path is not None or generation.logprobs > 0, alternatives=generation.logprobs)))
@@ -134,7 +135,7 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
         display.for_people)
     show.legend(display, settings.show_probs)
     encoded = encode_prompt(loaded, text, chat=chat, system=settings.prompt.system,
-                            new_tokens=generation.max_new_tokens)
+                            new_tokens=generation.max_new_tokens, budget_option="--max-new-tokens")
     if streaming and settings.full_text:
         display.write(encoded.text)
     wants_html = html_path is not None

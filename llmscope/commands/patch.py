@@ -18,7 +18,6 @@ from llmscope.cli.kit import (
     load,
     prompt_or_batch,
     read_batch,
-    warn_all,
     write_batch,
 )
 from llmscope.core.errors import UsageError
@@ -50,8 +49,8 @@ def patch(
         "--metric", help="logit-diff (normalised: 1 = clean answer fully restored, 0 = not at all) | prob | logprob "
         "(of the clean answer). Default: logit-diff; logprob with --ablate.", show_default=False)] = None,
     noise: Annotated[bool, typer.Option(
-        "--denoise/--noise", help="--denoise: clean activations into the corrupted run; --noise: corrupted ones "
-        "into the clean run.")] = False,
+        "--noise/--denoise", help="--denoise: clean activations into the corrupted run (does the answer come "
+        "back?); --noise: corrupted ones into the clean run (does it go away?).")] = False,
     target: Annotated[str | None, typer.Option(
         "--target", metavar="TOKEN", help="The clean answer (default: the clean run's top token), e.g. ' Paris'.",
         show_default=False)] = None,
@@ -103,7 +102,7 @@ def patch(
                 seed=seed, noise_scale=noise_scale, ablate=ablate, reference=reference, align=align,
                 max_passes=max_passes, rows_per_pass=cells_per_pass, top=top),
             model=model_settings, corrupt=corrupt, mode=shared.output.mode(batch=batch_settings is not None),
-            plot=plot, batch=batch_settings)
+            plot=plot, batch=batch_settings, given=_typed(shared.given, noise))
         if plot is not None:
             from pathlib import Path
 
@@ -113,9 +112,15 @@ def patch(
             check_plot_path(Path(plot))
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
-        warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
         _run_patch(display, settings, text, items)
+
+
+def _typed(given: frozenset[str], noise: bool) -> frozenset[str]:
+    """The options that only some ways of corrupting use, as the user typed them (--noise or --denoise)."""
+    flags = {"samples": "--samples", "seed": "--seed", "noise_scale": "--noise-scale", "align": "--align",
+             "reference": "--reference", "noise": "--noise" if noise else "--denoise"}
+    return frozenset(flag for name, flag in flags.items() if name in given)
 
 
 def _pair(item: Any, settings: Any) -> tuple[str, str | None, Any]:
