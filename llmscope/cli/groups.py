@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -34,9 +35,11 @@ from llmscope.cli.kit import (
     TrustOpt,
     WindowOpt,
     batch_from_options,
+    command,
     model_settings,
 )
 from llmscope.core.command_settings import ModelSettings, OutputMode, output_mode
+from llmscope.core.output_files import OutputFile, check_output
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 CONTEXT_PARAMETER = "llmscope_context"
@@ -150,6 +153,16 @@ def given_parameters(context: Any) -> frozenset[str]:
                      if getattr(context.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT"))
 
 
+def check_output_files(paths: list[tuple[OutputFile, str]], shared: Shared) -> None:
+    """Every file the command was asked to write (--html, --plot), checked writable before the command starts, so
+    that no model loads and runs for an output that cannot be saved; a failure is one line and exit 2."""
+    if not paths:
+        return
+    with command(shared.output.quiet):
+        for spec, value in paths:
+            check_output(spec, value, batch=shared.batch.batch is not None)
+
+
 def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
             endpoint: bool = False) -> Callable[[Command], Command]:
     """Give a command the shared option groups it names (output always), in place of its one parameter typed
@@ -168,12 +181,18 @@ def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
         options.append(inspect.Parameter(CONTEXT_PARAMETER, inspect.Parameter.KEYWORD_ONLY,
                                          annotation=typer.Context, default=None))
 
+        outputs = {parameter.name: marker for parameter in parameters
+                   for marker in typing.get_args(parameter.annotation)[1:] if isinstance(marker, OutputFile)}
+
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             given = given_parameters(kwargs.pop(CONTEXT_PARAMETER, None))
             values = {group: GROUPS[group][0](**{field: kwargs.pop(name) for name, field, _ in GROUPS[group][1]})
                       for group in chosen}
-            kwargs[target] = Shared(**values, given=given)
+            shared = Shared(**values, given=given)
+            check_output_files([(outputs[name], kwargs[name]) for name in outputs if kwargs[name] is not None],
+                               shared)
+            kwargs[target] = shared
             return func(*args, **kwargs)
 
         run.__signature__ = signature.replace(parameters=parameters + options)  # type: ignore[attr-defined]

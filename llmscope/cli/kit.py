@@ -34,6 +34,7 @@ from llmscope.core.errors import (
     terminated,
     translate,
 )
+from llmscope.core.output_files import HTML_FILE
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.cli.batch import BatchItem, BatchOutcome
@@ -105,7 +106,7 @@ ServeCheckOpt = Annotated[bool, typer.Option(
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="With --batch: prompts run together (padded).")]
 HtmlOpt = Annotated[str | None, typer.Option(
     "--html", metavar="FILE|DIR", help="Also write the result as one self-contained HTML page (data inline, opens "
-    "from disk, no network); with --batch, a folder of one page per record.", show_default=False)]
+    "from disk, no network); with --batch, a folder of one page per record.", show_default=False), HTML_FILE]
 
 
 def example(*args: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -257,13 +258,11 @@ def fit_cpu_threads(display: Display, asked: int | None) -> None:
                         "expect slower, noisier runs")
 
 
-def html_target(html: str | None, batch: bool = False) -> Any:  # -> Path | None
-    """--html's path checked before any model loads (None without --html)."""
-    if html is None:
-        return None
-    from llmscope.render.html import check_html_target
+def html_target(html: str | None) -> Any:  # -> Path | None
+    """--html's path (None without it); the option group checked it before the command ran."""
+    from pathlib import Path
 
-    return check_html_target(html, batch)
+    return None if html is None else Path(html)
 
 
 def warn_all(display: Display, notes: tuple[str, ...]) -> None:

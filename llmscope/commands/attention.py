@@ -23,6 +23,7 @@ from llmscope.cli.kit import (
     read_prompt,
 )
 from llmscope.core.command_settings import ModelSettings, PromptSettings
+from llmscope.core.output_files import PLOT_FILE
 
 if TYPE_CHECKING:
     from llmscope.attention.pick import AttentionSettings
@@ -55,7 +56,7 @@ def attention(
         "n² inside the forward may reach 16 times this.")] = 4_000_000,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "
-        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False), PLOT_FILE] = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
     html: HtmlOpt = None,
@@ -83,11 +84,6 @@ def attention(
         for message in settings.ignored():
             display.warning(message)
         plot_path = Path(plot) if plot is not None else None
-        if plot_path is not None:
-            from llmscope.render.benchchart import check_plot_path, require_matplotlib
-
-            check_plot_path(plot_path)
-            require_matplotlib()
         html_path = html_target(html)
         text = read_prompt(prompt)
         check_attention_choices(display, models, settings, text, plot_path is not None)

@@ -25,6 +25,7 @@ from llmscope.cli.kit import (
     write_batch,
 )
 from llmscope.core.command_settings import PromptSettings
+from llmscope.core.output_files import PLOT_FILE
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -62,8 +63,8 @@ def attribute(
         "gradients runs fewer steps per pass to stay under it, and a method that cannot fit is refused before it "
         "runs. Default: what the process holds plus the memory free.", show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
-        "--plot", metavar="FILE", help="Also write the targets x inputs heatmaps, one per method (.png or .svg).",
-        show_default=False)] = None,
+        "--plot", metavar="FILE.png|svg", help="Also write the targets x inputs heatmaps, one per method (.png or "
+        ".svg).", show_default=False), PLOT_FILE] = None,
     chat: Annotated[bool | None, typer.Option(
         "--chat/--no-chat", help="Apply the tokenizer's chat template (default: off, the raw prompt; on with "
         "--system).", show_default=False)] = None,
@@ -89,15 +90,8 @@ def attribute(
             model=shared.load.settings(model),
             mode=shared.output.mode(batch=batch_settings is not None),
             plot=plot, batch=batch_settings)
-        if plot is not None:
-            from pathlib import Path
-
-            from llmscope.render.benchchart import check_plot_path, require_matplotlib
-
-            require_matplotlib()
-            check_plot_path(Path(plot))
         text = prompt_or_batch(prompt, batch_settings)
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)

@@ -22,6 +22,7 @@ from llmscope.cli.kit import (
 )
 from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
+from llmscope.core.output_files import PLOT_FILE
 
 
 @app.command("bench-cache", epilog=EXIT_CODES_HELP)
@@ -54,7 +55,7 @@ def bench_cache(
         "(llama-bench's -p/-d).  [default new tokens: 16]", show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="With --sweep or --depth: also write the chart as an image (needs "
-        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False), PLOT_FILE] = None,
     csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
     static_cache: Annotated[bool, typer.Option(
         "--static-cache", help="Time the cached mode with a preallocated static KV cache.")] = False,
@@ -89,8 +90,6 @@ def bench_cache(
             if sweep is None and depth is None:
                 raise UsageError("--plot draws the --sweep or --depth chart",
                                  hint="add --sweep 16,32,64 or --depth 128,512,2048 (for example)")
-            benchchart.check_plot_path(plot_path)
-            benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
         loaded = load(display, replace(models, threads=None), fit_threads=False)  # the threads are set per run
         from llmscope.loading.cputhreads import choose_threads

@@ -85,7 +85,7 @@ def generate(
             "--static-cache": static_cache, "--compile": compile_model, "--html": html is not None},
             shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         if remote is not None:

@@ -67,7 +67,7 @@ def next_token(
         remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens, "--html": html is not None},
                                    shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)

@@ -21,6 +21,7 @@ from llmscope.cli.kit import (
     write_batch,
 )
 from llmscope.core.errors import UsageError
+from llmscope.core.output_files import PLOT_FILE
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -79,8 +80,8 @@ def patch(
         show_default=False)] = None,
     top: Annotated[int, typer.Option("--top", help="Strongest cells named under each table.")] = 5,
     plot: Annotated[str | None, typer.Option(
-        "--plot", metavar="FILE", help="Also write the heatmaps, one per site (.png or .svg).",
-        show_default=False)] = None,
+        "--plot", metavar="FILE.png|svg", help="Also write the heatmaps, one per site (.png or .svg).",
+        show_default=False), PLOT_FILE] = None,
     *,
     shared: Shared,
 ) -> None:
@@ -103,13 +104,6 @@ def patch(
                 max_passes=max_passes, rows_per_pass=cells_per_pass, top=top),
             model=model_settings, corrupt=corrupt, mode=shared.output.mode(batch=batch_settings is not None),
             plot=plot, batch=batch_settings, given=_typed(shared.given, noise))
-        if plot is not None:
-            from pathlib import Path
-
-            from llmscope.render.benchchart import check_plot_path, require_matplotlib
-
-            require_matplotlib()
-            check_plot_path(Path(plot))
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
         items = read_batch(batch_settings)

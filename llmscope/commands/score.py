@@ -61,7 +61,7 @@ def score(
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         remote = endpoint_settings(shared.endpoint, model, None, {"--html": html_path is not None}, shared.load,
                                    display)
         items = read_batch(batch_settings)
