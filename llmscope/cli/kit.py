@@ -241,6 +241,7 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
         loaded = load_model(spec, device=settings.device, dtype=settings.dtype, device_map=settings.device_map,
                             trust_remote_code=settings.trust_remote_code, quantize=settings.quantize)
     model_summary(display, loaded.info)
+    warn_all(display, loaded.info.load_warnings)
     display.model_info = loaded.info
     if loaded.device == "cpu" and (fit_threads or settings.threads is not None):
         fit_cpu_threads(display, settings.threads)
