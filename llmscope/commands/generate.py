@@ -38,6 +38,12 @@ def generate(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most new tokens.")] = 50,
+    min_new_tokens: Annotated[int, typer.Option(
+        "--min-new-tokens", help="Hold EOS back until this many new tokens (its logit is -inf before the pick, "
+        "greedy or sampled; the probabilities shown are those without it).")] = 0,
+    ignore_eos: Annotated[bool, typer.Option(
+        "--ignore-eos", help="Never stop at EOS: always --max-new-tokens new tokens (EOS held back for all).")
+    ] = False,
     chat: ChatOpt = None,
     system: SystemOpt = None,
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
@@ -76,13 +82,15 @@ def generate(
         settings = GenerateCommand(
             generation=GenerationSettings.from_options(
                 max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model),
+                seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model,
+                min_new_tokens=min_new_tokens, ignore_eos=ignore_eos),
             prompt=PromptSettings(chat=chat, system=system),
             model=shared.load.settings(model),
             mode=shared.output.mode(batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
         remote = endpoint_settings(shared.endpoint, model, batch_settings, {
-            "--static-cache": static_cache, "--compile": compile_model, "--html": html is not None},
+            "--static-cache": static_cache, "--compile": compile_model, "--html": html is not None,
+            "--min-new-tokens": min_new_tokens > 0, "--ignore-eos": ignore_eos},
             shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
         html_path = html_target(html)
