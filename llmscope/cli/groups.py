@@ -43,6 +43,9 @@ from llmscope.core.output_files import OutputFile, check_output
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 CONTEXT_PARAMETER = "llmscope_context"
+# What --help shows after an option that names no metavar of its own, by the type of its value: what to type,
+# never Typer's type names (<int>, <list[str]>).
+TYPE_METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,20 @@ def given_parameters(context: Any) -> frozenset[str]:
                      if getattr(context.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT"))
 
 
+def name_what_to_type(annotation: Any) -> None:
+    """Give the Typer option in `annotation` (Annotated[T, typer.Option(...)]) a metavar from TYPE_METAVARS when
+    it has none; flags (bool) take no value and keep none."""
+    from typer.models import OptionInfo
+
+    base, *extras = typing.get_args(annotation) or (annotation,)
+    kinds = [kind for kind in (typing.get_args(base) or (base,)) if kind is not type(None)]
+    if len(kinds) == 1 and typing.get_origin(kinds[0]) is list:  # a repeatable option: what one value is
+        kinds = list(typing.get_args(kinds[0]))
+    for info in extras:
+        if isinstance(info, OptionInfo) and info.metavar is None and len(kinds) == 1 and kinds[0] in TYPE_METAVARS:
+            info.metavar = TYPE_METAVARS[kinds[0]]
+
+
 def check_output_files(paths: list[tuple[OutputFile, str]], shared: Shared) -> None:
     """Every file the command was asked to write (--html, --plot), checked writable before the command starts, so
     that no model loads and runs for an output that cannot be saved; a failure is one line and exit 2."""
@@ -181,6 +198,8 @@ def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
         options.append(inspect.Parameter(CONTEXT_PARAMETER, inspect.Parameter.KEYWORD_ONLY,
                                          annotation=typer.Context, default=None))
 
+        for parameter in parameters + options:
+            name_what_to_type(parameter.annotation)
         outputs = {parameter.name: marker for parameter in parameters
                    for marker in typing.get_args(parameter.annotation)[1:] if isinstance(marker, OutputFile)}
 

@@ -37,22 +37,26 @@ def attention(
     prompt: PromptArg,
     model: ModelOpt = None,
     query: Annotated[str | None, typer.Option(
-        "--query", help="The query token: a position (0, 5, -1) or its text ('it'). Default: the last token.",
+        "--query", metavar="TOKEN",
+        help="The query token: a position (0, 5, -1) or its text ('it'). Default: the last token.",
         show_default=False)] = None,
     layer: Annotated[int | None, typer.Option(
-        "--layer", "-l", help="Show every head of this layer (from 0), grouped by the KV head they share.",
+        "--layer", "-l", metavar="N", help="Show every head of this layer (from 0), grouped by the KV head they share.",
         show_default=False)] = None,
     head: Annotated[int | None, typer.Option(
-        "--head", help="Only this head (from 0): with --layer, that layer's head; alone, the head in every layer.",
+        "--head", metavar="N",
+        help="Only this head (from 0): with --layer, that layer's head; alone, the head in every layer.",
         show_default=False)] = None,
     keys: Annotated[str | None, typer.Option(
-        "--keys", help="The key tokens to show, by text or position: Mary,John or 0,5,-1 (default: all that fit, "
+        "--keys", metavar="TOKENS",
+        help="The key tokens to show, by text or position: Mary,John or 0,5,-1 (default: all that fit, "
         "else the strongest).", show_default=False)] = None,
     matrix: Annotated[bool, typer.Option(
         "--matrix", help="With --layer and --head: the whole tokens × tokens pattern, fitted to the terminal.")
     ] = False,
     max_weights: Annotated[int, typer.Option(
-        "--max-weights", help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
+        "--max-weights", metavar="N",
+        help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
         "n² inside the forward may reach 16 times this.")] = 4_000_000,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "

@@ -35,28 +35,35 @@ def attribute(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
     method: Annotated[list[str] | None, typer.Option(
-        "--method", help="occlusion | input-x-gradient | integrated-gradients | attention-rollout (ig, ixg, rollout); "
+        "--method", metavar="METHOD",
+        help="occlusion | input-x-gradient | integrated-gradients | attention-rollout (ig, ixg, rollout); "
         "repeat it or give a comma list. Default: all four, side by side.", show_default=False)] = None,
     target: Annotated[str | None, typer.Option(
-        "--target", help="Attribute this continuation instead of the model's own next token (each of its tokens, "
+        "--target", metavar="TEXT",
+        help="Attribute this continuation instead of the model's own next token (each of its tokens, "
         "teacher-forced), e.g. ' Paris'.", show_default=False)] = None,
     new_tokens: Annotated[int, typer.Option(
-        "--new-tokens", "-n", help="Attribute the model's next N greedy tokens (a targets x inputs matrix).")] = 1,
+        "--new-tokens", "-n", metavar="N",
+        help="Attribute the model's next N greedy tokens (a targets x inputs matrix).")] = 1,
     contrast: Annotated[str | None, typer.Option(
-        "--contrast", help="Attribute log p(target) - log p(this): why the target and not this (one token per "
+        "--contrast", metavar="TEXT",
+        help="Attribute log p(target) - log p(this): why the target and not this (one token per "
         "target token).", show_default=False)] = None,
     occlude_with: Annotated[str | None, typer.Option(
         "--occlude-with", metavar="TOKEN", help="Occlusion replaces each input token with TOKEN instead of leaving it "
         "out.", show_default=False)] = None,
     steps: Annotated[int | None, typer.Option(
-        "--steps", help="Integrated-gradients steps (Gauss-Legendre points). Default: 32, doubled up to 256 until "
+        "--steps", metavar="N",
+        help="Integrated-gradients steps (Gauss-Legendre points). Default: 32, doubled up to 256 until "
         "the completeness error is under 1%.", show_default=False)] = None,
     baseline: Annotated[str, typer.Option(
-        "--baseline", help="mean | eos | zero: the integrated-gradients baseline embedding (the vocabulary's mean, "
+        "--baseline", metavar="mean|eos|zero",
+        help="mean | eos | zero: the integrated-gradients baseline embedding (the vocabulary's mean, "
         "EOS's, zeros) of every input but the first (held: it is the attention sink).")] = "mean",
-    top: Annotated[int, typer.Option("--top", help="Inputs ranked per target in the table.")] = 5,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Inputs ranked per target in the table.")] = 5,
     max_tokens: Annotated[int, typer.Option(
-        "--max-tokens", help="Refuse prompts whose input + target tokens exceed this (gradient methods cost a "
+        "--max-tokens", metavar="N",
+        help="Refuse prompts whose input + target tokens exceed this (gradient methods cost a "
         "forward and backward pass per step and token).")] = 256,
     max_memory: Annotated[str | None, typer.Option(
         "--max-memory", metavar="SIZE", help="The most memory the process may hold (e.g. 8GB): integrated "

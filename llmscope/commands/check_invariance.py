@@ -23,9 +23,10 @@ def check_invariance(
         help=f"The prompt; '-' reads it from stdin. Default: {DEFAULT_PROMPT!r}.", show_default=False)] = None,
     model: ModelOpt = None,
     new_tokens: Annotated[int, typer.Option(
-        "--new-tokens", "-n", help="Greedy tokens generated and appended before the checks (decode steps for the "
+        "--new-tokens", "-n", metavar="N",
+        help="Greedy tokens generated and appended before the checks (decode steps for the "
         "cache check, tokens for the greedy comparisons).")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the batch's shuffle.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the batch's shuffle.")] = 0,
     *,
     shared: Shared,
 ) -> None:

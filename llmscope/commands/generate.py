@@ -37,9 +37,10 @@ from llmscope.core.command_settings import PromptSettings
 def generate(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most new tokens.")] = 50,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", metavar="N", help="Most new tokens.")] = 50,
     min_new_tokens: Annotated[int, typer.Option(
-        "--min-new-tokens", help="Hold EOS back until this many new tokens (its logit is -inf before the pick, "
+        "--min-new-tokens", metavar="N",
+        help="Hold EOS back until this many new tokens (its logit is -inf before the pick, "
         "greedy or sampled; the probabilities shown are those without it).")] = 0,
     ignore_eos: Annotated[bool, typer.Option(
         "--ignore-eos", help="Never stop at EOS: always --max-new-tokens new tokens (EOS held back for all).")
@@ -48,12 +49,15 @@ def generate(
     system: SystemOpt = None,
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float | None, typer.Option(
-        help="Sampling temperature (implies --sample; 0 means greedy).", show_default=False)] = None,
+        "--temperature", metavar="NUMBER", help="Sampling temperature (implies --sample; 0 means greedy).",
+        show_default=False)] = None,
     top_k: Annotated[int | None, typer.Option(
-        "--top-k", help="Sample from the k most likely tokens (implies --sample).", show_default=False)] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling threshold (implies --sample).",
-                                                show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same text.", show_default=False)] = None,
+        "--top-k", metavar="K", help="Sample from the K most likely tokens (implies --sample).",
+        show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(
+        "--top-p", metavar="NUMBER", help="Nucleus sampling threshold (implies --sample).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", metavar="N", help="Random seed: same seed, same text.", show_default=False)] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the KV cache.")] = True,
     static_cache: Annotated[bool, typer.Option(
         "--static-cache", help="Preallocate the KV cache for prompt + --max-new-tokens (fixed shapes).")] = False,
@@ -68,7 +72,7 @@ def generate(
         help="Colour each token by its probability (--show-probs=entropy: by the distribution's entropy).",
         show_default=False)] = None,
     logprobs: Annotated[int, typer.Option(
-        "--logprobs", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
+        "--logprobs", metavar="K", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
     html: HtmlOpt = None,
     batch_size: BatchSizeOpt = 8,
     *,
