@@ -73,7 +73,7 @@ def compare(
             against_quantize=against_quantize, worst=worst, next_token=next_token, top_k=top_k)
         remote = endpoint_settings(EndpointOptions(against_endpoint, api_key, timeout), None, None, {
             "--against": against is not None, "--against-dtype": against_dtype is not None,
-            "--against-quantize": against_quantize is not None})
+            "--against-quantize": against_quantize is not None}, option="--against-endpoint")
         settings_a = shared.load.settings(model)
         settings_b = shared.load.settings(
             against if against is not None else model, dtype=against_dtype or shared.load.dtype,
