@@ -8,11 +8,12 @@ runs the chosen methods and says where they disagree.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from llmscope.attribution.methods import METHODS, Problem
 from llmscope.attribution.results import (
+    AttributionCost,
     AttributionResult,
     AttributionTarget,
     eos_ids,
@@ -21,6 +22,7 @@ from llmscope.attribution.settings import DEFAULT_STEPS, AttributionSettings
 from llmscope.core.errors import UsageError
 
 if TYPE_CHECKING:
+    from llmscope.attribution.cost import TimedPass
     from llmscope.attribution.memory import MethodMemory
     from llmscope.generation.prompts import EncodedPrompt
     from llmscope.loading.loader import LoadedModel
@@ -121,19 +123,27 @@ def target_logprobs(loaded: LoadedModel, ids: list[int], positions: list[int], w
     return [[float(rows[row, token]) for token in tokens] for row, tokens in enumerate(wanted)]
 
 
-def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings
-                      ) -> AttributionResult:
-    """Attribute the targets of one encoded prompt with every method asked for.
+@dataclass
+class AttributionPlan:
+    """What run_attribution needs: the targets with their log-probabilities, the inputs, each method's memory and
+    the whole cost, checked against --max-time and --max-memory. Holds the live model; not a result."""
 
-    Args:
-        loaded: the model and tokenizer (loader.load_model).
-        encoded: the prompt as the model reads it (prompts.encode_prompt).
-        settings: methods, targets, contrast, steps, baseline and the --max-tokens guard.
-    Returns:
-        AttributionResult: the inputs, the targets with their log-probabilities, one matrix per method.
-    Raises:
-        UsageError for a prompt past --max-tokens or a contrast whose length does not match the targets.
-    """
+    loaded: Any
+    encoded: Any  # EncodedPrompt
+    settings: AttributionSettings
+    targets: tuple[AttributionTarget, ...]
+    inputs: list[int]
+    memory: dict[str, MethodMemory]
+    cost: AttributionCost
+    source: str
+    contrast: bool
+    started: float
+
+
+def plan_attribution(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings) -> AttributionPlan:
+    """Pick the targets (the model's own greedy tokens, or --target), run the one teacher-forced pass that scores
+    them (timed: the rate every estimate scales from), and plan what each method will cost in passes, time and
+    memory. Raises UsageError past --max-tokens or --max-time, MemoryLimitError past the memory."""
     started = time.perf_counter()
     tokenizer = loaded.tokenizer
     prompt_ids = list(encoded.ids)
@@ -142,7 +152,12 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
     ids = prompt_ids + targets
     positions = [len(prompt_ids) + k for k in range(len(targets))]
     wanted = [[t] + ([contrast[k]] if contrast else []) for k, t in enumerate(targets)]
+    from llmscope.generation.decoding import synchronize
+
+    synchronize(loaded.input_device)
+    measured = time.perf_counter()
     logprobs = target_logprobs(loaded, ids, positions, wanted)
+    measured = time.perf_counter() - measured
     rows = tuple(AttributionTarget(
         position=p, token_id=t, text=tokenizer.decode([t]), logprob=lp[0],
         contrast_id=contrast[k] if contrast else None,
@@ -150,9 +165,41 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
         contrast_logprob=lp[1] if contrast else None) for k, (p, t, lp) in enumerate(zip(positions, targets, logprobs)))
     inputs = ids[: positions[-1]]
     plans = plan_memory(loaded, len(inputs), settings)
+    from llmscope.attribution.cost import GRADIENT_METHODS, TimedPass
+    from llmscope.attribution.methods import timed_gradient_pass
+
+    gradient = None
+    if set(GRADIENT_METHODS) & set(settings.methods):
+        import torch
+
+        with torch.inference_mode(False):
+            gradient = TimedPass(timed_gradient_pass(loaded, tuple(inputs), rows[0]), rows[0].position)
+    cost = _cost(loaded, settings, positions, len(inputs), plans, TimedPass(measured, len(ids)), gradient)
+    return AttributionPlan(loaded=loaded, encoded=encoded, settings=settings, targets=rows, inputs=inputs,
+                           memory=plans, cost=cost, source=source, contrast=bool(contrast), started=started)
+
+
+def _cost(loaded: LoadedModel, settings: AttributionSettings, positions: list[int], inputs: int,
+          plans: dict[str, MethodMemory], forward: TimedPass, gradient: TimedPass | None) -> AttributionCost:
+    from llmscope.attribution.cost import ModelShape, plan_cost
+    from llmscope.attribution.memory import model_shape
+    from llmscope.loading.quant.modules import held_weight_bytes
+
+    layers, hidden = model_shape(loaded.config)[:2]
+    shape = ModelShape(parameters=loaded.parameters, layers=layers, hidden=hidden)
+    weights = held_weight_bytes(loaded.model)
     ig = plans.get("integrated-gradients")
-    problem = Problem(loaded=loaded, ids=tuple(inputs), targets=rows, settings=settings,
-                      step_batch=ig.batch if ig else 0)
+    return plan_cost(shape, positions, inputs, settings, ig.batch if ig else 1, forward, gradient,
+                     weights + max(plan.peak_bytes for plan in plans.values()), weights)
+
+
+def run_attribution(plan: AttributionPlan) -> AttributionResult:
+    """Run every method of the plan and say where they disagree."""
+    loaded, settings, plans = plan.loaded, plan.settings, plan.memory
+    tokenizer = loaded.tokenizer
+    ig = plans.get("integrated-gradients")
+    problem = Problem(loaded=loaded, ids=tuple(plan.inputs), targets=plan.targets, settings=settings,
+                      step_batch=ig.batch if ig else 0, steps_cap=plan.cost.steps_cap)
     import torch
 
     with torch.inference_mode(False):  # gradients need it off, even if a caller left it on
@@ -161,12 +208,32 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
                                            **({"step_batch": plans[m.method].batch}
                                               if m.method == "integrated-gradients" else {})})
                     for m in methods)
+    rows = plan.targets
     agree = tuple(len({m.top[k] for m in methods}) <= 1 for k in range(len(rows)))
+    encoded, inputs = plan.encoded, plan.inputs
     return AttributionResult(
         model=loaded.spec.name, prompt=encoded.prompt, text=encoded.text, chat=encoded.chat, ids=tuple(inputs),
-        tokens=tuple(tokenizer.decode([i]) for i in inputs), prompt_tokens=len(prompt_ids), target_source=source,
-        target_function=target_function_name(bool(contrast)), targets=rows, methods=methods, top_agree=agree,
-        seconds=time.perf_counter() - started)
+        tokens=tuple(tokenizer.decode([i]) for i in inputs), prompt_tokens=len(encoded.ids),
+        target_source=plan.source, target_function=target_function_name(plan.contrast), targets=rows,
+        methods=methods, top_agree=agree, seconds=time.perf_counter() - plan.started, cost=plan.cost)
+
+
+def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings
+                      ) -> AttributionResult:
+    """Attribute the targets of one encoded prompt with every method asked for (plan_attribution, then
+    run_attribution).
+
+    Args:
+        loaded: the model and tokenizer (loader.load_model).
+        encoded: the prompt as the model reads it (prompts.encode_prompt).
+        settings: methods, targets, contrast, steps, baseline and the --max-tokens and --max-time guards.
+    Returns:
+        AttributionResult: the inputs, the targets with their log-probabilities, one matrix per method, the cost.
+    Raises:
+        UsageError for a prompt past --max-tokens, methods past --max-time, or a contrast whose length does not
+        match the targets.
+    """
+    return run_attribution(plan_attribution(loaded, encoded, settings))
 
 
 def plan_memory(loaded: LoadedModel, tokens: int, settings: AttributionSettings) -> dict[str, MethodMemory]:

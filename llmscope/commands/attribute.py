@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmscope.attribution.settings import DEFAULT_MAX_SECONDS
 from llmscope.cli.app import app
 from llmscope.cli.groups import Shared, grouped
 from llmscope.cli.kit import (
@@ -69,6 +70,10 @@ def attribute(
         "--max-memory", metavar="SIZE", help="The most memory the process may hold (e.g. 8GB): integrated "
         "gradients runs fewer steps per pass to stay under it, and a method that cannot fit is refused before it "
         "runs. Default: what the process holds plus the memory free.", show_default=False)] = None,
+    max_time: Annotated[float, typer.Option(
+        "--max-time", metavar="SECONDS", help="Refuse a run whose methods are estimated to take longer (passes x "
+        "their work, timed from one real forward pass); integrated gradients' automatic steps grow only as far as "
+        "it allows. The plan is printed before the methods run.")] = DEFAULT_MAX_SECONDS,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="Also write the targets x inputs heatmaps, one per method (.png or "
         ".svg).", show_default=False), PLOT_FILE] = None,
@@ -91,7 +96,7 @@ def attribute(
             attribution=AttributionSettings(
                 methods=method_list(method), target=target, new_tokens=new_tokens, contrast=contrast,
                 occlude_with=occlude_with, steps=steps, baseline=baseline, max_tokens=max_tokens, top=top,
-                max_memory=parse_size("--max-memory", max_memory)),
+                max_memory=parse_size("--max-memory", max_memory), max_seconds=max_time),
             prompt=PromptSettings(chat=chat if chat is not None else (True if system is not None else None),
                                   system=system),
             model=shared.load.settings(model),
@@ -125,7 +130,7 @@ def _run_attribute(display: Any, settings: Any, text: str | None, items: list[An
 
 def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list[Any] | None,
                       html_path: Any) -> None:
-    from llmscope.attribution.attribute import attribute_encoded
+    from llmscope.attribution.attribute import attribute_encoded, plan_attribution, run_attribution
     from llmscope.generation.prompts import encode_prompt
     from llmscope.render import attribution as show
     from llmscope.render.html import save_html
@@ -139,7 +144,9 @@ def _attribute_loaded(display: Any, settings: Any, text: str | None, items: list
                              new_tokens=options.new_tokens, budget_option="-n")
 
     if items is None:
-        result = attribute_encoded(loaded, encode(text), options)
+        plan = plan_attribution(loaded, encode(text), options)
+        display.status(f"about to run: {show.cost_line(plan.cost)}")
+        result = run_attribution(plan)
         show.show_attribution(display, loaded.info, result, top=options.top, plot=settings.plot)
         save_html(display, html_path, "attribute", loaded.info, result)
         return

@@ -11,9 +11,16 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.attribution.results import AttributionResult, Completeness, MethodAttribution, disagreement
+from llmscope.attribution.cost import passes_text, seconds_text
+from llmscope.attribution.results import (
+    AttributionCost,
+    AttributionResult,
+    Completeness,
+    MethodAttribution,
+    disagreement,
+)
 from llmscope.core.model_info import ModelInfo
-from llmscope.render.display import Display, titled, visible
+from llmscope.render.display import Display, human_bytes, titled, visible
 from llmscope.render.generation import colours_on
 
 POSITIVE = (214, 39, 40)  # red: the input raises the function
@@ -211,6 +218,18 @@ def warn_completeness(display: Display, result: AttributionResult) -> None:
                             f"{'; '.join(problems)}; {fix}")
 
 
+def cost_line(cost: AttributionCost) -> str:
+    """The plan, said before the methods run: passes per method, the time at the measured rate, peak memory."""
+    time = seconds_text(cost.seconds)
+    if cost.max_seconds > cost.seconds * 1.05:
+        time += f" (up to {seconds_text(cost.max_seconds)} if integrated gradients needs more steps)"
+    timed = f"a forward pass over {cost.forward_tokens} tokens took {seconds_text(cost.forward_seconds)}"
+    if cost.gradient_seconds is not None:
+        timed += f", forward and backward over {cost.gradient_tokens} {seconds_text(cost.gradient_seconds)}"
+    return (f"{passes_text(cost)}; about {time} ({timed}; --max-time {cost.budget_seconds:g} s); peak memory "
+            f"about {human_bytes(cost.peak_bytes)} (weights {human_bytes(cost.weights_bytes)})")
+
+
 def show_attribution(display: Display, info: ModelInfo, result: AttributionResult, top: int = 5,
                      plot: str | None = None, **extra: Any) -> None:
     """attribute's one render entry: JSON (extra keys first), or the views for people; --plot writes the image."""
@@ -270,7 +289,7 @@ def attribution_payload(result: AttributionResult) -> dict[str, Any]:
                          "suggested_steps": c.suggested_steps, "compared_steps": c.compared_steps,
                          "largest_move": c.largest_move, "unsettled": list(c.unsettled)} for c in m.completeness],
                      "top": list(m.top), "seconds": m.seconds} for m in result.methods],
-        "top_agree": list(result.top_agree), "seconds": result.seconds,
+        "top_agree": list(result.top_agree), "seconds": result.seconds, "cost": result.cost,
     }
 
 

@@ -1,0 +1,99 @@
+"""attribute says what it will cost before its methods run (passes per method, time at the rate real passes showed,
+peak memory) and refuses past --max-time; integrated gradients' automatic steps grow only as far as the budget
+lets them. The estimate scales with parameters, layers, prompt length, methods and steps. Fast tier: the
+arithmetic on made-up shapes and rates, the command on a tiny model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmscope.attribution.cost import ModelShape, TimedPass, forward_flops, plan_cost
+from llmscope.attribution.settings import AttributionSettings
+from llmscope.core.errors import UsageError
+
+SHAPE = ModelShape(parameters=135_000_000, layers=30, hidden=576)  # the embedded SmolLM2's
+RATE = 1e-10  # seconds per floating-point operation: what a timed pass would show
+
+
+def timed(shape: ModelShape, tokens: int = 8) -> TimedPass:
+    """A pass as long as RATE says: the machine is the same whatever the model."""
+    return TimedPass(RATE * forward_flops(shape, tokens), tokens)
+
+
+def estimate(shape: ModelShape = SHAPE, contexts: tuple[int, ...] = (6,), **settings: Any) -> Any:
+    options = AttributionSettings(**{"max_seconds": 1e9, **settings})
+    return plan_cost(shape, contexts, max(contexts), options, 16, timed(shape), timed(shape), 0, 0)
+
+
+def test_the_estimate_grows_with_the_model_the_prompt_the_methods_and_the_steps() -> None:
+    base = estimate().seconds
+    assert estimate(ModelShape(8_000_000_000, 32, 4096)).seconds > 50 * base  # an 8B model, same machine
+    assert estimate(ModelShape(SHAPE.parameters, 60, SHAPE.hidden)).seconds > base  # more layers: more attention
+    assert estimate(contexts=(24,)).seconds > 3.5 * base  # four times the prompt
+    assert estimate(contexts=(6, 7, 8)).seconds > 2.5 * base  # three targets (-n 3)
+    assert estimate(methods=("occlusion",)).seconds < estimate(methods=("occlusion", "input-x-gradient")).seconds
+    assert estimate(steps=64).seconds > 1.9 * estimate(steps=32, methods=("integrated-gradients",)).seconds
+    # integrated gradients: 16 + 32 rows at least; automatic doubling up to 256: 16 + 32 + 64 + 128 + 256 rows
+    [ig] = [m for m in estimate().methods if m.method == "integrated-gradients"]
+    assert ig.step_rows == (48, 496) and ig.kind == "forward and backward"
+    [occlusion] = [m for m in estimate(contexts=(6, 7)).methods if m.method == "occlusion"]
+    assert occlusion.passes == 7 + 8  # the full context and each token left out, per target
+
+
+def test_the_budget_caps_the_automatic_steps_and_refuses_what_cannot_fit() -> None:
+    work = {run: RATE * forward_flops(SHAPE, 6, run) for run in (16, 32, 64, 128, 256)}
+    only_ig = {"methods": ("integrated-gradients",)}
+    assert estimate(**only_ig).steps_cap == 256
+    budget = work[16] + work[32] + work[64] * 1.01  # room for the doubling to 64, not for 128
+    capped = estimate(max_seconds=budget, **only_ig)
+    assert capped.steps_cap == 64 and capped.methods[0].step_rows == (48, 112)
+    assert capped.max_seconds <= budget
+    with pytest.raises(UsageError, match=r"past --max-time 0\.01 s") as refused:
+        estimate(max_seconds=0.01, **only_ig)
+    asked = int(re.search(r"raise --max-time to (\d+)", refused.value.hint or "").group(1))  # type: ignore[union-attr]
+    assert estimate(max_seconds=asked, **only_ig).seconds <= asked
+
+
+def test_settle_stops_doubling_at_the_cap() -> None:
+    from llmscope.attribution.methods import Integral, settle
+
+    runs: list[int] = []
+
+    def never_converges(steps: int) -> Integral:
+        runs.append(steps)
+        return Integral(steps, (0.0, float(steps)), float(steps), 1.0)
+
+    settle(never_converges, None, cap=64)
+    assert runs == [16, 32, 64]
+    runs.clear()
+    settle(never_converges, 8, cap=16)  # a given --steps 8 that fails probes 16, and 32 only with room for it
+    assert runs == [4, 8, 16]
+
+
+def test_the_plan_is_printed_before_the_methods_run(cli: Any, tiny_model_dir: Path) -> None:
+    result = cli("attribute", "The capital of France is", "-m", tiny_model_dir, "--steps", "4", "--json")
+    assert result.exit_code == 0, result.stderr
+    cost = result.json()["cost"]
+    passes = {m["method"]: (m["passes"], m["max_passes"]) for m in cost["methods"]}
+    targets = result.json()["targets"]
+    context = targets[0]["position"]
+    assert passes["occlusion"] == (context + 1, context + 1) and passes["attention-rollout"] == (1, 1)
+    assert [m["step_rows"] for m in cost["methods"] if m["method"] == "integrated-gradients"] == [[6, 30]]
+    assert cost["forward_tokens"] == context + 1 and cost["gradient_tokens"] == context
+    assert cost["seconds"] > 0 and cost["peak_bytes"] > cost["weights_bytes"] > 0
+    line = next(line for line in result.stderr.splitlines() if line.startswith("about to run:"))
+    assert f"occlusion {context + 1} forward passes" in line and "peak memory about" in line
+    assert "--max-time 300 s" in line
+
+
+def test_a_run_past_max_time_is_refused_before_the_methods(cli: Any, tiny_model_dir: Path) -> None:
+    result = cli("attribute", "The capital of France is", "-m", tiny_model_dir, "--max-time", "0.000001")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "past --max-time 1e-06 s" in result.stderr and "raise --max-time to" in result.stderr
+    assert "about to run" not in result.stderr
+    bad = cli("attribute", "Hi", "-m", "/nonexistent/llmscope-model", "--max-time", "0")
+    assert bad.exit_code == 2 and "--max-time must be in (0, 1e+09]" in bad.stderr
