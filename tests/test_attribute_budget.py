@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from llmscope.attribution.cost import ModelShape, TimedPass, forward_flops, plan_cost
+from llmscope.attribution.cost import ModelShape, PassRate, forward_flops, plan_cost
+from llmscope.attribution.results import TimedPass
 from llmscope.attribution.settings import AttributionSettings
 from llmscope.core.errors import UsageError
 
@@ -19,14 +20,16 @@ SHAPE = ModelShape(parameters=135_000_000, layers=30, hidden=576)  # the embedde
 RATE = 1e-10  # seconds per floating-point operation: what a timed pass would show
 
 
-def timed(shape: ModelShape, tokens: int = 8) -> TimedPass:
-    """A pass as long as RATE says: the machine is the same whatever the model."""
-    return TimedPass(RATE * forward_flops(shape, tokens), tokens)
+def timed(shape: ModelShape, tokens: int = 8, rows: int = 1, per_pass: float = 0.0) -> TimedPass:
+    """A pass as long as RATE says (plus a fixed per_pass): the machine is the same whatever the model."""
+    return TimedPass("forward", per_pass + RATE * forward_flops(shape, tokens, rows), tokens, rows)
 
 
-def estimate(shape: ModelShape = SHAPE, contexts: tuple[int, ...] = (6,), **settings: Any) -> Any:
+def estimate(shape: ModelShape = SHAPE, contexts: tuple[int, ...] = (6,), per_pass: float = 0.0,
+             **settings: Any) -> Any:
     options = AttributionSettings(**{"max_seconds": 1e9, **settings})
-    return plan_cost(shape, contexts, max(contexts), options, 16, timed(shape), timed(shape), 0, 0)
+    gradient = (timed(shape, per_pass=per_pass), timed(shape, rows=16, per_pass=per_pass))
+    return plan_cost(shape, contexts, max(contexts), options, 16, timed(shape), gradient, 0, 0)
 
 
 def test_the_estimate_grows_with_the_model_the_prompt_the_methods_and_the_steps() -> None:
@@ -44,8 +47,18 @@ def test_the_estimate_grows_with_the_model_the_prompt_the_methods_and_the_steps(
     assert occlusion.passes == 7 + 8  # the full context and each token left out, per target
 
 
+def test_a_fixed_cost_per_pass_is_told_from_the_cost_per_row() -> None:
+    """A backward pass through packed weights dequantizes them once per pass: two timed passes of 1 and 16 rows
+    separate that from the work per row, and integrated gradients' 48 rows in 3 passes of 16 pay it 3 times."""
+    rate = PassRate.timed(SHAPE, timed(SHAPE, per_pass=2.0), timed(SHAPE, rows=16, per_pass=2.0))
+    assert rate.per_pass == pytest.approx(2.0) and rate.per_flop == pytest.approx(RATE)
+    ig = {"methods": ("integrated-gradients",), "steps": 32}
+    extra = estimate(per_pass=2.0, **ig).seconds - estimate(**ig).seconds
+    assert extra == pytest.approx(2.0 * 3)  # runs of 16 and 32 steps: 1 + 2 passes of up to 16 rows
+
+
 def test_the_budget_caps_the_automatic_steps_and_refuses_what_cannot_fit() -> None:
-    work = {run: RATE * forward_flops(SHAPE, 6, run) for run in (16, 32, 64, 128, 256)}
+    work = {run: RATE * forward_flops(SHAPE, 6, run) for run in (16, 32, 64, 128, 256)}  # no fixed cost per pass
     only_ig = {"methods": ("integrated-gradients",)}
     assert estimate(**only_ig).steps_cap == 256
     budget = work[16] + work[32] + work[64] * 1.01  # room for the doubling to 64, not for 128
@@ -83,7 +96,9 @@ def test_the_plan_is_printed_before_the_methods_run(cli: Any, tiny_model_dir: Pa
     context = targets[0]["position"]
     assert passes["occlusion"] == (context + 1, context + 1) and passes["attention-rollout"] == (1, 1)
     assert [m["step_rows"] for m in cost["methods"] if m["method"] == "integrated-gradients"] == [[6, 30]]
-    assert cost["forward_tokens"] == context + 1 and cost["gradient_tokens"] == context
+    forward, one_row, batched = cost["timed_passes"]
+    assert (forward["kind"], forward["tokens"], forward["rows"]) == ("forward", context + 1, 1)
+    assert (one_row["tokens"], one_row["rows"], batched["rows"]) == (context, 1, 2)  # --steps 4: runs of 2 and 4
     assert cost["seconds"] > 0 and cost["peak_bytes"] > cost["weights_bytes"] > 0
     line = next(line for line in result.stderr.splitlines() if line.startswith("about to run:"))
     assert f"occlusion {context + 1} forward passes" in line and "peak memory about" in line

@@ -1,8 +1,9 @@
 """Which input tokens made the model say its tokens: targets (the next token, a teacher-forced --target, or -n
 greedy tokens), the function attributed, and one targets x inputs matrix per method. It never prints or loads.
 
-The methods themselves live in llmscope.attribution.methods (one registry, by name); this module plans the targets,
-runs the chosen methods and says where they disagree.
+The methods themselves live in llmscope.attribution.methods (one registry, by name) and their cost arithmetic in
+llmscope.attribution.cost; this module plans the targets and what the methods will cost (plan_attribution, which
+times the passes the cost scales from), runs the chosen methods (run_attribution) and says where they disagree.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from llmscope.attribution.methods import METHODS, Problem
+from llmscope.attribution.cost import GRADIENT_METHODS, ModelShape, TimedPass, plan_cost
+from llmscope.attribution.memory import model_shape
+from llmscope.attribution.methods import METHODS, Problem, timed_gradient_pass
 from llmscope.attribution.results import (
     AttributionCost,
     AttributionResult,
@@ -20,9 +23,9 @@ from llmscope.attribution.results import (
 )
 from llmscope.attribution.settings import DEFAULT_STEPS, AttributionSettings
 from llmscope.core.errors import UsageError
+from llmscope.generation.decoding import synchronize
 
 if TYPE_CHECKING:
-    from llmscope.attribution.cost import TimedPass
     from llmscope.attribution.memory import MethodMemory
     from llmscope.generation.prompts import EncodedPrompt
     from llmscope.loading.loader import LoadedModel
@@ -123,6 +126,19 @@ def target_logprobs(loaded: LoadedModel, ids: list[int], positions: list[int], w
     return [[float(rows[row, token]) for token in tokens] for row, tokens in enumerate(wanted)]
 
 
+def timed_forward(loaded: LoadedModel, ids: list[int]) -> float:
+    """Seconds of one more forward pass over ids: with the scoring pass before it, the rate is the faster of two
+    (the first pass of a process also pays for warming up)."""
+    import torch
+
+    synchronize(loaded.input_device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        loaded.model(input_ids=torch.tensor([ids], device=loaded.input_device), use_cache=False)
+    synchronize(loaded.input_device)
+    return time.perf_counter() - started
+
+
 @dataclass
 class AttributionPlan:
     """What run_attribution needs: the targets with their log-probabilities, the inputs, each method's memory and
@@ -152,12 +168,10 @@ def plan_attribution(loaded: LoadedModel, encoded: EncodedPrompt, settings: Attr
     ids = prompt_ids + targets
     positions = [len(prompt_ids) + k for k in range(len(targets))]
     wanted = [[t] + ([contrast[k]] if contrast else []) for k, t in enumerate(targets)]
-    from llmscope.generation.decoding import synchronize
-
     synchronize(loaded.input_device)
     measured = time.perf_counter()
     logprobs = target_logprobs(loaded, ids, positions, wanted)
-    measured = time.perf_counter() - measured
+    measured = min(time.perf_counter() - measured, timed_forward(loaded, ids))
     rows = tuple(AttributionTarget(
         position=p, token_id=t, text=tokenizer.decode([t]), logprob=lp[0],
         contrast_id=contrast[k] if contrast else None,
@@ -165,24 +179,33 @@ def plan_attribution(loaded: LoadedModel, encoded: EncodedPrompt, settings: Attr
         contrast_logprob=lp[1] if contrast else None) for k, (p, t, lp) in enumerate(zip(positions, targets, logprobs)))
     inputs = ids[: positions[-1]]
     plans = plan_memory(loaded, len(inputs), settings)
-    from llmscope.attribution.cost import GRADIENT_METHODS, TimedPass
-    from llmscope.attribution.methods import timed_gradient_pass
-
-    gradient = None
-    if set(GRADIENT_METHODS) & set(settings.methods):
-        import torch
-
-        with torch.inference_mode(False):
-            gradient = TimedPass(timed_gradient_pass(loaded, tuple(inputs), rows[0]), rows[0].position)
-    cost = _cost(loaded, settings, positions, len(inputs), plans, TimedPass(measured, len(ids)), gradient)
+    gradient = timed_gradient_passes(loaded, tuple(inputs), rows[0], settings, plans)
+    cost = _cost(loaded, settings, positions, len(inputs), plans, TimedPass("forward", measured, len(ids)), gradient)
     return AttributionPlan(loaded=loaded, encoded=encoded, settings=settings, targets=rows, inputs=inputs,
                            memory=plans, cost=cost, source=source, contrast=bool(contrast), started=started)
 
 
+def timed_gradient_passes(loaded: LoadedModel, inputs: tuple[int, ...], target: AttributionTarget,
+                          settings: AttributionSettings, plans: dict[str, MethodMemory]) -> tuple[TimedPass, ...]:
+    """The forward and backward passes the gradient methods' cost is planned from (none without them): one row,
+    and with integrated gradients also as many rows as its first run puts in a pass, since a pass through packed
+    weights pays for dequantizing them once whatever its rows."""
+    if not set(GRADIENT_METHODS) & set(settings.methods):
+        return ()
+    import torch
+
+    ig = plans.get("integrated-gradients")
+    sizes = [1]
+    if ig is not None:  # the larger pass first: it, not the one-row pass, pays for setting autograd up
+        sizes.insert(0, max(1, min(ig.batch, (settings.steps or DEFAULT_STEPS) // 2)))
+    with torch.inference_mode(False):
+        timed = [TimedPass("forward and backward", timed_gradient_pass(loaded, inputs, target, rows),
+                           target.position, rows) for rows in dict.fromkeys(sizes)]
+    return tuple(sorted(timed, key=lambda timed_pass: timed_pass.rows))
+
+
 def _cost(loaded: LoadedModel, settings: AttributionSettings, positions: list[int], inputs: int,
-          plans: dict[str, MethodMemory], forward: TimedPass, gradient: TimedPass | None) -> AttributionCost:
-    from llmscope.attribution.cost import ModelShape, plan_cost
-    from llmscope.attribution.memory import model_shape
+          plans: dict[str, MethodMemory], forward: TimedPass, gradient: tuple[TimedPass, ...]) -> AttributionCost:
     from llmscope.loading.quant.modules import held_weight_bytes
 
     layers, hidden = model_shape(loaded.config)[:2]

@@ -1,11 +1,12 @@
 """What an attribution will cost before its methods run: the passes each method makes, their floating-point work,
-the time that work takes at the rates real passes of the same model showed on this machine (one forward pass, and
-one forward and backward pass when a gradient method is asked), and how far --max-time lets integrated gradients'
-automatic steps grow. Arithmetic only; it runs nothing.
+the time they take at the rates real passes of the same model showed on this machine, and how far --max-time lets
+integrated gradients' automatic steps grow. Arithmetic only; it runs nothing.
 
 A forward pass over t tokens does about 2 x parameters x t floating-point operations (every weight once per token)
-plus 4 x layers x hidden x t^2 for attention's scores and mixing; a batch row more, as much again. The rates (seconds
-per operation) come from timed passes, so a slower machine, packed weights or a busy CPU are all in them.
+plus 4 x layers x hidden x t^2 for attention's scores and mixing; each batch row as much again. A pass's time is a
+part per operation plus a part per pass whatever its rows (a backward pass through packed weights dequantizes each
+of them whole): the forward rate comes from a timed forward pass, the gradient rates from a timed forward and
+backward pass of one row and one of several rows. A slower machine, packed weights or a busy CPU are all in them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmscope.attribution.results import AttributionCost, MethodCost
+from llmscope.attribution.results import AttributionCost, MethodCost, TimedPass
 from llmscope.attribution.settings import DEFAULT_STEPS, MAX_AUTO_STEPS, AttributionSettings
 from llmscope.core.errors import UsageError
 
@@ -30,17 +31,30 @@ class ModelShape:
     hidden: int
 
 
-@dataclass(frozen=True)
-class TimedPass:
-    """One real pass of one batch row over `tokens` tokens, and the seconds it took."""
-
-    seconds: float
-    tokens: int
-
-
 def forward_flops(shape: ModelShape, tokens: int, rows: int = 1) -> float:
     """Floating-point operations of one forward pass over `tokens` tokens in each of `rows` batch rows."""
     return rows * (2.0 * shape.parameters * tokens + 4.0 * shape.layers * shape.hidden * tokens * tokens)
+
+
+@dataclass(frozen=True)
+class PassRate:
+    """Seconds of a pass: per_pass whatever its size, plus per_flop for each operation of its forward work."""
+
+    per_pass: float
+    per_flop: float
+
+    def seconds(self, shape: ModelShape, tokens: int, rows: int = 1) -> float:
+        return self.per_pass + self.per_flop * forward_flops(shape, tokens, rows)
+
+    @classmethod
+    def timed(cls, shape: ModelShape, one: TimedPass, more: TimedPass | None = None) -> PassRate:
+        """The rate of one timed pass (all of it per operation), or the line through a pass of one row and a
+        pass of several: what grows with the rows is per operation, the rest per pass."""
+        work = forward_flops(shape, one.tokens, one.rows)
+        if more is None or more.rows == one.rows:
+            return cls(0.0, one.seconds / work)
+        per_flop = max((more.seconds - one.seconds) / (forward_flops(shape, more.tokens, more.rows) - work), 0.0)
+        return cls(max(one.seconds - per_flop * work, 0.0), per_flop)
 
 
 def integrated_gradients_runs(steps: int | None, cap: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -56,55 +70,58 @@ def integrated_gradients_runs(steps: int | None, cap: int | None = None) -> tupl
     return least, least + tuple(s for s in more if cap is None or s <= cap)
 
 
+def run_seconds(shape: ModelShape, contexts: Sequence[int], steps: int, batch: int, rate: PassRate) -> float:
+    """One integrated-gradients run of `steps` rows per target, `batch` rows per pass."""
+    passes = math.ceil(steps / max(batch, 1))
+    return sum(passes * rate.per_pass + rate.per_flop * forward_flops(shape, p, steps) for p in contexts)
+
+
 def method_cost(method: str, shape: ModelShape, contexts: Sequence[int], inputs: int, settings: AttributionSettings,
-                step_batch: int, cap: int | None = None) -> tuple[MethodCost, float, float]:
-    """The method's passes (at least, at most) and their work in forward-pass operations (at least, at most), for
-    targets whose contexts hold `contexts` tokens (attention rollout reads all `inputs` once). A gradient method's
-    work is timed at the gradient rate, which holds the backward pass."""
+                step_batch: int, forward: PassRate, gradient: PassRate, cap: int | None = None
+                ) -> tuple[MethodCost, float, float]:
+    """The method's passes and seconds (each at least, at most), for targets whose contexts hold `contexts` tokens
+    (attention rollout reads all `inputs` once)."""
     if method == "occlusion":
         edit = 0 if settings.occlude_with is not None else 1  # leave-one-out drops a token; replacing keeps it
         passes = sum(p + 1 for p in contexts)
-        work = sum(forward_flops(shape, p) + p * forward_flops(shape, max(p - edit, 1)) for p in contexts)
-        return MethodCost(method, passes, passes, "forward"), work, work
+        seconds = sum(forward.seconds(shape, p) + p * forward.seconds(shape, max(p - edit, 1)) for p in contexts)
+        return MethodCost(method, passes, passes, "forward"), seconds, seconds
     if method == "input-x-gradient":
-        work = sum(forward_flops(shape, p) for p in contexts)
-        return MethodCost(method, len(contexts), len(contexts), "forward and backward"), work, work
+        seconds = sum(gradient.seconds(shape, p) for p in contexts)
+        return MethodCost(method, len(contexts), len(contexts), "forward and backward"), seconds, seconds
     if method == "integrated-gradients":
         least, most = integrated_gradients_runs(settings.steps, cap)
-        batch = max(step_batch, 1)
-        passes = [sum(math.ceil(run / batch) for run in runs) * len(contexts) for runs in (least, most)]
-        work = [sum(forward_flops(shape, p, sum(runs)) for p in contexts) for runs in (least, most)]
+        passes = [sum(math.ceil(run / max(step_batch, 1)) for run in runs) * len(contexts) for runs in (least, most)]
+        seconds = [sum(run_seconds(shape, contexts, run, step_batch, gradient) for run in runs)
+                   for runs in (least, most)]
         return (MethodCost(method, passes[0], passes[1], "forward and backward", step_rows=(sum(least), sum(most))),
-                work[0], work[1])
-    work = forward_flops(shape, inputs)  # attention rollout: one pass with every layer's attention weights
-    return MethodCost(method, 1, 1, "forward"), work, work
+                seconds[0], seconds[1])
+    seconds = forward.seconds(shape, inputs)  # attention rollout: one pass with every layer's attention weights
+    return MethodCost(method, 1, 1, "forward"), seconds, seconds
 
 
 def plan_cost(shape: ModelShape, contexts: Sequence[int], inputs: int, settings: AttributionSettings,
-              step_batch: int, forward: TimedPass, gradient: TimedPass | None, peak_bytes: int,
+              step_batch: int, forward: TimedPass, gradient: Sequence[TimedPass], peak_bytes: int,
               weights_bytes: int) -> AttributionCost:
-    """The cost of every asked method at the rates of the timed passes; integrated gradients' automatic steps capped
-    to fit --max-time. Raises UsageError when even the least the methods must do would run past --max-time."""
-    rates = {"forward": forward.seconds / forward_flops(shape, forward.tokens)}
-    rates["gradient"] = gradient.seconds / forward_flops(shape, gradient.tokens) if gradient else rates["forward"]
-
-    def rate(name: str) -> float:
-        return rates["gradient" if name in GRADIENT_METHODS else "forward"]
-
-    costs = {name: method_cost(name, shape, contexts, inputs, settings, step_batch) for name in settings.methods}
-    least = sum(low * rate(name) for name, (_, low, _) in costs.items())
+    """The cost of every asked method at the rates of the timed passes (`gradient`: a forward and backward pass of
+    one row, and one of several when integrated gradients batches its steps); integrated gradients' automatic
+    steps capped to fit --max-time. Raises UsageError when even the least the methods must do would run past
+    --max-time."""
+    forward_rate = PassRate.timed(shape, forward)
+    gradient_rate = PassRate.timed(shape, *gradient[:2]) if gradient else forward_rate
+    costs = {name: method_cost(name, shape, contexts, inputs, settings, step_batch, forward_rate, gradient_rate)
+             for name in settings.methods}
+    least = sum(low for _, low, _ in costs.values())
     cap = None
     if "integrated-gradients" in costs:
-        others = least - costs["integrated-gradients"][1] * rates["gradient"]
-        cap = steps_cap(shape, contexts, settings, rates["gradient"], settings.max_seconds - others)
+        others = least - costs["integrated-gradients"][1]
+        cap = steps_cap(shape, contexts, settings, step_batch, gradient_rate, settings.max_seconds - others)
         costs["integrated-gradients"] = method_cost("integrated-gradients", shape, contexts, inputs, settings,
-                                                    step_batch, cap)
-    most = sum(high * rate(name) for name, (_, _, high) in costs.items())
+                                                    step_batch, forward_rate, gradient_rate, cap)
+    most = sum(high for _, _, high in costs.values())
     cost = AttributionCost(methods=tuple(cost for cost, _, _ in costs.values()), seconds=least, max_seconds=most,
                            peak_bytes=peak_bytes, weights_bytes=weights_bytes, budget_seconds=settings.max_seconds,
-                           steps_cap=cap, forward_seconds=forward.seconds, forward_tokens=forward.tokens,
-                           gradient_seconds=gradient.seconds if gradient else None,
-                           gradient_tokens=gradient.tokens if gradient else None)
+                           steps_cap=cap, timed_passes=(forward, *gradient))
     if least > settings.max_seconds:
         raise UsageError(f"attribute would take about {seconds_text(least)} at the least ({passes_text(cost)}), "
                          f"past --max-time {settings.max_seconds:g} s",
@@ -113,15 +130,15 @@ def plan_cost(shape: ModelShape, contexts: Sequence[int], inputs: int, settings:
     return cost
 
 
-def steps_cap(shape: ModelShape, contexts: Sequence[int], settings: AttributionSettings, rate: float,
-              budget: float) -> int:
+def steps_cap(shape: ModelShape, contexts: Sequence[int], settings: AttributionSettings, step_batch: int,
+              rate: PassRate, budget: float) -> int:
     """The most steps integrated gradients may reach (doubling, or probing a failed check) within `budget`
     seconds: the last run of its ladder whose running total still fits, never below the asked steps."""
     least, most = integrated_gradients_runs(settings.steps)
     total = 0.0
     cap = least[-1]
     for index, run in enumerate(most):
-        total += sum(forward_flops(shape, p, run) for p in contexts) * rate
+        total += run_seconds(shape, contexts, run, step_batch, rate)
         if total > budget and index >= len(least):
             break
         cap = max(cap, run)

@@ -123,9 +123,9 @@ def gradients_through(model: Any, quantize: str | None = None) -> Iterator[None]
             parameter.requires_grad_(True)
 
 
-def timed_gradient_pass(loaded: LoadedModel, ids: tuple[int, ...], target: AttributionTarget) -> float:
-    """Seconds of one forward and backward pass of one row over ids[:target.position], as the gradient methods run
-    it: what their cost is planned from. Raises what a gradient through this model raises (packed weights)."""
+def timed_gradient_pass(loaded: LoadedModel, ids: tuple[int, ...], target: AttributionTarget, rows: int = 1) -> float:
+    """Seconds of one forward and backward pass of `rows` rows over ids[:target.position], as the gradient methods
+    run it: what their cost is planned from. Raises what a gradient through this model raises (packed weights)."""
     from llmscope.generation.decoding import synchronize
 
     embeddings = input_embeddings(loaded, ids[: target.position])
@@ -133,7 +133,7 @@ def timed_gradient_pass(loaded: LoadedModel, ids: tuple[int, ...], target: Attri
     synchronize(loaded.input_device)
     started = time.perf_counter()
     with gradients_through(loaded.model, loaded.info.quantize):
-        x = embeddings.clone().requires_grad_(True)
+        x = embeddings.expand(rows, -1, -1).clone().requires_grad_(True)
         function(x).sum().backward()
     synchronize(loaded.input_device)
     return time.perf_counter() - started

@@ -56,6 +56,17 @@ class MethodAttribution:
 
 
 @dataclass(frozen=True)
+class TimedPass:
+    """One real pass the cost estimate stands on: `rows` batch rows over `tokens` tokens, forward only or forward
+    and backward, and the seconds it took."""
+
+    kind: str  # "forward" or "forward and backward"
+    seconds: float
+    tokens: int
+    rows: int = 1
+
+
+@dataclass(frozen=True)
 class MethodCost:
     """The passes one method makes over all targets: at least, and at most (integrated gradients' automatic steps
     or a failed check's probes)."""
@@ -78,10 +89,7 @@ class AttributionCost:
     weights_bytes: int
     budget_seconds: float  # --max-time
     steps_cap: int | None  # the most integrated-gradients steps the budget leaves room for (None: not asked)
-    forward_seconds: float  # the timed forward pass (one row) the forward rate comes from
-    forward_tokens: int
-    gradient_seconds: float | None  # the timed forward and backward pass of the gradient rate (gradient methods)
-    gradient_tokens: int | None
+    timed_passes: tuple[TimedPass, ...]  # what the rates come from: a forward pass, then the gradient ones
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Option groups that many commands share (how the model is loaded; how results are written), declared once.
-`@grouped(load=True, ...)` puts the groups' Typer options in place of the command's one parameter typed Shared
-and hands the command their values there. No torch here; nothing is loaded."""
+`@grouped(load=True, ...)` puts the groups' Typer options in place of the command's one parameter typed Shared and
+hands the command their values there, with which parameters the user gave; on the way it gives every option a
+metavar that says what to type and checks every file output (--html, --plot) writable. No torch; nothing loads."""
 
 from __future__ import annotations
 

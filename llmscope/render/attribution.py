@@ -202,9 +202,14 @@ def warn_completeness(display: Display, result: AttributionResult) -> None:
                 continue
             if check.suggested_steps is not None:
                 fix = f"--steps {check.suggested_steps} passes both checks"
+            elif method.parameters.get("steps") == "auto" and check.steps < method.parameters.get("max_auto_steps", 0):
+                fix = (f"--max-time left room for {check.steps} steps, not more: raise --max-time, or try another "
+                       "--baseline")
             elif method.parameters.get("steps") == "auto":
                 fix = (f"the automatic steps stopped at their budget of {check.steps}; try --steps {check.steps * 4} "
                        "or another --baseline")
+            elif check.steps * 4 > (method.parameters.get("steps_cap") or check.steps * 4):
+                fix = "--max-time left no room to try more steps: raise it, or try more --steps or another --baseline"
             else:
                 fix = (f"--steps {2 * check.steps} and {4 * check.steps} do not pass either; try more, or "
                        "another --baseline")
@@ -223,11 +228,10 @@ def cost_line(cost: AttributionCost) -> str:
     time = seconds_text(cost.seconds)
     if cost.max_seconds > cost.seconds * 1.05:
         time += f" (up to {seconds_text(cost.max_seconds)} if integrated gradients needs more steps)"
-    timed = f"a forward pass over {cost.forward_tokens} tokens took {seconds_text(cost.forward_seconds)}"
-    if cost.gradient_seconds is not None:
-        timed += f", forward and backward over {cost.gradient_tokens} {seconds_text(cost.gradient_seconds)}"
-    return (f"{passes_text(cost)}; about {time} ({timed}; --max-time {cost.budget_seconds:g} s); peak memory "
-            f"about {human_bytes(cost.peak_bytes)} (weights {human_bytes(cost.weights_bytes)})")
+    timed = ", ".join(f"{p.kind} over {p.tokens} tokens{f' x {p.rows} rows' if p.rows > 1 else ''} "
+                      f"{seconds_text(p.seconds)}" for p in cost.timed_passes)
+    return (f"{passes_text(cost)}; about {time} (timed: {timed}; --max-time {cost.budget_seconds:g} s); peak "
+            f"memory about {human_bytes(cost.peak_bytes)} (weights {human_bytes(cost.weights_bytes)})")
 
 
 def show_attribution(display: Display, info: ModelInfo, result: AttributionResult, top: int = 5,
