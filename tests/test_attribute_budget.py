@@ -11,31 +11,40 @@ from typing import Any
 
 import pytest
 
-from llmscope.attribution.cost import ModelShape, PassRate, forward_flops, plan_cost
-from llmscope.attribution.results import TimedPass
-from llmscope.attribution.settings import AttributionSettings
 from llmscope.core.errors import UsageError
 
-SHAPE = ModelShape(parameters=135_000_000, layers=30, hidden=576)  # the embedded SmolLM2's
 RATE = 1e-10  # seconds per floating-point operation: what a timed pass would show
 
 
-def timed(shape: ModelShape, tokens: int = 8, rows: int = 1, per_pass: float = 0.0) -> TimedPass:
+def shape(parameters: int = 135_000_000, layers: int = 30, hidden: int = 576) -> Any:
+    """A model's shape (the embedded SmolLM2's by default)."""
+    from llmscope.attribution.cost import ModelShape
+
+    return ModelShape(parameters=parameters, layers=layers, hidden=hidden)
+
+
+def timed(model: Any, tokens: int = 8, rows: int = 1, per_pass: float = 0.0) -> Any:
     """A pass as long as RATE says (plus a fixed per_pass): the machine is the same whatever the model."""
-    return TimedPass("forward", per_pass + RATE * forward_flops(shape, tokens, rows), tokens, rows)
+    from llmscope.attribution.cost import forward_flops
+    from llmscope.attribution.results import TimedPass
+
+    return TimedPass("forward", per_pass + RATE * forward_flops(model, tokens, rows), tokens, rows)
 
 
-def estimate(shape: ModelShape = SHAPE, contexts: tuple[int, ...] = (6,), per_pass: float = 0.0,
-             **settings: Any) -> Any:
+def estimate(model: Any = None, contexts: tuple[int, ...] = (6,), per_pass: float = 0.0, **settings: Any) -> Any:
+    from llmscope.attribution.cost import plan_cost
+    from llmscope.attribution.settings import AttributionSettings
+
+    model = model or shape()
     options = AttributionSettings(**{"max_seconds": 1e9, **settings})
-    gradient = (timed(shape, per_pass=per_pass), timed(shape, rows=16, per_pass=per_pass))
-    return plan_cost(shape, contexts, max(contexts), options, 16, timed(shape), gradient, 0, 0)
+    gradient = (timed(model, per_pass=per_pass), timed(model, rows=16, per_pass=per_pass))
+    return plan_cost(model, contexts, max(contexts), options, 16, timed(model), gradient, 0, 0)
 
 
 def test_the_estimate_grows_with_the_model_the_prompt_the_methods_and_the_steps() -> None:
     base = estimate().seconds
-    assert estimate(ModelShape(8_000_000_000, 32, 4096)).seconds > 50 * base  # an 8B model, same machine
-    assert estimate(ModelShape(SHAPE.parameters, 60, SHAPE.hidden)).seconds > base  # more layers: more attention
+    assert estimate(shape(8_000_000_000, 32, 4096)).seconds > 50 * base  # an 8B model, same machine
+    assert estimate(shape(layers=60)).seconds > base  # more layers: more attention work
     assert estimate(contexts=(24,)).seconds > 3.5 * base  # four times the prompt
     assert estimate(contexts=(6, 7, 8)).seconds > 2.5 * base  # three targets (-n 3)
     assert estimate(methods=("occlusion",)).seconds < estimate(methods=("occlusion", "input-x-gradient")).seconds
@@ -50,7 +59,9 @@ def test_the_estimate_grows_with_the_model_the_prompt_the_methods_and_the_steps(
 def test_a_fixed_cost_per_pass_is_told_from_the_cost_per_row() -> None:
     """A backward pass through packed weights dequantizes them once per pass: two timed passes of 1 and 16 rows
     separate that from the work per row, and integrated gradients' 48 rows in 3 passes of 16 pay it 3 times."""
-    rate = PassRate.timed(SHAPE, timed(SHAPE, per_pass=2.0), timed(SHAPE, rows=16, per_pass=2.0))
+    from llmscope.attribution.cost import PassRate
+
+    rate = PassRate.timed(shape(), timed(shape(), per_pass=2.0), timed(shape(), rows=16, per_pass=2.0))
     assert rate.per_pass == pytest.approx(2.0) and rate.per_flop == pytest.approx(RATE)
     ig = {"methods": ("integrated-gradients",), "steps": 32}
     extra = estimate(per_pass=2.0, **ig).seconds - estimate(**ig).seconds
@@ -58,7 +69,9 @@ def test_a_fixed_cost_per_pass_is_told_from_the_cost_per_row() -> None:
 
 
 def test_the_budget_caps_the_automatic_steps_and_refuses_what_cannot_fit() -> None:
-    work = {run: RATE * forward_flops(SHAPE, 6, run) for run in (16, 32, 64, 128, 256)}  # no fixed cost per pass
+    from llmscope.attribution.cost import forward_flops
+
+    work = {run: RATE * forward_flops(shape(), 6, run) for run in (16, 32, 64, 128, 256)}  # no fixed cost per pass
     only_ig = {"methods": ("integrated-gradients",)}
     assert estimate(**only_ig).steps_cap == 256
     budget = work[16] + work[32] + work[64] * 1.01  # room for the doubling to 64, not for 128

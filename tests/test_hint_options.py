@@ -5,7 +5,9 @@ command's options. Fast tier; runs that the edges leave valid finish on the tiny
 
 from __future__ import annotations
 
+import inspect
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +33,33 @@ def app_commands() -> dict[str, Any]:
     return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
-def example(name: str) -> tuple[str, ...]:
+def registered(name: str) -> Any:
     import typer.main
 
     from llmscope.cli.main import app
 
     for info in app.registered_commands:
         if typer.main.get_command_name(info.name or info.callback.__name__) == name:
-            return tuple(getattr(info.callback, "__llmscope_example__", ()))
+            return info.callback
     raise AssertionError(f"no command {name}")
 
 
+def example(name: str) -> tuple[str, ...]:
+    return tuple(getattr(registered(name), "__llmscope_example__", ()))
+
+
+def value_type(annotation: Any) -> Any:
+    """int, float or str: what one value of an option annotated Annotated[T | None, ...] (or list[T]) is."""
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+    kinds = [kind for kind in (typing.get_args(base) or (base,)) if kind is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else str
+    return typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+
+
 def edge_runs(name: str, command: Any) -> list[tuple[str, ...]]:
-    """The extra arguments of each run: one option at a time, at each edge of its values."""
+    """The extra arguments of each run: one option at a time, at each edge of its values (by the Python type the
+    command declares it with)."""
+    annotations = {p.name: p.annotation for p in inspect.signature(registered(name)).parameters.values()}
     runs: list[tuple[str, ...]] = []
     for parameter in command.params:
         if parameter.param_type_name != "option" or "--help" in parameter.opts:
@@ -54,9 +70,8 @@ def edge_runs(name: str, command: Any) -> list[tuple[str, ...]]:
                 if (name, flag, None) not in SLOW:
                     runs.append((flag,))
             continue
-        values = EDGES.get(parameter.metavar or "", EDGES[""])
-        if parameter.metavar in ("N", "K", "PORT", "NUMBER", "SECONDS", "BYTES", "TOKENS", "SIZE"):
-            values = EDGES["NUMBER" if parameter.metavar in ("NUMBER", "SECONDS") else "N"] + ("zz",)
+        kind = value_type(annotations[parameter.name])
+        values = {int: EDGES["N"] + ("zz",), float: EDGES["NUMBER"] + ("zz",)}.get(kind, EDGES[""])
         runs.extend((option, value) for value in values if (name, option, value) not in SLOW)
     return runs
 

@@ -12,58 +12,58 @@ from typing import Any
 
 import pytest
 
-from llmscope.core.output_files import HTML_FILE, PLOT_FILE, OutputFile, check_output
-
 NO_MODEL = "/nonexistent/llmscope-model"
+FILE_OPTIONS = ("--html", "--plot")  # every option of the app that writes a file
 
 
-def output_options() -> list[tuple[str, tuple[str, ...], str, OutputFile]]:
-    """(command, its example's arguments, option, what the option writes) for every option that writes a file."""
+def registered() -> dict[str, Any]:
     import typer.main
 
     from llmscope.cli.main import app
 
-    found = []
-    for info in app.registered_commands:
-        name = typer.main.get_command_name(info.name or info.callback.__name__)
-        example = tuple(getattr(info.callback, "__llmscope_example__", ()))
-        for parameter in inspect.signature(info.callback).parameters.values():
-            for marker in typing.get_args(parameter.annotation)[1:]:
-                if isinstance(marker, OutputFile):
-                    found.append((name, example, marker.option, marker))
-    return found
+    return {typer.main.get_command_name(info.name or info.callback.__name__): info.callback
+            for info in app.registered_commands}
 
 
-def test_every_html_and_plot_option_is_checked() -> None:
+def output_options() -> list[tuple[str, tuple[str, ...], str]]:
+    """(command, its example's arguments, option) for every option of the app that writes a file."""
     import typer.main
 
     from llmscope.cli.main import app
 
-    command = typer.main.get_command(app)
-    writing = {(name, option) for name, sub in command.commands.items()  # type: ignore[attr-defined]
-               for parameter in sub.params for option in parameter.opts if option in ("--html", "--plot")}
-    marked = {(name, option) for name, _, option, _ in output_options()}
-    assert writing == marked and len(marked) >= 10  # six commands write --html, four --plot
+    examples = {name: tuple(getattr(callback, "__llmscope_example__", ())) for name, callback in registered().items()}
+    return [(name, examples[name], option)
+            for name, sub in sorted(typer.main.get_command(app).commands.items())  # type: ignore[attr-defined]
+            for parameter in sub.params for option in parameter.opts if option in FILE_OPTIONS]
 
 
-def bad_paths(spec: OutputFile, tmp_path: Path) -> list[tuple[str, str]]:
+def test_every_file_option_is_marked_for_the_check() -> None:
+    from llmscope.core.output_files import OutputFile
+
+    marked = {(name, marker.option) for name, callback in registered().items()
+              for parameter in inspect.signature(callback).parameters.values()
+              for marker in typing.get_args(parameter.annotation)[1:] if isinstance(marker, OutputFile)}
+    found = {(name, option) for name, _, option in output_options()}
+    assert marked == found and len(found) >= 10  # six commands write --html, four --plot
+
+
+def bad_paths(option: str, tmp_path: Path) -> list[tuple[str, str]]:
     """(path, what the refusal says) for paths no writer can use."""
-    suffix = spec.suffixes[0] if spec.suffixes else ".html"
+    suffix = ".png" if option == "--plot" else ".html"
     device = tmp_path / f"full{suffix}"  # /dev/full under a name with the right suffix
     if not device.exists():
         device.symlink_to("/dev/full")
     return [(f"/proc/llmscope-check{suffix}", "cannot write"), (f"/sys/llmscope-check{suffix}", "cannot write"),
-            ("/dev/full" if not spec.suffixes else str(device), "is not a regular file"),
+            ("/dev/full" if option == "--html" else str(device), "is not a regular file"),
             (str(tmp_path / "missing" / f"out{suffix}"), "does not exist")]
 
 
-@pytest.mark.parametrize(("name", "example", "option", "spec"), output_options(),
-                         ids=[f"{name} {option}" for name, _, option, _ in output_options()])
+@pytest.mark.parametrize(("name", "example", "option"), output_options(),
+                         ids=[f"{name} {option}" for name, _, option in output_options()])
 def test_unwritable_outputs_are_refused_before_loading(cli: Any, tmp_path: Path, name: str,
-                                                       example: tuple[str, ...], option: str,
-                                                       spec: OutputFile) -> None:
+                                                       example: tuple[str, ...], option: str) -> None:
     args = [NO_MODEL if arg == "{model}" else arg for arg in example]
-    for path, message in bad_paths(spec, tmp_path):
+    for path, message in bad_paths(option, tmp_path):
         result = cli(name, *args, option, path)
         assert result.exit_code == 2, (path, result.stderr)
         assert option in result.stderr and message in result.stderr, (path, result.stderr)
@@ -79,6 +79,8 @@ def test_batch_html_folder_must_be_writable(cli: Any, tmp_path: Path) -> None:
 
 
 def test_the_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    from llmscope.core.output_files import HTML_FILE, PLOT_FILE, check_output
+
     page, chart, folder = tmp_path / "page.html", tmp_path / "chart.png", tmp_path / "pages" / "deeper"
     assert check_output(HTML_FILE, str(page)) == page and not page.exists()
     assert check_output(PLOT_FILE, str(chart)) == chart and not chart.exists()
