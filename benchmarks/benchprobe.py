@@ -142,9 +142,12 @@ def raw_generate(model: Any, tokenizer: Any, prompt_ids: list[int], device: Any,
 
 
 def _llmscope_generate(loaded: Any, prompt: str, new_tokens: int, **settings: Any) -> Any:
+    """llmscope's generate, exactly new_tokens tokens (EOS held back, as raw_generate's min_new_tokens does): a
+    prompt whose first token is EOS still gives new_tokens tokens and a decode speed."""
     from llmscope.generation.generate import GenerationSettings, generate
 
-    return generate(loaded, prompt, GenerationSettings(max_new_tokens=new_tokens, **settings), chat=False)
+    return generate(loaded, prompt, GenerationSettings(max_new_tokens=new_tokens, ignore_eos=True, **settings),
+                    chat=False)
 
 
 def _interleave(rounds: int, first: Callable[[], None], second: Callable[[], None]) -> None:

@@ -1,24 +1,29 @@
 """Which input tokens made the model say its tokens: targets (the next token, a teacher-forced --target, or -n
 greedy tokens), the function attributed, and one targets x inputs matrix per method. It never prints or loads.
 
-The methods themselves live in llmscope.attribution.methods (one registry, by name); this module plans the targets,
-runs the chosen methods and says where they disagree.
+The methods themselves live in llmscope.attribution.methods (one registry, by name) and their cost arithmetic in
+llmscope.attribution.cost; this module plans the targets and what the methods will cost (plan_attribution, which
+times the passes the cost scales from), runs the chosen methods (run_attribution) and says where they disagree.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from llmscope.attribution.methods import METHODS, Problem
+from llmscope.attribution.cost import GRADIENT_METHODS, ModelShape, TimedPass, plan_cost
+from llmscope.attribution.memory import model_shape
+from llmscope.attribution.methods import METHODS, Problem, timed_gradient_pass
 from llmscope.attribution.results import (
+    AttributionCost,
     AttributionResult,
     AttributionTarget,
     eos_ids,
 )
 from llmscope.attribution.settings import DEFAULT_STEPS, AttributionSettings
 from llmscope.core.errors import UsageError
+from llmscope.generation.decoding import synchronize
 
 if TYPE_CHECKING:
     from llmscope.attribution.memory import MethodMemory
@@ -121,19 +126,40 @@ def target_logprobs(loaded: LoadedModel, ids: list[int], positions: list[int], w
     return [[float(rows[row, token]) for token in tokens] for row, tokens in enumerate(wanted)]
 
 
-def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings
-                      ) -> AttributionResult:
-    """Attribute the targets of one encoded prompt with every method asked for.
+def timed_forward(loaded: LoadedModel, ids: list[int]) -> float:
+    """Seconds of one more forward pass over ids: with the scoring pass before it, the rate is the faster of two
+    (the first pass of a process also pays for warming up)."""
+    import torch
 
-    Args:
-        loaded: the model and tokenizer (loader.load_model).
-        encoded: the prompt as the model reads it (prompts.encode_prompt).
-        settings: methods, targets, contrast, steps, baseline and the --max-tokens guard.
-    Returns:
-        AttributionResult: the inputs, the targets with their log-probabilities, one matrix per method.
-    Raises:
-        UsageError for a prompt past --max-tokens or a contrast whose length does not match the targets.
-    """
+    synchronize(loaded.input_device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        loaded.model(input_ids=torch.tensor([ids], device=loaded.input_device), use_cache=False)
+    synchronize(loaded.input_device)
+    return time.perf_counter() - started
+
+
+@dataclass
+class AttributionPlan:
+    """What run_attribution needs: the targets with their log-probabilities, the inputs, each method's memory and
+    the whole cost, checked against --max-time and --max-memory. Holds the live model; not a result."""
+
+    loaded: Any
+    encoded: Any  # EncodedPrompt
+    settings: AttributionSettings
+    targets: tuple[AttributionTarget, ...]
+    inputs: list[int]
+    memory: dict[str, MethodMemory]
+    cost: AttributionCost
+    source: str
+    contrast: bool
+    started: float
+
+
+def plan_attribution(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings) -> AttributionPlan:
+    """Pick the targets (the model's own greedy tokens, or --target), run the one teacher-forced pass that scores
+    them (timed: the rate every estimate scales from), and plan what each method will cost in passes, time and
+    memory. Raises UsageError past --max-tokens or --max-time, MemoryLimitError past the memory."""
     started = time.perf_counter()
     tokenizer = loaded.tokenizer
     prompt_ids = list(encoded.ids)
@@ -142,7 +168,10 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
     ids = prompt_ids + targets
     positions = [len(prompt_ids) + k for k in range(len(targets))]
     wanted = [[t] + ([contrast[k]] if contrast else []) for k, t in enumerate(targets)]
+    synchronize(loaded.input_device)
+    measured = time.perf_counter()
     logprobs = target_logprobs(loaded, ids, positions, wanted)
+    measured = min(time.perf_counter() - measured, timed_forward(loaded, ids))
     rows = tuple(AttributionTarget(
         position=p, token_id=t, text=tokenizer.decode([t]), logprob=lp[0],
         contrast_id=contrast[k] if contrast else None,
@@ -150,9 +179,50 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
         contrast_logprob=lp[1] if contrast else None) for k, (p, t, lp) in enumerate(zip(positions, targets, logprobs)))
     inputs = ids[: positions[-1]]
     plans = plan_memory(loaded, len(inputs), settings)
+    gradient = timed_gradient_passes(loaded, tuple(inputs), rows[0], settings, plans)
+    cost = _cost(loaded, settings, positions, len(inputs), plans, TimedPass("forward", measured, len(ids)), gradient)
+    return AttributionPlan(loaded=loaded, encoded=encoded, settings=settings, targets=rows, inputs=inputs,
+                           memory=plans, cost=cost, source=source, contrast=bool(contrast), started=started)
+
+
+def timed_gradient_passes(loaded: LoadedModel, inputs: tuple[int, ...], target: AttributionTarget,
+                          settings: AttributionSettings, plans: dict[str, MethodMemory]) -> tuple[TimedPass, ...]:
+    """The forward and backward passes the gradient methods' cost is planned from (none without them): one row,
+    and with integrated gradients also as many rows as its first run puts in a pass, since a pass through packed
+    weights pays for dequantizing them once whatever its rows."""
+    if not set(GRADIENT_METHODS) & set(settings.methods):
+        return ()
+    import torch
+
     ig = plans.get("integrated-gradients")
-    problem = Problem(loaded=loaded, ids=tuple(inputs), targets=rows, settings=settings,
-                      step_batch=ig.batch if ig else 0)
+    sizes = [1]
+    if ig is not None:  # the larger pass first: it, not the one-row pass, pays for setting autograd up
+        sizes.insert(0, max(1, min(ig.batch, (settings.steps or DEFAULT_STEPS) // 2)))
+    with torch.inference_mode(False):
+        timed = [TimedPass("forward and backward", timed_gradient_pass(loaded, inputs, target, rows),
+                           target.position, rows) for rows in dict.fromkeys(sizes)]
+    return tuple(sorted(timed, key=lambda timed_pass: timed_pass.rows))
+
+
+def _cost(loaded: LoadedModel, settings: AttributionSettings, positions: list[int], inputs: int,
+          plans: dict[str, MethodMemory], forward: TimedPass, gradient: tuple[TimedPass, ...]) -> AttributionCost:
+    from llmscope.loading.quant.modules import held_weight_bytes
+
+    layers, hidden = model_shape(loaded.config)[:2]
+    shape = ModelShape(parameters=loaded.parameters, layers=layers, hidden=hidden)
+    weights = held_weight_bytes(loaded.model)
+    ig = plans.get("integrated-gradients")
+    return plan_cost(shape, positions, inputs, settings, ig.batch if ig else 1, forward, gradient,
+                     weights + max(plan.peak_bytes for plan in plans.values()), weights)
+
+
+def run_attribution(plan: AttributionPlan) -> AttributionResult:
+    """Run every method of the plan and say where they disagree."""
+    loaded, settings, plans = plan.loaded, plan.settings, plan.memory
+    tokenizer = loaded.tokenizer
+    ig = plans.get("integrated-gradients")
+    problem = Problem(loaded=loaded, ids=tuple(plan.inputs), targets=plan.targets, settings=settings,
+                      step_batch=ig.batch if ig else 0, steps_cap=plan.cost.steps_cap)
     import torch
 
     with torch.inference_mode(False):  # gradients need it off, even if a caller left it on
@@ -161,12 +231,32 @@ def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: Att
                                            **({"step_batch": plans[m.method].batch}
                                               if m.method == "integrated-gradients" else {})})
                     for m in methods)
+    rows = plan.targets
     agree = tuple(len({m.top[k] for m in methods}) <= 1 for k in range(len(rows)))
+    encoded, inputs = plan.encoded, plan.inputs
     return AttributionResult(
         model=loaded.spec.name, prompt=encoded.prompt, text=encoded.text, chat=encoded.chat, ids=tuple(inputs),
-        tokens=tuple(tokenizer.decode([i]) for i in inputs), prompt_tokens=len(prompt_ids), target_source=source,
-        target_function=target_function_name(bool(contrast)), targets=rows, methods=methods, top_agree=agree,
-        seconds=time.perf_counter() - started)
+        tokens=tuple(tokenizer.decode([i]) for i in inputs), prompt_tokens=len(encoded.ids),
+        target_source=plan.source, target_function=target_function_name(plan.contrast), targets=rows,
+        methods=methods, top_agree=agree, seconds=time.perf_counter() - plan.started, cost=plan.cost)
+
+
+def attribute_encoded(loaded: LoadedModel, encoded: EncodedPrompt, settings: AttributionSettings
+                      ) -> AttributionResult:
+    """Attribute the targets of one encoded prompt with every method asked for (plan_attribution, then
+    run_attribution).
+
+    Args:
+        loaded: the model and tokenizer (loader.load_model).
+        encoded: the prompt as the model reads it (prompts.encode_prompt).
+        settings: methods, targets, contrast, steps, baseline and the --max-tokens and --max-time guards.
+    Returns:
+        AttributionResult: the inputs, the targets with their log-probabilities, one matrix per method, the cost.
+    Raises:
+        UsageError for a prompt past --max-tokens, methods past --max-time, or a contrast whose length does not
+        match the targets.
+    """
+    return run_attribution(plan_attribution(loaded, encoded, settings))
 
 
 def plan_memory(loaded: LoadedModel, tokens: int, settings: AttributionSettings) -> dict[str, MethodMemory]:

@@ -32,7 +32,7 @@ class MethodMemory:
     peak_bytes: int  # fixed + batch x per_step
 
 
-def _shape(config: Any) -> tuple[int, int, int, int, int]:
+def model_shape(config: Any) -> tuple[int, int, int, int, int]:
     """(layers, hidden, intermediate, heads, vocabulary) from a transformers config (text config for multimodal)."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
@@ -44,7 +44,7 @@ def _shape(config: Any) -> tuple[int, int, int, int, int]:
 
 def step_bytes(config: Any, tokens: int, gradients: bool, attentions: bool = False) -> int:
     """Memory one row of a forward (and backward, with gradients) pass over `tokens` holds at its peak."""
-    layers, hidden, intermediate, heads, vocab = _shape(config)
+    layers, hidden, intermediate, heads, vocab = model_shape(config)
     per_layer = SAVED_PER_HIDDEN * hidden + SAVED_PER_INTERMEDIATE * intermediate
     if not gradients:  # inference frees each layer's activations as the next one runs: one layer's worth
         per_layer_total = per_layer

@@ -43,6 +43,7 @@ class Problem:
     targets: tuple[AttributionTarget, ...]
     settings: AttributionSettings
     step_batch: int = 0  # integrated-gradients steps per forward + backward pass that fit the memory (0: no plan)
+    steps_cap: int | None = None  # the most integrated-gradients steps --max-time leaves room for (None: no cap)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,22 @@ def gradients_through(model: Any, quantize: str | None = None) -> Iterator[None]
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
+
+
+def timed_gradient_pass(loaded: LoadedModel, ids: tuple[int, ...], target: AttributionTarget, rows: int = 1) -> float:
+    """Seconds of one forward and backward pass of `rows` rows over ids[:target.position], as the gradient methods
+    run it: what their cost is planned from. Raises what a gradient through this model raises (packed weights)."""
+    from llmscope.generation.decoding import synchronize
+
+    embeddings = input_embeddings(loaded, ids[: target.position])
+    function = embedding_function(loaded, target)
+    synchronize(loaded.input_device)
+    started = time.perf_counter()
+    with gradients_through(loaded.model, loaded.info.quantize):
+        x = embeddings.expand(rows, -1, -1).clone().requires_grad_(True)
+        function(x).sum().backward()
+    synchronize(loaded.input_device)
+    return time.perf_counter() - started
 
 
 def input_embeddings(loaded: LoadedModel, ids: tuple[int, ...]) -> torch.Tensor:
@@ -267,23 +284,28 @@ def check_integral(run: Integral, compared: Integral | None, suggested: int | No
                         largest_move=largest_move, unsettled=unsettled)
 
 
-def settle(compute: Callable[[int], Integral], steps: int | None) -> tuple[Integral, Completeness]:
+def settle(compute: Callable[[int], Integral], steps: int | None,
+           cap: int | None = None) -> tuple[Integral, Completeness]:
     """Integrated gradients at the asked steps (None: automatic), each run compared with half its steps.
 
     Automatic: DEFAULT_STEPS, doubled until both checks pass or MAX_AUTO_STEPS (each doubling compares with the run
     before, so only the first comparison costs a run of its own). A given --steps is used as it is; when it fails,
-    2x and 4x are tried (each compared with the one before) to name the steps that would pass."""
+    2x and 4x are tried (each compared with the one before) to name the steps that would pass. Neither goes past
+    `cap` steps (the time budget's)."""
     asked = steps or DEFAULT_STEPS
+    limit = MAX_AUTO_STEPS if cap is None else min(cap, MAX_AUTO_STEPS)
     half = compute(asked // 2) if asked >= 2 else None
     run = compute(asked)
     check = check_integral(run, half)
     if steps is None:
-        while not check.converged and run.steps < MAX_AUTO_STEPS:
+        while not check.converged and 2 * run.steps <= limit:
             half, run = run, compute(2 * run.steps)
             check = check_integral(run, half)
     elif not check.converged:
         previous = run
         for probe in (2 * asked, 4 * asked):
+            if cap is not None and probe > cap:
+                break
             trial = compute(probe)
             if check_integral(trial, previous).converged:
                 check = check_integral(run, half, suggested=probe)
@@ -303,10 +325,11 @@ def _integrated_gradients(problem: Problem) -> tuple[list[list[float | None]], l
             x = embeddings[:, : target.position].clone()
             baseline = baseline_embeddings(loaded, x, settings.baseline)
             run, check = settle(functools.partial(_run, loaded, target, x, baseline, problem.step_batch),
-                                settings.steps)
+                                settings.steps, problem.steps_cap)
             rows.append([None, *run.values[1:]])  # position 0 is held at its own embedding: not attributed
             checks.append(check)
     parameters = {"steps": settings.steps or "auto", "default_steps": DEFAULT_STEPS, "max_auto_steps": MAX_AUTO_STEPS,
+                  "steps_cap": problem.steps_cap,
                   "quadrature": QUADRATURE, "baseline": settings.baseline, "held_positions": [0],
                   "completeness_limit": COMPLETENESS_LIMIT, "settled_limit": SETTLED_LIMIT}
     return rows, checks, parameters

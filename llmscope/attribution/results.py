@@ -56,6 +56,43 @@ class MethodAttribution:
 
 
 @dataclass(frozen=True)
+class TimedPass:
+    """One real pass the cost estimate stands on: `rows` batch rows over `tokens` tokens, forward only or forward
+    and backward, and the seconds it took."""
+
+    kind: str  # "forward" or "forward and backward"
+    seconds: float
+    tokens: int
+    rows: int = 1
+
+
+@dataclass(frozen=True)
+class MethodCost:
+    """The passes one method makes over all targets: at least, and at most (integrated gradients' automatic steps
+    or a failed check's probes)."""
+
+    method: str
+    passes: int
+    max_passes: int
+    kind: str  # "forward" or "forward and backward"
+    step_rows: tuple[int, int] | None = None  # integrated gradients: batch rows (steps) at least, at most
+
+
+@dataclass(frozen=True)
+class AttributionCost:
+    """What the methods were planned to cost before they ran, and what the estimate stood on."""
+
+    methods: tuple[MethodCost, ...]
+    seconds: float  # the least the methods must do, at the measured rate
+    max_seconds: float  # the most (integrated gradients' steps grown as far as the budget lets them)
+    peak_bytes: int  # the weights plus the hungriest method's planned memory
+    weights_bytes: int
+    budget_seconds: float  # --max-time
+    steps_cap: int | None  # the most integrated-gradients steps the budget leaves room for (None: not asked)
+    timed_passes: tuple[TimedPass, ...]  # what the rates come from: a forward pass, then the gradient ones
+
+
+@dataclass(frozen=True)
 class AttributionResult:
     model: str
     prompt: str
@@ -70,6 +107,7 @@ class AttributionResult:
     methods: tuple[MethodAttribution, ...]
     top_agree: tuple[bool, ...]  # per target: every method picks the same top input
     seconds: float
+    cost: AttributionCost | None = None  # what was planned before the methods ran
 
 
 def eos_ids(tokenizer: Any, config: Any) -> set[int]:

@@ -11,6 +11,7 @@ from llmscope.core.command_settings import (
     OutputMode,
     PromptSettings,
     plain_text,
+    real_number,
     whole_number,
 )
 from llmscope.core.errors import UsageError
@@ -28,6 +29,7 @@ SETTLED_LIMIT = 0.05  # a token whose value moves by more than this share of the
 # the steps and the steps is not settled: the completeness sum can be right while single tokens still move, so a
 # passing completeness check alone does not show that each token's value has converged
 DEFAULT_MAX_TOKENS = 256  # prompt + target tokens one run may attribute (--max-tokens)
+DEFAULT_MAX_SECONDS = 300.0  # the estimated time the methods may take (--max-time)
 MAX_TARGETS = 256
 
 
@@ -72,6 +74,7 @@ class AttributionSettings:
     max_tokens: int = DEFAULT_MAX_TOKENS
     top: int = 5  # inputs ranked per target in the table
     max_memory: int | None = None  # bytes the process may hold in all (--max-memory); None: what it holds + free
+    max_seconds: float = DEFAULT_MAX_SECONDS  # the methods' estimated time may not pass this (--max-time)
 
     def __post_init__(self) -> None:
         for name in self.methods:
@@ -93,6 +96,7 @@ class AttributionSettings:
             raise UsageError(f"--baseline takes {', '.join(BASELINES)} (got {self.baseline!r})")
         whole_number("--max-tokens", self.max_tokens, 2, 1_000_000)
         whole_number("--top", self.top, 1, 1_000)
+        real_number("--max-time", self.max_seconds, 0.0, 1e9, low_open=True)
         if self.max_memory is not None and self.max_memory < 1 << 20:
             raise UsageError(f"--max-memory must be at least 1 MiB (got {self.max_memory} bytes)")
 

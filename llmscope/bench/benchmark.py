@@ -336,7 +336,8 @@ def _points(loaded: LoadedModel, plan: BenchPlan, ids: list[int]) -> list[Point]
 
     prompts = [tuple(depth_ids(ids, depth)) for depth in plan.depths] if plan.depths else [tuple(ids)]
     try:
-        check_lengths(loaded.model.config, max(len(p) for p in prompts) if ids else 0, max(plan.lengths))
+        check_lengths(loaded.model.config, max(len(p) for p in prompts) if ids else 0, max(plan.lengths),
+                      "--sweep" if plan.sweep else "--max-new-tokens")
     except UsageError as error:
         if not plan.depths or not ids:
             raise

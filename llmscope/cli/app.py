@@ -30,9 +30,25 @@ def normalize_argv(args: list[str]) -> list[str]:
     return out
 
 
+class NamedArgument(typer.core.TyperArgument):
+    """An argument that --help shows by what to type (PROMPT, TEXT), without Typer's type name (<str>) after it."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
 class LlmscopeGroup(typer.core.TyperGroup):
     """The app's command group: rewrites optional-value options inside argument parsing, so the app behaves the
-    same whoever calls it (the console script, `python -m llmscope`, or a test's CliRunner)."""
+    same whoever calls it (the console script, `python -m llmscope`, or a test's CliRunner), and shows every
+    argument by its name in capitals (the options say what to type through their metavars: cli.groups)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for parameter in command.params:
+                if isinstance(parameter, typer.core.TyperArgument):
+                    parameter.__class__ = NamedArgument
+                    parameter.metavar = parameter.metavar or (parameter.name or "").upper()
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, normalize_argv(list(args)))

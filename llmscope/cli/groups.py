@@ -1,14 +1,18 @@
 """Option groups that many commands share (how the model is loaded; how results are written), declared once.
-`@grouped(load=True, ...)` puts the groups' Typer options in place of the command's one parameter typed Shared
-and hands the command their values there. No torch here; nothing is loaded."""
+`@grouped(load=True, ...)` puts the groups' Typer options in place of the command's one parameter typed Shared and
+hands the command their values there, with which parameters the user gave; on the way it gives every option a
+metavar that says what to type and checks every file output (--html, --plot) writable. No torch; nothing loads."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
+
+import typer
 
 from llmscope.cli.kit import (
     ApiKeyOpt,
@@ -32,11 +36,17 @@ from llmscope.cli.kit import (
     TrustOpt,
     WindowOpt,
     batch_from_options,
+    command,
     model_settings,
 )
 from llmscope.core.command_settings import ModelSettings, OutputMode, output_mode
+from llmscope.core.output_files import OutputFile, check_output
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+CONTEXT_PARAMETER = "llmscope_context"
+# What --help shows after an option that names no metavar of its own, by the type of its value: what to type,
+# never Typer's type names (<int>, <list[str]>).
+TYPE_METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ class Shared:
     batch: BatchInput = BatchInput()
     endpoint: EndpointOptions = EndpointOptions()
     text: TextWindow = TextWindow()
+    given: frozenset[str] = frozenset()  # the command's parameters the user gave (not left at their defaults)
 
 
 # The Typer options of each group: (parameter name, field, annotation). Parameter names stay those the commands
@@ -137,6 +148,39 @@ GROUPS: dict[str, tuple[type, tuple[tuple[str, str, Any], ...]]] = {
 DEFAULTS = {cls: {field.name: field.default for field in fields(cls)} for cls, _ in GROUPS.values()}
 
 
+def given_parameters(context: Any) -> frozenset[str]:
+    """The parameters of the running command that the user gave (on the command line or through an environment
+    variable), by parameter name: what tells `--seed 0` typed from a seed left at its default of 0."""
+    if context is None:
+        return frozenset()
+    return frozenset(name for name in context.params
+                     if getattr(context.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT"))
+
+
+def name_what_to_type(annotation: Any) -> None:
+    """Give the Typer option in `annotation` (Annotated[T, typer.Option(...)]) a metavar from TYPE_METAVARS when
+    it has none; flags (bool) take no value and keep none."""
+    from typer.models import OptionInfo
+
+    base, *extras = typing.get_args(annotation) or (annotation,)
+    kinds = [kind for kind in (typing.get_args(base) or (base,)) if kind is not type(None)]
+    if len(kinds) == 1 and typing.get_origin(kinds[0]) is list:  # a repeatable option: what one value is
+        kinds = list(typing.get_args(kinds[0]))
+    for info in extras:
+        if isinstance(info, OptionInfo) and info.metavar is None and len(kinds) == 1 and kinds[0] in TYPE_METAVARS:
+            info.metavar = TYPE_METAVARS[kinds[0]]
+
+
+def check_output_files(paths: list[tuple[OutputFile, str]], shared: Shared) -> None:
+    """Every file the command was asked to write (--html, --plot), checked writable before the command starts, so
+    that no model loads and runs for an output that cannot be saved; a failure is one line and exit 2."""
+    if not paths:
+        return
+    with command(shared.output.quiet):
+        for spec, value in paths:
+            check_output(spec, value, batch=shared.batch.batch is not None)
+
+
 def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
             endpoint: bool = False) -> Callable[[Command], Command]:
     """Give a command the shared option groups it names (output always), in place of its one parameter typed
@@ -151,12 +195,24 @@ def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
                                      default=DEFAULTS[GROUPS[group][0]][field])
                    for group in chosen for name, field, annotation in GROUPS[group][1]]
         parameters = [parameter for parameter in signature.parameters.values() if parameter.name != target]
+        # Typer hands a parameter typed typer.Context the click context, which knows where each value came from.
+        options.append(inspect.Parameter(CONTEXT_PARAMETER, inspect.Parameter.KEYWORD_ONLY,
+                                         annotation=typer.Context, default=None))
+
+        for parameter in parameters + options:
+            name_what_to_type(parameter.annotation)
+        outputs = {parameter.name: marker for parameter in parameters
+                   for marker in typing.get_args(parameter.annotation)[1:] if isinstance(marker, OutputFile)}
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
+            given = given_parameters(kwargs.pop(CONTEXT_PARAMETER, None))
             values = {group: GROUPS[group][0](**{field: kwargs.pop(name) for name, field, _ in GROUPS[group][1]})
                       for group in chosen}
-            kwargs[target] = Shared(**values)
+            shared = Shared(**values, given=given)
+            check_output_files([(outputs[name], kwargs[name]) for name in outputs if kwargs[name] is not None],
+                               shared)
+            kwargs[target] = shared
             return func(*args, **kwargs)
 
         run.__signature__ = signature.replace(parameters=parameters + options)  # type: ignore[attr-defined]

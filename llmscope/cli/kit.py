@@ -34,6 +34,7 @@ from llmscope.core.errors import (
     terminated,
     translate,
 )
+from llmscope.core.output_files import HTML_FILE
 
 if TYPE_CHECKING:  # rich (through llmscope.render) loads only when a command runs, not for --help
     from llmscope.cli.batch import BatchItem, BatchOutcome
@@ -44,13 +45,15 @@ EXIT_CODES_HELP = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 130 
 # ------------------------------------------------------------------------------------ shared options
 
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Hub id, local folder, .gguf file or alias (smollm2, phi3). "
+    "--model", "-m", metavar="MODEL", help="Hub id, local folder, .gguf file or alias (smollm2, phi3). "
     "Default: $LLMSCOPE_MODEL, else the embedded SmolLM2-135M-Instruct.", show_default=False)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU).")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE",
+    help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU).")]
 DtypeOpt = Annotated[str, typer.Option(
-    "--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU).")]
+    "--dtype", metavar="DTYPE", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, float32 on CPU).")]
 DeviceMapOpt = Annotated[str | None, typer.Option(
-    "--device-map", help="'auto' lets accelerate place a model too large for one device.", show_default=False)]
+    "--device-map", metavar="auto",
+    help="'auto' lets accelerate place a model too large for one device.", show_default=False)]
 QuantizeOpt = Annotated[str | None, typer.Option(
     "--quantize", metavar="auto|none|int8|int4", help="How weights are held: auto keeps a GGUF file's 4/8-bit "
     "blocks packed (else as stored); none dequantizes to --dtype (the exact reference); int8 / int4 pack every "
@@ -58,7 +61,8 @@ QuantizeOpt = Annotated[str | None, typer.Option(
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Run Python code shipped with the model (off unless given).")]
 ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", "-t", help="CPU threads for torch. Default: $LLMSCOPE_THREADS, else one per core that other "
+    "--threads", "-t", metavar="N",
+    help="CPU threads for torch. Default: $LLMSCOPE_THREADS, else one per core that other "
     "processes leave free (torch's own choice on an idle machine).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="JSON on one line (JSON Lines; what --batch writes).")]
@@ -66,7 +70,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Nothing on stderr
 ChatOpt = Annotated[bool | None, typer.Option(
     "--chat/--no-chat", help="Wrap the prompt in the tokenizer's chat template as one user turn (default: off, "
     "the raw prompt, as in every command; on with --system).", show_default=False)]
-SystemOpt = Annotated[str | None, typer.Option("--system", help="System message for the chat template.",
+SystemOpt = Annotated[str | None, typer.Option("--system", metavar="TEXT", help="System message for the chat template.",
                                                show_default=False)]
 PromptArg = Annotated[str, typer.Argument(
     help="The prompt; '-' reads it from stdin (one final newline dropped).", show_default=False)]
@@ -76,36 +80,41 @@ BatchOpt = Annotated[str | None, typer.Option(
     "--batch", metavar="FILE", help="Many prompts, one model load: one prompt per line, or JSON Lines with "
     "\"prompt\" (and \"id\"); '-' reads stdin. Writes one JSON record per prompt, in order.", show_default=False)]
 BatchFormatOpt = Annotated[str, typer.Option(
-    "--batch-format", help="auto | lines | jsonl: how --batch input is read (auto: JSON Lines when the first "
+    "--batch-format", metavar="auto|lines|jsonl",
+    help="auto | lines | jsonl: how --batch input is read (auto: JSON Lines when the first "
     "non-blank line starts with '{').")]
 EndpointOpt = Annotated[str | None, typer.Option(
     "--endpoint", metavar="URL", help="Ask a server instead of loading a model: `llmscope serve`, or any "
     "OpenAI-compatible server (vLLM, llama.cpp, ollama). Default: $LLMSCOPE_ENDPOINT. -m then names the served "
     "model.", show_default=False)]
 ApiKeyOpt = Annotated[str | None, typer.Option(
-    "--api-key", help="The endpoint's API key. Default: $LLMSCOPE_API_KEY. Sent to that server only: a redirect "
+    "--api-key", metavar="KEY",
+    help="The endpoint's API key. Default: $LLMSCOPE_API_KEY. Sent to that server only: a redirect "
     "to another server is refused.", show_default=False)]
 TimeoutOpt = Annotated[float | None, typer.Option(
     "--timeout", metavar="SECONDS", help="With an endpoint: the longest wait for one whole answer.  "
     f"[default: {DEFAULT_TIMEOUT:g}]", show_default=False)]
 ContextOpt = Annotated[str | None, typer.Option(
-    "--prompt", help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
+    "--prompt", metavar="TEXT",
+    help="Context before TEXT (not scored); with --chat, the question TEXT answers.", show_default=False)]
 ScoreChatOpt = Annotated[bool, typer.Option(
     "--chat", help="Score TEXT as the assistant's answer to --prompt under the chat template.")]
 WindowOpt = Annotated[int | None, typer.Option(
-    "--window", help="Tokens per forward pass (default: the model's context length).", show_default=False)]
+    "--window", metavar="N", help="Tokens per forward pass (default: the model's context length).", show_default=False)]
 StrideOpt = Annotated[int | None, typer.Option(
-    "--stride", help="Tokens the window moves for texts longer than it (default: half the window).",
+    "--stride", metavar="N", help="Tokens the window moves for texts longer than it (default: half the window).",
     show_default=False)]
 MaxTokensOpt = Annotated[int | None, typer.Option(
-    "--max-tokens", help="Score at most this many tokens of the text.", show_default=False)]
-PortOpt = Annotated[int, typer.Option("--port", "-p", help="Port to listen on; 0 picks a free one (printed).")]
+    "--max-tokens", metavar="N", help="Score at most this many tokens of the text.", show_default=False)]
+PortOpt = Annotated[int, typer.Option("--port", "-p", metavar="PORT",
+    help="Port to listen on; 0 picks a free one (printed).")]
 ServeCheckOpt = Annotated[bool, typer.Option(
     "--check", help="Load the model, print what would be served, and exit without listening.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="With --batch: prompts run together (padded).")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", metavar="N",
+    help="With --batch: prompts run together (padded).")]
 HtmlOpt = Annotated[str | None, typer.Option(
     "--html", metavar="FILE|DIR", help="Also write the result as one self-contained HTML page (data inline, opens "
-    "from disk, no network); with --batch, a folder of one page per record.", show_default=False)]
+    "from disk, no network); with --batch, a folder of one page per record.", show_default=False), HTML_FILE]
 
 
 def example(*args: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -240,6 +249,7 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
         loaded = load_model(spec, device=settings.device, dtype=settings.dtype, device_map=settings.device_map,
                             trust_remote_code=settings.trust_remote_code, quantize=settings.quantize)
     model_summary(display, loaded.info)
+    warn_all(display, loaded.info.load_warnings)
     display.model_info = loaded.info
     if loaded.device == "cpu" and (fit_threads or settings.threads is not None):
         fit_cpu_threads(display, settings.threads)
@@ -257,13 +267,11 @@ def fit_cpu_threads(display: Display, asked: int | None) -> None:
                         "expect slower, noisier runs")
 
 
-def html_target(html: str | None, batch: bool = False) -> Any:  # -> Path | None
-    """--html's path checked before any model loads (None without --html)."""
-    if html is None:
-        return None
-    from llmscope.render.html import check_html_target
+def html_target(html: str | None) -> Any:  # -> Path | None
+    """--html's path (None without it); the option group checked it before the command ran."""
+    from pathlib import Path
 
-    return check_html_target(html, batch)
+    return None if html is None else Path(html)
 
 
 def warn_all(display: Display, notes: tuple[str, ...]) -> None:

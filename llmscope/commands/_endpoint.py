@@ -18,30 +18,33 @@ LOAD_VARIABLES = ("LLMSCOPE_QUANTIZE", "LLMSCOPE_THREADS")
 
 
 def endpoint_settings(given: EndpointOptions, model: str | None, batch: Any,
-                      local_only: dict[str, bool] | None = None, load: Any = None, display: Any = None) -> Any:
+                      local_only: dict[str, bool] | None = None, load: Any = None, display: Any = None,
+                      option: str = "--endpoint") -> Any:
     """The endpoint to ask, or None to run locally; options that need a local model are refused with it (load:
     the command's LoadOptions, each one given is refused), environment load settings set aside with a warning on
-    display."""
+    display. `option` is the command's name for the endpoint (compare's --against-endpoint): the messages say it."""
     import os
 
-    from llmscope.client.endpoint import endpoint_from
+    from llmscope.client.endpoint import check_url, endpoint_from
 
     url, api_key = given.endpoint, given.api_key
+    if url is not None:
+        check_url(url, option)
     settings = endpoint_from(url, api_key, model, given.timeout)
     if settings is None:
         if api_key is not None:
-            raise UsageError("--api-key is for --endpoint", hint="add --endpoint URL, or drop --api-key")
+            raise UsageError(f"--api-key is for {option}", hint=f"add {option} URL, or drop --api-key")
         if given.timeout is not None:
-            raise UsageError("--timeout is for --endpoint", hint="add --endpoint URL, or drop --timeout")
+            raise UsageError(f"--timeout is for {option}", hint=f"add {option} URL, or drop --timeout")
         return None
     if batch is not None:
         raise UsageError("--batch with --endpoint is for next-token and score",
                          hint="loop over the prompts: a warm server answers each fast")
-    loading = {option: getattr(load, name) != default for option, name, default in LOAD_OPTIONS} if load else {}
-    for option, wanted in {**loading, **(local_only or {})}.items():
+    loading = {name: getattr(load, field) != default for name, field, default in LOAD_OPTIONS} if load else {}
+    for name, wanted in {**loading, **(local_only or {})}.items():
         if wanted:
-            raise UsageError(f"{option} needs a local model, not --endpoint",
-                             hint=f"drop {option} or --endpoint: the server holds its model as it was started")
+            raise UsageError(f"{name} needs a local model, not {option}",
+                             hint=f"drop {name} or {option}: the server holds its model as it was started")
     set_aside = [f"{name}={os.environ[name]}" for name in LOAD_VARIABLES if os.environ.get(name, "").strip()]
     if set_aside and display is not None:
         display.warning(f"{', '.join(set_aside)} set aside: the figures come from the server at {settings.base}, "

@@ -1,5 +1,5 @@
-"""The TEXT argument and --file option that score and compare share: a text read byte for byte, final newline kept.
-Option types only; no command lives here."""
+"""The TEXT argument and -f/--file option of every command that reads a text (tokenize, score, compare): the one
+way to give it from a file, read byte for byte, final newline kept. Option types only; no command lives here."""
 
 from __future__ import annotations
 
@@ -11,5 +11,6 @@ TextArg = Annotated[str | None, typer.Argument(
     help="The text; '-' reads it from stdin, byte for byte (a final newline is kept: echo -n leaves it out).",
     show_default=False)]
 FileOpt = Annotated[str | None, typer.Option(
-    "--file", "-f", help="Read the text from this file (UTF-8), byte for byte: its final newline is scored too.",
+    "--file", "-f", metavar="FILE",
+    help="Read the text from this file (UTF-8), byte for byte: its final newline is part of the text too.",
     show_default=False)]

@@ -28,17 +28,20 @@ def architecture(
         "--weights", help="Load the real model for its dtypes and devices (default: config only, no weights).")
     ] = False,
     depth: Annotated[int | None, typer.Option(
-        "--depth", help="Show the module tree this many levels deep.", show_default=False)] = None,
+        "--depth", metavar="N", help="Show the module tree this many levels deep.", show_default=False)] = None,
     context: Annotated[str | None, typer.Option(
-        "--context", help="Memory plan up to this many tokens: 4096, 32k, 128k (default: the model's context).",
+        "--context", metavar="TOKENS",
+        help="Memory plan up to this many tokens: 4096, 32k, 128k (default: the model's context).",
         show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", help="Memory plan for this many sequences at once (B).")] = 1,
+        "--batch-size", metavar="N", help="Memory plan for this many sequences at once (B).")] = 1,
     kv_dtype: Annotated[str | None, typer.Option(
-        "--kv-dtype", help="KV cache dtype for the plan: float32 | bfloat16 | float16 | float8 | int8 | int4 "
+        "--kv-dtype", metavar="DTYPE",
+        help="KV cache dtype for the plan: float32 | bfloat16 | float16 | float8 | int8 | int4 "
         "(default: the weights' dtype).", show_default=False)] = None,
     gpu_memory: Annotated[str | None, typer.Option(
-        "--gpu-memory", help="Check the plan against this GPU size, e.g. 80GB (GB = GiB, as GPU makers mean it; "
+        "--gpu-memory", metavar="SIZE",
+        help="Check the plan against this GPU size, e.g. 80GB (GB = GiB, as GPU makers mean it; "
         "default: 24, 40 and 80 GiB).", show_default=False)] = None,
     *,
     shared: Shared,

@@ -23,6 +23,7 @@ from llmscope.cli.kit import (
     read_prompt,
 )
 from llmscope.core.command_settings import ModelSettings, PromptSettings
+from llmscope.core.output_files import PLOT_FILE
 
 if TYPE_CHECKING:
     from llmscope.attention.pick import AttentionSettings
@@ -36,26 +37,30 @@ def attention(
     prompt: PromptArg,
     model: ModelOpt = None,
     query: Annotated[str | None, typer.Option(
-        "--query", help="The query token: a position (0, 5, -1) or its text ('it'). Default: the last token.",
+        "--query", metavar="TOKEN",
+        help="The query token: a position (0, 5, -1) or its text ('it'). Default: the last token.",
         show_default=False)] = None,
     layer: Annotated[int | None, typer.Option(
-        "--layer", "-l", help="Show every head of this layer (from 0), grouped by the KV head they share.",
+        "--layer", "-l", metavar="N", help="Show every head of this layer (from 0), grouped by the KV head they share.",
         show_default=False)] = None,
     head: Annotated[int | None, typer.Option(
-        "--head", help="Only this head (from 0): with --layer, that layer's head; alone, the head in every layer.",
+        "--head", metavar="N",
+        help="Only this head (from 0): with --layer, that layer's head; alone, the head in every layer.",
         show_default=False)] = None,
     keys: Annotated[str | None, typer.Option(
-        "--keys", help="The key tokens to show, by text or position: Mary,John or 0,5,-1 (default: all that fit, "
+        "--keys", metavar="TOKENS",
+        help="The key tokens to show, by text or position: Mary,John or 0,5,-1 (default: all that fit, "
         "else the strongest).", show_default=False)] = None,
     matrix: Annotated[bool, typer.Option(
         "--matrix", help="With --layer and --head: the whole tokens × tokens pattern, fitted to the terminal.")
     ] = False,
     max_weights: Annotated[int, typer.Option(
-        "--max-weights", help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
+        "--max-weights", metavar="N",
+        help="Most attention weights to keep (layers × heads × queries × keys); one layer's heads × "
         "n² inside the forward may reach 16 times this.")] = 4_000_000,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="Also draw the head grid of the selected layers as an image (needs "
-        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False), PLOT_FILE] = None,
     chat: ChatOpt = None,
     system: SystemOpt = None,
     html: HtmlOpt = None,
@@ -83,11 +88,6 @@ def attention(
         for message in settings.ignored():
             display.warning(message)
         plot_path = Path(plot) if plot is not None else None
-        if plot_path is not None:
-            from llmscope.render.benchchart import check_plot_path, require_matplotlib
-
-            check_plot_path(plot_path)
-            require_matplotlib()
         html_path = html_target(html)
         text = read_prompt(prompt)
         check_attention_choices(display, models, settings, text, plot_path is not None)

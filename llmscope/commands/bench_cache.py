@@ -22,6 +22,7 @@ from llmscope.cli.kit import (
 )
 from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
+from llmscope.core.output_files import PLOT_FILE
 
 
 @app.command("bench-cache", epilog=EXIT_CODES_HELP)
@@ -33,28 +34,32 @@ def bench_cache(
         "Sarah...'.", show_default=False)] = None,
     model: ModelOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", "-n", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
+        "--max-new-tokens", "-n", metavar="N", help="New tokens per run, exactly (EOS is suppressed).  [default: 100]",
         show_default=False)] = None,
     warmup: Annotated[int, typer.Option(
-        "--warmup", help="Untimed runs of each mode before timing starts (at the first length, at most 16 tokens; "
+        "--warmup", metavar="N",
+        help="Untimed runs of each mode before timing starts (at the first length, at most 16 tokens; "
         "the full length with --static-cache).")] = 1,
     repeat: Annotated[int | None, typer.Option(
-        "--repeat", "-r", help="Timed runs per mode (and per length), a fixed count.  [default: until the speed-up's "
+        "--repeat", "-r", metavar="N",
+        help="Timed runs per mode (and per length), a fixed count.  [default: until the speed-up's "
         "95% interval is within ±5% (3+ pairs) or --max-time; 3 with --sweep or --depth]", show_default=False)] = None,
     max_time: Annotated[float | None, typer.Option(
         "--max-time", metavar="SECONDS", help="Time budget for the warm-up and timed runs: repeat pairs until the "
         "speed-up's 95% interval is within ±5% (3+ pairs) or this runs out.  [default: 80]",
         show_default=False)] = None,
     sweep: Annotated[str | None, typer.Option(
-        "--sweep", help="Time both modes at each of these new-token counts, e.g. 16,32,64,128,256, and fit how "
+        "--sweep", metavar="N,N,...",
+        help="Time both modes at each of these new-token counts, e.g. 16,32,64,128,256, and fit how "
         "time grows.", show_default=False)] = None,
     depth: Annotated[str | None, typer.Option(
-        "--depth", help="Time prefill (time to first token) and decode at each of these prompt lengths, e.g. "
+        "--depth", metavar="N,N,...",
+        help="Time prefill (time to first token) and decode at each of these prompt lengths, e.g. "
         "128,512,2048 (the prompt's tokens repeated), with and without the cache, and fit how they grow "
         "(llama-bench's -p/-d).  [default new tokens: 16]", show_default=False)] = None,
     plot: Annotated[str | None, typer.Option(
         "--plot", metavar="FILE.png|svg", help="With --sweep or --depth: also write the chart as an image (needs "
-        "matplotlib: pip install 'llmscope[plot]').", show_default=False)] = None,
+        "matplotlib: pip install 'llmscope[plot]').", show_default=False), PLOT_FILE] = None,
     csv_output: Annotated[bool, typer.Option("--csv", help="One CSV row per timed run on stdout.")] = False,
     static_cache: Annotated[bool, typer.Option(
         "--static-cache", help="Time the cached mode with a preallocated static KV cache.")] = False,
@@ -89,8 +94,6 @@ def bench_cache(
             if sweep is None and depth is None:
                 raise UsageError("--plot draws the --sweep or --depth chart",
                                  hint="add --sweep 16,32,64 or --depth 128,512,2048 (for example)")
-            benchchart.check_plot_path(plot_path)
-            benchchart.require_matplotlib()
         text = read_prompt(prompt) if prompt is not None else benchmark.DEFAULT_PROMPT
         loaded = load(display, replace(models, threads=None), fit_threads=False)  # the threads are set per run
         from llmscope.loading.cputhreads import choose_threads

@@ -10,7 +10,7 @@ import typer
 from llmscope.cli.app import app
 from llmscope.cli.groups import Shared, grouped
 from llmscope.cli.kit import EXIT_CODES_HELP, ModelOpt, command, example, load, read_prompt
-from llmscope.core.errors import UsageError
+from llmscope.core.command_settings import MAX_NEW_TOKENS, MAX_SEED, whole_number
 
 DEFAULT_PROMPT = "The capital of France is"
 
@@ -23,9 +23,10 @@ def check_invariance(
         help=f"The prompt; '-' reads it from stdin. Default: {DEFAULT_PROMPT!r}.", show_default=False)] = None,
     model: ModelOpt = None,
     new_tokens: Annotated[int, typer.Option(
-        "--new-tokens", "-n", help="Greedy tokens generated and appended before the checks (decode steps for the "
+        "--new-tokens", "-n", metavar="N",
+        help="Greedy tokens generated and appended before the checks (decode steps for the "
         "cache check, tokens for the greedy comparisons).")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the batch's shuffle.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the batch's shuffle.")] = 0,
     *,
     shared: Shared,
 ) -> None:
@@ -37,8 +38,8 @@ def check_invariance(
     """
     with command(shared.output.quiet) as display:
         display.mode = shared.output.mode()
-        if new_tokens < 0:
-            raise UsageError("--new-tokens must be 0 or more", hint="use --new-tokens 8, for example")
+        whole_number("--new-tokens", new_tokens, 0, MAX_NEW_TOKENS, hint="use --new-tokens 8, for example")
+        whole_number("--seed", seed, 0, MAX_SEED)
         from llmscope.generation.prompts import encode_prompt
         from llmscope.invariance.check import COMPANIONS
         from llmscope.invariance.check import check_invariance as run_check
@@ -46,7 +47,7 @@ def check_invariance(
 
         text = read_prompt(prompt) if prompt is not None else DEFAULT_PROMPT
         loaded = load(display, shared.load.settings(model))
-        encoded = encode_prompt(loaded, text, new_tokens=max(new_tokens, 1))
+        encoded = encode_prompt(loaded, text, new_tokens=max(new_tokens, 1), budget_option="--new-tokens")
         companions = [encode_prompt(loaded, other).ids for other in COMPANIONS]
         result = run_check(loaded, encoded.ids, text, new_tokens=new_tokens, companions=companions, seed=seed)
         show_invariance(display, loaded.info, result)

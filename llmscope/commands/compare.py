@@ -33,19 +33,22 @@ def compare(
     file: FileOpt = None,
     model: ModelOpt = None,
     against: Annotated[str | None, typer.Option(
-        "--against", "-b", help="Model B: hub id, folder, .gguf file or alias (default: model A again).",
+        "--against", "-b", metavar="MODEL",
+        help="Model B: hub id, folder, .gguf file or alias (default: model A again).",
         show_default=False)] = None,
     against_dtype: Annotated[str | None, typer.Option(
-        "--against-dtype", help="Load B in this dtype (float32 | bfloat16 | float16), e.g. A in another precision.",
+        "--against-dtype", metavar="DTYPE",
+        help="Load B in this dtype (float32 | bfloat16 | float16), e.g. A in another precision.",
         show_default=False)] = None,
     against_quantize: Annotated[str | None, typer.Option(
         "--against-quantize", metavar="auto|none|int8|int4", help="Load B with this --quantize, e.g. none to "
         "measure what a GGUF's packed 4-bit weights cost against their exact dequantization.",
         show_default=False)] = None,
-    worst: Annotated[int, typer.Option("--worst", help="Name the N positions where the models part most.")] = 10,
+    worst: Annotated[int, typer.Option("--worst", metavar="N",
+        help="Name the N positions where the models part most.")] = 10,
     next_token: Annotated[bool, typer.Option(
         "--next-token", help="Also the two top-k tables for the token after the text, side by side.")] = False,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Rows of the --next-token tables.")] = 10,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K", help="Rows of the --next-token tables.")] = 10,
     against_endpoint: Annotated[str | None, typer.Option(
         "--against-endpoint", metavar="URL", help="Model B is the one `llmscope serve` serves at URL (it must "
         "tokenize TEXT like model A).", show_default=False)] = None,
@@ -70,7 +73,7 @@ def compare(
             against_quantize=against_quantize, worst=worst, next_token=next_token, top_k=top_k)
         remote = endpoint_settings(EndpointOptions(against_endpoint, api_key, timeout), None, None, {
             "--against": against is not None, "--against-dtype": against_dtype is not None,
-            "--against-quantize": against_quantize is not None})
+            "--against-quantize": against_quantize is not None}, option="--against-endpoint")
         settings_a = shared.load.settings(model)
         settings_b = shared.load.settings(
             against if against is not None else model, dtype=against_dtype or shared.load.dtype,

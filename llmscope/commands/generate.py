@@ -37,17 +37,27 @@ from llmscope.core.command_settings import PromptSettings
 def generate(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Most new tokens.")] = 50,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", metavar="N", help="Most new tokens.")] = 50,
+    min_new_tokens: Annotated[int, typer.Option(
+        "--min-new-tokens", metavar="N",
+        help="Hold EOS back until this many new tokens (its logit is -inf before the pick, "
+        "greedy or sampled; the probabilities shown are those without it).")] = 0,
+    ignore_eos: Annotated[bool, typer.Option(
+        "--ignore-eos", help="Never stop at EOS: always --max-new-tokens new tokens (EOS held back for all).")
+    ] = False,
     chat: ChatOpt = None,
     system: SystemOpt = None,
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float | None, typer.Option(
-        help="Sampling temperature (implies --sample; 0 means greedy).", show_default=False)] = None,
+        "--temperature", metavar="NUMBER", help="Sampling temperature (implies --sample; 0 means greedy).",
+        show_default=False)] = None,
     top_k: Annotated[int | None, typer.Option(
-        "--top-k", help="Sample from the k most likely tokens (implies --sample).", show_default=False)] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling threshold (implies --sample).",
-                                                show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same text.", show_default=False)] = None,
+        "--top-k", metavar="K", help="Sample from the K most likely tokens (implies --sample).",
+        show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(
+        "--top-p", metavar="NUMBER", help="Nucleus sampling threshold (implies --sample).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", metavar="N", help="Random seed: same seed, same text.", show_default=False)] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the KV cache.")] = True,
     static_cache: Annotated[bool, typer.Option(
         "--static-cache", help="Preallocate the KV cache for prompt + --max-new-tokens (fixed shapes).")] = False,
@@ -62,7 +72,7 @@ def generate(
         help="Colour each token by its probability (--show-probs=entropy: by the distribution's entropy).",
         show_default=False)] = None,
     logprobs: Annotated[int, typer.Option(
-        "--logprobs", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
+        "--logprobs", metavar="K", help="With --json: each token's log-probability and its top K alternatives.")] = 0,
     html: HtmlOpt = None,
     batch_size: BatchSizeOpt = 8,
     *,
@@ -76,16 +86,18 @@ def generate(
         settings = GenerateCommand(
             generation=GenerationSettings.from_options(
                 max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model),
+                seed=seed, use_cache=cache, logprobs=logprobs, static_cache=static_cache, compile=compile_model,
+                min_new_tokens=min_new_tokens, ignore_eos=ignore_eos),
             prompt=PromptSettings(chat=chat, system=system),
             model=shared.load.settings(model),
             mode=shared.output.mode(batch=batch_settings is not None),
             show_probs=show_probs, full_text=full_text, stream=stream, batch=batch_settings)
         remote = endpoint_settings(shared.endpoint, model, batch_settings, {
-            "--static-cache": static_cache, "--compile": compile_model, "--html": html is not None},
+            "--static-cache": static_cache, "--compile": compile_model, "--html": html is not None,
+            "--min-new-tokens": min_new_tokens > 0, "--ignore-eos": ignore_eos},
             shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         if remote is not None:
@@ -118,7 +130,8 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
         outcomes = run_batch(
             items, settings.batch.batch_size,
             prepare=lambda item: encode_prompt(loaded, item.prompt, chat=chat, system=settings.prompt.system,
-                                               new_tokens=generation.max_new_tokens),
+                                               new_tokens=generation.max_new_tokens,
+                                               budget_option="--max-new-tokens"),
             run_chunk=lambda encoded: generate_encoded(loaded, encoded, generation, detail=TokenDetail(
                 texts=html_path is not None or generation.logprobs > 0,
                 entropy=html_path is not None or generation.logprobs > 0, alternatives=generation.logprobs)))
@@ -134,7 +147,7 @@ def run_generate(display: Any, settings: Any, text: str | None, items: list[Any]
         display.for_people)
     show.legend(display, settings.show_probs)
     encoded = encode_prompt(loaded, text, chat=chat, system=settings.prompt.system,
-                            new_tokens=generation.max_new_tokens)
+                            new_tokens=generation.max_new_tokens, budget_option="--max-new-tokens")
     if streaming and settings.full_text:
         display.write(encoded.text)
     wants_html = html_path is not None

@@ -36,13 +36,16 @@ from llmscope.core.command_settings import PromptSettings
 def next_token(
     prompt: OptionalPromptArg = None,
     model: ModelOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many candidates to show per step.")] = 10,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", metavar="K",
+        help="How many candidates to show per step.")] = 10,
     steps: Annotated[int, typer.Option(
-        "--steps", help="Greedy steps: append the top token and show the next distribution, N times.")] = 1,
+        "--steps", metavar="N",
+        help="Greedy steps: append the top token and show the next distribution, N times.")] = 1,
     temperature: Annotated[float | None, typer.Option(
+        "--temperature", metavar="NUMBER",
         help="Also show the distribution a sampler draws from at this temperature.", show_default=False)] = None,
     top_p: Annotated[float | None, typer.Option(
-        "--top-p", help="Also show the sampler's distribution after nucleus (top-p) filtering.",
+        "--top-p", metavar="NUMBER", help="Also show the sampler's distribution after nucleus (top-p) filtering.",
         show_default=False)] = None,
     lens: Annotated[bool, typer.Option(
         "--lens", help="Logit lens: every block's last hidden state through the final norm and LM head.")] = False,
@@ -67,7 +70,7 @@ def next_token(
         remote = endpoint_settings(shared.endpoint, model, None, {"--lens": lens, "--html": html is not None},
                                    shared.load, display)
         text = prompt_or_batch(prompt, batch_settings)
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         items = read_batch(batch_settings)

@@ -18,10 +18,10 @@ from llmscope.cli.kit import (
     load,
     prompt_or_batch,
     read_batch,
-    warn_all,
     write_batch,
 )
 from llmscope.core.errors import UsageError
+from llmscope.core.output_files import PLOT_FILE
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -38,7 +38,8 @@ def patch(
         "--corrupt-noise", metavar="SUBJECT", help="Corrupt PROMPT itself: Gaussian noise on the embeddings of the "
         "tokens of SUBJECT (ROME's causal tracing), --samples draws averaged.", show_default=False)] = None,
     site: Annotated[list[str] | None, typer.Option(
-        "--site", help="resid | attn | mlp | heads, repeated or a comma list ('all': resid, attn, mlp). heads: "
+        "--site", metavar="SITE",
+        help="resid | attn | mlp | heads, repeated or a comma list ('all': resid, attn, mlp). heads: "
         "each attention head at the last position. Default: resid.", show_default=False)] = None,
     layers: Annotated[str | None, typer.Option(
         "--layers", metavar="A:B", help="Blocks to patch: N, A:B (Python slice, B excluded, negative from the end) "
@@ -47,11 +48,12 @@ def patch(
         "--positions", metavar="A:B", help="Token positions to patch, as --layers. Default: all.",
         show_default=False)] = None,
     metric: Annotated[str | None, typer.Option(
-        "--metric", help="logit-diff (normalised: 1 = clean answer fully restored, 0 = not at all) | prob | logprob "
+        "--metric", metavar="logit-diff|prob|logprob",
+        help="logit-diff (normalised: 1 = clean answer fully restored, 0 = not at all) | prob | logprob "
         "(of the clean answer). Default: logit-diff; logprob with --ablate.", show_default=False)] = None,
     noise: Annotated[bool, typer.Option(
-        "--denoise/--noise", help="--denoise: clean activations into the corrupted run; --noise: corrupted ones "
-        "into the clean run.")] = False,
+        "--noise/--denoise", help="--denoise: clean activations into the corrupted run (does the answer come "
+        "back?); --noise: corrupted ones into the clean run (does it go away?).")] = False,
     target: Annotated[str | None, typer.Option(
         "--target", metavar="TOKEN", help="The clean answer (default: the clean run's top token), e.g. ' Paris'.",
         show_default=False)] = None,
@@ -59,29 +61,33 @@ def patch(
         "--corrupt-target", metavar="TOKEN", help="The corrupted answer (default: the corrupted run's top token).",
         show_default=False)] = None,
     align: Annotated[str | None, typer.Option(
-        "--align", help="start | end: pair positions of prompts of different lengths counted from the start or "
+        "--align", metavar="start|end",
+        help="start | end: pair positions of prompts of different lengths counted from the start or "
         "the end.", show_default=False)] = None,
-    samples: Annotated[int, typer.Option("--samples", help="--corrupt-noise: noise draws averaged.")] = 10,
-    seed: Annotated[int, typer.Option("--seed", help="--corrupt-noise: the noise's random seed.")] = 0,
+    samples: Annotated[int, typer.Option("--samples", metavar="N", help="--corrupt-noise: noise draws averaged.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="--corrupt-noise: the noise's random seed.")] = 0,
     noise_scale: Annotated[float, typer.Option(
-        "--noise-scale", help="--corrupt-noise: the noise's standard deviation in embedding standard deviations.")
+        "--noise-scale", metavar="NUMBER",
+        help="--corrupt-noise: the noise's standard deviation in embedding standard deviations.")
     ] = 3.0,
     ablate: Annotated[str | None, typer.Option(
-        "--ablate", help="zero | mean: replace each site of PROMPT's run instead of patching (mean: over "
+        "--ablate", metavar="zero|mean",
+        help="zero | mean: replace each site of PROMPT's run instead of patching (mean: over "
         "--reference's activations); shows the change in the metric.", show_default=False)] = None,
     reference: Annotated[str | None, typer.Option(
         "--reference", metavar="TEXT", help="--ablate mean: the text whose mean activation each site takes.",
         show_default=False)] = None,
     max_passes: Annotated[int, typer.Option(
-        "--max-passes", help="Refuse runs of more patched runs (cells x samples) than this.")] = 4096,
+        "--max-passes", metavar="N", help="Refuse runs of more patched runs (cells x samples) than this.")] = 4096,
     cells_per_pass: Annotated[int | None, typer.Option(
-        "--cells-per-pass", help="Batch rows per forward pass (default: as many as fit, up to 16 on the CPU, 64 on a "
+        "--cells-per-pass", metavar="N",
+        help="Batch rows per forward pass (default: as many as fit, up to 16 on the CPU, 64 on a "
         "GPU).",
         show_default=False)] = None,
-    top: Annotated[int, typer.Option("--top", help="Strongest cells named under each table.")] = 5,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="Strongest cells named under each table.")] = 5,
     plot: Annotated[str | None, typer.Option(
-        "--plot", metavar="FILE", help="Also write the heatmaps, one per site (.png or .svg).",
-        show_default=False)] = None,
+        "--plot", metavar="FILE.png|svg", help="Also write the heatmaps, one per site (.png or .svg).",
+        show_default=False), PLOT_FILE] = None,
     *,
     shared: Shared,
 ) -> None:
@@ -103,19 +109,18 @@ def patch(
                 seed=seed, noise_scale=noise_scale, ablate=ablate, reference=reference, align=align,
                 max_passes=max_passes, rows_per_pass=cells_per_pass, top=top),
             model=model_settings, corrupt=corrupt, mode=shared.output.mode(batch=batch_settings is not None),
-            plot=plot, batch=batch_settings)
-        if plot is not None:
-            from pathlib import Path
-
-            from llmscope.render.benchchart import check_plot_path, require_matplotlib
-
-            require_matplotlib()
-            check_plot_path(Path(plot))
+            plot=plot, batch=batch_settings, given=_typed(shared.given, noise))
         text = prompt_or_batch(prompt, batch_settings)
         display.mode = settings.mode
-        warn_all(display, settings.warnings())
         items = read_batch(batch_settings)
         _run_patch(display, settings, text, items)
+
+
+def _typed(given: frozenset[str], noise: bool) -> frozenset[str]:
+    """The options that only some ways of corrupting use, as the user typed them (--noise or --denoise)."""
+    flags = {"samples": "--samples", "seed": "--seed", "noise_scale": "--noise-scale", "align": "--align",
+             "reference": "--reference", "noise": "--noise" if noise else "--denoise"}
+    return frozenset(flag for name, flag in flags.items() if name in given)
 
 
 def _pair(item: Any, settings: Any) -> tuple[str, str | None, Any]:

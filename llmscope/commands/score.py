@@ -35,10 +35,11 @@ def score(
     file: FileOpt = None,
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option(
-        "--top-k", "-k", help="With --json: each token's K most likely alternatives (top_logprobs).")] = 0,
-    worst: Annotated[int, typer.Option("--worst", help="Name the N most surprising tokens.")] = 5,
+        "--top-k", "-k", metavar="K", help="With --json: each token's K most likely alternatives (top_logprobs).")] = 0,
+    worst: Annotated[int, typer.Option("--worst", metavar="N", help="Name the N most surprising tokens.")] = 5,
     colour_by: Annotated[str, typer.Option(
-        "--colour-by", help="Colour tokens by 'probability' or the distribution's 'entropy'.")] = "probability",
+        "--colour-by", metavar="probability|entropy",
+        help="Colour tokens by 'probability' or the distribution's 'entropy'.")] = "probability",
     table: Annotated[bool, typer.Option("--table", help="A table of every scored token instead of the text.")] = False,
     html: HtmlOpt = None,
     *,
@@ -61,7 +62,7 @@ def score(
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
         source = read_text(text, file) if batch_settings is None else None
-        html_path = html_target(html, batch_settings is not None)
+        html_path = html_target(html)
         remote = endpoint_settings(shared.endpoint, model, None, {"--html": html_path is not None}, shared.load,
                                    display)
         items = read_batch(batch_settings)

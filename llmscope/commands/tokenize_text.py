@@ -15,13 +15,14 @@ from llmscope.cli.kit import (
     TrustOpt,
     command,
     example,
-    prompt_or_batch,
     read_batch,
     read_prompt,
+    read_text,
     require_text,
     warn_all,
     write_batch,
 )
+from llmscope.commands._text_input import FileOpt, TextArg
 from llmscope.core.command_settings import PromptSettings
 from llmscope.core.errors import UsageError
 
@@ -30,15 +31,15 @@ from llmscope.core.errors import UsageError
 @example("Hello world", "-m", "{model}")
 @grouped(batch=True)
 def tokenize(
-    text: Annotated[str | None, typer.Argument(
-        help="The text; '-' reads it from stdin byte for byte, final newline kept (or give --batch).",
-        show_default=False)] = None,
+    text: TextArg = None,
+    file: FileOpt = None,
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Model whose tokenizer to use; give several to compare them side by side.",
+        "--model", "-m", metavar="MODEL",
+        help="Model whose tokenizer to use; give several to compare them side by side.",
         show_default=False)] = None,
     ids: Annotated[bool, typer.Option("--ids", help="Print only the ids, space-separated.")] = False,
     decode: Annotated[str | None, typer.Option(
-        "--decode", help='Decode ids back to text, e.g. "504 3575 282"; "-" reads them from stdin.',
+        "--decode", metavar="IDS", help='Decode ids back to text, e.g. "504 3575 282"; "-" reads them from stdin.',
         show_default=False)] = None,
     special: Annotated[bool, typer.Option("--special/--no-special", help="Add BOS/EOS as the model does.")] = True,
     chat: Annotated[bool, typer.Option(
@@ -60,11 +61,13 @@ def tokenize(
         display.mode = settings.mode
         warn_all(display, settings.warnings())
         if decode is not None:
-            if text is not None:
-                raise UsageError("give either TEXT or --decode, not both")
+            if text is not None or file is not None:
+                raise UsageError(f"give either {'TEXT' if file is None else '--file'} or --decode, not both")
             _run_decode(display, settings)
             return
-        source = prompt_or_batch(text, batch_settings, exact=True)
+        if batch_settings is not None and (text is not None or file is not None):
+            raise UsageError("give either TEXT, --file or --batch, not several")
+        source = read_text(text, file) if batch_settings is None else None
         items = read_batch(batch_settings)
         _run_tokenize(display, settings, source, items)
 

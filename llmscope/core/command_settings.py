@@ -234,9 +234,18 @@ class GenerationSettings:
     logprobs: int = 0  # how many alternatives to keep per generated token
     static_cache: bool = False  # a preallocated KV cache of prompt + max_new_tokens positions
     compile: bool = False  # torch.compile the one-token decode step (needs static_cache)
+    min_new_tokens: int = 0  # EOS is held back (never picked) until this many new tokens
+    ignore_eos: bool = False  # EOS is never picked: always max_new_tokens new tokens
 
     def __post_init__(self) -> None:
         whole_number("--max-new-tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        whole_number("--min-new-tokens", self.min_new_tokens, 0, MAX_NEW_TOKENS)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise UsageError(f"--min-new-tokens {self.min_new_tokens} exceeds --max-new-tokens {self.max_new_tokens}",
+                             hint="raise --max-new-tokens too, or use --ignore-eos for exactly --max-new-tokens")
+        if self.ignore_eos and self.min_new_tokens:
+            raise UsageError("--min-new-tokens has no effect with --ignore-eos (EOS is held back for every token)",
+                             hint="drop one of them")
         real_number("--temperature", self.temperature, 0.0, 1e6,
                     hint="use a small value like 0.1 for near-greedy sampling")
         if self.do_sample and self.temperature == 0:
@@ -255,7 +264,8 @@ class GenerationSettings:
     def from_options(cls, max_new_tokens: int = 50, sample: bool = False, temperature: float | None = None,
                      top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                      use_cache: bool = True, logprobs: int = 0, static_cache: bool = False,
-                     compile: bool = False) -> GenerationSettings:
+                     compile: bool = False, min_new_tokens: int = 0, ignore_eos: bool = False
+                     ) -> GenerationSettings:
         """The CLI's options as settings: any of --temperature > 0, --top-k or --top-p implies --sample, and
         --temperature 0 means greedy; --compile brings a static cache."""
         real_number("--temperature", temperature, 0.0, 1e6)
@@ -266,7 +276,13 @@ class GenerationSettings:
         return cls(max_new_tokens=max_new_tokens, do_sample=do_sample,
                    temperature=1.0 if temperature is None or (temperature == 0 and not sample) else temperature,
                    top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, seed=seed, use_cache=use_cache,
-                   logprobs=logprobs, static_cache=static_cache or compile, compile=compile)
+                   logprobs=logprobs, static_cache=static_cache or compile, compile=compile,
+                   min_new_tokens=min_new_tokens, ignore_eos=ignore_eos)
+
+    @property
+    def eos_held_for(self) -> int:
+        """How many first new tokens EOS is held back for: max_new_tokens with ignore_eos."""
+        return self.max_new_tokens if self.ignore_eos else self.min_new_tokens
 
     def ignored(self) -> tuple[str, ...]:
         """Options that greedy decoding does not use."""

@@ -25,6 +25,8 @@ class ModelInfo:
     weights: str | None = None  # how packed weights are held, e.g. "int4 from Q4_1 x210, int8 from Q8_0 requantized x1"
     activations: str | None = None  # the dtype packed matmuls take their input in (bfloat16)
     kept_exact: str | None = None  # layers --quantize left dense: no packed kernel takes their shape
+    packed_layers: int | None = None  # weight matrices held packed (0: --quantize packed nothing); None: none asked
+    load_warnings: tuple[str, ...] = ()  # what the load did not do as asked, also said on stderr
     endpoint: str | None = None  # the server that computed the figures (--endpoint), None for a local run
     server: str | None = None  # what that server is: "llmscope serve" or "openai-compatible"
 

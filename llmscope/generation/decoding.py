@@ -1,6 +1,6 @@
 """The one decode-step core under every command: padded batches of prompts in, one yielded step per new token.
-It picks tokens (greedy or sampled) and stops at EOS; it keeps no per-token records, decodes no text and prints
-nothing: the caller decides what to keep, what to compute from the step's logits and what to show."""
+It picks tokens (greedy or sampled) and stops at EOS, or holds EOS back for a minimum of new tokens; it keeps no
+per-token records, decodes no text and prints nothing: the caller decides what to keep and show."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class DecodeStep:
     index: int  # 0 is the token after the prompt
     token_ids: tuple[int, ...]  # the token picked for each row
     logprobs: tuple[float, ...]  # each picked token's log-probability under the distribution it was drawn from
-    logits: torch.Tensor  # [batch, vocab], float32: the last position's scores
+    logits: torch.Tensor  # [batch, vocab], float32: the last position's scores, as the pick saw them (a held-back
+    # stop id at -inf)
     distribution: torch.Tensor | None  # [batch, vocab]: the sampler's distribution when sampling, else None
     finished: tuple[bool, ...]  # rows that produced an end-of-sequence token at this step or before
     seconds: float  # this step's forward pass and pick, host-synchronised
@@ -183,10 +184,26 @@ def make_picker(sampler: Sampler | None, rows: int, device: Any) -> TokenPicker:
     return sample_pick
 
 
+def hold_back(logits: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+    """The logits with the given token ids at -inf, so that no pick (greedy or sampled) can choose them."""
+    if ids is None:
+        return logits
+    return logits.index_fill(-1, ids, float("-inf"))
+
+
+def held_ids(stop_ids: set[int] | frozenset[int], vocabulary: int, device: Any) -> torch.Tensor | None:
+    """The stop ids the logits have a column for, as a tensor for hold_back (None: none)."""
+    import torch
+
+    ids = sorted(i for i in stop_ids if 0 <= i < vocabulary)
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
+
+
 def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_ids: set[int] | frozenset[int] = frozenset(), use_cache: bool = True,
                  static_cache: bool = False, compiled_step: Callable[..., Any] | None = None,
-                 hidden_states_first: bool = False, retired: Sequence[bool] | None = None) -> Iterator[DecodeStep]:
+                 hidden_states_first: bool = False, retired: Sequence[bool] | None = None,
+                 min_new_tokens: int = 0) -> Iterator[DecodeStep]:
     """Yield one DecodeStep per new token, for every row of the batch at once, until max_new_tokens or all rows
     have produced a stop id.
 
@@ -205,6 +222,10 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
         hidden_states_first: ask the first (prompt) pass for every layer's hidden states.
         retired: rows the caller has ended (its own budget, a stop string, a client gone), read before each step:
             they count as finished from then on.
+        min_new_tokens: for the first this many steps the stop ids' logits are -inf before the pick (greedy or
+            sampled alike), so no row ends before it has this many tokens; max_new_tokens holds them back always
+            (llama.cpp's --ignore-eos, vLLM's min_tokens). The step's logits and log-probabilities are those the
+            pick saw.
     The caller owns interruption: a KeyboardInterrupt raised while a step runs propagates out of the generator.
     """
     import torch
@@ -217,6 +238,7 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
     input_ids, attention_mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
     next_input = input_ids
     finished = [False] * rows
+    held = None  # the stop ids' columns, found from the first step's logits when any are to be held back
     with torch.inference_mode():
         for index in range(max_new_tokens):
             if index == 0:  # later steps start right after the previous step's sync (its .tolist())
@@ -235,6 +257,9 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
                 output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=full_positions,
                                use_cache=False, **keep, **extra)
             logits = output.logits[:, -1].float()
+            if index < min_new_tokens:
+                held = held if held is not None else held_ids(stop_ids, logits.shape[-1], logits.device)
+                logits = hold_back(logits, held)
             picked, chosen, distribution = pick(logits)
             # The one host sync of the step: the picked ids and their log-probabilities together.
             picked_host, chosen_host = torch.stack([picked.double(), chosen.double()]).tolist()

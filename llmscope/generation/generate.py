@@ -210,7 +210,7 @@ def generate_encoded(loaded: LoadedModel, prompts: Sequence[EncodedPrompt], sett
     try:
         for step in decode_steps(model, batch, settings.max_new_tokens, sampler, eos_token_ids(model, tokenizer),
                                  use_cache=settings.use_cache, static_cache=settings.static_cache,
-                                 compiled_step=compiled, retired=done):
+                                 compiled_step=compiled, retired=done, min_new_tokens=settings.eos_held_for):
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             for row in range(rows):

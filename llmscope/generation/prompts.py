@@ -25,23 +25,29 @@ class EncodedPrompt:
     chat: bool
 
 
-def check_lengths(config: Any, prompt_tokens: int, new_tokens: int, budget_option: str = "--max-new-tokens",
-                  budget_offset: int = 0) -> None:
-    """Refuse an empty prompt, a prompt past the context, or a token budget that does not fit beside it; the
-    message names the option the user typed (budget_option) with the value typed: new_tokens + budget_offset
-    (--steps N feeds N - 1 new tokens back, so its offset is 1)."""
+def check_lengths(config: Any, prompt_tokens: int, new_tokens: int = 0, budget_option: str | None = None,
+                  budget_offset: int = 0, what: str = "the prompt") -> None:
+    """Refuse an empty prompt, a prompt past the context, or a token budget that does not fit beside it.
+
+    The messages name `what` (the prompt, or the option that gave the text: "--corrupt") and the option the user
+    typed for the budget (budget_option, with the value typed: new_tokens + budget_offset; --steps N feeds N - 1
+    new tokens back, so its offset is 1). Without budget_option they name no option: a library caller's budget has
+    none, and a default would name an option that the caller's command may not have."""
     if prompt_tokens == 0:
-        raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+        raise UsageError(f"{what} is empty", hint="pass some text, or - to read it from stdin")
     limit = context_length(config)
     if limit is None:
         return
     if prompt_tokens > limit:
-        raise UsageError(f"the prompt has {prompt_tokens} tokens but the model's context is {limit}",
-                         hint="shorten the prompt")
+        raise UsageError(f"{what} has {prompt_tokens} tokens but the model's context is {limit}",
+                         hint=f"shorten {what}")
     if prompt_tokens + new_tokens > limit:
+        fits = limit - prompt_tokens + budget_offset
+        if budget_option is None:
+            raise UsageError(f"{prompt_tokens} prompt tokens + {new_tokens} new tokens exceed the model's context "
+                             f"of {limit}", hint=f"ask for {fits} new tokens or fewer")
         raise UsageError(f"{prompt_tokens} prompt tokens + {budget_option} {new_tokens + budget_offset} exceed the "
-                         f"model's context of {limit}",
-                         hint=f"use {budget_option} {limit - prompt_tokens + budget_offset} or less")
+                         f"model's context of {limit}", hint=f"use {budget_option} {fits} or less")
 
 
 def check_ids_fit(model: Any, ids: Sequence[int]) -> None:
@@ -72,12 +78,13 @@ def check_top(option: str, value: int, loaded: LoadedModel) -> None:
 
 
 def encode_prompt(loaded: LoadedModel, prompt: str, chat: bool = False, system: str | None = None,
-                  new_tokens: int = 1, budget_option: str = "--max-new-tokens", budget_offset: int = 0
-                  ) -> EncodedPrompt:
-    """Template and tokenize a prompt, then check it against the model's context and embedding."""
+                  new_tokens: int = 0, budget_option: str | None = None, budget_offset: int = 0,
+                  what: str = "the prompt") -> EncodedPrompt:
+    """Template and tokenize a prompt, then check it, with new_tokens to generate after it, against the model's
+    context and embedding (check_lengths says what budget_option, budget_offset and what name)."""
     if not prompt.strip():
-        raise UsageError("the prompt is empty", hint="pass some text, or - to read it from stdin")
+        raise UsageError(f"{what} is empty", hint="pass some text, or - to read it from stdin")
     text, ids = prompt_ids(loaded.tokenizer, prompt, chat=chat, system=system)
-    check_lengths(loaded.model.config, len(ids), new_tokens, budget_option, budget_offset)
+    check_lengths(loaded.model.config, len(ids), new_tokens, budget_option, budget_offset, what)
     check_ids_fit(loaded.model, ids)
     return EncodedPrompt(prompt=prompt, text=text, ids=tuple(ids), chat=chat)

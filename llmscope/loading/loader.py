@@ -58,6 +58,8 @@ class LoadedModel:
     weights: str | None = None  # how the weights are held, when any are packed ("int4 from Q4_1 x210, ...")
     activations: str | None = None  # the dtype packed matmuls take their input in
     kept_exact: str | None = None  # linear layers --quantize left dense (no packed kernel takes their shape)
+    packed_layers: int | None = None  # weight matrices held packed (None with --quantize none)
+    warnings: tuple[str, ...] = ()  # what the load did not do as asked (--quantize int4 that packed nothing)
     invariant: bool = False  # invariance.kernels' numerics are installed (same numbers alone, batched or cached)
 
     @property
@@ -74,6 +76,8 @@ class LoadedModel:
             weights=self.weights,
             activations=self.activations,
             kept_exact=self.kept_exact,
+            packed_layers=self.packed_layers,
+            load_warnings=self.warnings,
         )
 
     @property
@@ -433,7 +437,22 @@ def _loaded_model(spec: ModelSpec, model: Any, tokenizer: Any, device: str, dtyp
                        dtype=dtype_name(dtype), parameters=count_parameters(model),
                        load_seconds=time.perf_counter() - started,
                        from_cache=from_cache, quantize=mode, weights=weights,
-                       activations=KERNEL_DTYPE_NAME if held else None, kept_exact=kept_exact, invariant=invariant)
+                       activations=KERNEL_DTYPE_NAME if held else None, kept_exact=kept_exact,
+                       packed_layers=sum(held.values()) if mode != "none" else None,
+                       warnings=nothing_packed(mode, held, kept), invariant=invariant)
+
+
+def nothing_packed(mode: str, held: dict[str, int], kept: dict[str, int]) -> tuple[str, ...]:
+    """The warning for --quantize int8 / int4 that packed no layer (every input width is one no kernel takes):
+    the run is the unquantized model, which the user did not ask for and must not take for a quantized one."""
+    if mode not in ("int8", "int4") or held:
+        return ()
+    layers = sum(kept.values())
+    forms = "; ".join(kept) or "no linear layers"
+    return (f"--quantize {mode} packed nothing: {'all ' if layers else ''}{layers} linear layer"
+            f"{'s' if layers != 1 else ''} stay as loaded ({forms}), since no {mode} kernel takes "
+            f"{'their input widths' if layers != 1 else 'its input width'}; the figures are the unquantized "
+            "model's",)
 
 
 KERNEL_DTYPE_NAME = "bfloat16"

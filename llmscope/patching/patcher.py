@@ -199,7 +199,7 @@ def _inputs(loaded: LoadedModel, clean: str, corrupt: str | None, settings: Patc
                           std=settings.noise_scale * std)
         return RunInputs(clean_ids), RunInputs(clean_ids, draws, positions), noise
     if corrupt is not None:
-        corrupt_ids = encode_prompt(loaded, corrupt).ids
+        corrupt_ids = encode_prompt(loaded, corrupt, what="--corrupt").ids
         _check_lengths(loaded, clean_ids, corrupt_ids, settings.align)
         return RunInputs(clean_ids), RunInputs(corrupt_ids), None
     if settings.ablate is None:
@@ -246,6 +246,27 @@ def _answers(loaded: LoadedModel, settings: PatchSettings, clean_logits: Any, co
     return answer, foil
 
 
+def fitting_ranges(settings: PatchSettings, layers: int, positions: int, heads: int, per_cell: int) -> str:
+    """What to narrow so that the run fits --max-passes, with values that do fit: the first N layers, else one
+    layer and the last N positions, else fewer sites or samples."""
+    budget = settings.max_passes // per_cell  # cells that fit
+    position_sites = sum(kind != "heads" for kind in settings.sites)
+    head_cells = heads if "heads" in settings.sites else 0
+    per_layer = positions * position_sites + head_cells
+    fitting_layers = min(budget // per_layer, layers) if per_layer else layers
+    if fitting_layers >= 1:
+        chosen = "-1" if fitting_layers == 1 else f"0:{fitting_layers}"
+        return f"narrow the blocks: --layers {chosen} fits ({fitting_layers * per_layer * per_cell:,} patched runs)"
+    if position_sites and not head_cells and budget >= position_sites:  # --positions cannot go with --site heads
+        fitting_positions = min(budget // position_sites, positions)
+        chosen = "-1" if fitting_positions == 1 else f"-{fitting_positions}:"
+        runs = fitting_positions * position_sites * per_cell
+        return f"narrow both: --layers -1 --positions {chosen} fits ({runs:,} patched runs)"
+    least = (position_sites + head_cells) * per_cell
+    cut = "--samples" if per_cell > 1 else "--site kinds (run --site heads apart)" if head_cells else "--site kinds"
+    return f"even one block at one position is {least:,} patched runs: fewer {cut}"
+
+
 def plan_patch(loaded: LoadedModel, clean: str, corrupt: str | None, settings: PatchSettings) -> PatchPlan:
     """Tokenize both prompts, list the cells and check their cost against --max-passes, then run both prompts
     unpatched (capturing every activation the cells need) and pick the answers. Raises UsageError for prompts
@@ -274,7 +295,7 @@ def plan_patch(loaded: LoadedModel, clean: str, corrupt: str | None, settings: P
                                                         (len(settings.sites), "sites"), (per_cell, "samples"))
                            if n > 1)
         raise UsageError(f"{rows:,} patched runs ({sizes}) exceed --max-passes {settings.max_passes:,}",
-                         hint="narrow --layers or --positions (e.g. --layers 0:8), fewer --site or --samples, "
+                         hint=f"{fitting_ranges(settings, len(layers), positions, sites.heads, per_cell)}, "
                               f"or raise --max-passes to {rows}")
     longest = max(len(clean_inputs.ids), len(corrupt_inputs.ids) if corrupt_inputs else 0)
     budget, per_row = _rows_budget(loaded, longest, settings.rows_per_pass)
@@ -320,7 +341,7 @@ def _ablation_values(loaded: LoadedModel, sites: SiteModules, keys: list[tuple[s
 
     if settings.ablate == "mean":
         assert settings.reference is not None
-        reference = RunInputs(encode_prompt(loaded, settings.reference).ids)
+        reference = RunInputs(encode_prompt(loaded, settings.reference, what="--reference").ids)
         capture: dict[tuple[str, int], Any] = dict.fromkeys(keys)
         forward_rows(loaded, reference, [0], sites, 1, capture=capture)
         return {key: value[0].double().mean(dim=0).float() for key, value in capture.items()}

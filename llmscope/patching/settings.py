@@ -25,6 +25,28 @@ DEFAULT_SAMPLES = 10  # noise samples averaged, as in ROME's causal tracing
 NOISE_SCALE = 3.0  # noise standard deviation, in units of the embedding's standard deviation (ROME)
 MAX_ROWS_PER_PASS = 1024
 
+# How patch can corrupt or ablate, by the option that chooses it, and the options only some of them use: an option
+# given where the chosen way does not use it is refused before any load (it would be silently ignored).
+CORRUPTIONS = {"text": "--corrupt TEXT", "noise": "--corrupt-noise SUBJECT", "zero": "--ablate zero",
+               "mean": "--ablate mean"}
+USED_BY = {
+    "--denoise": ("text", "noise"), "--noise": ("text", "noise"),
+    "--align": ("text",),
+    "--samples": ("noise",), "--seed": ("noise",), "--noise-scale": ("noise",),
+    "--reference": ("mean",),
+}
+
+
+def check_options_used(corruptions: tuple[str, ...], given: frozenset[str] | set[str]) -> None:
+    """Refuse an option of USED_BY given while none of the corruptions that can run (`corruptions`: one, or those
+    a --batch record may choose) uses it."""
+    for option in sorted(given & USED_BY.keys()):
+        if not set(USED_BY[option]) & set(corruptions):
+            users = " or ".join(CORRUPTIONS[kind] for kind in USED_BY[option])
+            chosen = " / ".join(CORRUPTIONS[kind] for kind in corruptions)
+            raise UsageError(f"{option} has no effect with {chosen}: it is for {users}",
+                             hint=f"drop {option}")
+
 
 def site_list(values: list[str] | None) -> tuple[str, ...]:
     """--site given once or more, each a kind or a comma list; 'all' is resid, attn and mlp (ROME's three maps)."""
@@ -146,8 +168,10 @@ class PatchSettings:
                                  hint="the mean is taken over that text's activations at each site")
             if self.metric == "logit-diff" and self.corrupt_target is None:
                 raise UsageError("--ablate with --metric logit-diff needs --corrupt-target TOKEN (the foil)")
-        elif self.reference is not None:
-            raise UsageError("--reference is for --ablate mean")
+        if self.reference is not None and self.ablate != "mean":
+            raise UsageError(f"--reference has no effect {'with --ablate zero' if self.ablate else 'without --ablate'}"
+                             ": it is the text --ablate mean takes its means from",
+                             hint="drop --reference, or use --ablate mean")
         if self.align is not None and self.align not in ALIGNMENTS:
             raise UsageError(f"--align takes {', '.join(ALIGNMENTS)} (got {self.align!r})")
         if "heads" in self.sites and self.positions is not None:
@@ -163,13 +187,6 @@ class PatchSettings:
         """denoise (clean into corrupt), noise (corrupt into clean) or ablate (zero / mean into the prompt)."""
         return "ablate" if self.ablate else ("noise" if self.noise else "denoise")
 
-    def warnings(self) -> tuple[str, ...]:
-        notes = []
-        if self.noise_subject is None and (self.samples != DEFAULT_SAMPLES or self.noise_scale != NOISE_SCALE):
-            notes.append("--samples and --noise-scale are for --corrupt-noise: ignored")
-        if self.ablate is not None and self.align is not None:
-            notes.append("--align is for two prompts: ignored with --ablate")
-        return tuple(notes)
 
 
 @dataclass(frozen=True)
@@ -182,11 +199,15 @@ class PatchCommand:
     mode: OutputMode = OutputMode.HUMAN
     plot: str | None = None
     batch: BatchSettings | None = None
+    given: frozenset[str] = frozenset()  # the options of USED_BY that were typed ("--seed", "--denoise", ...)
 
     def __post_init__(self) -> None:
         if self.mode not in (OutputMode.HUMAN, OutputMode.JSON, OutputMode.JSONL):
             raise UsageError(f"patch writes tables, --json or --jsonl (not --{self.mode.value})")
         plain_text("--corrupt", self.corrupt)
+        if self.corrupt is not None and not self.corrupt.strip():
+            raise UsageError("--corrupt is empty", hint="pass the corrupted prompt, e.g. --corrupt \"The capital of "
+                             "Italy is\"")
         options = self.patching
         if self.batch is None:
             given = [o for o, v in (("--corrupt", self.corrupt), ("--corrupt-noise", options.noise_subject),
@@ -199,9 +220,18 @@ class PatchCommand:
                                       '"The Colosseum is in the city of"')
         elif self.corrupt is not None and options.noise_subject is not None:
             raise UsageError("give --corrupt or --corrupt-noise, not both")
+        check_options_used(self.corruptions, self.given)
         plain_text("--plot", self.plot)
         if self.plot is not None and self.batch is not None:
             raise UsageError("--plot is for one pair at a time", hint="drop --plot with --batch")
 
-    def warnings(self) -> tuple[str, ...]:
-        return self.patching.warnings()
+    @property
+    def corruptions(self) -> tuple[str, ...]:
+        """The ways this run may corrupt (CORRUPTIONS' keys): the one chosen, or with --batch those its records
+        may choose ("corrupt" or "subject")."""
+        options = self.patching
+        if options.ablate is not None:
+            return (options.ablate,)
+        if self.batch is not None:  # a record's own "corrupt" or "subject" overrides the options
+            return ("text", "noise")
+        return ("noise",) if options.noise_subject is not None else ("text",)

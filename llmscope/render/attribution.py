@@ -11,9 +11,16 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from llmscope.attribution.results import AttributionResult, Completeness, MethodAttribution, disagreement
+from llmscope.attribution.cost import passes_text, seconds_text
+from llmscope.attribution.results import (
+    AttributionCost,
+    AttributionResult,
+    Completeness,
+    MethodAttribution,
+    disagreement,
+)
 from llmscope.core.model_info import ModelInfo
-from llmscope.render.display import Display, titled, visible
+from llmscope.render.display import Display, human_bytes, titled, visible
 from llmscope.render.generation import colours_on
 
 POSITIVE = (214, 39, 40)  # red: the input raises the function
@@ -195,9 +202,14 @@ def warn_completeness(display: Display, result: AttributionResult) -> None:
                 continue
             if check.suggested_steps is not None:
                 fix = f"--steps {check.suggested_steps} passes both checks"
+            elif method.parameters.get("steps") == "auto" and check.steps < method.parameters.get("max_auto_steps", 0):
+                fix = (f"--max-time left room for {check.steps} steps, not more: raise --max-time, or try another "
+                       "--baseline")
             elif method.parameters.get("steps") == "auto":
                 fix = (f"the automatic steps stopped at their budget of {check.steps}; try --steps {check.steps * 4} "
                        "or another --baseline")
+            elif check.steps * 4 > (method.parameters.get("steps_cap") or check.steps * 4):
+                fix = "--max-time left no room to try more steps: raise it, or try more --steps or another --baseline"
             else:
                 fix = (f"--steps {2 * check.steps} and {4 * check.steps} do not pass either; try more, or "
                        "another --baseline")
@@ -209,6 +221,17 @@ def warn_completeness(display: Display, result: AttributionResult) -> None:
                                 f"the largest value between {check.compared_steps} and {check.steps} steps")
             display.warning(f"integrated gradients for {result.targets[index].text!r} did not converge: "
                             f"{'; '.join(problems)}; {fix}")
+
+
+def cost_line(cost: AttributionCost) -> str:
+    """The plan, said before the methods run: passes per method, the time at the measured rate, peak memory."""
+    time = seconds_text(cost.seconds)
+    if cost.max_seconds > cost.seconds * 1.05:
+        time += f" (up to {seconds_text(cost.max_seconds)} if integrated gradients needs more steps)"
+    timed = ", ".join(f"{p.kind} over {p.tokens} tokens{f' x {p.rows} rows' if p.rows > 1 else ''} "
+                      f"{seconds_text(p.seconds)}" for p in cost.timed_passes)
+    return (f"{passes_text(cost)}; about {time} (timed: {timed}; --max-time {cost.budget_seconds:g} s); peak "
+            f"memory about {human_bytes(cost.peak_bytes)} (weights {human_bytes(cost.weights_bytes)})")
 
 
 def show_attribution(display: Display, info: ModelInfo, result: AttributionResult, top: int = 5,
@@ -270,7 +293,7 @@ def attribution_payload(result: AttributionResult) -> dict[str, Any]:
                          "suggested_steps": c.suggested_steps, "compared_steps": c.compared_steps,
                          "largest_move": c.largest_move, "unsettled": list(c.unsettled)} for c in m.completeness],
                      "top": list(m.top), "seconds": m.seconds} for m in result.methods],
-        "top_agree": list(result.top_agree), "seconds": result.seconds,
+        "top_agree": list(result.top_agree), "seconds": result.seconds, "cost": result.cost,
     }
 
 

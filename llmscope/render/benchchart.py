@@ -9,7 +9,6 @@ from pathlib import Path
 from rich.text import Text
 
 from llmscope.bench.results import CACHE, BenchResult
-from llmscope.core.errors import UsageError
 
 # The modes' names, colours and markers, and the seconds format: shared with the tables of render/bench.py, which
 # imports them from here (the arrows run one way: bench -> benchchart).
@@ -27,8 +26,6 @@ def seconds_text(value: float | None) -> str:
     return f"{value:.3g} s" if value < 100 else f"{value:.0f} s"
 
 
-PLOT_SUFFIXES = (".png", ".svg")
-PLOT_INSTALL_HINT = "pip install 'llmscope[plot]'"
 
 
 def _series(result: BenchResult) -> list[tuple[str, list[tuple[float, float]]]]:
@@ -114,33 +111,6 @@ def text_chart(result: BenchResult, width: int = 60, height: int = 14) -> Text:
         text.append(f"  {MODE_MARKERS[mode]} {MODE_LABELS[mode]}", style=MODE_STYLES[mode])
         text.append(f" ∝ n^{fit.exponent:.2f}" if fit else "")
     return text
-
-
-def require_matplotlib() -> None:
-    """Fail early, before any timing, when --plot cannot be written."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("--plot needs matplotlib, which is not installed", hint=PLOT_INSTALL_HINT) from None
-
-
-def check_plot_path(path: Path) -> None:
-    """Refuse, before any timing, a --plot path that cannot take the image: wrong suffix, a folder, no folder,
-    or no permission to write (tried by opening it for appending; a file this check created is removed again)."""
-    if path.is_dir():
-        raise UsageError(f"--plot: {str(path)!r} is a folder; give a file name ending in .png or .svg")
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"--plot writes .png or .svg files (got {str(path)!r})")
-    if not path.parent.is_dir():
-        raise UsageError(f"--plot: the folder {str(path.parent)!r} does not exist")
-    existed = path.exists()
-    try:
-        with open(path, "ab"):
-            pass
-    except OSError as error:
-        raise UsageError(f"--plot: cannot write {str(path)!r}: {error.strerror or error}") from None
-    if not existed:
-        path.unlink(missing_ok=True)
 
 
 def save_figure(figure: object, path: Path) -> None:

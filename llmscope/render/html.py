@@ -44,20 +44,6 @@ def html_page(document: dict[str, Any]) -> str:
             f'<script>\n{asset_text("views.js")}</script>\n</body>\n</html>\n')
 
 
-def check_html_target(target: str, batch: bool) -> Path:
-    """--html's path, checked before any model loads: a file's folder must exist; with --batch, a folder."""
-    path = Path(target)
-    if batch:
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"--html {target} is a file; with --batch it names a folder (one page per record)")
-        return path
-    if path.is_dir():
-        raise UsageError(f"--html {target} is a folder", hint="give a file name, e.g. result.html")
-    if not path.parent.exists():
-        raise UsageError(f"--html {target}: the folder {path.parent} does not exist")
-    return path
-
-
 def record_file(folder: Path, keys: dict[str, Any]) -> Path:
     """A --batch record's page in the folder: its index, and its id when it has one ('0003-my-id.html')."""
     name = f"{int(keys.get('index', 0)):04d}"

@@ -257,13 +257,13 @@ def test_interrupt_keeps_the_finished_runs(tiny) -> None:
 
 
 def test_plot_check_leaves_no_file_behind(tmp_path: Path) -> None:
-    from llmscope.render.benchchart import check_plot_path
+    from llmscope.core.output_files import PLOT_FILE, check_output
 
     path = tmp_path / "chart.svg"
-    check_plot_path(path)
+    check_output(PLOT_FILE, str(path))
     assert not path.exists()
     path.write_text("kept")
-    check_plot_path(path)
+    check_output(PLOT_FILE, str(path))
     assert path.read_text() == "kept"
 
 
