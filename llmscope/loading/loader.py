@@ -60,6 +60,8 @@ class LoadedModel:
 
     @property
     def info(self) -> ModelInfo:
+        from llmscope.invariance.selftest import invariance_of
+
         return ModelInfo(
             model=self.spec.name,
             source=self.spec.kind,
@@ -72,6 +74,7 @@ class LoadedModel:
             weights=self.weights,
             activations=self.activations,
             kept_exact=self.kept_exact,
+            invariance=invariance_of(self.model),
         )
 
     @property
@@ -352,9 +355,9 @@ def load_model(
     model.eval()
     exact = False
     if invariant and target == "cpu" and device_map is None:
-        from llmscope.invariance.kernels import make_invariant
+        from llmscope.invariance.selftest import install
 
-        exact = make_invariant(model)
+        exact = install(model)
     tokenizer = _prepare_tokenizer(tokenizer)
     device_label = target
     if device_map:
