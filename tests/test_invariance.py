@@ -75,7 +75,7 @@ def test_a_row_gets_the_same_bits_whatever_rows_come_with_it(kind: str) -> None:
     torch.manual_seed(0)
     dense = InvariantLinear(256, 192, bias=True)
     layer = dense if kind == "float32" else PackedLinear(quantize(dense.weight.data, kind), dense.bias.data)
-    if kind == "bfloat16":  # a dense bfloat16 GEMM: it needs the row floor too
+    if kind == "bfloat16":  # a dense bfloat16 GEMM: it runs in fixed-shape tiles too
         from llmscope.invariance.kernels import make_linears_invariant
 
         holder = torch.nn.Sequential(layer)

@@ -55,6 +55,7 @@ class SelfTest:
     packed_rows_independent: bool  # the packed int4 / int8 kernels computed each row on its own
     kernels: tuple[str, ...]  # the kernels checked (names as in REPRESENTATIVE)
     failed: tuple[str, ...]  # the checks that did not hold at kernels.TILE_ROWS rows per call
+    unavailable: tuple[str, ...]  # kernels that cannot be built here (left out of the verdict: nothing runs them)
     probed_now: int  # checks run now (0: every answer came from the cache)
     seconds: float  # time spent probing now
     key: str  # the machine key (a hash of machine())
@@ -64,10 +65,13 @@ class SelfTest:
     @property
     def info(self) -> InvarianceInfo:
         """The verdict as every command's model_info carries it."""
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         how = (f"probed now ({self.probed_now} checks, {self.seconds:.2f} s)" if self.probed_now else
-               "cached") + f" for machine key {self.key} ({self.threads} threads): {len(self.kernels)} kernels"
+               "cached") + f" for machine key {self.key} ({threads}): {len(self.kernels)} kernels"
         if self.failed:
             how += f"; failed at {kernels.TILE_ROWS} rows per call: {', '.join(self.failed)}"
+        if self.unavailable:
+            how += f"; not available here: {', '.join(self.unavailable)}"
         return InvarianceInfo(verdict=self.verdict, tile_rows=self.tile_rows, probe=how)
 
 
@@ -117,17 +121,24 @@ def answers_path(key: str) -> Path:
     return cache_root() / "invariance" / f"{key}.json"
 
 
-def _read_answers(path: Path) -> dict[str, bool]:
+UNAVAILABLE = "unavailable"  # an answer: the kernel cannot be built here (so no model here runs it)
+
+
+class KernelUnavailable(Exception):
+    """The kernel to probe cannot be built on this machine (a packed layout torch does not make here, ...)."""
+
+
+def _read_answers(path: Path) -> dict[str, bool | str]:
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     checks = document.get("checks") if isinstance(document, dict) else None
-    return {name: value for name, value in checks.items() if isinstance(value, bool)} if isinstance(
-        checks, dict) else {}
+    return {name: value for name, value in checks.items() if isinstance(value, bool) or value == UNAVAILABLE
+            } if isinstance(checks, dict) else {}
 
 
-def _write_answers(path: Path, described: dict[str, Any], answers: dict[str, bool]) -> None:
+def _write_answers(path: Path, described: dict[str, Any], answers: dict[str, bool | str]) -> None:
     """Write the file through a temporary one and a rename, so a concurrent reader sees an old or a new file, whole.
     A cache that cannot be written only costs a probe next time."""
     try:
@@ -192,9 +203,12 @@ def _layer(kernel: str, generator: torch.Generator) -> tuple[nn.Module, int, tor
     if kind in ("int4", "int8", "bfloat16"):
         width, outputs = map(int, words[1].split("x"))
         dense = torch.randn(outputs, width, generator=generator)
-        weight = quantize(dense, kind)
+        try:
+            weight = quantize(dense, kind)
+        except (RuntimeError, ValueError) as error:
+            raise KernelUnavailable(str(error)) from error
         if weight is None:
-            raise ValueError(f"no packed {kind} kernel takes {width} x {outputs}")
+            raise KernelUnavailable(f"no packed {kind} kernel takes {width} x {outputs}")
         return PackedLinear(weight), width, torch.float32
     dtype = getattr(torch, words[1])
     width, outputs = map(int, words[2].split("x"))
@@ -308,13 +322,20 @@ def self_test(kernel_names: tuple[str, ...] = REPRESENTATIVE) -> SelfTest:
             if name not in answers:
                 try:
                     answers[name] = probe(kernel, tile_rows)
+                except KernelUnavailable as error:
+                    log.info("invariance check %s: the kernel is not available here (%s)", name, error)
+                    answers[name] = UNAVAILABLE
                 except (RuntimeError, ValueError) as error:  # a kernel that fails to run cannot be shown invariant
                     log.info("invariance check %s raised %s", name, error)
                     answers[name] = False
                 probed += 1
-            if not answers[name]:
+            if answers[name] is False:
                 failing.append(kernel)
+            elif answers[name] == UNAVAILABLE and kernel not in unavailable:
+                unavailable.append(kernel)
         return failing
+
+    unavailable: list[str] = []
 
     failed = passed(kernels.TILE_ROWS)
     verdict, tile_rows = "invariant", kernels.TILE_ROWS
@@ -324,8 +345,8 @@ def self_test(kernel_names: tuple[str, ...] = REPRESENTATIVE) -> SelfTest:
         _write_answers(path, described, answers)
     packed_ok = not any(kernel.split()[0] in ("int4", "int8") for kernel in failed)
     return SelfTest(verdict=verdict, tile_rows=tile_rows, packed_rows_independent=packed_ok, kernels=kernel_names,
-                    failed=tuple(failed), probed_now=probed, seconds=time.perf_counter() - started, key=key,
-                    threads=described["threads"], path=str(path))
+                    failed=tuple(failed), unavailable=tuple(unavailable), probed_now=probed,
+                    seconds=time.perf_counter() - started, key=key, threads=described["threads"], path=str(path))
 
 
 def _say(result: SelfTest) -> None:
