@@ -163,15 +163,16 @@ def _kernel_of(module: nn.Module) -> str | None:
     if type(module).__name__ == "PackedLinear" and packed is not None:
         columns = min(packed.rows, PROBE_COLUMNS)
         return f"{packed.kind} {packed.columns}x{columns}"
-    weight = getattr(module, "weight", None)
+    conv1d = type(module).__name__ == "Conv1D"
+    if not (isinstance(module, nn.Linear) or conv1d):
+        return None  # (a packed embedding's `weight` would dequantize the whole table: never read it here)
+    weight = module.weight
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.is_meta:
         return None
     bias = " bias" if getattr(module, "bias", None) is not None else ""
-    if type(module).__name__ == "Conv1D":
+    if conv1d:
         return f"conv1d {_dtype_name(weight.dtype)} {weight.shape[0]}x{min(weight.shape[1], PROBE_COLUMNS)}{bias}"
-    if isinstance(module, nn.Linear):
-        return f"linear {_dtype_name(weight.dtype)} {weight.shape[1]}x{min(weight.shape[0], PROBE_COLUMNS)}{bias}"
-    return None
+    return f"linear {_dtype_name(weight.dtype)} {weight.shape[1]}x{min(weight.shape[0], PROBE_COLUMNS)}{bias}"
 
 
 def _attention_of(config: Any) -> str:
