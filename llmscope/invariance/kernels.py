@@ -156,17 +156,19 @@ def _tiled_scores(queries: torch.Tensor, key_chunks: torch.Tensor, chunk_seen: l
     """queries [B, Hkv, M, D] . keys -> scores [B, Hkv, M, len(chunk_seen) * KEY_CHUNK], one GEMM of shape
     [Hkv, tile_rows, D] x [Hkv, D, KEY_CHUNK] per batch row, query tile and key chunk; chunks no query sees are left
     zero (the caller masks them)."""
-    tiles = _row_tiles(queries, tile_rows)
+    tiles = _row_tiles(queries, tile_rows)  # [B, n, Hkv, T, D]
     batch, number, heads = tiles.shape[:3]
     zeros = tiles.new_zeros(heads, tile_rows, KEY_CHUNK)
-    rows = []
-    for b in range(batch):
-        for tile in range(number):
-            left = _at_boundary(tiles[b, tile])
-            rows.append(torch.cat([torch.bmm(left, _at_boundary(key_chunks[b, chunk]).transpose(-1, -2)) if seen
-                                   else zeros for chunk, seen in enumerate(chunk_seen)], dim=-1))
-    scores = torch.stack(rows).view(batch, number, heads, tile_rows, -1)
-    return _untiled(scores, queries.shape[2])
+    products = []
+    for row_tiles, row_chunks in zip(tiles.unbind(0), key_chunks.unbind(0)):
+        keys = [_at_boundary(chunk).transpose(-1, -2) if seen else None
+                for chunk, seen in zip(row_chunks.unbind(0), chunk_seen)]
+        for tile in row_tiles.unbind(0):
+            left = _at_boundary(tile)
+            products.extend(zeros if right is None else torch.bmm(left, right) for right in keys)
+    scores = torch.stack(products).view(batch, number, len(chunk_seen), heads, tile_rows, KEY_CHUNK)
+    scores = scores.permute(0, 3, 1, 4, 2, 5).reshape(batch, heads, number * tile_rows, -1)
+    return scores[:, :, :queries.shape[2]]
 
 
 def _tiled_sums(probabilities: torch.Tensor, value_chunks: torch.Tensor, chunk_seen: list[bool], tile_rows: int
@@ -174,22 +176,23 @@ def _tiled_sums(probabilities: torch.Tensor, value_chunks: torch.Tensor, chunk_s
     """probabilities [B, Hkv, M, chunks * KEY_CHUNK] . values -> [B, Hkv, M, Dv]: per batch row and query tile, one
     GEMM of shape [Hkv, tile_rows, KEY_CHUNK] x [Hkv, KEY_CHUNK, Dv] per seen chunk, the chunks added in order.
     None when no chunk is seen."""
-    batch, heads, count, width = probabilities.shape
-    chunks = width // KEY_CHUNK
-    # [B, Hkv, M, chunks, C] -> tiles over M, then each (tile, chunk) a contiguous [Hkv, T, C] block.
-    tiles = _row_tiles(probabilities, tile_rows)  # [B, n, Hkv, T, chunks * C]
-    number = tiles.shape[1]
-    tiles = tiles.view(batch, number, heads, tile_rows, chunks, KEY_CHUNK).permute(0, 1, 4, 2, 3, 5).contiguous()
     if not any(chunk_seen):
         return None
+    batch, heads, count = probabilities.shape[:3]
+    tiles = _row_tiles(probabilities, tile_rows)  # [B, n, Hkv, T, chunks * C]
+    number = tiles.shape[1]
+    # Each (tile, chunk) one contiguous [Hkv, T, C] block: [B, n, chunks, Hkv, T, C].
+    tiles = tiles.view(batch, number, heads, tile_rows, len(chunk_seen), KEY_CHUNK).permute(0, 1, 4, 2, 3, 5)
+    tiles = tiles.contiguous()
     sums = []
-    for b in range(batch):
-        for tile in range(number):
+    for row_tiles, row_chunks in zip(tiles.unbind(0), value_chunks.unbind(0)):
+        values = [_at_boundary(chunk) if seen else None for chunk, seen in zip(row_chunks.unbind(0), chunk_seen)]
+        for tile in row_tiles.unbind(0):
             total = None
-            for chunk, seen in enumerate(chunk_seen):
-                if not seen:
+            for part, right in zip(tile.unbind(0), values):
+                if right is None:
                     continue  # an unseen chunk adds exact zeros: skipping it changes no bit
-                product = torch.bmm(_at_boundary(tiles[b, tile, chunk]), _at_boundary(value_chunks[b, chunk]))
+                product = torch.bmm(_at_boundary(part), right)
                 total = product if total is None else total + product
             sums.append(total)
     stacked = torch.stack(sums).view(batch, number, heads, tile_rows, -1)
@@ -298,7 +301,8 @@ def invariant_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
         scores = scores.masked_fill(~seen, float("-inf"))
         peak = scores.amax(-1, keepdim=True)
         peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        probabilities = torch.exp(scores - peak)  # exactly 0 where not seen
+        # exp(-inf) is 0 but slow (4x a finite argument here): exp(0) where not seen, then exactly 0 there.
+        probabilities = torch.exp((scores - peak).masked_fill(~seen, 0.0)).masked_fill(~seen, 0.0)
         total = _tiled_sums(probabilities, value_chunks, block_chunks, tile_rows)
         if total is None:
             total = probabilities.new_zeros(*probabilities.shape[:-1], value_depth + 1)

@@ -3,12 +3,12 @@ a fixed-shape tile with random companions, against the row alone), decide how ma
 the answer as JSON beside the conversion cache. It installs through invariance.kernels; it never prints (it logs).
 
 The answer is kept per machine key: CPU model, the ISA flags that pick kernels (avx*, amx*, fma), torch's version and
-CPU capability, MKL's and oneDNN's versions, torch's thread count and the environment variables that steer those
-libraries (MKL_ENABLE_INSTRUCTIONS, ATEN_CPU_CAPABILITY, ...). Each kernel shape is probed once per key; a later model
-with new shapes probes only those. Verdicts: "invariant" (every check held at TILE_ROWS rows per call), "fallback"
-(one failed, so every GEMM runs one row per call, which holds by construction: a lone row's product depends on the
-row only), "failed" (even that did not hold: no invariance is claimed) and "off" (not installed: another device, or
-asked not to).
+CPU capability, MKL's and oneDNN's versions, torch's thread count, the environment variables that steer those
+libraries (MKL_ENABLE_INSTRUCTIONS, ATEN_CPU_CAPABILITY, ...) and a hash of llmscope's kernels and probes. Each kernel
+shape is probed once per key; a later model with new shapes probes only those. Verdicts: "invariant" (every check
+held at TILE_ROWS rows per call), "fallback" (one failed, so every GEMM runs one row per call, which holds by
+construction: a lone row's product depends on the row only), "failed" (even that did not hold: no invariance is
+claimed) and "off" (not installed: another device, or asked not to).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from llmscope.loading.conversion_cache import cache_root
 
 log = logging.getLogger("llmscope")
 
-PROBE_FORMAT = 1  # bump when the checks change: older answers are then ignored
+PROBE_FORMAT = 1  # bump when the checks' meaning changes (a changed kernels.py or selftest.py re-probes anyway)
 PROBE_COLUMNS = 4096  # outputs probed per linear shape (a vocabulary-wide head is probed on its first 4096 rows)
 ISA_PREFIXES = ("avx", "amx", "fma")
 STEERING = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY",
@@ -109,7 +109,16 @@ def machine() -> dict[str, Any]:
             "onednn": " ".join(part for part in onednn.groups() if part) if onednn else None,
             "threads": torch.get_num_threads(),
             "environment": {name: os.environ[name] for name in STEERING if name in os.environ},
-            "probe_format": PROBE_FORMAT}
+            "probe_format": PROBE_FORMAT, "llmscope_kernels": _source_digest()}
+
+
+def _source_digest() -> str:
+    """A hash of the code under test (the kernels and these probes): a changed kernel is probed again."""
+    digest = hashlib.sha256()
+    for module in (kernels.__file__, __file__):
+        with contextlib.suppress(OSError, TypeError):
+            digest.update(Path(module).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def machine_key(described: dict[str, Any]) -> str:
