@@ -66,7 +66,8 @@ def tiled(x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor], tile
     if rows == 0:
         return forward(x)
     flat = x.reshape(rows, width)
-    out = torch.cat([forward(tile) for tile in row_tiles(flat, tile_rows)])[:rows]
+    outs = [forward(tile) for tile in row_tiles(flat, tile_rows)]
+    out = (outs[0] if len(outs) == 1 else torch.cat(outs))[:rows]
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
