@@ -235,6 +235,7 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
         gguf_cache_dir,
         hide_library_progress_bars,
         load_model,
+        resolve_device,
         resolve_model_spec,
     )
     from llmscope.render.display import model_summary
@@ -245,14 +246,16 @@ def load(display: Display, settings: ModelSettings, fit_threads: bool = True) ->
     if not show_bars:
         hide_library_progress_bars()
     # A first GGUF load shows transformers' own conversion progress bar; other loads a spinner.
+    # Threads first: the loader's invariance self-test checks the kernels at the thread count the run will use.
+    if (settings.device_map is None and resolve_device(settings.device) == "cpu"
+            and (fit_threads or settings.threads is not None)):
+        fit_cpu_threads(display, settings.threads)
     with contextlib.nullcontext() if show_bars else display.spinner(f"loading {spec.name}"):
         loaded = load_model(spec, device=settings.device, dtype=settings.dtype, device_map=settings.device_map,
                             trust_remote_code=settings.trust_remote_code, quantize=settings.quantize)
     model_summary(display, loaded.info)
     warn_all(display, loaded.info.load_warnings)
     display.model_info = loaded.info
-    if loaded.device == "cpu" and (fit_threads or settings.threads is not None):
-        fit_cpu_threads(display, settings.threads)
     return loaded
 
 

@@ -11,6 +11,16 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class InvarianceInfo:
+    """Whether this machine's figures are batch- and cache-invariant, as llmscope's self-test found (see
+    llmscope.invariance.selftest)."""
+
+    verdict: str  # "invariant", "fallback" (one row per GEMM call), "failed" (not invariant here) or "off"
+    tile_rows: int | None  # rows per dense GEMM call; None when off
+    probe: str  # how the verdict was reached (probed now or cached, for which machine key, what failed)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Which model a result came from and how it was loaded (the common keys of every JSON document)."""
 
@@ -29,6 +39,7 @@ class ModelInfo:
     load_warnings: tuple[str, ...] = ()  # what the load did not do as asked, also said on stderr
     endpoint: str | None = None  # the server that computed the figures (--endpoint), None for a local run
     server: str | None = None  # what that server is: "llmscope serve" or "openai-compatible"
+    invariance: InvarianceInfo | None = None  # the invariance self-test's verdict for this run (None: not said)
 
     @property
     def weights_label(self) -> str:

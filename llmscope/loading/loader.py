@@ -64,6 +64,8 @@ class LoadedModel:
 
     @property
     def info(self) -> ModelInfo:
+        from llmscope.invariance.selftest import invariance_of
+
         return ModelInfo(
             model=self.spec.name,
             source=self.spec.kind,
@@ -78,6 +80,7 @@ class LoadedModel:
             kept_exact=self.kept_exact,
             packed_layers=self.packed_layers,
             load_warnings=self.warnings,
+            invariance=invariance_of(self.model),
         )
 
     @property
@@ -331,9 +334,9 @@ def load_model(
     model.eval()
     exact = False
     if invariant and target == "cpu" and device_map is None:
-        from llmscope.invariance.kernels import make_invariant
+        from llmscope.invariance.selftest import install
 
-        exact = make_invariant(model)
+        exact = install(model)
     return _loaded_model(spec, model, _prepare_tokenizer(tokenizer), _device_label(model, target, device_map),
                          torch_dtype, mode, started, from_cache, exact)
 

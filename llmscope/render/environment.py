@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from llmscope.render.display import Display, human_bytes
+from llmscope.render.invariance import verdict_text
 from llmscope.system.environment import EnvReport
 
 
@@ -28,6 +29,8 @@ def show_environment(display: Display, report: EnvReport) -> None:
                       f"bfloat16 {'yes' if gpu.bf16_supported else 'no'}")
     table.add_row("MPS", "available" if report.mps_available else "not available")
     table.add_row("default device", f"{report.default_device} ({report.cpu_threads} CPU threads)")
+    table.add_row("CPU invariance", f"{verdict_text(report.invariance)}; {report.invariance.probe} "
+                  f"({report.invariance_file})")
     table.add_row("llmscope cache", f"{report.llmscope_cache} ({human_bytes(report.cache_size_bytes)}; "
                   "`llmscope cache` lists and clears it)")
     table.add_row("conversions", ", ".join(report.cached_conversions) or "none yet")

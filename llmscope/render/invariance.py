@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from llmscope.core.model_info import ModelInfo
+from llmscope.core.model_info import InvarianceInfo, ModelInfo
 from llmscope.invariance.check import QUANTITIES, Difference, InvarianceResult
 from llmscope.render.display import Display, titled
 
@@ -36,6 +36,9 @@ def show_invariance(display: Display, info: ModelInfo | None, result: Invariance
         if (quantity, "batch") in found or (quantity, "cache") in found:
             table.add_row(quantity, _cell(found.get((quantity, "batch"))), _cell(found.get((quantity, "cache"))))
     numerics = "invariant numerics" if result.invariant else "the model's own numerics"
+    verdict = info.invariance if info is not None else None
+    if verdict is not None and verdict.tile_rows is not None:
+        numerics += f" ({verdict_text(verdict)})"
     title = f"largest difference over {result.prompt_tokens} prompt + {result.new_tokens} greedy tokens"
     caption = (f"batch: {result.batch_size} prompts shuffled, this one row {result.batch_index}, lengths "
                f"{', '.join(map(str, result.batch_lengths))} (left-padded); cache: prefill, then one token at a time; "
@@ -47,4 +50,17 @@ def show_invariance(display: Display, info: ModelInfo | None, result: Invariance
     else:
         display.warning("the prompt's numbers depend on how it was run (see the table): "
                         + ("this device or kernel gives no invariance guarantee" if not result.invariant
+                           else "this machine's kernels failed llmscope's self-test (`llmscope env` shows it)"
+                           if verdict is not None and verdict.verdict == "failed"
                            else "invariant numerics were installed, so this is a bug: please report it"))
+
+
+def verdict_text(verdict: InvarianceInfo) -> str:
+    """The self-test's verdict in a few words: "self-test: invariant, 8 rows per GEMM call"."""
+    if verdict.verdict == "off":
+        return "off: " + verdict.probe
+    rows = f"{verdict.tile_rows} row{'s' if verdict.tile_rows != 1 else ''} per GEMM call"
+    said = {"invariant": f"self-test: invariant, {rows}",
+            "fallback": f"self-test: fallback to {rows} (tiles failed here; slower, invariant by construction)",
+            "failed": f"self-test: FAILED, not invariant on this machine ({rows})"}
+    return said.get(verdict.verdict, verdict.verdict)

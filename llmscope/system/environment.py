@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 
 from llmscope import __version__
+from llmscope.core.model_info import InvarianceInfo
 
 PACKAGES = ("torch", "transformers", "accelerate", "tokenizers", "huggingface-hub", "safetensors", "gguf", "typer",
             "rich")
@@ -42,6 +43,8 @@ class EnvReport:
     embedded_model_path: str | None
     cached_conversions: tuple[str, ...]
     cache_size_bytes: int
+    invariance: InvarianceInfo  # the CPU invariance self-test's verdict at this thread count (representative kernels)
+    invariance_file: str  # where that verdict is cached
 
 
 def package_version(name: str) -> str | None:
@@ -73,6 +76,10 @@ def collect_environment() -> EnvReport:
                                )) if conversions_dir.is_dir() else ()
     from huggingface_hub import constants as hub  # what transformers really uses ($HF_HUB_CACHE, $HF_HOME, XDG)
 
+    from llmscope.invariance.selftest import self_test
+
+    verdict = self_test()
+
     return EnvReport(
         llmscope_version=__version__,
         python=sys.version.split()[0],
@@ -92,4 +99,6 @@ def collect_environment() -> EnvReport:
         embedded_model_path=embedded,
         cached_conversions=conversions,
         cache_size_bytes=cache_size(),
+        invariance=verdict.info,
+        invariance_file=verdict.path,
     )

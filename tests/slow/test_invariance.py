@@ -53,7 +53,9 @@ def test_paris_is_the_same_alone_and_as_line_one_of_a_padded_batch(cli, tmp_path
     first = json.loads(together.stdout.splitlines()[0])
     lone_top = alone.json()["steps"][0]["top"][0]
     assert first["steps"][0]["top"][0] == lone_top and lone_top["text"] == " Paris"
-    assert lone_top["probability"] == pytest.approx(0.772990, abs=1e-6)
+    # 0.7729896 on AMD EPYC (AVX2, AVX-512) in 8-row tiles; other CPUs' float32 LM-head kernels round differently in
+    # the seventh digit (0.7729887 measured on an Intel Xeon with AMX), the same alone and batched on each.
+    assert lone_top["probability"] == pytest.approx(0.772990, abs=5e-6)
 
 
 @pytest.mark.slow

@@ -81,14 +81,14 @@ LAYERS = (
     ("llmscope.server", "llmscope.client"),
     ("llmscope.generation", "llmscope.inspection", "llmscope.attention", "llmscope.attribution", "llmscope.bench",
      "llmscope.architecture", "llmscope.system", "llmscope.patching", "llmscope.invariance"),
-    ("llmscope.loading", "llmscope.invariance.kernels"),
+    ("llmscope.loading", "llmscope.invariance.kernels", "llmscope.invariance.selftest"),
     ("llmscope.core", "llmscope"),
 )
 
 
 def layer_of(module: str) -> int:
-    """The rank of a module's package (0 = top), by the longest entry of LAYERS that holds it (invariance.kernels sits
-    below the rest of invariance); the package's own __init__ (`llmscope`) sits at the bottom."""
+    """The rank of a module's package (0 = top), by the longest entry of LAYERS that holds it (invariance.kernels and
+    .selftest sit below the rest of invariance); the package's own __init__ (`llmscope`) sits at the bottom."""
     if module == "llmscope":
         return len(LAYERS) - 1
     holders = [(len(package), rank) for rank, packages in enumerate(LAYERS) for package in packages

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.invariance import PROMPTS, assert_batches_match_alone, greedy, prompt_ids, unpadded
+from helpers.invariance import PROMPTS, all_logits, assert_batches_match_alone, greedy, prompt_ids, unpadded
 
 from llmscope.loading.loader import load_model
 
@@ -24,7 +24,7 @@ def test_a_row_gets_the_same_bits_whatever_rows_come_with_it(kind: str) -> None:
     torch.manual_seed(0)
     dense = InvariantLinear(256, 192, bias=True)
     layer = dense if kind == "float32" else PackedLinear(quantize(dense.weight.data, kind), dense.bias.data)
-    if kind == "bfloat16":  # a dense bfloat16 GEMM: it needs the row floor too
+    if kind == "bfloat16":  # a dense bfloat16 GEMM: it runs in fixed-shape tiles too
         from llmscope.invariance.kernels import make_linears_invariant
 
         holder = torch.nn.Sequential(layer)
@@ -38,18 +38,58 @@ def test_a_row_gets_the_same_bits_whatever_rows_come_with_it(kind: str) -> None:
         assert torch.equal(layer(x[None, :5]), alone[None, :5])  # [batch, positions, features] too
 
 
-def test_the_dense_gemm_needs_the_row_floor() -> None:
-    """Why ROW_FLOOR exists (measured with MKL on AVX2 and AVX-512): a plain float32 GEMM gives a row different bits
-    alone (M = 1), with 1-2 others, and with 3 or more others. If this starts failing, the floor may be unneeded."""
+def _gemm_calls(run) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
+    """Every GEMM-like call (linear, addmm, mm, bmm, matmul) `run()` makes, with its operands' shapes."""
     import torch
+    from torch.overrides import TorchFunctionMode
 
-    from llmscope.invariance.kernels import ROW_FLOOR
+    names = {"linear", "addmm", "mm", "bmm", "matmul", "__matmul__"}
+    calls = []
 
-    torch.manual_seed(0)
-    weight, x = torch.randn(1536, 576), torch.randn(8, 576)
-    plain = [torch.nn.functional.linear(x[:rows], weight)[0] for rows in (1, 2, ROW_FLOOR, 8)]
-    assert torch.equal(plain[2], plain[3])  # at or above the floor: one result
-    assert not torch.equal(plain[0], plain[2]) or not torch.equal(plain[1], plain[2])
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in names:
+                calls.append((name, tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))))
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        run()
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["none", "int8"])
+def test_every_gemm_of_a_forward_pass_has_one_fixed_shape_per_weight(tiny_model_dir: Path, mode: str) -> None:
+    """The mechanism itself, not one BLAS's behaviour: whatever the batch (1 prompt, 3 of unequal lengths, a cached
+    decode step), each dense GEMM gets exactly TILE_ROWS rows, and attention's GEMMs are [kv heads, TILE_ROWS, head dim]
+    x [kv heads, head dim, KEY_CHUNK] and [kv heads, TILE_ROWS, KEY_CHUNK] x [kv heads, KEY_CHUNK, head dim + 1]. The
+    only other products are the rotary embedding's outer products (inner dimension 1: one multiply, no sum)."""
+    from llmscope.invariance.kernels import KEY_CHUNK, TILE_ROWS
+
+    loaded = load_model(str(tiny_model_dir), device="cpu", quantize=mode)
+    config = loaded.model.config
+    kv_heads, depth = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    ids = prompt_ids(loaded, PROMPTS[:3])
+    shapes_per_weight: dict[tuple[int, ...], set[tuple[int, ...]]] = {}
+    calls = (_gemm_calls(lambda: all_logits(loaded, ids[:1])) + _gemm_calls(lambda: all_logits(loaded, ids))
+             + _gemm_calls(lambda: greedy(loaded, ids, 3, use_cache=True)))
+    assert calls
+    for name, shapes in calls:
+        if name in ("linear", "addmm", "mm"):
+            rows = shapes[1] if name == "addmm" else shapes[0]
+            assert rows[0] == TILE_ROWS and len(rows) == 2, (name, shapes)
+            shapes_per_weight.setdefault(shapes[-1], set()).add(rows)
+        elif name == "bmm":
+            assert shapes[0] in ((kv_heads, TILE_ROWS, depth), (kv_heads, TILE_ROWS, KEY_CHUNK)), shapes
+            assert shapes[1] in ((kv_heads, depth, KEY_CHUNK), (kv_heads, KEY_CHUNK, depth + 1)), shapes
+        else:  # rotary: [B, D/2, 1] @ [B, 1, L]
+            assert shapes[0][-1] == 1 and shapes[1][-2] == 1, (name, shapes)
+    assert all(len(rows) == 1 for rows in shapes_per_weight.values())  # one shape per weight, whatever the batch
+    assert any(name == "bmm" for name, _ in calls)
+    assert len(shapes_per_weight) == (5 if mode == "none" else 0)  # q and o, k and v, gate and up, down, the head
+    if mode == "int8":  # the packed kernel computes each row on its own: its calls are not tiled
+        assert not any(name == "linear" and shapes[-1] != (config.vocab_size, config.hidden_size)
+                       for name, shapes in calls)
 
 
 @pytest.mark.parametrize("mode", ["none", "int8", "int4"])

@@ -190,6 +190,26 @@ def test_the_packed_cache_entry_loads_the_same_model(quantized_gguf: Path) -> No
     assert again.model.lm_head.packed is again.model.model.embed_tokens.packed  # tied, held once
 
 
+def test_the_packed_cache_file_is_read_into_aligned_memory_of_its_own(quantized_gguf: Path, tmp_path: Path) -> None:
+    """Each tensor of the packed file in its own 64-byte-aligned allocation (the int8 kernel needs the alignment), read
+    without mapping the file (a mapping stays resident beside the copies), and equal to what safetensors reads."""
+    from safetensors.torch import load_file
+
+    from llmscope.loading.quant.packedmodel import WEIGHTS, read_safetensors, save_packed
+
+    loaded = load_model(str(quantized_gguf), device="cpu", quantize="auto")
+    save_packed(loaded.model, tmp_path)
+    read = read_safetensors(tmp_path / WEIGHTS)
+    expected = load_file(str(tmp_path / WEIGHTS))
+    assert read.keys() == expected.keys() and any(t.dtype == torch.int8 for t in read.values())
+    for name, tensor in read.items():
+        assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name]), name
+        assert tensor.data_ptr() % 64 == 0 and tensor.untyped_storage().nbytes() == tensor.nbytes, name
+    (tmp_path / WEIGHTS).write_bytes((tmp_path / WEIGHTS).read_bytes()[:-10])
+    with pytest.raises(ValueError, match="ends inside tensor"):
+        read_safetensors(tmp_path / WEIGHTS)
+
+
 @pytest.mark.parametrize("kind", ["int8", "int4"])
 def test_quantize_a_folder_at_load(tiny_model_dir: Path, kind: str) -> None:
     dense = load_model(str(tiny_model_dir), device="cpu", dtype="float32", quantize="none")
