@@ -53,8 +53,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _OWN_CACHE = pytest.StashKey[str]()
-# The tiers in the order their modules are handed to the xdist workers: the longest modules first, so that the last
-# ones to finish are short (a module's tests run in one worker: --dist loadscope).
+# The tiers in the order their modules are handed to the xdist workers (make test: --dist loadscope, a module's tests
+# in one worker, --no-loadscope-reorder, modules in this order): the slow tier first, so that the last modules to
+# finish are short ones.
 TIER_ORDER = ("slow", "process", "commands", "unit")
 
 
