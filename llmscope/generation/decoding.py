@@ -154,7 +154,8 @@ def _generators(sampler: Sampler, rows: int, device: Any) -> list[Any]:
 def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: Sampler | None = None,
                  stop_ids: set[int] | frozenset[int] = frozenset(), use_cache: bool = True,
                  static_cache: bool = False, compiled_step: Callable[..., Any] | None = None,
-                 hidden_states_first: bool = False, retired: Sequence[bool] | None = None) -> Iterator[DecodeStep]:
+                 hidden_states_first: bool = False, retired: Sequence[bool] | None = None,
+                 cache: Any = None) -> Iterator[DecodeStep]:
     """Yield one DecodeStep per new token, for every row of the batch at once, until max_new_tokens or all rows
     have produced a stop id.
 
@@ -172,6 +173,7 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
         hidden_states_first: ask the first (prompt) pass for every layer's hidden states.
         retired: rows the caller has ended (its own budget, a stop string, a client gone), read before each step:
             they count as finished from then on.
+        cache: the KV cache to fill instead of a new one (a what-if's evicting or narrow cache); with use_cache.
     The caller owns interruption: a KeyboardInterrupt raised while a step runs propagates out of the generator.
     """
     import torch
@@ -181,7 +183,8 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
     rows = batch.input_ids.shape[0]
     generators = _generators(sampler, rows, device) if sampler.do_sample else []
     cache_keyword, keep = forward_options(model)
-    cache = new_cache(model, static_cache, batch.input_ids.shape[1] + max_new_tokens) if use_cache else None
+    if cache is None and use_cache:
+        cache = new_cache(model, static_cache, batch.input_ids.shape[1] + max_new_tokens)
     input_ids, attention_mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
     next_input = input_ids
     finished = [False] * rows
