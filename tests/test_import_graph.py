@@ -92,7 +92,7 @@ LAYERS = (
     ("llmscope.render",),
     ("llmscope.server", "llmscope.client"),
     ("llmscope.generation", "llmscope.inspection", "llmscope.attention", "llmscope.attribution", "llmscope.bench",
-     "llmscope.architecture", "llmscope.system", "llmscope.patching", "llmscope.invariance"),
+     "llmscope.architecture", "llmscope.system", "llmscope.patching", "llmscope.invariance", "llmscope.whatif"),
     ("llmscope.loading", "llmscope.invariance.kernels"),
     ("llmscope.core", "llmscope"),
 )

@@ -291,7 +291,11 @@ def passkey_prompt(tokenizer: Any, depth: float, key: str, tokens: int) -> tuple
         return len(tokenizer(text, add_special_tokens=True)["input_ids"])
 
     per_sentence = max(min(length(sentence) for sentence in FILLER) - length(""), 1)
-    count = max((tokens - length(build(0)[1])) // per_sentence, 0)  # an upper bound: trimmed below
+    bare = length(build(0)[1])
+    if bare > tokens:
+        raise UsageError(f"the pass-key probe needs at least {bare} tokens with this tokenizer (got {tokens})",
+                         hint="raise --passkey-tokens (the model's context permitting)")
+    count = (tokens - bare) // per_sentence  # an upper bound: trimmed below
     while count and length(build(count)[1]) > tokens:
         count -= 1
     before, text = build(count)

@@ -124,9 +124,11 @@ def _fields(part: str) -> dict[str, str]:
 def _pattern(part: str, fields: dict[str, str]) -> Pattern:
     kind = PATTERN_KEYS.get(frozenset(fields))
     if kind is None:
-        known = ", ".join(sorted({key for keys in PATTERN_KEYS for key in keys} | {"kv-heads", "kv-cache"}))
-        raise UsageError(f"--variant {part!r}: no variant takes {', '.join(sorted(fields))} together",
-                         hint=f"keys: {known}; see llmscope what-if --help")
+        known = sorted({key for keys in PATTERN_KEYS for key in keys} | {"kv-heads", "kv-cache"})
+        unknown = [key for key in fields if key not in known]
+        what = (f"unknown key {unknown[0]!r}" if unknown else
+                f"no variant takes {', '.join(sorted(fields))} together")
+        raise UsageError(f"--variant {part!r}: {what}", hint=f"keys: {', '.join(known)}; see llmscope what-if --help")
     numbers = {key: _number(part, key, value) for key, value in fields.items()}
     if kind == "window":
         return Pattern("window", window=numbers["window"])
