@@ -526,3 +526,66 @@ def test_the_chapters_claims_on_the_embedded_model(embedded_model: Any) -> None:
     assert window.kv_cache_end_bytes * 10 < full.kv_cache_end_bytes  # evicted for real
     for row in result.variants:
         assert row.kv_cache_measured_bytes == row.kv_cache_bytes
+
+
+# ------------------------------------------------------------------------------------------------ the views
+
+
+def test_the_page_route_reads_its_variants() -> None:
+    from llmscope.server.openai_shapes import ApiError
+    from llmscope.server.whatif_route import PAGE_VARIANTS, page_settings
+
+    settings = page_settings({"prompt": "x"}, 256)
+    assert [v.spec for v in settings.variants] == list(PAGE_VARIANTS) and settings.new_tokens == 8
+    assert page_settings({"variants": ["kv-heads=1"], "new_tokens": 0}, 256).new_tokens == 0
+    for body, says in (({"variants": ["window=0"]}, "window must be at least 1"),
+                       ({"variants": "window=4"}, "must be list"),
+                       ({"variants": ["window=4"] * 9}, "at most 8"),
+                       ({"new_tokens": 300}, "more than this server allows")):
+        with pytest.raises(ApiError, match=says):
+            page_settings(body, 256)
+
+
+@pytest.mark.browser
+def test_the_html_page_shows_the_json_numbers(cli, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The --html page opened in chromium (network blocked): every row's figures are the --json document's."""
+    import json
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (README: browser tests)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium found: apt-get install chromium")
+    page_file = tmp_path / "what-if.html"
+    result = cli("what-if", short_text(), "-m", tiny_model_dir, "--variant", "sinks=2,window=6", "--variant",
+                 "kv-heads=1", "-n", "3", "--max-tokens", "60", "--passkey-depth", "0.5", "--passkey-tokens", "200",
+                 "--json", "--html", page_file)
+    assert result.exit_code == 0, result.stderr
+    document = result.json()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+        context = browser.new_context()
+        asked: list[str] = []
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else (
+            asked.append(route.request.url), route.abort()))
+        errors: list[str] = []
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.resolve().as_uri())
+        page.wait_for_selector("tr.whatif-cost")
+        quality = page.eval_on_selector_all("tr.whatif-quality", "rows => rows.map(r => Object.assign({}, r.dataset))")
+        cost = page.eval_on_selector_all("tr.whatif-cost", "rows => rows.map(r => Object.assign({}, r.dataset))")
+        embedded = json.loads(page.eval_on_selector("#llmscope-data", "e => e.textContent"))
+        browser.close()
+    assert errors == [] and asked == []
+    assert embedded["variants"] == document["variants"]
+    for shown, row in zip(quality, document["variants"], strict=True):
+        assert shown["variant"] == row["name"]
+        assert float(shown["perplexity"]) == row["perplexity"] and float(shown["klMean"]) == row["kl_mean"]
+        assert float(shown["top1"]) == row["top1_agreement"]
+        assert int(shown["passkeysFound"]) == sum(p["found"] for p in row["passkey"])
+    for shown, row in zip(cost, document["variants"], strict=True):
+        assert int(shown["kvBytes"]) == row["kv_cache_bytes"]
+        assert int(shown["kvBytesAtContext"]) == row["kv_cache_bytes_at_context"]
+        assert int(shown["measuredBytes"]) == row["kv_cache_end_bytes"]
+        assert float(shown["tokensPerS"]) == row["decode_tokens_per_s"]

@@ -25,7 +25,9 @@
 
   function qualityRows(doc) {
     const base = doc.variants[0];
-    return doc.variants.map((row) => el("tr", { "data-variant": row.name },
+    return doc.variants.map((row) => el("tr", { class: "whatif-quality", "data-variant": row.name,
+      "data-perplexity": row.perplexity, "data-kl-mean": row.kl_mean, "data-kl-max": row.kl_max,
+      "data-top1": row.top1_agreement, "data-passkeys-found": row.passkey.filter((p) => p.found).length },
       cell(row.name), cell(num(row.perplexity, 2), true), cell(ratio(row.perplexity, base.perplexity), true),
       cell(kl(row.kl_mean), true), cell(kl(row.kl_max), true),
       cell((100 * row.top1_agreement).toFixed(1) + "%", true),
@@ -35,7 +37,10 @@
 
   function costRows(doc) {
     const base = doc.variants[0];
-    return doc.variants.map((row) => el("tr", { "data-variant": row.name },
+    return doc.variants.map((row) => el("tr", { class: "whatif-cost", "data-variant": row.name,
+      "data-kv-bytes": row.kv_cache_bytes, "data-kv-bytes-at-context": row.kv_cache_bytes_at_context,
+      "data-measured-bytes": row.kv_cache_end_bytes, "data-peak-added": row.peak_memory_added_bytes,
+      "data-tokens-per-s": row.decode_tokens_per_s },
       cell(row.name), cell(V.bytes(row.kv_cache_bytes), true), cell(V.bytes(row.kv_cache_bytes_at_context), true),
       cell(ratio(row.kv_cache_bytes_at_context, base.kv_cache_bytes_at_context), true),
       cell(V.bytes(row.kv_cache_end_bytes), true), cell(V.bytes(row.peak_memory_added_bytes), true),
@@ -90,6 +95,45 @@
       el("h3", { text: "KL(full ‖ variant) along the text" }), klChart(doc));
     for (const note of noted) container.append(el("p", { class: "note", text: `left unchanged: ${note}` }));
   };
+
+  // On the explore page: a panel of its own (added to <main>), a spec per word, run on the prompt on request.
+  const PAGE_VARIANTS = "window=32 sinks=4,window=28 kv-heads=1 kv-cache=int4";
+  function explorePanel() {
+    const main = document.querySelector("main"), prompt = document.getElementById("prompt");
+    if (!main || !prompt || document.getElementById("whatif-panel")) return;
+    const specs = el("input", { id: "whatif-variants", value: PAGE_VARIANTS, size: 48, spellcheck: "false",
+      "aria-label": "what-if variants" });
+    const tokens = el("input", { id: "whatif-new-tokens", type: "number", min: 0, max: 64, value: 8,
+      style: "width:4em" });
+    const out = el("div", { id: "whatif" });
+    const button = el("button", { id: "whatif-run", type: "button", text: "measure" });
+    const box = el("section", { class: "panel wide", id: "whatif-panel" },
+      el("h2", {}, "What if", el("span", { class: "chapter",
+        text: "Recent improvements to the transformer architecture: sparse attention, grouped-query attention" })),
+      el("div", { class: "controls" }, el("label", {}, "variants", specs),
+        el("label", {}, "-n", tokens), button), out);
+    main.append(box);
+    button.addEventListener("click", async () => {
+      box.classList.add("busy");
+      delete out.dataset.ready;
+      try {
+        const response = await fetch("/llmscope/v1/explore/what-if", { method: "POST", credentials: "same-origin",
+          headers: { "Content-Type": "application/json" }, cache: "no-store", body: JSON.stringify({
+            prompt: prompt.value, variants: specs.value.split(/\s+/).filter((s) => s),
+            new_tokens: parseInt(tokens.value, 10) || 0 }) });
+        const data = await response.json().catch(() => null);
+        if (!response.ok) throw new Error(data && data.error ? data.error.message : `HTTP ${response.status}`);
+        V.whatif(out, data.result);
+        out.dataset.ready = "1";
+      } catch (error) {
+        V.clear(out).append(el("p", { class: "error", text: String(error.message || error) }));
+      } finally {
+        box.classList.remove("busy");
+      }
+    });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", explorePanel);
+  else explorePanel();
 
   const render = V.renderDocument;
   V.renderDocument = function (container, doc) {
