@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llmscope.architecture.kvcache import cache_size
@@ -42,7 +42,7 @@ class ModelPlan:
     kv_heads: int
     head_dim: int
     latent: bool  # multi-head latent attention: the cache holds a latent, not KV heads
-    layer_count: int = field(default=0)
+    layer_count: int = 0
 
 
 def _ranges(indices: list[int]) -> str:
