@@ -112,8 +112,15 @@ def what_if(
 
         loaded = load(display, models)
         if items is None:
-            with display.spinner("measuring the variants"):
-                result = run(loaded, source or "", settings)
+            with display.spinner("measuring the unchanged model") as spinner:
+                def progress(done: int, total: int, name: str) -> None:
+                    message = f"measuring {name} ({done + 1} of {total})"
+                    if spinner is not None:
+                        spinner.update(message)
+                    elif done:
+                        display.status(message)
+
+                result = run(loaded, source or "", settings, progress)
             show.show_what_if(display, loaded.info, result, plot=plot)
             save_html(display, html_path, "what-if", loaded.info, result)
             return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -326,7 +327,8 @@ def _formula(config: Any, variant: Variant, plan: ModelPlan, tokens: int, kv_dty
     return cache_size(config, tokens, 1, kv_dtype, layout=layout).kv_bytes
 
 
-def what_if(loaded: LoadedModel, text: str, settings: WhatIfSettings | None = None) -> WhatIfResult:
+def what_if(loaded: LoadedModel, text: str, settings: WhatIfSettings | None = None,
+            progress: Callable[[int, int, str], None] | None = None) -> WhatIfResult:
     """Measure each variant of settings (or the preset sweep) against the unchanged model on TEXT.
 
     Args:
@@ -334,6 +336,7 @@ def what_if(loaded: LoadedModel, text: str, settings: WhatIfSettings | None = No
             transformers' attention interface.
         text: the text read in one pass (it must fit the model's context with -n tokens after it).
         settings: the variants, -n, --context, the pass-key depths.
+        progress: called with (variants done, variants in all, the next variant's name) before each variant.
     Returns:
         WhatIfResult: one VariantResult per variant, the unchanged model first.
     Raises:
@@ -372,7 +375,9 @@ def what_if(loaded: LoadedModel, text: str, settings: WhatIfSettings | None = No
     results: list[VariantResult] = []
     baseline: torch.Tensor | None = None
     base_tokens: tuple[int, ...] = ()
-    for variant in (FULL, *variants):
+    for number, variant in enumerate((FULL, *variants)):
+        if progress is not None:
+            progress(number, len(variants) + 1, variant.name)
         with applied(model, variant, {i: s for i, s in plan.spans.items() if s is not None}, set(plan.changed),
                      _pool(variant, plan)) as state:
             logprobs = _one_pass(model, ids, prepared.first_target, device)
