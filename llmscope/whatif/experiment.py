@@ -327,6 +327,87 @@ def _formula(config: Any, variant: Variant, plan: ModelPlan, tokens: int, kv_dty
     return cache_size(config, tokens, 1, kv_dtype, layout=layout).kv_bytes
 
 
+@dataclass(frozen=True)
+class _Text:
+    """The text's tokens and what the run needs to know about them and the model."""
+
+    ids: tuple[int, ...]
+    first_target: int
+    context: int  # the length kv_cache_bytes_at_context is for
+    passkey_tokens: int  # the probe's length, within the model's context
+
+
+def _prepare(loaded: LoadedModel, text: str, settings: WhatIfSettings) -> _Text:
+    """Tokenize TEXT as score does and check that it fits the model's context with -n tokens and the probe."""
+    from llmscope.generation.prompts import check_ids_fit
+    from llmscope.inspection.scoring import ScoreSettings, prepare_ids
+    from llmscope.loading.modelconfig import context_length
+
+    prepared = prepare_ids(loaded.tokenizer, text, ScoreSettings(max_tokens=settings.max_tokens))
+    ids = prepared.ids
+    check_ids_fit(loaded.model, ids)
+    if len(ids) < 2:
+        raise UsageError("the text is a single token: there is nothing to predict", hint="pass a longer text")
+    limit = context_length(loaded.model.config)
+    if limit is not None and len(ids) + settings.new_tokens > limit:
+        raise UsageError(f"the text is {len(ids):,} tokens and -n {settings.new_tokens} more would pass the model's "
+                         f"context of {limit:,}", hint="use --max-tokens or a smaller -n")
+    passkey_tokens = min(settings.passkey_tokens, (limit or settings.passkey_tokens) - PASSKEY_NEW_TOKENS)
+    if settings.passkey_depths and passkey_tokens < 32:
+        raise UsageError(f"the model's context of {limit} tokens is too short for a pass-key probe")
+    return _Text(ids=ids, first_target=prepared.first_target, context=settings.context or limit or len(ids),
+                 passkey_tokens=passkey_tokens)
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What one variant's run produced, before it is compared with the unchanged model's."""
+
+    logprobs: Any  # torch.Tensor [positions, vocab]
+    run: _Generation | None
+    passkeys: tuple[PasskeyResult, ...]
+    pooled: bool  # its KV heads were pooled in at least one layer
+    notes: tuple[str, ...]
+
+
+def _measure(loaded: LoadedModel, variant: Variant, plan: ModelPlan, text: _Text, settings: WhatIfSettings
+             ) -> _Measured:
+    """Apply the variant, read the text in one pass, generate -n tokens with its cache, run the probes."""
+    spans = {i: s for i, s in plan.spans.items() if s is not None}
+    with applied(loaded.model, variant, spans, set(plan.changed), _pool(variant, plan)) as state:
+        logprobs = _one_pass(loaded.model, text.ids, text.first_target, loaded.input_device)
+        run = _generate(loaded, list(text.ids), variant, plan, state, settings.new_tokens) \
+            if settings.new_tokens else None
+        passkeys = _passkeys(loaded, variant, plan, state, settings, text.passkey_tokens)
+        pooled = state.pooled is not None and bool(state.pooled.layouts)
+        return _Measured(logprobs, run, passkeys, pooled, _variant_notes(variant, plan, state.pooled))
+
+
+def _variant_result(loaded: LoadedModel, variant: Variant, plan: ModelPlan, text: _Text, kv_dtype: str,
+                    measured: _Measured, quality: _Quality, base_tokens: tuple[int, ...]) -> VariantResult:
+    from llmscope.inspection.comparison import first_difference
+
+    run, config = measured.run, loaded.model.config
+
+    def formula(tokens: int) -> int:
+        return _formula(config, variant, plan, tokens, kv_dtype, measured.pooled)
+
+    return VariantResult(
+        name=variant.name, spec=variant.spec, perplexity=quality.perplexity,
+        kl_mean=math.fsum(quality.kl) / max(len(quality.kl), 1), kl_max=max(quality.kl, default=0.0),
+        top1_agreement=quality.top1, kl_per_token=quality.kl,
+        greedy_parts_at=first_difference(base_tokens, run.tokens) if run else None,
+        continuation=loaded.tokenizer.decode(list(run.tokens), skip_special_tokens=True) if run else "",
+        kv_cache_bytes=formula(len(text.ids)), kv_cache_bytes_at_context=formula(text.context),
+        kv_cache_measured_bytes=run.after_prefill if run else None,
+        kv_cache_end_bytes=run.at_end if run else None,
+        kv_cache_end_expected_bytes=formula(run.end_tokens) if run else None,
+        peak_memory_bytes=run.peak if run else None, peak_memory_added_bytes=run.added if run else None,
+        decode_tokens_per_s=run.tokens_per_s if run else None,
+        prefill_seconds=run.prefill_seconds if run else None, passkey=measured.passkeys,
+        unchanged_layers=measured.notes)
+
+
 def what_if(loaded: LoadedModel, text: str, settings: WhatIfSettings | None = None,
             progress: Callable[[int, int, str], None] | None = None) -> WhatIfResult:
     """Measure each variant of settings (or the preset sweep) against the unchanged model on TEXT.
@@ -343,71 +424,28 @@ def what_if(loaded: LoadedModel, text: str, settings: WhatIfSettings | None = No
         UsageError for a text that does not fit, or a variant the model cannot take (kv-heads that do not divide
         its KV heads, codes that do not pack its head dimension).
     """
-    from llmscope.generation.prompts import check_ids_fit
-    from llmscope.inspection.comparison import first_difference
-    from llmscope.inspection.scoring import ScoreSettings, prepare_ids
-    from llmscope.loading.modelconfig import context_length
     from llmscope.loading.peakmem import memory_measure
 
     settings = settings or WhatIfSettings()
     started = time.perf_counter()
-    model, tokenizer = loaded.model, loaded.tokenizer
-    plan = model_plan(model)
+    plan = model_plan(loaded.model)
     variants = settings.variants or preset_variants(plan.kv_heads if not plan.latent else None)
     for variant in variants:
         check_variant(variant, plan)
-    prepared = prepare_ids(tokenizer, text, ScoreSettings(max_tokens=settings.max_tokens))
-    ids = prepared.ids
-    check_ids_fit(model, ids)
-    if len(ids) < 2:
-        raise UsageError("the text is a single token: there is nothing to predict", hint="pass a longer text")
-    limit = context_length(model.config)
-    if limit is not None and len(ids) + settings.new_tokens > limit:
-        raise UsageError(f"the text is {len(ids):,} tokens and -n {settings.new_tokens} more would pass the model's "
-                         f"context of {limit:,}", hint="use --max-tokens or a smaller -n")
-    passkey_length = min(settings.passkey_tokens, (limit or settings.passkey_tokens) - PASSKEY_NEW_TOKENS)
-    if settings.passkey_depths and passkey_length < 32:
-        raise UsageError(f"the model's context of {limit} tokens is too short for a pass-key probe")
-    context = settings.context or limit or len(ids)
+    prepared = _prepare(loaded, text, settings)
     kv_dtype = loaded.dtype if loaded.dtype in ("float32", "bfloat16", "float16") else "float32"
-    targets = list(ids[prepared.first_target:])
-    device = loaded.input_device
+    targets = list(prepared.ids[prepared.first_target:])
     results: list[VariantResult] = []
-    baseline: torch.Tensor | None = None
-    base_tokens: tuple[int, ...] = ()
+    baseline: _Measured | None = None
     for number, variant in enumerate((FULL, *variants)):
         if progress is not None:
             progress(number, len(variants) + 1, variant.name)
-        with applied(model, variant, {i: s for i, s in plan.spans.items() if s is not None}, set(plan.changed),
-                     _pool(variant, plan)) as state:
-            logprobs = _one_pass(model, ids, prepared.first_target, device)
-            run = _generate(loaded, list(ids), variant, plan, state, settings.new_tokens) \
-                if settings.new_tokens else None
-            passkeys = _passkeys(loaded, variant, plan, state, settings, passkey_length)
-            pooled = state.pooled is not None and bool(state.pooled.layouts)
-            notes = _variant_notes(variant, plan, state.pooled)
-        if baseline is None:
-            baseline = logprobs
-            base_tokens = run.tokens if run else ()
-        quality = _quality(baseline, logprobs, targets)
-        del logprobs
-        parts = first_difference(base_tokens, run.tokens) if run else None
-        config = model.config
-        results.append(VariantResult(
-            name=variant.name, spec=variant.spec, perplexity=quality.perplexity,
-            kl_mean=math.fsum(quality.kl) / max(len(quality.kl), 1), kl_max=max(quality.kl, default=0.0),
-            top1_agreement=quality.top1, kl_per_token=quality.kl, greedy_parts_at=parts,
-            continuation=tokenizer.decode(list(run.tokens), skip_special_tokens=True) if run else "",
-            kv_cache_bytes=_formula(config, variant, plan, len(ids), kv_dtype, pooled),
-            kv_cache_bytes_at_context=_formula(config, variant, plan, context, kv_dtype, pooled),
-            kv_cache_measured_bytes=run.after_prefill if run else None,
-            kv_cache_end_bytes=run.at_end if run else None,
-            kv_cache_end_expected_bytes=_formula(config, variant, plan, run.end_tokens, kv_dtype, pooled)
-            if run else None,
-            peak_memory_bytes=run.peak if run else None, peak_memory_added_bytes=run.added if run else None,
-            decode_tokens_per_s=run.tokens_per_s if run else None,
-            prefill_seconds=run.prefill_seconds if run else None, passkey=passkeys, unchanged_layers=notes))
-    return WhatIfResult(model=loaded.spec.name, text=text, tokens=len(ids), scored=len(targets), context=context,
-                        new_tokens=settings.new_tokens, kv_dtype=kv_dtype,
-                        memory_measure=memory_measure(str(device)), variants=tuple(results),
+        measured = _measure(loaded, variant, plan, prepared, settings)
+        baseline = baseline or measured
+        quality = _quality(baseline.logprobs, measured.logprobs, targets)
+        base_tokens = baseline.run.tokens if baseline.run else ()
+        results.append(_variant_result(loaded, variant, plan, prepared, kv_dtype, measured, quality, base_tokens))
+    return WhatIfResult(model=loaded.spec.name, text=text, tokens=len(prepared.ids), scored=len(targets),
+                        context=prepared.context, new_tokens=settings.new_tokens, kv_dtype=kv_dtype,
+                        memory_measure=memory_measure(str(loaded.input_device)), variants=tuple(results),
                         preset=not settings.variants, seconds=time.perf_counter() - started, settings=settings)
