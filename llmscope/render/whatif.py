@@ -18,7 +18,8 @@ from llmscope.whatif.results import VariantResult, WhatIfResult
 def _ratio(value: float | None, base: float | None) -> str:
     if value is None or base is None or base == 0 or math.isnan(value) or math.isnan(base):
         return "-"
-    return f"{value / base:.2f}×"
+    ratio = value / base
+    return f"{ratio:.2f}×" if ratio >= 0.1 or ratio == 0 else f"{ratio:.1g}×"
 
 
 def _kl(value: float) -> str:
@@ -131,7 +132,8 @@ def show_what_if(display: Display, info: ModelInfo, result: WhatIfResult, plot: 
 
 
 def _series(result: WhatIfResult) -> dict[str, list[tuple[float, VariantResult]]]:
-    """Rows grouped by what they vary: window size (window; sinks + window), KV groups, code bits."""
+    """Rows grouped by what they vary: window size (window; sinks + window), KV groups, code bits; each series
+    ends with the unchanged model (every position seen, the model's KV heads, its cache dtype's bits)."""
     series: dict[str, list[tuple[float, VariantResult]]] = {}
     for row in result.variants[1:]:
         spec = row.spec
@@ -147,7 +149,30 @@ def _series(result: WhatIfResult) -> dict[str, list[tuple[float, VariantResult]]
             series.setdefault("kv-heads", []).append((float(fields["kv-heads"]), row))
         elif "kv-cache" in fields:
             series.setdefault("kv-cache", []).append((float(fields["kv-cache"].removeprefix("int")), row))
+    base = result.variants[0]
+    for key, points in series.items():  # the unchanged model ends each line where it stands
+        if key.endswith("window"):
+            points.append((float(result.tokens), base))
+        elif key == "kv-heads" and points[0][1].kv_cache_bytes:
+            groups, row = points[0]
+            points.append((float(round(groups * base.kv_cache_bytes / row.kv_cache_bytes)), base))
+        elif key == "kv-cache":
+            points.append((8.0 * {"float32": 4, "bfloat16": 2, "float16": 2}.get(result.kv_dtype, 4), base))
     return series
+
+
+KL_SMOOTHING = 16  # tokens averaged per point of the KL-along-the-text panel
+
+
+def running_mean(values: tuple[float, ...], width: int) -> list[float]:
+    """Each value averaged with up to width - 1 values before it (a floor of 1e-9 keeps a log axis finite)."""
+    out, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value
+        if index >= width:
+            total -= values[index - width]
+        out.append(max(total / min(index + 1, width), 1e-9))
+    return out
 
 
 def plot_figure(result: WhatIfResult) -> Any:
@@ -185,15 +210,16 @@ def plot_figure(result: WhatIfResult) -> Any:
         axis.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize="small")
         axis.set_title(panel)
     axis = axes[0][-1]
+    axis.set_prop_cycle(color=pyplot.get_cmap("tab20").colors)
     for row in result.variants[1:]:
-        axis.plot(range(len(row.kl_per_token)), [max(v, 1e-9) for v in row.kl_per_token], linewidth=0.8,
+        axis.plot(range(len(row.kl_per_token)), running_mean(row.kl_per_token, KL_SMOOTHING), linewidth=0.9,
                   label=row.name)
     axis.set_yscale("log")
     axis.set_xlabel("position in the text (scored tokens)")
-    axis.set_ylabel("KL(full ‖ variant), nats")
+    axis.set_ylabel(f"KL(full ‖ variant), nats, {KL_SMOOTHING}-token running mean")
     axis.set_title("KL along the text")
     if len(result.variants) > 1:
-        axis.legend(fontsize="x-small", ncol=2)
+        axis.legend(fontsize="x-small", ncol=2, loc="lower right")
     figure.suptitle(f"llmscope what-if · {result.model}")
     figure.tight_layout()
     return figure
