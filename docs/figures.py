@@ -78,6 +78,8 @@ RUNS: dict[str, Run] = {
     "attention-matrix": Run('llmscope attention "The dog chased the squirrel because it" --layer 27 --head 2 '
                             "--matrix"),
     "bench-cache": Run("llmscope bench-cache -n 16 --threads 1 --max-time 40"),
+    "what-if": Run("llmscope what-if -f lighthouse.txt --variant window=32 --variant sinks=4,window=28 --variant "
+                  "kv-cache=int8 --variant kv-heads=1 -n 8"),
     "patch-eiffel": Run('llmscope patch "The Eiffel Tower is in the city of" --corrupt "The Colosseum is in the city '
                         'of"'),
     "tokenize": Run('llmscope tokenize "The capital of France is"'),

@@ -26,6 +26,33 @@ STATE_BYTES = 4  # SSM / gated-delta-net recurrent states are kept in float32 wh
 ATTENTION_KINDS = ("full", "latent", "sliding", "chunked", "hybrid")  # layers that cache keys and values
 
 
+@dataclass(frozen=True)
+class HeldPositions:
+    """What one attention layer holds when a cache policy, not the model, decides it (llmscope what-if): `full`
+    positions at the activations' precision and `narrow` positions as codes, whose keys share a scale per channel
+    over each of `key_blocks` blocks."""
+
+    full: int
+    narrow: int = 0
+    key_blocks: int = 0
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """A change to what each attention layer caches: fewer (pooled) KV heads, narrow codes of `bits` bits with a
+    float16 scale and zero point per group (keys: per channel over `group` tokens; values: per token over `group`
+    channels, or the whole head when `group` does not divide it), and the positions each layer type holds (an
+    eviction policy). None everywhere is the model's own cache."""
+
+    kv_heads: int | None = None
+    bits: int | None = None
+    group: int = 32
+    held: dict[str, HeldPositions] | None = None  # by transformers' layer type; missing types keep the model's rule
+
+
+NARROW_SCALE_BYTES = 2  # float16 scale and float16 zero point per group
+
+
 def kv_value_bytes(dtype: str) -> float:
     """Bytes per cached key/value number for a --kv-dtype name (or a torch dtype's name)."""
     name = dtype.removeprefix("torch.")
@@ -85,13 +112,31 @@ def _kind(config: Any, layer_type: str) -> str:
     return "none"
 
 
-def values_per_token(config: Any) -> int:
+def values_per_token(config: Any, pooled_heads: int | None = None) -> int:
     """Numbers one attention layer caches per token and sequence: 2 x KV heads x head dim (K and V), or for
-    multi-head latent attention the compressed latent plus its rotary key (kv_lora_rank + qk_rope_head_dim)."""
+    multi-head latent attention the compressed latent plus its rotary key (kv_lora_rank + qk_rope_head_dim).
+    `pooled_heads` replaces the model's KV heads (a what-if that mean-pools them; a latent cache has no heads)."""
     latent = latent_fields(config)
     if latent:
         return latent.kv_lora_rank + latent.rope_dims
-    return 2 * kv_heads(config) * head_dim(config) if attention_heads(config) else 0
+    return 2 * (pooled_heads or kv_heads(config)) * head_dim(config) if attention_heads(config) else 0
+
+
+def held_layer_bytes(config: Any, held: HeldPositions, bytes_per_value: float, layout: KVLayout | None) -> float:
+    """Bytes one attention layer holds for one sequence: full-precision positions at `bytes_per_value`, narrow
+    positions as `layout.bits`-bit codes plus each token's value scales (a zero point and a scale per group of
+    channels per head) and each key block's per-channel scales."""
+    pooled = layout.kv_heads if layout else None
+    per_token = values_per_token(config, pooled)
+    total = held.full * per_token * bytes_per_value
+    if layout is None or layout.bits is None or not (held.narrow or held.key_blocks):
+        return total
+    heads, dim = pooled or kv_heads(config), head_dim(config)
+    group = layout.group if dim % layout.group == 0 else dim
+    value_scales = heads * (dim // group) * 2 * NARROW_SCALE_BYTES  # per narrow token
+    key_scales = heads * dim * 2 * NARROW_SCALE_BYTES  # per key block
+    return (total + held.narrow * (per_token * layout.bits / 8 + value_scales)
+            + held.key_blocks * key_scales)
 
 
 def state_bytes_per_layer(config: Any, state_dtype: str = "float32", state: RecurrentState | None = None) -> int:
@@ -107,13 +152,14 @@ def state_bytes_per_layer(config: Any, state_dtype: str = "float32", state: Recu
 
 
 def cache_size(config: Any, tokens: int, batch: int = 1, kv_dtype: str = "bfloat16",
-               state_dtype: str | None = None) -> CacheSize:
+               state_dtype: str | None = None, layout: KVLayout | None = None) -> CacheSize:
     """What a DynamicCache holds after `tokens` tokens for `batch` sequences, per layer type.
 
     Full-attention layers keep every position; sliding-window and chunked layers keep window - 1 positions once
     past the window (DynamicSlidingWindowLayer); latent-attention layers keep one compressed latent per token;
     linear-attention layers keep a fixed state whatever the length. `state_dtype` (default: kv_dtype, int types
-    meaning bfloat16) is the activations' dtype, in which the convolution state is kept.
+    meaning bfloat16) is the activations' dtype, in which the convolution state is kept. `layout` is a what-if's
+    change to the attention layers' cache (pooled heads, narrow codes, the positions an eviction policy keeps).
     """
     text = text_config(config)
     size = kv_value_bytes(kv_dtype)
@@ -123,20 +169,22 @@ def cache_size(config: Any, tokens: int, batch: int = 1, kv_dtype: str = "bfloat
     counts: dict[str, int] = {}
     for layer_type in layer_types(config):
         counts[layer_type] = counts.get(layer_type, 0) + 1
-    per_token = values_per_token(text)
+    per_token = values_per_token(text, layout.kv_heads if layout else None)
     per_state = state_bytes_per_layer(text, state_dtype)
     groups = []
     for layer_type, layers in counts.items():
         kind = _kind(text, layer_type)
         window = window_of(text, layer_type)
+        held = HeldPositions(full=0)
         if kind in ATTENTION_KINDS:
-            positions, values = (min(tokens, window - 1) if window else tokens), per_token
-        else:
-            positions, values = 0, 0
+            held = (layout.held or {}).get(layer_type) if layout else None
+            held = held or HeldPositions(full=min(tokens, window - 1) if window else tokens)
+        positions, values = held.full + held.narrow, per_token if kind in ATTENTION_KINDS else 0
         state = per_state if kind in ("linear", "hybrid") else 0
+        layer_bytes = held_layer_bytes(text, held, size, layout) if kind in ATTENTION_KINDS else 0
         groups.append(CacheGroup(kind=kind, layer_type=layer_type, layers=layers, window=window,
                                  values_per_token=values, positions=positions,
-                                 kv_bytes=math.ceil(layers * batch * positions * values * size),
+                                 kv_bytes=math.ceil(layers * batch * layer_bytes),
                                  state_bytes=layers * batch * state))
     return CacheSize(tokens=tokens, batch=batch, kv_dtype=kv_dtype, bytes_per_value=size, groups=tuple(groups))
 

@@ -14,7 +14,8 @@ COMMAND_MODULES = ("llmscope.commands.generate", "llmscope.commands.tokenize_tex
                    "llmscope.commands.attention", "llmscope.commands.architecture", "llmscope.commands.env",
                    "llmscope.commands.cache", "llmscope.commands.bench_cache", "llmscope.commands.score",
                    "llmscope.commands.compare", "llmscope.commands.attribute", "llmscope.commands.check_invariance",
-                   "llmscope.commands.patch", "llmscope.commands.serve", "llmscope.commands.explore")
+                   "llmscope.commands.patch", "llmscope.commands.what_if", "llmscope.commands.serve",
+                   "llmscope.commands.explore")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

@@ -203,7 +203,7 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
                  stop_ids: set[int] | frozenset[int] = frozenset(), use_cache: bool = True,
                  static_cache: bool = False, compiled_step: Callable[..., Any] | None = None,
                  hidden_states_first: bool = False, retired: Sequence[bool] | None = None,
-                 min_new_tokens: int = 0) -> Iterator[DecodeStep]:
+                 min_new_tokens: int = 0, cache: Any = None) -> Iterator[DecodeStep]:
     """Yield one DecodeStep per new token, for every row of the batch at once, until max_new_tokens or all rows
     have produced a stop id.
 
@@ -226,6 +226,7 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
             sampled alike), so no row ends before it has this many tokens; max_new_tokens holds them back always
             (llama.cpp's --ignore-eos, vLLM's min_tokens). The step's logits and log-probabilities are those the
             pick saw.
+        cache: the KV cache to fill instead of a new one (a what-if's evicting or narrow cache); with use_cache.
     The caller owns interruption: a KeyboardInterrupt raised while a step runs propagates out of the generator.
     """
     import torch
@@ -234,7 +235,8 @@ def decode_steps(model: Any, batch: PromptBatch, max_new_tokens: int, sampler: S
     rows = batch.input_ids.shape[0]
     pick = make_picker(sampler, rows, device)
     cache_keyword, keep = forward_options(model)
-    cache = new_cache(model, static_cache, batch.input_ids.shape[1] + max_new_tokens) if use_cache else None
+    if cache is None and use_cache:
+        cache = new_cache(model, static_cache, batch.input_ids.shape[1] + max_new_tokens)
     input_ids, attention_mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
     next_input = input_ids
     finished = [False] * rows

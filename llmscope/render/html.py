@@ -14,6 +14,7 @@ from llmscope.core.model_info import ModelInfo
 
 # Nothing may leave the file: no fetch, no image, no font, no frame; only its own inline script and style run.
 POLICY = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+VIEW_SCRIPTS = ("views.js", "whatif.js")  # inlined in order: whatif.js adds its view to views.js's documents
 
 
 def asset_text(name: str) -> str:
@@ -41,7 +42,8 @@ def html_page(document: dict[str, Any]) -> str:
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{title}</title>\n'
             f'<link rel="icon" href="data:,">\n<style>\n{asset_text("style.css")}</style>\n</head>\n<body>\n'
             f'<div id="app"></div>\n<script type="application/json" id="llmscope-data">{data}</script>\n'
-            f'<script>\n{asset_text("views.js")}</script>\n</body>\n</html>\n')
+            + "".join(f"<script>\n{asset_text(name)}</script>\n" for name in VIEW_SCRIPTS)
+            + "</body>\n</html>\n")
 
 
 def record_file(folder: Path, keys: dict[str, Any]) -> Path:
@@ -91,6 +93,10 @@ def result_document(command: str, info: ModelInfo | None, result: Any, show_prob
         from llmscope.render.scoring import compare_payload
 
         return html_document(command, info, compare_payload(result))
+    if command == "what-if":
+        from llmscope.render.whatif import whatif_payload
+
+        return html_document(command, info, whatif_payload(result))
     if command == "generate":
         from llmscope.render.generation import generation_payload
 

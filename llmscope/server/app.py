@@ -25,6 +25,7 @@ from llmscope.server.explore import explore_routes
 from llmscope.server.native import native_routes
 from llmscope.server.openai_shapes import ApiError
 from llmscope.server.state import ClientGone, ServeState
+from llmscope.server.whatif_route import whatif_routes
 
 Handler = Callable[[Request], Awaitable[Response]]
 StateHandler = Callable[[Request, ServeState], Awaitable[Response]]
@@ -155,6 +156,7 @@ def build_app(engine: Engine, settings: ServeSettings, log: Callable[[str], None
         *(Route(path, guard(handler), methods=["POST"])
           for path, handler in native_routes(state.loaded, tools).items()),
         *explore_routes(state.loaded, guard, tools),
+        *whatif_routes(state.loaded, guard, tools),
     ]
     return Starlette(routes=routes, middleware=[Middleware(RequestLog, log=log),
                                                 Middleware(RequestGuard, names=settings.host_names())],

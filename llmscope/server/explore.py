@@ -21,8 +21,8 @@ from llmscope.server.native import RouteTools, check_cap
 
 Handler = Callable[[Request], Awaitable[Response]]
 PAGE = "explore.html"
-ASSETS = {"explore.js": "text/javascript", "views.js": "text/javascript", "forward.js": "text/javascript",
-          "style.css": "text/css"}
+ASSETS = {"explore.js": "text/javascript", "whatif.js": "text/javascript", "views.js": "text/javascript",
+          "forward.js": "text/javascript", "style.css": "text/css"}
 PAGE_ATTRIBUTION_STEPS = 32  # `attribute --steps 32`: bounded work per click (the CLI's default may double to 256)
 HEAD_VECTORS = ("q", "k", "v", "weights", "output")  # a head's arrays, packed as float32 blocks
 CACHE_TIMING_TOKENS = 16  # new tokens per timed run of the cache button (bench-cache's measurement, small)

@@ -80,7 +80,7 @@ LAYERS = (
     ("llmscope.render",),
     ("llmscope.server", "llmscope.client"),
     ("llmscope.generation", "llmscope.inspection", "llmscope.attention", "llmscope.attribution", "llmscope.bench",
-     "llmscope.architecture", "llmscope.system", "llmscope.patching", "llmscope.invariance"),
+     "llmscope.architecture", "llmscope.system", "llmscope.patching", "llmscope.invariance", "llmscope.whatif"),
     ("llmscope.loading", "llmscope.invariance.kernels", "llmscope.invariance.selftest"),
     ("llmscope.core", "llmscope"),
 )
