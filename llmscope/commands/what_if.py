@@ -95,12 +95,8 @@ def what_if(
         display.mode = shared.output.mode(batch=batch_settings is not None)
         if batch_settings is not None and (text is not None or file is not None):
             raise UsageError("give either TEXT, --file or --batch, not several")
-        if plot is not None:
-            from llmscope.render.benchchart import require_matplotlib
-
-            if batch_settings is not None:
-                raise UsageError("--plot is for one text at a time", hint="drop --plot with --batch")
-            require_matplotlib()
+        if plot is not None and batch_settings is not None:
+            raise UsageError("--plot is for one text at a time", hint="drop --plot with --batch")
         source = read_text(text, file) if batch_settings is None else None
         if html is not None and batch_settings is not None:
             raise UsageError("--html is for one text at a time", hint="drop --html with --batch")

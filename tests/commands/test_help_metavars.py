@@ -54,7 +54,7 @@ def test_the_shared_options_name_their_values(cli: Any) -> None:
 def test_every_command_that_reads_a_text_takes_a_file() -> None:
     readers = {name for name, command in commands().items()
                if any(p.param_type_name == "argument" and p.name == "text" for p in command.params)}
-    assert readers == {"tokenize", "score", "compare"}
+    assert readers == {"tokenize", "score", "compare", "what-if"}
     for name in readers:
         assert any("--file" in p.opts and "-f" in p.opts for p in commands()[name].params), name
 
