@@ -375,9 +375,9 @@ def test_compare_against_a_wrong_logprobs_answer(cli, hostile: Hostile, tiny_mod
         if not request:  # the check before model A loads: the route is there
             return 400, {}, json.dumps({"error": {"message": "'text' is required"}}).encode()
         rows = sum(end - first for _, end, first in request["plan"]) + int(request["next_token"])
-        return 200, {}, json.dumps({"model_info": INFO, "result": {
-            "targets": list(range(rows)), "contexts": list(range(rows)), "vocab": 7,
-            "rows_base64": "AAAAAA=="}}).encode()
+        head = {"model_info": INFO, "result": {"vocab": 7, "rows": rows}}
+        line = {"targets": list(range(rows)), "contexts": list(range(rows)), "rows_base64": "AAAAAA=="}
+        return 200, {}, (json.dumps(head) + "\n" + json.dumps(line) + "\n").encode()
 
     hostile.routes["/llmscope/v1/logprobs"] = logprobs
     result = cli("compare", "Hello world, hello again.", "-m", tiny_model_dir, "--against-endpoint", hostile.url)

@@ -202,7 +202,7 @@ def test_a_client_that_goes_away_stops_its_generation(server: Server) -> None:
     import time
     from urllib.parse import urlsplit
 
-    before = server.request("/health", key=None)[1]["cancelled"]
+    before = server.request("/health")[1]["cancelled"]
     address = urlsplit(server.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
     connection.request("POST", "/v1/completions", body=json.dumps(
@@ -213,7 +213,7 @@ def test_a_client_that_goes_away_stops_its_generation(server: Server) -> None:
     connection.sock.shutdown(2)  # the client goes away after its first token
     connection.close()
     deadline = time.monotonic() + 60  # wait for the server to say so (no fixed sleep)
-    while server.request("/health", key=None)[1]["cancelled"] == before:
+    while server.request("/health")[1]["cancelled"] == before:
         assert time.monotonic() < deadline, "the generation was not cancelled"
         time.sleep(0.05)
 

@@ -14,7 +14,9 @@ from starlette.routing import Route
 
 from llmscope.core.model_info import to_plain
 from llmscope.server import openai_shapes as shapes
+from llmscope.server.budget import Pass, Shape, decoding_passes
 from llmscope.server.engine import call_job
+from llmscope.server.keys import TOKEN_PARAMETER, authorized, cookie_name, same_key
 from llmscope.server.native import RouteTools, check_cap
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -28,12 +30,33 @@ ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
     ("POST", "/llmscope/v1/explore/decode", "the sampler's view: temperature, top_k, top_p, greedy / sampled pick"),
     ("POST", "/llmscope/v1/explore/lens", "next-token --lens --json"),
     ("POST", "/llmscope/v1/explore/attention", "attention --json, every query row, weights packed as float32"),
-    ("POST", "/llmscope/v1/explore/attribute", "attribute --steps 32 --json (the four methods; steps: another)"),
+    ("POST", "/llmscope/v1/explore/attribute", "attribute --steps 32 --json (the four methods; steps: another, up "
+     "to --max-steps)"),
     ("POST", "/llmscope/v1/explore/cache", "KV-cache bytes for the prompt; time: bench-cache's with / without runs"),
     ("POST", "/llmscope/v1/explore/architecture", "architecture --json"),
 )
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' "
                 "'unsafe-inline'; connect-src 'self'", "Cache-Control": "no-cache"}
+
+
+NO_KEY_PAGE = ("This page needs the server's key. Open the address that `llmscope explore` printed (it ends in "
+               "?token=...), or, for `llmscope serve --api-key KEY`, /explore?token=KEY.\n")
+
+
+def attribution_passes(methods: tuple[str, ...], tokens: int, steps: int) -> list[Pass]:
+    """The passes attribution makes over `tokens` inputs (the prompt and the target): integrated gradients one
+    forward and backward per step, input x gradient one, occlusion one forward per token left out, rollout one
+    forward keeping the attention weights, and the target's own pass."""
+    passes = [Pass(tokens=tokens, context=tokens)]
+    if "integrated-gradients" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, repeat=steps, backward=True))
+    if "input-x-gradient" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, backward=True))
+    if "occlusion" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, repeat=tokens))
+    if "attention-rollout" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, attentions=True))
+    return passes
 
 
 def asset_text(name: str) -> str:
@@ -53,6 +76,9 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         job = tools.submit(call_job(asyncio.get_running_loop(), work))
         return (await tools.wait(request, [job]))[0]
 
+    def cost(passes: list[Pass]) -> None:
+        tools.check_cost(passes)
+
     async def read(request: Request) -> tuple[dict[str, Any], Any]:
         """The body and its prompt, encoded and checked as next-token encodes it (and against serve's caps)."""
         from llmscope.generation.prompts import encode_prompt
@@ -71,6 +97,19 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         return body, encoded
 
     async def page(request: Request) -> Response:
+        """The page. Under a key: opened with ?token=KEY, it sets the key's cookie (HttpOnly, SameSite=Strict)
+        and sends the browser to the plain address, whose requests then carry the cookie; without the key or
+        cookie it is 401, saying where the key is."""
+        key = tools.api_key
+        token = request.query_params.get(TOKEN_PARAMETER)
+        if key is not None and token is not None:
+            if not same_key(token, key):
+                return Response(NO_KEY_PAGE, status_code=401, media_type="text/plain; charset=utf-8")
+            answer = RedirectResponse("/explore", status_code=303)
+            answer.set_cookie(cookie_name(request), key, httponly=True, samesite="strict", path="/")
+            return answer
+        if not authorized(request, key):
+            return Response(NO_KEY_PAGE, status_code=401, media_type="text/plain; charset=utf-8")
         return Response(asset_text(PAGE), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
     async def asset(request: Request) -> Response:
@@ -97,6 +136,7 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         except OverflowError as error:
             raise shapes.ApiError(400, str(error)) from None
         check_cap("shown", settings.shown, tools.max_top_k, "--max-top-k")
+        cost(decoding_passes(len(encoded.ids), 1))
         return await envelope(await run(request, lambda: sampler_view(loaded, encoded, settings)))
 
     async def lens(request: Request) -> Response:
@@ -106,6 +146,9 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         body, encoded = await read(request)
         settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)), lens=True)
         check_cap("top_k", settings.top_k, tools.max_top_k, "--max-top-k")
+        layers = Shape.of(loaded).layers
+        cost([Pass(tokens=len(encoded.ids), context=len(encoded.ids), cache=True, hidden_states=True),
+              Pass(tokens=1, context=1, logits=layers + 1)])  # the lens: every layer's last position unembedded
         return await envelope(await run(request, lambda: next_token_encoded(loaded, [encoded], settings)[0]))
 
     async def attention(request: Request) -> Response:
@@ -115,6 +158,14 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         body, encoded = await read(request)
         chat = bool(shapes.field_of(body, "chat", (bool,), False))
         settings = AttentionSettings(all_queries=True, chat=chat, system=shapes.text_of(body, "system"))
+        shape, tokens = Shape.of(loaded), len(encoded.ids)
+        weights = shape.layers * shape.heads * tokens * tokens
+        if weights * 16 // 3 > tools.max_answer_bytes:  # float32 in base64
+            raise shapes.ApiError(400, f"{shape.layers} layers x {shape.heads} heads x {tokens}² attention weights "
+                                  f"make an answer of about {weights * 16 // 3:,} bytes, more than this server sends "
+                                  f"({tools.max_answer_bytes:,}: serve --max-answer-bytes); use a shorter prompt",
+                                  code="answer_too_large")
+        cost([Pass(tokens=tokens, context=tokens, attentions=True)])
         result = await run(request, lambda: packed_attention(to_plain(
             attention_weights(loaded, encoded.prompt, settings))))
         return await envelope(result)
@@ -128,7 +179,9 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         if methods is not None and not all(isinstance(m, str) for m in methods):
             raise shapes.ApiError(400, "'methods' must be a list of method names", param="methods")
         steps = shapes.field_of(body, "steps", (int,), PAGE_ATTRIBUTION_STEPS)
+        check_cap("steps", steps, tools.max_steps, "--max-steps")
         settings = AttributionSettings(steps=steps, **({"methods": tuple(methods)} if methods else {}))
+        cost(attribution_passes(settings.methods, len(encoded.ids) + 1, steps))
         return await envelope(await run(request, lambda: attribute_encoded(loaded, encoded, settings)))
 
     async def cache(request: Request) -> Response:
@@ -137,6 +190,12 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         body, encoded = await read(request)
         timing = bool(shapes.field_of(body, "time", (bool,), False))
         dtype = loaded.info.dtype if loaded.info.dtype in ("float32", "bfloat16", "float16") else "float32"
+
+        if timing:  # bench-cache's pairs: one untimed and CACHE_TIMING_PAIRS timed, each with and without the cache
+            runs = 1 + CACHE_TIMING_PAIRS
+            tokens = len(encoded.ids)
+            cost([*decoding_passes(tokens, CACHE_TIMING_TOKENS) * runs,
+                  Pass(tokens=tokens + 1, context=tokens + 1, repeat=CACHE_TIMING_TOKENS * runs, growth=0)])
 
         def work() -> dict[str, Any]:
             size = cache_size(loaded.model.config, len(encoded.ids), 1, dtype)
