@@ -8,6 +8,8 @@ import http.client
 import json
 import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 WAIT = 120  # seconds before an awaited event counts as never coming (a failure, not a timing assumption)
@@ -111,3 +113,11 @@ def in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, out
+
+
+def wait_until(done: Callable[[], bool], what: str) -> None:
+    """Poll done() until it holds (an event the server shows), at most WAIT seconds (then the test fails)."""
+    deadline = time.monotonic() + WAIT
+    while not done():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)

@@ -309,7 +309,7 @@ def test_llama_cpp_python_shifted_echo_is_put_back(cli, hostile: Hostile) -> Non
     _openai(hostile, llama_cpp_python_echo(drop=3))
     refused = cli("score", TEXT, "--endpoint", hostile.url, "--top-k", "2")
     assert refused.exit_code == 1
-    assert "shifted by one token (llama-cpp-python's echo), and 1 of 5 tokens" in one_error_line(refused)
+    assert "one token early (as llama-cpp-python's server sends them), and 1 of 5 tokens" in one_error_line(refused)
 
 
 def test_no_rank_past_the_top_asked_for(cli, hostile: Hostile) -> None:

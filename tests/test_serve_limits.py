@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inprocess_server import WAIT, Counter, Gate, InProcessServer, in_thread
+from inprocess_server import WAIT, Counter, Gate, InProcessServer, in_thread, wait_until
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -116,9 +116,7 @@ def test_only_a_newcomer_is_closed_when_every_connection_is_being_answered(loade
         assert server.health()["status"] == "ok"  # a third connection: the idle one was closed for it
         assert _closed_by_server(idle)
         waiting, waiting_out = in_thread(lambda: server.post("/llmscope/v1/next-token", {"prompt": "Hello"}))
-        while server.engine.queued == 0:  # both connections are being answered now
-            assert waiting.is_alive()
-            time.sleep(0.01)
+        wait_until(lambda: server.engine.queued == 1, "the second request queued")  # both connections busy
         extra = socket.create_connection(("127.0.0.1", server.port))
         assert _closed_by_server(extra)  # no idle connection to close: the newcomer goes
         gate.opened.set()
@@ -219,8 +217,7 @@ def test_the_budget_stops_a_pass_between_its_layers(loaded: Any) -> None:
         thread, out = in_thread(lambda: server.post("/llmscope/v1/next-token", {"prompt": "Hello world"}))
         assert first.entered.wait(WAIT)
         job = server.running_job()
-        while not job.expired(time.monotonic()):
-            time.sleep(0.01)
+        wait_until(lambda: job.expired(time.monotonic()), "the job's budget spent")
         first.opened.set()
         thread.join(WAIT)
         status, answer = out["result"]
@@ -264,8 +261,7 @@ def test_a_queued_request_whose_client_left_is_counted_as_cancelled(served: InPr
         data = json.dumps({"prompt": "hello world"}).encode()
         client.sendall(b"POST /llmscope/v1/explore/lens HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                        b"application/json\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
-        while served.engine.queued == 0:
-            time.sleep(0.01)
+        wait_until(lambda: served.engine.queued == 1, "the second request queued")
         with served.engine._lock:
             queued = served.engine._pending[0]
         client.close()
@@ -273,9 +269,8 @@ def test_a_queued_request_whose_client_left_is_counted_as_cancelled(served: InPr
         gate.opened.set()
         holder.join(WAIT)
         assert holder_out["result"][0] == 200
-        while served.health()["cancelled"] == 0:  # the worker drops it from the queue when it looks next
-            assert served.health()["queued"] <= 1
-            time.sleep(0.01)
+        # the worker drops it from the queue when it looks next
+        wait_until(lambda: served.health()["queued"] == 0, "the queue emptied")
         assert served.health()["cancelled"] == 1
     finally:
         gate.remove()

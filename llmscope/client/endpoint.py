@@ -358,6 +358,9 @@ def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, An
     """score from any OpenAI-compatible server that echoes the prompt's log-probabilities (vLLM, llmscope serve;
     llama-cpp-python's echo, one token early, is put back in place or refused)."""
     from llmscope.client.answers import (
+        DETECT_LOGPROBS,
+        LOST_FIRST_NOTE,
+        REBUILD_LOGPROBS,
         SCORE_LIMITS,
         SHIFT_NOTE,
         answer_choice,
@@ -379,20 +382,32 @@ def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, An
     model = client.model_name()
     top = min(max(options.top_k, 1), MAX_LOGPROBS)
     path = "/v1/completions"
-    answer = client.call(path, {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0,
-                                "echo": True, "logprobs": top, "prompt_logprobs": top})
+
+    def echoed(alternatives: int, max_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
+        return client.call(path, {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0, "echo": True,
+                                  "logprobs": alternatives, "prompt_logprobs": alternatives}, max_bytes=max_bytes)
+
+    answer = echoed(max(top, DETECT_LOGPROBS))  # wide enough to see a shifted echo; `top` of them are shown
     notes = []
+    context = 1
     with reading_answer(client.settings.base, path):
         prompt_tokens = prompt_token_count(answer)
         choice = answer_choice(answer)
         entries = read_entries(choice.get("logprobs"))[:prompt_tokens]
         known = with_prompt_logprobs(entries, choice.get("prompt_logprobs"), top)
-        if not known and len(entries) > 2 and entries[0]["logprob"] > -math.inf and echo_is_shifted(entries):
-            entries = unshift_echo(entries, top)
+        if not known and len(entries) > 2 and echo_is_shifted(entries):
+            asked = max(top, REBUILD_LOGPROBS)
+            if top < asked:  # each token must be in the row before it: ask for enough alternatives
+                wide = echoed(asked, max_bytes=max(MAX_ANSWER_BYTES, len(entries) * asked * 64))
+                entries = read_entries(answer_choice(wide).get("logprobs"))[:prompt_token_count(wide)]
+            entries, context = unshift_echo(entries, top, asked)
             notes.append(SHIFT_NOTE)
-        if len(entries) >= 2 and entries[1]["logprob"] > -math.inf:
-            result = score_from_openai(model, text, entries, options, top)
-    if len(entries) < 2 or entries[1]["logprob"] == -math.inf:
+            if context > 1:
+                notes.append(LOST_FIRST_NOTE)
+        scored = len(entries) > context and entries[context]["logprob"] > -math.inf
+        if scored:
+            result = score_from_openai(model, text, entries, options, top, context)
+    if not scored:
         raise EndpointError("the endpoint sent no log-probabilities for the prompt (echo with logprobs)",
                             hint="vLLM answers them; llama.cpp and ollama do not: score with a local model")
     limits = [limit for limit in SCORE_LIMITS if not (known and limit != SCORE_LIMITS[0])]

@@ -159,11 +159,10 @@ class Engine:
         self.abort()
         self._thread.join(timeout=grace)
 
-    def abort(self) -> None:
-        """The shutdown time is over: every queued and running request gets OpenAI's 503 now (a stream its error
-        event), and the running batch stops at its next forward pass."""
-        error = ApiError(503, "the server is shutting down (the shutdown timeout cut this request short)",
-                         kind="server_error", code="shutting_down")
+    def abort(self, why: str = "the shutdown timeout cut this request short") -> None:
+        """The shutdown time is over (or a second signal came): every queued and running request gets OpenAI's 503
+        now (a stream its error event), and the running batch stops within one sublayer."""
+        error = ApiError(503, f"the server is shutting down ({why})", kind="server_error", code="shutting_down")
         with self._lock:
             self._closing = self._aborted = True
             jobs, self._pending = self._pending + self._running, []

@@ -68,7 +68,8 @@ def later(seconds: float, action: Callable[[], None]) -> None:
 def build_server(loaded: Any, settings: ServeSettings, log: Callable[[str], None]) -> tuple[Any, Any]:
     """The uvicorn server and the started engine for `loaded`. server.ready is set once it accepts connections;
     server.handle_exit (what SIGTERM and Ctrl-C call) starts the shutdown clock: after --shutdown-timeout the
-    engine answers every request still in flight with 503 (streams with an error event and [DONE])."""
+    engine answers every request still in flight with 503 (streams with an error event and [DONE]); a second
+    signal does so at once, and uvicorn stops waiting ANSWER_TIME later."""
     require_server_packages()
     import uvicorn
 
@@ -89,7 +90,7 @@ def build_server(loaded: Any, settings: ServeSettings, log: Callable[[str], None
 
         def handle_exit(self, sig: int, frame: Any) -> None:  # no re-raise after shutdown: the exit code is 0
             if self.should_exit:  # a second signal: every request still in flight gets its 503 now
-                engine.abort()
+                engine.abort("a second signal cut this request short")
                 later(ANSWER_TIME, self.stop_waiting)
             else:
                 self.stop_asked_at = time.monotonic()
