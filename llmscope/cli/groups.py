@@ -9,7 +9,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 import typer
@@ -39,6 +39,8 @@ from llmscope.cli.kit import (
     command,
     model_settings,
 )
+from llmscope.cli.server_options import OPTIONS as SERVER_OPTIONS
+from llmscope.cli.server_options import ServerOptions
 from llmscope.core.command_settings import ModelSettings, OutputMode, output_mode
 from llmscope.core.output_files import OutputFile, check_output
 
@@ -126,6 +128,7 @@ class Shared:
     endpoint: EndpointOptions = EndpointOptions()
     text: TextWindow = TextWindow()
     given: frozenset[str] = frozenset()  # the command's parameters the user gave (not left at their defaults)
+    server: ServerOptions = field(default_factory=ServerOptions)
 
 
 # The Typer options of each group: (parameter name, field, annotation). Parameter names stay those the commands
@@ -143,6 +146,7 @@ GROUPS: dict[str, tuple[type, tuple[tuple[str, str, Any], ...]]] = {
                            ("quantize", "quantize", QuantizeOpt), ("threads", "threads", ThreadsOpt))),
     "output": (OutputOptions, (("json_output", "json", JsonOpt), ("jsonl_output", "jsonl", JsonlOpt),
                                ("quiet", "quiet", QuietOpt))),
+    "server": (ServerOptions, SERVER_OPTIONS),
 }
 
 DEFAULTS = {cls: {field.name: field.default for field in fields(cls)} for cls, _ in GROUPS.values()}
@@ -182,11 +186,11 @@ def check_output_files(paths: list[tuple[OutputFile, str]], shared: Shared) -> N
 
 
 def grouped(*, load: bool = False, text: bool = False, batch: bool = False,
-            endpoint: bool = False) -> Callable[[Command], Command]:
+            endpoint: bool = False, server: bool = False) -> Callable[[Command], Command]:
     """Give a command the shared option groups it names (output always), in place of its one parameter typed
     Shared, and call it with their values in that parameter."""
-    chosen = [name for name, wanted in (("text", text), ("batch", batch), ("endpoint", endpoint), ("load", load),
-                                        ("output", True)) if wanted]
+    chosen = [name for name, wanted in (("text", text), ("batch", batch), ("endpoint", endpoint),
+                                        ("server", server), ("load", load), ("output", True)) if wanted]
 
     def expand(func: Command) -> Command:
         signature = inspect.signature(func, eval_str=True)

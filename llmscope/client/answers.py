@@ -277,8 +277,13 @@ def read_entries(logprobs: Any) -> list[dict[str, Any]]:
 
 # What a plain OpenAI-compatible server cannot give score.
 SCORE_LIMITS = ("entropy over the full vocabulary", "token ids", "ranks beyond the top log-probabilities")
-SHIFT_NOTE = ("echoed log-probabilities in their places (they came one token early, as llama-cpp-python sends "
-              "them, and were put back)")
+SHIFT_NOTE = ("echoed log-probabilities in their places (they came one token early, as llama-cpp-python's server "
+              "sends them, and were put back from the row before each token)")
+LOST_FIRST_NOTE = ("the first token after the context: its log-probability was not sent (a null first row), so the "
+                   "first two tokens are context")
+SHIFT_MARGIN = 2.0  # nats by which one reading of a token's figure must beat the other to count
+DETECT_LOGPROBS = 20  # alternatives asked for per row first: enough to see a shifted echo (vLLM allows 20)
+REBUILD_LOGPROBS = 1000  # alternatives asked for per row to put a shifted echo back (each token must be among them)
 
 
 def with_prompt_logprobs(entries: list[dict[str, Any]], prompt_logprobs: Any, top: int) -> bool:
@@ -312,48 +317,64 @@ def with_prompt_logprobs(entries: list[dict[str, Any]], prompt_logprobs: Any, to
 
 
 def echo_is_shifted(entries: list[dict[str, Any]]) -> bool:
-    """True when the echoed log-probabilities sit one token early, as llama-cpp-python sends them for a model
-    without BOS: each entry's best alternative is then the text's next token far more often than its own (an
-    entry's alternatives are the prediction of the token after it)."""
-    pairs = list(itertools.pairwise(entries))
-    ahead = sum(1 for entry, after in pairs if entry["top"] and entry["top"][0][0] == after["token"])
-    own = sum(1 for _, after in pairs if after["top"] and after["top"][0][0] == after["token"])
-    return ahead >= 2 and ahead > 2 * own
-
-
-def unshift_echo(entries: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
-    """The entries of a shifted echo put back in place: token i+1's figures come from entry i's top alternatives
-    (its own figure there is not a prediction of it). Refused, naming how many, when a token is not among them."""
-    fixed = [{**entries[0], "logprob": -math.inf, "top": [], "rank": None}]
-    missing = 0
+    """True when the echoed log-probabilities sit one token early, as llama-cpp-python's server sends them for a
+    model without BOS: row i's alternatives are the prediction of token i + 1, and token i's own figure is its
+    log-probability there. Read from the answer itself: where a token appears in the row before it, compare that
+    figure with its own. In place, a token is likelier where it stands than one position early (its own figure
+    is the higher); one token early it is the other way round. A figure wins by more than SHIFT_MARGIN nats (a
+    model that has learnt nothing gives neither); shifted when the row before wins at least twice and more than
+    twice as often as the own figure does."""
+    earlier = later = 0
     for entry, after in itertools.pairwise(entries):
-        alternatives = entry["top"][:top]  # the server adds the entry's own token past its top: not a prediction
-        rank = next((r for r, (text, _, _) in enumerate(alternatives, start=1) if text == after["token"]), None)
+        before = next((lp for text, lp, _ in entry["top"] if text == after["token"]), None)
+        if before is None or after["logprob"] == -math.inf:
+            continue
+        if before > after["logprob"] + SHIFT_MARGIN:
+            earlier += 1
+        elif after["logprob"] > before + SHIFT_MARGIN:
+            later += 1
+    return earlier >= 2 and earlier > 2 * later
+
+
+def unshift_echo(entries: list[dict[str, Any]], top: int, asked: int) -> tuple[list[dict[str, Any]], int]:
+    """The entries of a shifted echo put back in place, and how many of them lead as context: token i + 1's
+    figure, rank and alternatives come from row i (sorted, the row's own token included: its figure belongs to
+    the same distribution). A first row sent as null (llama-cpp-python's) leaves the second token without a
+    figure: the first two tokens are then context. Refused, naming how many, when a token is not in its row
+    (`asked`: the alternatives asked for per row)."""
+    context = 1 if entries[0]["top"] else 2
+    fixed = [{**entry, "logprob": -math.inf, "top": [], "rank": None} for entry in entries[:context]]
+    missing = 0
+    for entry, after in itertools.pairwise(entries[context - 1:]):
+        rank = next((r for r, (text, _, _) in enumerate(entry["top"], start=1) if text == after["token"]), None)
         if rank is None:
             missing += 1
             continue
-        fixed.append({**after, "logprob": alternatives[rank - 1][1], "top": alternatives, "rank": rank})
+        fixed.append({**after, "logprob": entry["top"][rank - 1][1], "top": entry["top"][:top], "rank": rank})
     if missing:
-        raise AnswerShapeError(f"log-probabilities shifted by one token (llama-cpp-python's echo), and {missing} of "
-                               f"{len(entries) - 1} tokens are not among the {top} alternatives of the entry before "
-                               "them, so they cannot be put back: score with a local model (-m)")
-    return fixed
+        raise AnswerShapeError(f"log-probabilities one token early (as llama-cpp-python's server sends them), and "
+                               f"{missing} of {len(entries) - context} tokens are not among the alternatives of the "
+                               f"row before them ({asked} asked for), so they cannot be put back: score with a local "
+                               "model (-m)")
+    return fixed, context
 
 
-def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], settings: Any, top: int | None = None
-                      ) -> Any:
-    """score's result from the prompt's own log-probabilities (completions with echo: the first token has none).
-    A first token that does not start the text is a BOS the server added; entropy is NaN; ids are -1 unless vLLM's
-    prompt_logprobs gave them. A rank is one the server gave: prompt_logprobs' rank, or the token's place among
-    the `top` alternatives asked for (a server that adds the token itself past them gives no rank for it: 0)."""
+def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], settings: Any, top: int | None = None,
+                      context: int = 1) -> Any:
+    """score's result from the prompt's own log-probabilities (completions with echo: the first `context` tokens
+    have none). A first token that does not start the text is a BOS the server added; entropy is NaN; ids are -1
+    unless vLLM's prompt_logprobs gave them. A rank is one the server gave: prompt_logprobs' rank, or the token's
+    place among the `top` alternatives asked for (a server that adds the token itself past them gives no rank for
+    it: 0)."""
     from llmscope.generation.generate import TokenAlternative
     from llmscope.inspection.scoring import ScoredToken, ScoreResult, nll_summary
 
     top = settings.top_k if top is None else top
-    first, rest = entries[0], entries[1:]
-    bos = not text.startswith(first["token"])
+    lead, rest = entries[:context], entries[context:]
+    context_text = "".join(entry["token"] for entry in lead)
+    bos = not text.startswith(lead[0]["token"])
     tokens = []
-    for position, entry in enumerate(rest, start=1):
+    for position, entry in enumerate(rest, start=context):
         text_piece, logprob = entry["token"], entry["logprob"]
         alternatives = entry["top"][:top]
         rank = entry.get("rank") or next((r for r, (t, _, _) in enumerate(alternatives, start=1) if t == text_piece),
@@ -370,12 +391,13 @@ def score_from_openai(model: str, text: str, entries: list[dict[str, Any]], sett
     scored_bytes = len("".join(t.delta for t in tokens).encode())
     total, mean, perplexity, bits = nll_summary([t.logprob for t in tokens], scored_bytes)
     return ScoreResult(
-        model=model, text=text, prompt=None, context_text=first["token"], chat_template_applied=False,
+        model=model, text=text, prompt=None, context_text=context_text, chat_template_applied=False,
         bos_prepended=bos, first_token_skipped=not bos, token_ids=tuple(e["id"] for e in entries),
-        context_tokens=1,
-        tokens=tuple(tokens), tokens_scored=len(tokens), text_tokens=len(rest) + (0 if bos else 1), truncated=False,
+        context_tokens=context,
+        tokens=tuple(tokens), tokens_scored=len(tokens), text_tokens=len(rest) + context - (1 if bos else 0),
+        truncated=False,
         total_nll=total, mean_nll=mean, perplexity=perplexity, scored_bytes=scored_bytes, bits_per_byte=bits,
-        window=len(entries), stride=len(entries), windows=1, min_context=1 if tokens else 0,
+        window=len(entries), stride=len(entries), windows=1, min_context=context if tokens else 0,
         mean_context=sum(t.context for t in tokens) / len(tokens) if tokens else 0.0,
         most_surprising=tuple(sorted(tokens, key=lambda t: t.logprob)[: settings.worst]), seconds=0.0,
         settings=settings)

@@ -84,42 +84,25 @@ def answer_bytes(rows: int, vocab: int) -> int:
 
 def remote_chunks(settings: EndpointSettings, text: str, score_settings: Any, vocab: int | None = None
                   ) -> tuple[RemoteModel, Any]:
-    """Model B, and a function (ids, plan, next_token) -> B's LogprobChunks that asks the server once. vocab (model
-    A's logits per row) sizes the answer's cap; B must have the same."""
+    """Model B, and a function (ids, plan, next_token) -> B's LogprobChunks that asks the server once. The server
+    streams the rows in JSON lines; they are all read (and checked) before the first chunk is handed on, so that a
+    slow model A never holds the server's model thread. vocab (model A's logits per row) sizes the answer's cap;
+    B must have the same."""
     client = Client(settings)
     remote = RemoteModel(settings.base)
 
     def chunks(ids: tuple[int, ...], plan: list[tuple[int, int, int]], next_token: bool) -> Iterator[Any]:
-        import torch
-
-        from llmscope.client.answers import AnswerShapeError, from_plain, reading_answer
         from llmscope.inspection.scoring import LogprobChunk
 
         sizes = block_sizes(len(ids), plan, next_token)
         body = {"text": text, "options": asdict(score_settings), "ids": list(ids), "plan": [list(w) for w in plan],
                 "next_token": next_token}
-        cap = answer_bytes(sum(sizes), vocab) if vocab else MAX_ANSWER_BYTES
+        cap = max(answer_bytes(sum(sizes), vocab) if vocab else MAX_ANSWER_BYTES, MAX_ANSWER_BYTES)
         try:
-            document = client.call(LOGPROBS_ROUTE, body, max_bytes=max(cap, MAX_ANSWER_BYTES))
+            lines = client.call_lines(LOGPROBS_ROUTE, body, max_bytes=cap, max_line_bytes=cap)
+            rows, targets, contexts = _read_rows(settings, lines, remote, sum(sizes))
         except NoSuchRoute:
             raise _not_llmscope() from None
-        with reading_answer(settings.base, LOGPROBS_ROUTE):
-            if "model_info" not in document or not isinstance(document.get("result"), dict):
-                raise AnswerShapeError("no 'model_info' and 'result' object in the answer")
-            remote.info = replace(from_plain(ModelInfo, document["model_info"], "model_info"), endpoint=settings.base,
-                                  server=LLMSCOPE_SERVER)
-            result = document["result"]
-            targets = from_plain(tuple[int, ...], result.get("targets"), "result.targets")
-            contexts = from_plain(tuple[int, ...], result.get("contexts"), "result.contexts")
-            width = from_plain(int, result.get("vocab"), "result.vocab")
-            packed = base64.b64decode(from_plain(str, result.get("rows_base64"), "result.rows_base64"), validate=True)
-            if len(targets) != sum(sizes) or len(contexts) != len(targets) or width < 1 or (
-                    len(packed) != len(targets) * width * 4):
-                raise AnswerShapeError(f"{len(targets)} rows of {width} log-probabilities in {len(packed):,} bytes, "
-                                       f"where {sum(sizes)} rows go")
-            rows = torch.frombuffer(bytearray(packed), dtype=torch.float32).view(len(targets), width)
-            if bool(torch.isnan(rows).any()) or bool((rows > FIGURE_SLACK).any()):
-                raise AnswerShapeError("an impossible log-probability in result.rows_base64 (NaN or above 0)")
         targets_list, contexts_list, at = list(targets), list(contexts), 0
         for size in sizes:
             yield LogprobChunk(targets=targets_list[at:at + size], contexts=contexts_list[at:at + size],
@@ -127,3 +110,50 @@ def remote_chunks(settings: EndpointSettings, text: str, score_settings: Any, vo
             at += size
 
     return remote, chunks
+
+
+def _read_rows(settings: EndpointSettings, lines: Iterator[dict[str, Any]], remote: RemoteModel, wanted: int
+               ) -> tuple[Any, list[int], list[int]]:
+    """The logprobs stream read whole: its head (model info, vocabulary, rows), its lines of rows, its end; every
+    shape and figure checked. Returns (rows [wanted, vocab] float32, targets, contexts)."""
+    import torch
+
+    from llmscope.client.answers import AnswerShapeError, from_plain, reading_answer
+
+    with reading_answer(settings.base, LOGPROBS_ROUTE):
+        head = next(lines, None)
+        if head is None or "model_info" not in head or not isinstance(head.get("result"), dict):
+            raise AnswerShapeError("no 'model_info' and 'result' object at the head of the answer")
+        remote.info = replace(from_plain(ModelInfo, head["model_info"], "model_info"), endpoint=settings.base,
+                              server=LLMSCOPE_SERVER)
+        width = from_plain(int, head["result"].get("vocab"), "result.vocab")
+        if width < 1 or from_plain(int, head["result"].get("rows"), "result.rows") != wanted:
+            raise AnswerShapeError(f"an answer of {head['result'].get('rows')} rows of {width}, where {wanted} go")
+        rows = torch.empty((wanted, width), dtype=torch.float32)
+        targets: list[int] = []
+        contexts: list[int] = []
+        for number, line in enumerate(lines, start=1):
+            if "error" in line:
+                detail = line["error"] if isinstance(line["error"], dict) else {}
+                raise EndpointError(f"the endpoint stopped its answer on {LOGPROBS_ROUTE}: "
+                                    f"{' '.join(str(detail.get('message', line['error'])).split())[:300]}")
+            if line.get("end") is True:
+                break
+            where = f"line {number}"
+            more = from_plain(tuple[int, ...], line.get("targets"), f"{where}.targets")
+            around = from_plain(tuple[int, ...], line.get("contexts"), f"{where}.contexts")
+            packed = base64.b64decode(from_plain(str, line.get("rows_base64"), f"{where}.rows_base64"), validate=True)
+            if len(around) != len(more) or len(packed) != len(more) * width * 4 or len(targets) + len(more) > wanted:
+                raise AnswerShapeError(f"{len(more)} rows of {width} log-probabilities in {len(packed):,} bytes, "
+                                       f"where {wanted - len(targets)} rows are left ({where})")
+            block = torch.frombuffer(bytearray(packed), dtype=torch.float32).view(len(more), width)
+            if bool(torch.isnan(block).any()) or bool((block > FIGURE_SLACK).any()):
+                raise AnswerShapeError(f"an impossible log-probability at {where} (NaN or above 0)")
+            rows[len(targets):len(targets) + len(more)] = block
+            targets += more
+            contexts += around
+        else:
+            raise AnswerShapeError("an answer that ends without its end line (cut short)")
+        if len(targets) != wanted:
+            raise AnswerShapeError(f"{len(targets)} rows where {wanted} go")
+    return rows, targets, contexts

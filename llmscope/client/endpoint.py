@@ -6,6 +6,7 @@ their shapes and figures are checked (results). It uses urllib only: no torch, n
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
@@ -13,6 +14,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,6 +114,40 @@ class Client:
     def call(self, path: str, body: dict[str, Any] | None = None,
              max_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
         """The JSON object the server answers on PATH (POST with BODY, GET without)."""
+        deadline = time.monotonic() + self.settings.timeout
+        with self._open(path, body) as (response, url):
+            raw = self._read(response, url, max_bytes, deadline)
+        return self._document(raw, path)
+
+    def call_lines(self, path: str, body: dict[str, Any], max_bytes: int, max_line_bytes: int
+                   ) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a JSON-lines answer on PATH, one per line as they arrive: each line at most
+        max_line_bytes, the whole at most max_bytes, all of it within the timeout."""
+        deadline = time.monotonic() + self.settings.timeout
+        with self._open(path, body) as (response, url):
+            size = 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise self._timed_out(url)
+                try:
+                    line = response.readline(max_line_bytes + 1)
+                except (OSError, http.client.HTTPException) as error:
+                    if isinstance(error, TimeoutError):
+                        raise self._timed_out(url) from None
+                    raise EndpointError(f"the endpoint {self.settings.base} broke off its answer on {path}: "
+                                        f"{type(error).__name__} {error}") from None
+                if not line:
+                    return
+                size += len(line)
+                if len(line) > max_line_bytes:
+                    raise self._too_large(url, f"sent a line of more than {_mib(max_line_bytes)}", max_line_bytes)
+                if size > max_bytes:
+                    raise self._too_large(url, f"passed {_mib(max_bytes)}", max_bytes)
+                yield self._document(line, path)
+
+    @contextlib.contextmanager
+    def _open(self, path: str, body: dict[str, Any] | None) -> Iterator[tuple[Any, str]]:
+        """The server's response to PATH (POST with BODY, GET without), open for reading; failures as one line."""
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -122,10 +158,9 @@ class Client:
         url = self.settings.base + path
         request = urllib.request.Request(url, data=data, headers=headers,
                                          method="POST" if body is not None else "GET")
-        deadline = time.monotonic() + self.settings.timeout
         try:
             with self.opener.open(request, timeout=self.settings.timeout) as response:
-                raw = self._read(response, url, max_bytes, deadline)
+                yield response, url
         except urllib.error.HTTPError as error:
             with error:
                 raise _http_error(error, url) from None
@@ -138,6 +173,9 @@ class Client:
         except http.client.HTTPException as error:
             raise EndpointError(f"the endpoint {self.settings.base} broke off its answer on {path}: "
                                 f"{type(error).__name__} {error}") from None
+
+    def _document(self, raw: bytes, path: str) -> dict[str, Any]:
+        """A JSON object from the server's bytes, or one EndpointError line."""
         try:
             document = json.loads(raw)
         except (ValueError, RecursionError):
@@ -320,6 +358,9 @@ def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, An
     """score from any OpenAI-compatible server that echoes the prompt's log-probabilities (vLLM, llmscope serve;
     llama-cpp-python's echo, one token early, is put back in place or refused)."""
     from llmscope.client.answers import (
+        DETECT_LOGPROBS,
+        LOST_FIRST_NOTE,
+        REBUILD_LOGPROBS,
         SCORE_LIMITS,
         SHIFT_NOTE,
         answer_choice,
@@ -341,20 +382,32 @@ def score_openai(client: Client, text: str, options: Any) -> tuple[ModelInfo, An
     model = client.model_name()
     top = min(max(options.top_k, 1), MAX_LOGPROBS)
     path = "/v1/completions"
-    answer = client.call(path, {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0,
-                                "echo": True, "logprobs": top, "prompt_logprobs": top})
+
+    def echoed(alternatives: int, max_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
+        return client.call(path, {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0, "echo": True,
+                                  "logprobs": alternatives, "prompt_logprobs": alternatives}, max_bytes=max_bytes)
+
+    answer = echoed(max(top, DETECT_LOGPROBS))  # wide enough to see a shifted echo; `top` of them are shown
     notes = []
+    context = 1
     with reading_answer(client.settings.base, path):
         prompt_tokens = prompt_token_count(answer)
         choice = answer_choice(answer)
         entries = read_entries(choice.get("logprobs"))[:prompt_tokens]
         known = with_prompt_logprobs(entries, choice.get("prompt_logprobs"), top)
-        if not known and len(entries) > 2 and entries[0]["logprob"] > -math.inf and echo_is_shifted(entries):
-            entries = unshift_echo(entries, top)
+        if not known and len(entries) > 2 and echo_is_shifted(entries):
+            asked = max(top, REBUILD_LOGPROBS)
+            if top < asked:  # each token must be in the row before it: ask for enough alternatives
+                wide = echoed(asked, max_bytes=max(MAX_ANSWER_BYTES, len(entries) * asked * 64))
+                entries = read_entries(answer_choice(wide).get("logprobs"))[:prompt_token_count(wide)]
+            entries, context = unshift_echo(entries, top, asked)
             notes.append(SHIFT_NOTE)
-        if len(entries) >= 2 and entries[1]["logprob"] > -math.inf:
-            result = score_from_openai(model, text, entries, options, top)
-    if len(entries) < 2 or entries[1]["logprob"] == -math.inf:
+            if context > 1:
+                notes.append(LOST_FIRST_NOTE)
+        scored = len(entries) > context and entries[context]["logprob"] > -math.inf
+        if scored:
+            result = score_from_openai(model, text, entries, options, top, context)
+    if not scored:
         raise EndpointError("the endpoint sent no log-probabilities for the prompt (echo with logprobs)",
                             hint="vLLM answers them; llama.cpp and ollama do not: score with a local model")
     limits = [limit for limit in SCORE_LIMITS if not (known and limit != SCORE_LIMITS[0])]

@@ -13,15 +13,17 @@ from llmscope.cli.groups import Shared, grouped
 from llmscope.cli.kit import EXIT_CODES_HELP, ModelOpt, PortOpt, ServeCheckOpt, command, example, load, warn_all
 from llmscope.commands.serve import LISTENING
 
-PAGE_LINE = "explore at {url}/explore"  # printed on stderr after the listening line
+PAGE_LINE = "explore at {url}/explore{query}"  # printed on stderr after the listening line
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 @example("-m", "{model}", "--port", "0", "--check")
-@grouped(load=True)
+@grouped(load=True, server=True)
 def explore(
     model: ModelOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (the page has no key: keep it local).")] = (
+    host: Annotated[str, typer.Option("--host", help="Address to listen on. Beyond this machine (0.0.0.0) without "
+                                      "--api-key, a key is made for the run and put in the page's address.")] = (
         "127.0.0.1"),
     port: PortOpt = 8000,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default web browser.")] = False,
@@ -33,16 +35,25 @@ def explore(
     and sampled steps), logit lens, attention heads, attribution, KV cache and architecture, for a prompt you type.
 
     It is `serve` with the page at /explore; every figure on the page comes from the same library functions as the
-    commands. Prints "listening on http://HOST:PORT" on stderr, then the page's address. Stop it with Ctrl-C.
+    commands. Prints "listening on http://HOST:PORT" on stderr, then the page's address (with ?token=KEY under a
+    key: opening it sets the key's cookie). Stop it with Ctrl-C.
     """
     with command(shared.output.quiet) as display:
-        from llmscope.server.config import ServeSettings, plan_for
+        from llmscope.server.config import check_address, plan_for
+        from llmscope.server.keys import new_key
 
+        made_key = shared.server.api_key is None and host not in LOCAL_HOSTS
         # one request at a time: the page is one person's, and its clicks queue instead of sharing a batch
-        settings = ServeSettings(host=host, port=port, max_batch=1)
+        settings = shared.server.settings(host, port, max_batch=1,
+                                          **({"api_key": new_key()} if made_key else {}))
+        check_address(host)
         models = shared.load.settings(model)
         display.mode = shared.output.mode()
-        warn_all(display, settings.warnings())
+        notes = settings.warnings()
+        if made_key:
+            notes += (f"explore on {host}: a key was made for this run and is in the page's address below; the "
+                      "page is plain HTTP, so anyone who can see the traffic can read it",)
+        warn_all(display, notes)
         from llmscope.server.lifecycle import require_server_packages
 
         require_server_packages()
@@ -57,12 +68,13 @@ def explore(
 
         def listening(bound: int) -> None:
             url = plan_for(settings, loaded.spec.name, bound).url
-            sys.stderr.write(LISTENING.format(url=url) + "\n" + PAGE_LINE.format(url=url) + "\n")
+            query = f"?token={settings.api_key}" if settings.api_key else ""
+            sys.stderr.write(LISTENING.format(url=url) + "\n" + PAGE_LINE.format(url=url, query=query) + "\n")
             sys.stderr.flush()
             if open_browser:
                 import webbrowser
 
-                webbrowser.open(f"{url}/explore")
+                webbrowser.open(f"{url}/explore{query}")
 
         summary = run_server(loaded, settings, display.status, listening)
         from llmscope.render.serve import show_summary

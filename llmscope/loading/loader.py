@@ -332,6 +332,9 @@ def load_model(
     except Exception as error:  # a corrupt file fails in many ways (struct.error, IndexError, ...)
         raise _translate_load_error(error, spec, "model") from error
     model.eval()
+    from llmscope.loading.stop_points import stop_on_signals
+
+    stop_on_signals(model)  # Ctrl-C / SIGTERM stop a pass within one sublayer, even if their interrupt was lost
     exact = False
     if invariant and target == "cpu" and device_map is None:
         from llmscope.invariance.selftest import install

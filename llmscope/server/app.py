@@ -5,7 +5,6 @@ openai_routes, llmscope's in native and explore) to one ServeState. No route log
 from __future__ import annotations
 
 import functools
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,10 +21,12 @@ from llmscope.server import openai_routes
 from llmscope.server.config import ServeSettings, host_allowed
 from llmscope.server.engine import Engine
 from llmscope.server.explore import explore_routes
+from llmscope.server.keys import check_key
 from llmscope.server.native import native_routes
 from llmscope.server.openai_shapes import ApiError
-from llmscope.server.state import ClientGone, ServeState
+from llmscope.server.state import ServeState
 from llmscope.server.whatif_route import whatif_routes
+from llmscope.server.wire import ClientGone
 
 Handler = Callable[[Request], Awaitable[Response]]
 StateHandler = Callable[[Request, ServeState], Awaitable[Response]]
@@ -97,22 +98,13 @@ def _library_error(error: LlmscopeError) -> ApiError:
     return ApiError(500, message, kind="server_error")
 
 
-def _check_key(request: Request, api_key: str) -> None:
-    """401 unless the request carries 'Authorization: Bearer <api_key>' (compared in constant time)."""
-    given = request.headers.get("authorization", "")
-    token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), api_key.encode()):
-        raise ApiError(401, "Incorrect API key provided (send it as 'Authorization: Bearer KEY')",
-                       code="invalid_api_key")
-
-
 def guarded(state: ServeState, handler: Handler, open_route: bool = False) -> Handler:
     """The handler behind the key check (unless open_route), every failure answered in OpenAI's error shape: the
     library's known errors keep their words, a client gone gets 499, anything else a one-line 500 on the log."""
     async def run(request: Request) -> Response:
         try:
             if state.settings.api_key is not None and not open_route:
-                _check_key(request, state.settings.api_key)
+                check_key(request, state.settings.api_key)
             return await handler(request)
         except ApiError as error:
             return _error(error)

@@ -36,15 +36,14 @@ def prompt_logprobs(loaded: LoadedModel, ids: tuple[int, ...], alternatives: int
     alternatives, from scoring's teacher-forced forward passes (a sliding window past the context)."""
     import torch
 
-    from llmscope.inspection.scoring import ScoreSettings, logprob_chunks, resolve_window, token_figures, window_plan
+    from llmscope.inspection.scoring import logprob_chunks, token_figures
 
     tokenizer = loaded.tokenizer
     first = TokenLogprob(text=tokenizer.decode([ids[0]]), logprob=None, top=None, token_id=ids[0])
     if len(ids) < 2:
         return [first]
-    window, stride = resolve_window(loaded, ScoreSettings(), len(ids))
     out = [first]
-    for chunk in logprob_chunks(loaded, ids, window_plan(len(ids), 1, window, stride)):
+    for chunk in logprob_chunks(loaded, ids, prompt_windows(loaded, len(ids))):
         figures = token_figures(chunk.logprobs, [ids[p] for p in chunk.targets])
         tops: list[Any] = [()] * len(chunk.targets)
         top_ids: list[Any] = [()] * len(chunk.targets)
@@ -58,3 +57,12 @@ def prompt_logprobs(loaded: LoadedModel, ids: tuple[int, ...], alternatives: int
                                     top=tops[row], token_id=ids[position], rank=figures.ranks[row],
                                     top_ids=top_ids[row]))
     return out
+
+
+def prompt_windows(loaded: LoadedModel, length: int) -> list[tuple[int, int, int]]:
+    """The windows [begin, end, first target] that score a prompt of `length` tokens from its second token on (a
+    sliding window past the model's context, as score slides it)."""
+    from llmscope.inspection.scoring import ScoreSettings, resolve_window, window_plan
+
+    window, stride = resolve_window(loaded, ScoreSettings(), length)
+    return window_plan(length, 1, window, stride)

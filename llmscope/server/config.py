@@ -15,7 +15,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # a request body past this gets 413
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
 ROUTES = (
-    ("GET", "/health", "liveness, queue length and batching counters (no key needed)"),
+    ("GET", "/health", "liveness (no key needed); with the key also the queue and the engine's counters"),
     ("GET", "/v1/models", "the served model (OpenAI)"),
     ("POST", "/v1/completions", "prompt or list, max_tokens, temperature, top_p, seed, stop, logprobs, echo, stream"),
     ("POST", "/v1/chat/completions", "messages, logprobs / top_logprobs, stream (OpenAI)"),

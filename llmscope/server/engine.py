@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmscope.server.budget import Speed
 from llmscope.server.openai_shapes import ApiError
 
 
@@ -41,7 +42,8 @@ class Job:
 
     def emit(self, item: Any) -> None:
         if self.events is not None:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody reads the stream any more
+                self.loop.call_soon_threadsafe(self.events.put_nowait, item)
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         def settle() -> None:
@@ -49,6 +51,7 @@ class Job:
                 return
             if error is not None:
                 self.future.set_exception(error)
+                self.future.exception()  # a stream reads its events, not the future: no "never retrieved" warning
             else:
                 self.future.set_result(result)
 
@@ -56,8 +59,9 @@ class Job:
             self.loop.call_soon_threadsafe(settle)
 
 
-class JobStopped(Exception):
-    """Raised inside a forward pass when every job of the running batch should stop (see Engine._watch)."""
+class JobStopped(BaseException):
+    """Raised inside a forward pass when every job of the running batch should stop (see Engine._watch). A
+    BaseException, so that no library code's `except Exception` around a pass can swallow it."""
 
 
 @dataclass
@@ -88,8 +92,9 @@ class EngineStats:
     batches: int = 0
     rows: int = 0
     largest_batch: int = 0
-    cancelled: int = 0  # rows cut short because their client went away (or the server stopped)
+    cancelled: int = 0  # jobs cut short or dropped from the queue because their client went away
     timed_out: int = 0  # jobs stopped by their time budget (serve --job-timeout)
+    refused: int = 0  # requests refused before any work because their estimated cost passes the budget
 
 
 class Engine:
@@ -109,8 +114,15 @@ class Engine:
         self._closing = False
         self._aborted = False
         self._thread = threading.Thread(target=self._work, name="llmscope-engine", daemon=True)
+        self.speed: Speed | None = None  # measured by start()
 
     def start(self) -> None:
+        """Measure the model's speed (for the cost estimates checked before any request runs), then start the
+        worker."""
+        from llmscope.server.budget import measure_speed
+
+        if self.speed is None:
+            self.speed = measure_speed(self.loaded)
         self._thread.start()
 
     @property
@@ -147,11 +159,10 @@ class Engine:
         self.abort()
         self._thread.join(timeout=grace)
 
-    def abort(self) -> None:
-        """The shutdown time is over: every queued and running request gets OpenAI's 503 now (a stream its error
-        event), and the running batch stops at its next forward pass."""
-        error = ApiError(503, "the server is shutting down (the shutdown timeout cut this request short)",
-                         kind="server_error", code="shutting_down")
+    def abort(self, why: str = "the shutdown timeout cut this request short") -> None:
+        """The shutdown time is over (or a second signal came): every queued and running request gets OpenAI's 503
+        now (a stream its error event), and the running batch stops within one sublayer."""
+        error = ApiError(503, f"the server is shutting down ({why})", kind="server_error", code="shutting_down")
         with self._lock:
             self._closing = self._aborted = True
             jobs, self._pending = self._pending + self._running, []
@@ -167,7 +178,7 @@ class Engine:
         """The oldest job and every later queued job with its key (up to max_batch); None when closing and idle."""
         with self._lock:
             while True:
-                self._pending = [job for job in self._pending if not job.cancelled.is_set() or _abandon(job)]
+                self._pending = [job for job in self._pending if not job.cancelled.is_set() or self._abandon(job)]
                 if self._pending:
                     break
                 if self._closing:
@@ -208,20 +219,27 @@ class Engine:
                 with self._lock:
                     self._running = []
 
+    def _abandon(self, job: Job) -> bool:
+        """A cancelled job that never ran: tell its request, count it, drop it from the queue (always False)."""
+        if not self._aborted:
+            self.stats.cancelled += 1
+        job.resolve(error=ApiError(499, "the request was cancelled", code="cancelled"))
+        return False
+
     @contextlib.contextmanager
     def _watch(self, jobs: list[Job]) -> Iterator[None]:
-        """While `jobs` run: before every forward pass of the model, raise JobStopped if all of them should stop
-        (clients gone, time budget spent, server stopping). Covers score's chunks and every decode step."""
-        def check(_module: Any, _args: Any) -> None:
+        """While `jobs` run: before the model and before each of its blocks and sublayers (loading.stop_points),
+        raise JobStopped if all of them should stop (clients gone, time budget spent, server stopping). So a long
+        pass stops within one sublayer, not at its end."""
+        from llmscope.loading.stop_points import checked_passes
+
+        def check() -> None:
             now = time.monotonic()
             if all(job.stopped(now) for job in jobs):
                 raise JobStopped
 
-        handle = self.loaded.model.register_forward_pre_hook(check)
-        try:
+        with checked_passes(self.loaded.model, check):
             yield
-        finally:
-            handle.remove()
 
     def _stop_error(self, job: Job, now: float) -> ApiError:
         """What a stopped job's request hears (and the counters that say why it stopped)."""
@@ -291,12 +309,6 @@ class Engine:
             job.resolve(dataclasses.replace(result, text=text, finish_reason=reason, tokens=kept,
                                             token_ids=tuple(t.token_id for t in kept), new_tokens=len(kept),
                                             settings=work.settings))
-
-
-def _abandon(job: Job) -> bool:
-    """A cancelled job that never ran: tell its request, drop it from the queue (always False)."""
-    job.resolve(error=ApiError(499, "the request was cancelled", code="cancelled"))
-    return False
 
 
 def _call(jobs: list[Job]) -> None:

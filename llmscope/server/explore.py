@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from llmscope.core.model_info import to_plain
 from llmscope.server import openai_shapes as shapes
+from llmscope.server.budget import Pass, Shape, decoding_passes
 from llmscope.server.engine import call_job
+from llmscope.server.keys import TOKEN_PARAMETER, authorized, cookie_name, same_key
 from llmscope.server.native import RouteTools, check_cap
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -34,12 +36,33 @@ ROUTES = (  # what explore adds to serve's routes (explore --check lists them)
     ("POST", "/llmscope/v1/explore/lens", "next-token --lens --json, and each block's residual-stream norms"),
     ("POST", "/llmscope/v1/explore/attention", "attention --json, every query row, weights packed as float32; with "
      "layer and head: that head's q, k, v, weights and output (weights: false for those alone)"),
-    ("POST", "/llmscope/v1/explore/attribute", "attribute --steps 32 --json (methods, steps: others)"),
+    ("POST", "/llmscope/v1/explore/attribute", "attribute --steps 32 --json (methods; steps: others, up to "
+     "--max-steps)"),
     ("POST", "/llmscope/v1/explore/cache", "KV-cache bytes for the prompt; time: bench-cache's with / without runs"),
     ("POST", "/llmscope/v1/explore/architecture", "architecture --json"),
 )
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' "
                 "'unsafe-inline'; connect-src 'self'", "Cache-Control": "no-cache"}
+
+
+NO_KEY_PAGE = ("This page needs the server's key. Open the address that `llmscope explore` printed (it ends in "
+               "?token=...), or, for `llmscope serve --api-key KEY`, /explore?token=KEY.\n")
+
+
+def attribution_passes(methods: tuple[str, ...], tokens: int, steps: int) -> list[Pass]:
+    """The passes attribution makes over `tokens` inputs (the prompt and the target): integrated gradients one
+    forward and backward per step, input x gradient one, occlusion one forward per token left out, rollout one
+    forward keeping the attention weights, and the target's own pass."""
+    passes = [Pass(tokens=tokens, context=tokens)]
+    if "integrated-gradients" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, repeat=steps, backward=True))
+    if "input-x-gradient" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, backward=True))
+    if "occlusion" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, repeat=tokens))
+    if "attention-rollout" in methods:
+        passes.append(Pass(tokens=tokens, context=tokens, attentions=True))
+    return passes
 
 
 def asset_text(name: str) -> str:
@@ -90,6 +113,9 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         job = tools.submit(call_job(asyncio.get_running_loop(), work))
         return (await tools.wait(request, [job]))[0]
 
+    def cost(passes: list[Pass]) -> None:
+        tools.check_cost(passes)
+
     async def read(request: Request) -> tuple[dict[str, Any], Any]:
         """The body and its prompt, encoded and checked as next-token encodes it (and against serve's caps)."""
         from llmscope.generation.prompts import encode_prompt
@@ -108,6 +134,19 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         return body, encoded
 
     async def page(request: Request) -> Response:
+        """The page. Under a key: opened with ?token=KEY, it sets the key's cookie (HttpOnly, SameSite=Strict)
+        and sends the browser to the plain address, whose requests then carry the cookie; without the key or
+        cookie it is 401, saying where the key is."""
+        key = tools.api_key
+        token = request.query_params.get(TOKEN_PARAMETER)
+        if key is not None and token is not None:
+            if not same_key(token, key):
+                return Response(NO_KEY_PAGE, status_code=401, media_type="text/plain; charset=utf-8")
+            answer = RedirectResponse("/explore", status_code=303)
+            answer.set_cookie(cookie_name(request), key, httponly=True, samesite="strict", path="/")
+            return answer
+        if not authorized(request, key):
+            return Response(NO_KEY_PAGE, status_code=401, media_type="text/plain; charset=utf-8")
         return Response(asset_text(PAGE), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
     async def asset(request: Request) -> Response:
@@ -134,6 +173,7 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         except OverflowError as error:
             raise shapes.ApiError(400, str(error)) from None
         check_cap("shown", settings.shown, tools.max_top_k, "--max-top-k")
+        cost(decoding_passes(len(encoded.ids), 1))
 
         def work() -> tuple[Any, dict[str, str]]:
             view = sampler_view(loaded, encoded, settings)
@@ -150,6 +190,7 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         body, encoded = await read(request)
         settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)))
         check_cap("top_k", settings.top_k, tools.max_top_k, "--max-top-k")
+        cost(decoding_passes(len(encoded.ids), 1))
 
         def work() -> tuple[Any, dict[str, str]]:
             result = next_token_encoded(loaded, [encoded], settings)[0]
@@ -166,6 +207,10 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         body, encoded = await read(request)
         settings = NextTokenSettings(top_k=int(shapes.field_of(body, "top_k", (int,), 10)), lens=True)
         check_cap("top_k", settings.top_k, tools.max_top_k, "--max-top-k")
+        layers = Shape.of(loaded).layers
+        cost([Pass(tokens=len(encoded.ids), context=len(encoded.ids), cache=True, hidden_states=True),
+              Pass(tokens=1, context=1, logits=layers + 1),  # the lens: every layer's last position unembedded
+              Pass(tokens=len(encoded.ids), context=len(encoded.ids), hidden_states=True)])  # the block norms
 
         def work() -> tuple[Any, Any, dict[str, str]]:
             result = next_token_encoded(loaded, [encoded], settings)[0]
@@ -191,6 +236,15 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
             raise shapes.ApiError(400, "'weights': false leaves nothing to answer without 'layer' and 'head'",
                                   param="weights")
 
+        shape, tokens = Shape.of(loaded), len(encoded.ids)
+        weights = shape.layers * shape.heads * tokens * tokens
+        if whole and weights * 16 // 3 > tools.max_answer_bytes:  # float32 in base64
+            raise shapes.ApiError(400, f"{shape.layers} layers x {shape.heads} heads x {tokens}² attention weights "
+                                  f"make an answer of about {weights * 16 // 3:,} bytes, more than this server sends "
+                                  f"({tools.max_answer_bytes:,}: serve --max-answer-bytes); use a shorter prompt",
+                                  code="answer_too_large")
+        cost([Pass(tokens=tokens, context=tokens, attentions=True)])
+
         def work() -> tuple[Any, Any, dict[str, str]]:
             steps = None if layer is None or head is None else packed_head_steps(to_plain(
                 head_steps(loaded, encoded.ids, layer, head)))
@@ -212,7 +266,9 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         if not 1 <= steps <= MAX_AUTO_STEPS:
             raise shapes.ApiError(400, f"'steps' must be 1 to {MAX_AUTO_STEPS} here (got {steps}); attribute "
                                   "--steps takes more", param="steps")
+        check_cap("steps", steps, tools.max_steps, "--max-steps")
         settings = AttributionSettings(steps=steps, **({"methods": tuple(methods)} if methods else {}))
+        cost(attribution_passes(settings.methods, len(encoded.ids) + 1, steps))
 
         def work() -> tuple[Any, dict[str, str]]:
             result = attribute_encoded(loaded, encoded, settings)
@@ -227,6 +283,12 @@ def explore_routes(loaded: Any, guarded: Callable[..., Handler], tools: RouteToo
         body, encoded = await read(request)
         timing = bool(shapes.field_of(body, "time", (bool,), False))
         dtype = loaded.info.dtype if loaded.info.dtype in ("float32", "bfloat16", "float16") else "float32"
+
+        if timing:  # bench-cache's pairs: one untimed and CACHE_TIMING_PAIRS timed, each with and without the cache
+            runs = 1 + CACHE_TIMING_PAIRS
+            tokens = len(encoded.ids)
+            cost([*decoding_passes(tokens, CACHE_TIMING_TOKENS) * runs,
+                  Pass(tokens=tokens + 1, context=tokens + 1, repeat=CACHE_TIMING_TOKENS * runs, growth=0)])
 
         def work() -> dict[str, Any]:
             size = cache_size(loaded.model.config, len(encoded.ids), 1, dtype)

@@ -55,10 +55,21 @@ def raise_open_file_limit() -> None:
             pass
 
 
+ANSWER_TIME = 2.0  # seconds the 503 answers get to be written after a second signal, before uvicorn stops waiting
+
+
+def later(seconds: float, action: Callable[[], None]) -> None:
+    """Run action on a daemon thread after `seconds`."""
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
+
+
 def build_server(loaded: Any, settings: ServeSettings, log: Callable[[str], None]) -> tuple[Any, Any]:
     """The uvicorn server and the started engine for `loaded`. server.ready is set once it accepts connections;
     server.handle_exit (what SIGTERM and Ctrl-C call) starts the shutdown clock: after --shutdown-timeout the
-    engine answers every request still in flight with 503 (streams with an error event and [DONE])."""
+    engine answers every request still in flight with 503 (streams with an error event and [DONE]); a second
+    signal does so at once, and uvicorn stops waiting ANSWER_TIME later."""
     require_server_packages()
     import uvicorn
 
@@ -78,14 +89,17 @@ def build_server(loaded: Any, settings: ServeSettings, log: Callable[[str], None
             self.ready.set()
 
         def handle_exit(self, sig: int, frame: Any) -> None:  # no re-raise after shutdown: the exit code is 0
-            if self.should_exit:
-                self.force_exit = True
+            if self.should_exit:  # a second signal: every request still in flight gets its 503 now
+                engine.abort("a second signal cut this request short")
+                later(ANSWER_TIME, self.stop_waiting)
             else:
                 self.stop_asked_at = time.monotonic()
-                timer = threading.Timer(settings.shutdown_timeout, engine.abort)
-                timer.daemon = True
-                timer.start()
+                later(settings.shutdown_timeout, engine.abort)
             self.should_exit = True
+
+        def stop_waiting(self) -> None:
+            """uvicorn stops waiting for connections (their 503s have been written by now)."""
+            self.force_exit = True
 
     engine.start()
     # uvicorn's own cancellation (a plain-text 500 and a traceback) comes only after the engine has answered

@@ -6,18 +6,23 @@ request is checked against the server's caps before any work; option objects are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
+import threading
+import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from llmscope.core.model_info import to_plain
 from llmscope.server import openai_shapes as shapes
+from llmscope.server.budget import Pass, decoding_passes, window_passes
 from llmscope.server.engine import Job, call_job
+from llmscope.server.wire import ClientGone, client_disconnected, json_bytes
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_ROW_VALUES = 1 << 26  # full-vocabulary log-probabilities in one logprobs answer (256 MiB of float32)
@@ -36,8 +41,11 @@ class RouteTools:
     check_answer: Callable[[int, int], None]
     check_tokens: Callable[..., None]
     check_characters: Callable[..., None]  # (characters, new_tokens=0): refused before tokenizing
+    check_cost: Callable[[list[Pass]], Any]  # the request's forward passes against --job-timeout and free memory
     max_top_k: int
     max_steps: int
+    max_answer_bytes: int
+    api_key: str | None = None
 
 
 def check_cap(option: str, value: int | None, cap: int, serve_option: str) -> None:
@@ -95,13 +103,20 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
                                                         system=parsed.system, new_tokens=parsed.steps - 1,
                                                         budget_option="steps"))
         tools.check_tokens(len(encoded.ids) + parsed.steps - 1)
+        tools.check_cost(decoding_passes(len(encoded.ids), parsed.steps))
         loop = asyncio.get_running_loop()
         job = submit(Job(kind="next_token", key=("next_token", inspect), payload=encoded, loop=loop,
                          future=loop.create_future()))
         return await envelope((await wait(request, [job]))[0])
 
     async def score(request: Request) -> Response:
-        from llmscope.inspection.scoring import ScoreSettings, prepare_ids, score_text
+        from llmscope.inspection.scoring import (
+            ScoreSettings,
+            prepare_ids,
+            resolve_window,
+            score_text,
+            window_plan,
+        )
 
         body = await read(request)
         text = shapes.text_of(body, "text", required=True) or ""
@@ -112,9 +127,13 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
 
             check_top("top_k", scoring.top_k, loaded)
         tools.check_characters(len(text) + len(scoring.prompt or ""))
-        tokens = len((await tokenized(lambda: prepare_ids(loaded.tokenizer, text, scoring))).ids)
+        prepared = await tokenized(lambda: prepare_ids(loaded.tokenizer, text, scoring))
+        tokens = len(prepared.ids)
         tools.check_tokens(tokens, "tokens to read")
         tools.check_answer(min(tokens, scoring.max_tokens or tokens), scoring.top_k)
+        if tokens >= 2:  # shorter: score_text says why in its own words
+            window, stride = resolve_window(loaded, scoring, tokens)
+            tools.check_cost(window_passes(window_plan(tokens, prepared.first_target, window, stride)))
         job = submit(call_job(asyncio.get_running_loop(), lambda: score_text(loaded, text, scoring)))
         return await envelope((await wait(request, [job]))[0])
 
@@ -142,6 +161,7 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
         encoded = await tokenized(lambda: encode_prompt(loaded, prompt, chat=chat, system=system,
                                                         new_tokens=generation.max_new_tokens))
         tools.check_tokens(len(encoded.ids) + generation.max_new_tokens)
+        tools.check_cost(decoding_passes(len(encoded.ids), generation.max_new_tokens))
         job = submit(call_job(asyncio.get_running_loop(),
                               lambda: generate_encoded(loaded, [encoded], generation, detail=detail)[0]))
         return await envelope((await wait(request, [job]))[0])
@@ -162,17 +182,36 @@ def native_routes(loaded: Any, tools: RouteTools) -> dict[str, Handler]:
             raise shapes.ApiError(400, f"{name} tokenizes the text differently from the local model",
                                   param="ids", code="tokenizer_mismatch")
         check_windows(plan, len(ids))
-        rows = sum(end - first for _, end, first in plan) + 1
+        next_token = bool(shapes.field_of(body, "next_token", (bool,), False))
+        rows = sum(end - first for _, end, first in plan) + (1 if next_token else 0)
         from llmscope.generation.prompts import vocabulary_rows
 
         vocab = vocabulary_rows(loaded)
-        if rows * vocab > MAX_ROW_VALUES:  # this route's own cap (compare sends a whole text's plan at once)
+        if rows * vocab > MAX_ROW_VALUES:  # the whole stream's cap (compare sends a whole text's plan at once)
             raise shapes.ApiError(413, f"{rows:,} rows of {vocab:,} log-probabilities are more than one answer "
                                   f"carries ({MAX_ROW_VALUES:,} values)", code="too_large")
-        next_token = shapes.field_of(body, "next_token", (bool,), False)
-        job = submit(call_job(asyncio.get_running_loop(), lambda: logprob_rows(
-            loaded, tuple(ids), [tuple(w) for w in plan], bool(next_token))))
-        return await envelope((await wait(request, [job]))[0], checked=False)
+        per_line = (tools.max_answer_bytes - LINE_OVERHEAD) // row_bytes(vocab)
+        if per_line < 1:
+            raise shapes.ApiError(400, f"one row of {vocab:,} log-probabilities is more than this server sends at "
+                                  f"once ({tools.max_answer_bytes:,} bytes: serve --max-answer-bytes)",
+                                  code="answer_too_large")
+        tools.check_cost(window_passes(plan, next_token))
+        loop = asyncio.get_running_loop()
+        ahead = threading.Semaphore(LINES_AHEAD)
+        job = Job(kind="call", key=object(), payload=None, loop=loop, future=loop.create_future(),
+                  events=asyncio.Queue())
+        def work() -> None:
+            logprob_lines(loaded, tuple(ids), [tuple(w) for w in plan], next_token, per_line,
+                          lambda line: hand_over(job, ahead, line))
+            job.emit(("end", None, None))
+
+        job.payload = work
+        submit(job)
+        head = await first_line(request, job)
+        document = await asyncio.to_thread(lambda: {"model_info": to_plain(loaded.info),
+                                                    "result": {"vocab": vocab, "rows": rows}})
+        return StreamingResponse(ndjson(head, document, job, ahead), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-cache"})
 
     def check_windows(plan: list[list[int]], length: int) -> None:
         from llmscope.loading.modelconfig import context_length
@@ -234,31 +273,93 @@ def _strict(hint: Any) -> Any:
     return hint
 
 
-@dataclasses.dataclass(frozen=True)
-class LogprobRows:
-    """Full-vocabulary log-probability rows (float32, little-endian, base64) predicting `targets`."""
+# ------------------------------------------------------------------------------------ the logprobs stream
+# /llmscope/v1/logprobs answers in JSON lines: {"model_info", "result": {"vocab", "rows"}}, then lines of at most
+# --max-answer-bytes with rows {"targets", "contexts", "rows_base64"} (float32, little-endian), then {"end": true}
+# (or {"error": {...}} when the work fails midway). The model's thread computes at most LINES_AHEAD lines ahead of
+# the network, so the server holds a few lines, never the whole answer.
 
-    targets: tuple[int, ...]
-    contexts: tuple[int, ...]
-    vocab: int
-    rows_base64: str
+LINES_AHEAD = 2
+LINE_OVERHEAD = 4096  # a line's JSON around its rows: targets, contexts, keys
 
 
-def logprob_rows(loaded: Any, ids: tuple[int, ...], plan: list[tuple[int, int, int]], next_token: bool
-                 ) -> LogprobRows:
-    """scoring.logprob_chunks over the given windows, every row kept (compare --against-endpoint reads them)."""
+def row_bytes(vocab: int) -> int:
+    """One row in a line: float32 values in base64 (4 bytes -> 16/3), with its target and context numbers."""
+    return -(-vocab * 4 // 3) * 4 + 32
+
+
+def logprob_lines(loaded: Any, ids: tuple[int, ...], plan: list[tuple[int, int, int]], next_token: bool,
+                  per_line: int, put: Callable[[bytes], None]) -> int:
+    """scoring.logprob_chunks over the given windows, every row handed to `put` as JSON lines of at most
+    `per_line` rows (compare --against-endpoint reads them); returns the rows sent."""
     import base64
 
-    import torch
-
     from llmscope.inspection.scoring import logprob_chunks
-
-    targets, contexts, blocks = [], [], []
+    sent = 0
     for chunk in logprob_chunks(loaded, ids, plan, next_token=next_token):
-        targets += chunk.targets
-        contexts += chunk.contexts
-        blocks.append(chunk.logprobs.float().cpu())
-    rows = torch.cat(blocks).contiguous()
-    data = rows.numpy().astype("<f4").tobytes()
-    return LogprobRows(targets=tuple(targets), contexts=tuple(contexts), vocab=int(rows.shape[-1]),
-                       rows_base64=base64.b64encode(data).decode())
+        rows = chunk.logprobs.float().cpu()
+        for at in range(0, len(chunk.targets), per_line):
+            block = rows[at:at + per_line].contiguous().numpy().astype("<f4")
+            put(json_bytes({"targets": chunk.targets[at:at + per_line], "contexts": chunk.contexts[at:at + per_line],
+                            "rows_base64": base64.b64encode(block.tobytes()).decode()}) + b"\n")
+            sent += len(block)
+    return sent
+
+
+def hand_over(job: Job, ahead: threading.Semaphore, line: bytes) -> None:
+    """On the model's thread: pass a line to the request, waiting while LINES_AHEAD lines are still unsent; stop
+    (JobStopped) when the job should (client gone, time budget spent, server stopping)."""
+    from llmscope.server.engine import JobStopped
+
+    while not ahead.acquire(timeout=0.05):
+        if job.stopped(time.monotonic()):
+            raise JobStopped
+    if job.stopped(time.monotonic()):
+        raise JobStopped
+    job.emit(("line", line, None))
+
+
+async def first_line(request: Request, job: Job) -> Any:
+    """The job's first event; its error as an HTTP status (the answer has not begun), or ClientGone (the job
+    cancelled) when the client leaves first."""
+    assert job.events is not None
+    getter = asyncio.ensure_future(job.events.get())
+    watcher = asyncio.ensure_future(client_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            job.cancelled.set()
+            raise ClientGone
+        item = getter.result()
+        if item[0] == "error":
+            await job.future  # raises the job's error: its status and words
+        return item
+    finally:
+        for task in (getter, watcher):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+
+async def ndjson(head: Any, document: Any, job: Job, ahead: threading.Semaphore) -> AsyncIterator[bytes]:
+    """The stream's lines, from the job's events; an abandoned stream cancels the job."""
+    assert job.events is not None
+    try:
+        yield json_bytes(document) + b"\n"
+        item = head
+        while True:
+            kind, value, code = item
+            if kind == "line":
+                ahead.release()
+                yield value
+            elif kind == "error":
+                yield json_bytes(shapes.error_body(value, "server_error", code=code)) + b"\n"
+                return
+            else:  # "end"
+                yield b'{"end":true}\n'
+                return
+            item = await job.events.get()
+    finally:
+        if not job.future.done():
+            job.cancelled.set()

@@ -14,18 +14,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmscope.server import openai_shapes as shapes
-from llmscope.server.compute import encode_messages, prompt_logprobs
+from llmscope.server.budget import decoding_passes, window_passes
+from llmscope.server.compute import encode_messages, prompt_logprobs, prompt_windows
 from llmscope.server.engine import GenerateWork, Job, call_job
+from llmscope.server.keys import authorized
 from llmscope.server.openai_shapes import ApiError, TokenLogprob
 from llmscope.server.state import ServeState, wait_for_jobs
 
 
 async def health(request: Request, state: ServeState) -> Response:
-    """Liveness, the queue's length and the engine's batching counters."""
+    """Liveness; with the key (or on a server without one) also the model, the queue's length and the engine's
+    counters. Without the key it says only that the server is up: no path, no counters."""
+    if not authorized(request, state.settings.api_key):
+        return JSONResponse({"status": "ok"})
     stats = state.engine.stats
     return JSONResponse({"status": "ok", "model": state.name, "queued": state.engine.queued,
                          "requests": stats.requests, "batches": stats.batches, "rows": stats.rows,
-                         "largest_batch": stats.largest_batch, "cancelled": stats.cancelled})
+                         "largest_batch": stats.largest_batch, "cancelled": stats.cancelled,
+                         "timed_out": stats.timed_out, "refused": stats.refused})
 
 
 async def models(request: Request, state: ServeState) -> Response:
@@ -52,8 +58,14 @@ async def completions(request: Request, state: ServeState) -> Response:
     state.check_tokens(sum(len(e.ids) + sampling.max_tokens for e in encoded))
     if parsed.echo or parsed.prompt_logprobs is not None:
         state.check_answer(sum(len(e.ids) for e in encoded) + len(encoded) * sampling.max_tokens, wanted)
+    echoing = (parsed.echo and k is not None) or parsed.prompt_logprobs is not None
+    for prompt in encoded:  # each prompt's jobs run within the job budget
+        if sampling.max_tokens > 0:
+            state.check_cost(decoding_passes(len(prompt.ids), sampling.max_tokens))
+        if echoing and len(prompt.ids) > 1:
+            state.check_cost(window_passes(prompt_windows(loaded, len(prompt.ids))))
     echoes: list[Job] = []
-    if (parsed.echo and k is not None) or parsed.prompt_logprobs is not None:
+    if echoing:
         echoes = [call_job(loop, lambda e=e: prompt_logprobs(loaded, e.ids, wanted)) for e in encoded]
     jobs = [generation_job(loop, e, sampling, k or 0, parsed.stream) for e in encoded] if (
         sampling.max_tokens > 0) else []
@@ -105,6 +117,7 @@ async def chat(request: Request, state: ServeState) -> Response:
             sampling = dataclasses.replace(sampling, max_tokens=min(sampling.max_tokens, limit - len(encoded.ids)))
     state.check_tokens(len(encoded.ids) + sampling.max_tokens)
     state.check_answer(sampling.max_tokens, parsed.top_logprobs)
+    state.check_cost(decoding_passes(len(encoded.ids), sampling.max_tokens))
     job = state.submit(generation_job(loop, encoded, sampling, parsed.top_logprobs, parsed.stream))
     request_id = shapes.new_id("chatcmpl")
     if parsed.stream:

@@ -16,25 +16,18 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmscope.server.budget import Cost, Pass, Shape, cost_of
 from llmscope.server.config import MAX_BODY_BYTES, ServeSettings
 from llmscope.server.engine import Engine, Job
 from llmscope.server.native import RouteTools
 from llmscope.server.openai_shapes import ApiError
+from llmscope.server.wire import ClientGone, client_disconnected, json_bytes
 
 T = TypeVar("T")
 # What an answer costs in JSON, for the estimate checked against --max-answer-bytes before any work: per token
 # (its text, id, figures) and per alternative of a token (text, id, log-probability). Generous upper figures.
 BYTES_PER_TOKEN = 256
 BYTES_PER_ALTERNATIVE = 128
-
-
-class ClientGone(Exception):
-    """The client closed the connection before its answer was ready (its work was cancelled)."""
-
-
-def json_bytes(document: Any) -> bytes:
-    """A document as JSONResponse writes it (UTF-8, compact, no NaN)."""
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
 def parse_body(data: bytes) -> dict[str, Any]:
@@ -68,17 +61,9 @@ def longest_token(tokenizer: Any) -> int | None:
     return max((len(piece) for piece in vocabulary), default=0) or None
 
 
-async def _disconnected(request: Request) -> None:
-    """Returns when the client goes away (the body has been read, so receive() waits for the disconnect)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def wait_for_jobs(request: Request, jobs: list[Job]) -> list[Any]:
     """The jobs' results, or ClientGone (and the jobs cancelled) when the client disconnects first."""
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(client_disconnected(request))
     gathered = asyncio.gather(*(job.future for job in jobs))
     try:
         done, _ = await asyncio.wait({gathered, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -106,6 +91,7 @@ class ServeState:
         self.name: str = self.loaded.spec.name
         self.created = int(time.time())
         self.longest = longest_token(self.loaded.tokenizer)
+        self.shape = Shape.of(self.loaded)
         # one tokenization at a time, off the event loop (the model's thread is apart)
         self._tokenizer_lock = threading.Lock()
 
@@ -135,6 +121,29 @@ class ServeState:
                            f"of about {estimate:,} bytes, more than this server sends "
                            f"({self.settings.max_answer_bytes:,}: serve --max-answer-bytes); ask for fewer",
                            code="answer_too_large")
+
+    def check_cost(self, passes: list[Pass]) -> Cost:
+        """Refuse, before any work, a request whose forward passes cannot finish within --job-timeout at the speed
+        measured when the server started (a lower bound: 400, over_budget), or whose largest pass needs more memory
+        than is free now (400, over_memory)."""
+        from llmscope.loading.memory import available_memory, check_enabled, gib
+
+        cost = cost_of(self.shape, passes)
+        speed = self.engine.speed
+        least = speed.least_seconds(cost) if speed is not None else 0.0
+        budget = self.settings.job_timeout
+        if least > budget:
+            self.engine.stats.refused += 1
+            raise ApiError(400, f"this request needs {cost.passes:,} forward passes over {cost.token_layers:,} "
+                           f"token-layers: at least {least:,.1f} s at the speed this server measured, more than its "
+                           f"time budget of {budget:g} s per job (serve --job-timeout); ask for less",
+                           code="over_budget")
+        free = available_memory(str(self.loaded.input_device)) if check_enabled() else None
+        if free is not None and cost.peak_bytes > free:
+            self.engine.stats.refused += 1
+            raise ApiError(400, f"this request needs about {gib(cost.peak_bytes)} of memory for its largest forward "
+                           f"pass and {gib(free)} is free now; ask for less", code="over_memory")
+        return cost
 
     def check_tokens(self, total: int, what: str = "prompt and new tokens") -> None:
         if total > self.settings.max_tokens:
@@ -196,4 +205,6 @@ class ServeState:
         return RouteTools(submit=self.submit, body_of=self.body_of, wait=wait_for_jobs, tokenized=self.tokenized,
                           answer=self.answer, check_answer=self.check_answer,
                           check_tokens=self.check_tokens, check_characters=self.check_characters,
-                          max_top_k=self.settings.max_top_k, max_steps=self.settings.max_steps)
+                          check_cost=self.check_cost, max_top_k=self.settings.max_top_k,
+                          max_steps=self.settings.max_steps, max_answer_bytes=self.settings.max_answer_bytes,
+                          api_key=self.settings.api_key)

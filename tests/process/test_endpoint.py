@@ -472,7 +472,7 @@ def test_llama_cpp_python_shifted_echo_is_put_back(cli, hostile: Hostile) -> Non
     _openai(hostile, llama_cpp_python_echo(drop=3))
     refused = cli("score", TEXT, "--endpoint", hostile.url, "--top-k", "2")
     assert refused.exit_code == 1
-    assert "shifted by one token (llama-cpp-python's echo), and 1 of 5 tokens" in one_error_line(refused)
+    assert "one token early (as llama-cpp-python's server sends them), and 1 of 5 tokens" in one_error_line(refused)
 
 
 def test_no_rank_past_the_top_asked_for(cli, hostile: Hostile) -> None:
@@ -535,9 +535,9 @@ def test_compare_against_a_wrong_logprobs_answer(cli, hostile: Hostile, tiny_mod
         if not request:  # the check before model A loads: the route is there
             return 400, {}, json.dumps({"error": {"message": "'text' is required"}}).encode()
         rows = sum(end - first for _, end, first in request["plan"]) + int(request["next_token"])
-        return 200, {}, json.dumps({"model_info": INFO, "result": {
-            "targets": list(range(rows)), "contexts": list(range(rows)), "vocab": 7,
-            "rows_base64": "AAAAAA=="}}).encode()
+        head = {"model_info": INFO, "result": {"vocab": 7, "rows": rows}}
+        line = {"targets": list(range(rows)), "contexts": list(range(rows)), "rows_base64": "AAAAAA=="}
+        return 200, {}, (json.dumps(head) + "\n" + json.dumps(line) + "\n").encode()
 
     hostile.routes["/llmscope/v1/logprobs"] = logprobs
     result = cli("compare", "Hello world, hello again.", "-m", tiny_model_dir, "--against-endpoint", hostile.url)

@@ -59,6 +59,7 @@ class RecordingEngine:
         from llmscope.server.engine import EngineStats
 
         self.loaded, self.stats, self.jobs = loaded, EngineStats(), []
+        self.speed = None  # not measured: no request is refused for its time
 
     @property
     def queued(self) -> int:
