@@ -11,6 +11,8 @@ from llmscope.whatif.variants import Variant
 DEFAULT_PASSKEY_TOKENS = 480
 
 
+MAX_CONTEXT = 2**24  # 16,777,216 tokens: past any model's context today, a 128 MiB positions tensor
+
 @dataclass(frozen=True)
 class WhatIfSettings:
     """What to try and how much to measure. An empty `variants` runs the preset sweep."""
@@ -28,6 +30,9 @@ class WhatIfSettings:
             raise UsageError(f"-n must be 0 or more (got {self.new_tokens})")
         if self.context is not None and self.context < 1:
             raise UsageError(f"--context must be at least 1 token (got {self.context})")
+        if self.context is not None and self.context > MAX_CONTEXT:
+            # the eviction rules are evaluated over every position up to --context: bounded memory, checked first
+            raise UsageError(f"--context must be at most {MAX_CONTEXT:,} tokens (got {self.context:,})")
         for depth in self.passkey_depths:
             if not 0.0 <= depth <= 1.0:
                 raise UsageError(f"--passkey-depth takes fractions from 0 to 1 (got {depth:g})",

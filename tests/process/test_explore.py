@@ -31,9 +31,9 @@ def test_the_page_and_its_assets_are_served_from_the_package(server: Explore) ->
     status, kind, page = server.get("/explore")
     assert status == 200 and kind.startswith("text/html")
     assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["data:,", "/explore/assets/style.css",
-                                                           "/explore/assets/views.js", "/explore/assets/forward.js",
-                                                           "/explore/assets/explore.js"]
-    for asset in ("style.css", "views.js", "forward.js", "explore.js"):
+                                                           "/explore/assets/views.js", "/explore/assets/whatif.js",
+                                                           "/explore/assets/forward.js", "/explore/assets/explore.js"]
+    for asset in ("style.css", "views.js", "whatif.js", "forward.js", "explore.js"):
         status, _, text = server.get(f"/explore/assets/{asset}")
         text = text.replace('"http://www.w3.org/2000/svg"', "")  # SVG's namespace name, never fetched
         assert status == 200 and "http://" not in text and "https://" not in text  # nothing from elsewhere
