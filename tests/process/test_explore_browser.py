@@ -767,3 +767,28 @@ def test_each_html_file_opens_from_disk_with_the_network_blocked(name: str, html
         assert page.page.locator(".attr-row").count() == len(data["methods"])
     assert page.requests == []  # nothing tried to reach the network
     assert page.errors == []
+
+
+def test_the_what_if_panel_shows_the_routes_numbers(server: Explore, page: Page) -> None:
+    """The what-if panel (whatif.js) measures the prompt with the variants typed into it and shows what
+    /llmscope/v1/explore/what-if answers: perplexity, KL, top-1 agreement and KV bytes per variant, exactly."""
+    page.page.goto(server.url + "/explore")
+    run_prompt(page.page, PROMPT)
+    page.page.fill("#whatif-variants", "window=2 kv-cache=int4")
+    page.page.fill("#whatif-new-tokens", "2")
+    page.page.click("#whatif-run")
+    page.page.wait_for_selector("#whatif[data-ready]")
+    expected = server.result("/llmscope/v1/explore/what-if",
+                             {"prompt": PROMPT, "variants": ["window=2", "kv-cache=int4"], "new_tokens": 2})
+    quality = rows(page.page, "tr.whatif-quality")
+    cost = rows(page.page, "tr.whatif-cost")
+    assert [r["variant"] for r in quality] == [v["name"] for v in expected["variants"]] == [
+        "full", "window=2", "kv-cache=int4"]
+    for row, shown, spent in zip(expected["variants"], quality, cost):
+        assert float(shown["perplexity"]) == row["perplexity"]
+        assert float(shown["klMean"]) == row["kl_mean"] and float(shown["klMax"]) == row["kl_max"]
+        assert float(shown["top1"]) == row["top1_agreement"]
+        assert int(spent["kvBytes"]) == row["kv_cache_bytes"]
+        assert int(spent["kvBytesAtContext"]) == row["kv_cache_bytes_at_context"]
+    assert float(quality[1]["perplexity"]) != float(quality[0]["perplexity"])  # the window changed the numbers
+    assert page.errors == []
