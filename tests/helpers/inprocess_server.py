@@ -79,8 +79,9 @@ class InProcessServer:
         connection.close()
         return status, got, content
 
-    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        status, _, content = self.request("POST", path, body, headers=headers)
+    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None,
+             raw: bytes | None = None) -> tuple[int, Any]:
+        status, _, content = self.request("POST", path, body, headers=headers, raw=raw)
         return status, json.loads(content)
 
     def health(self, headers: dict[str, str] | None = None) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.inprocess_server import WAIT, Gate, InProcessServer, in_thread
 from helpers.servers import KEY, Server, concurrent_logprobs, start_server, stop_server
 
 from llmscope.loading.loader import load_model
@@ -39,7 +40,6 @@ def client(server: Server) -> Any:
 
 def _declared_too_large(server: Server) -> tuple[int, Any]:
     """A request that declares a 5 MiB body: refused from its headers, before the body is read."""
-    import http.client
     from urllib.parse import urlsplit
 
     address = urlsplit(server.url)
@@ -55,74 +55,6 @@ def _declared_too_large(server: Server) -> tuple[int, Any]:
     return status, body
 
 
-WAIT = 120  # seconds before an awaited event counts as never coming (a failure, not a timing assumption)
-
-
-class Gate:
-    """A forward pre-hook on the model: counts forward passes and, while closed, holds each one until opened."""
-
-    def __init__(self, model: Any, closed: bool = True) -> None:
-        self.calls = 0
-        self.entered = threading.Event()
-        self.opened = threading.Event()
-        if not closed:
-            self.opened.set()
-        self.handle = model.register_forward_pre_hook(self)
-
-    def __call__(self, _module: Any, _args: Any) -> None:
-        self.calls += 1
-        self.entered.set()
-        assert self.opened.wait(WAIT), "the gate was never opened"
-
-    def remove(self) -> None:
-        self.opened.set()
-        self.handle.remove()
-
-
-class InProcessServer:
-    """build_server's uvicorn server on a thread, listening on a free port of 127.0.0.1."""
-
-    def __init__(self, loaded: Any, **fields: Any) -> None:
-        from llmscope.server.config import ServeSettings
-        from llmscope.server.lifecycle import bind, build_server
-
-        self.settings = ServeSettings(port=0, **fields)
-        self.log: list[str] = []
-        self.sock = bind("127.0.0.1", 0)
-        self.port = self.sock.getsockname()[1]
-        self.server, self.engine = build_server(loaded, self.settings, self.log.append)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        assert self.server.ready.wait(WAIT), "the server never started"
-
-    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT)
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        sent = {"Content-Type": "application/json"} if data is not None else {}
-        sent.update(headers or {})
-        connection.request(method, path, body=data, headers=sent)
-        response = connection.getresponse()
-        status, got, content = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        connection.close()
-        return status, got, content
-
-    def post(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-        status, _, content = self.request("POST", path, body, raw=raw)
-        return status, json.loads(content)
-
-    def running_job(self) -> Any:
-        """The job the engine runs now (the test has made sure there is one)."""
-        with self.engine._lock:
-            return self.engine._running[0]
-
-    def stop(self) -> None:
-        self.server.handle_exit(signal.SIGTERM, None)
-        self.thread.join(WAIT)
-        self.engine.close(0)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir: Path) -> Any:
 
@@ -134,21 +66,6 @@ def served(loaded: Any) -> Iterator[InProcessServer]:
     server = InProcessServer(loaded)
     yield server
     server.stop()
-
-
-def in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    """Run work() on a thread; its result (or error) lands in the returned dict."""
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = work()
-        except BaseException as error:  # handed to the test
-            out["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -256,7 +173,6 @@ def test_wrong_key_is_401_for_the_openai_client(server: Server) -> None:
 
 
 def test_a_client_that_goes_away_stops_its_generation(server: Server) -> None:
-    import http.client
     import time
     from urllib.parse import urlsplit
 
@@ -284,7 +200,6 @@ def test_requests_are_logged_on_stderr(server: Server) -> None:
 def test_sigterm_with_a_stream_in_flight_exits_0(tiny_model_dir: Path) -> None:
     """SIGTERM while a stream runs: the server stops accepting, the stream finishes (or ends with an error event and
     [DONE] after the shutdown time) and the process exits 0."""
-    import http.client
     from urllib.parse import urlsplit
 
     running = start_server(tiny_model_dir, "--shutdown-timeout", "2", "--json")
