@@ -48,9 +48,9 @@ browser:
 
 # The tests run in TEST_WORKERS processes (pytest-xdist; auto: one per core), a test module's tests in one worker
 # (its module fixtures are built once), modules handed out in the order tests/conftest.py sorts them (the slow tier
-# first); the 25 slowest tests are listed at the end. Tiers: tests/unit (library on
-# tiny models), tests/commands (the CLI in process), tests/process (subprocesses, signals, servers, the browser),
-# tests/slow (the embedded SmolLM2).
+# first); the 25 slowest tests are listed at the end. Tiers (tests/README.md): tests/unit (the library on tiny
+# models), tests/commands (the CLI in process), tests/process (subprocesses, signals, servers, the browser),
+# tests/slow (the embedded SmolLM2); test-fast runs unit and commands.
 TEST_WORKERS ?= auto
 PYTEST := HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25
 
