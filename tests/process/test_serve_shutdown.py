@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from helpers.inprocess_server import in_thread
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -86,20 +87,6 @@ def post(url: str, path: str, body: Any) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = work()
-        except BaseException as error:  # handed to the test
-            out["error"] = error
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def assert_shutting_down(status: int, answer: Any, words: str = "a second signal") -> None:
