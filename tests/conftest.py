@@ -201,3 +201,21 @@ def browser() -> Any:
         launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir: Path) -> Any:
+    """The tiny llama loaded once per module in float32 on the CPU, for servers run in process."""
+    from llmscope.loading.loader import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def served(loaded: Any) -> Any:
+    """llmscope serve's app on a thread (helpers.inprocess_server), stopped after the test."""
+    from helpers.inprocess_server import InProcessServer
+
+    server = InProcessServer(loaded)
+    yield server
+    server.stop()

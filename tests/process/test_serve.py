@@ -19,8 +19,6 @@ import pytest
 from helpers.inprocess_server import WAIT, Gate, InProcessServer, in_thread
 from helpers.servers import KEY, Server, concurrent_logprobs, start_server, stop_server
 
-from llmscope.loading.loader import load_model
-
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
@@ -53,19 +51,6 @@ def _declared_too_large(server: Server) -> tuple[int, Any]:
     status, body = response.status, json.loads(response.read())
     connection.close()
     return status, body
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir: Path) -> Any:
-
-    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
-
-
-@pytest.fixture
-def served(loaded: Any) -> Iterator[InProcessServer]:
-    server = InProcessServer(loaded)
-    yield server
-    server.stop()
 
 
 def _closed_by_server(sock: socket.socket) -> bool:

@@ -11,7 +11,6 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,6 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 KEY = "limits-key"
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir: Path) -> Any:
-    from llmscope.loading.loader import load_model
-
-    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
-
-
-@pytest.fixture
-def served(loaded: Any) -> Iterator[InProcessServer]:
-    server = InProcessServer(loaded)
-    yield server
-    server.stop()
 
 
 def blocks(loaded: Any) -> Any:
